@@ -1,0 +1,49 @@
+"""Typed errors that carry what a user needs: the file, the reason, the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CardinalError(Exception):
+    """Base of every error the engine raises on purpose; `str(error)` is fit to show a user."""
+
+
+class ImageLoadError(CardinalError):
+    """An image could not be decoded; `path` names it and `reason` says why in plain words."""
+
+    def __init__(self, path: str | Path | None, reason: str) -> None:
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}" if self.path else reason)
+
+
+class WeightsUnavailable(CardinalError):
+    """Pretrained weights are neither on disk nor downloadable; says where the file can be put."""
+
+    def __init__(self, url: str, path: Path, reason: str) -> None:
+        self.url = url
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(
+            f"Weights are not on this computer and could not be downloaded ({reason}).\n"
+            f"Download {url}\nand save it as {self.path}\n"
+            f"or set CARDINAL_WEIGHTS_MIRROR to a server that has the file."
+        )
+
+
+class WeightsError(CardinalError):
+    """A weights or model file is unsafe, corrupt or does not fit the model."""
+
+    def __init__(self, path: str | Path | None, reason: str) -> None:
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}" if self.path else reason)
+
+
+class DownloadCancelled(CardinalError):
+    """The user stopped a download; nothing was written."""
+
+
+class CheckpointError(CardinalError):
+    """A model or checkpoint could not be written or read; the previous file is untouched."""

@@ -1,0 +1,172 @@
+"""The one image loader: every path or byte string the app decodes goes through `load_image`."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from engine.errors import ImageLoadError
+
+# Formats people drop on an image classifier; anything else is refused even when renamed.
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff"}
+)
+# Pillow's own default; above it an image is treated as a decompression bomb.
+DEFAULT_MAX_PIXELS: int = 89_478_485
+
+ImageSource = str | Path | bytes
+
+
+def load_image(
+    source: ImageSource,
+    *,
+    name: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_size: int | None = None,
+) -> Image.Image:
+    """Decode `source` (a path or the file's bytes) into an upright RGB image, or raise ImageLoadError.
+
+    `draft_size` lets JPEG decoding skip detail below that shorter side: classification resizes
+    to ~232 px anyway, and a 24 MP photo then decodes 8x faster.
+    """
+    label = name if name is not None else (None if isinstance(source, bytes) else str(source))
+    data = _read(source, label)
+    if not data:
+        raise ImageLoadError(label, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Our own limit below turns bombs into ImageLoadError; Pillow's warning would only repeat it.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError:
+        raise ImageLoadError(label, _bomb_reason(None, max_pixels)) from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(label, _unidentified_reason(data)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageLoadError(label, _damage_reason(error, "image header")) from None
+
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageLoadError(label, _bomb_reason((width, height), max_pixels))
+    try:
+        if draft_size is not None and image.format == "JPEG":
+            image.draft("RGB", (draft_size, draft_size))
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as error:
+        raise ImageLoadError(label, _damage_reason(error, f"{image.format} data")) from None
+    except MemoryError:
+        raise ImageLoadError(label, "image too large to decode in memory") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency is composited on white."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        return Image.fromarray(_high_depth_to_uint8(image)).convert("RGB")
+    if mode == "P":
+        image = image.convert("RGBA") if "transparency" in image.info else image.convert("RGB")
+        mode = image.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _high_depth_to_uint8(image: Image.Image) -> np.ndarray:
+    """Scale 16-bit, 32-bit integer and float images to 0..255 without clipping their range away."""
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16"):
+        scaled = values / 257.0
+    elif image.mode == "F" and values.size and np.nanmax(values) <= 1.0 and np.nanmin(values) >= 0.0:
+        scaled = values * 255.0
+    else:
+        finite = values[np.isfinite(values)]
+        top = float(finite.max()) if finite.size else 0.0
+        bottom = float(finite.min()) if finite.size else 0.0
+        if bottom >= 0 and top <= 255:
+            scaled = values
+        elif bottom >= 0 and top <= 65535:
+            scaled = values / 257.0
+        else:
+            scaled = (values - bottom) / max(top - bottom, 1e-12) * 255.0
+    return np.nan_to_num(np.clip(scaled, 0, 255)).round().astype(np.uint8)
+
+
+def _read(source: ImageSource, label: str | None) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    path = Path(source)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageLoadError(label, "file not found") from None
+    except IsADirectoryError:
+        raise ImageLoadError(label, "is a folder, not an image") from None
+    except PermissionError:
+        raise ImageLoadError(label, "permission denied: Cardinal cannot read this file") from None
+    except OSError as error:
+        raise ImageLoadError(label, f"cannot read file ({error.strerror or error})") from None
+
+
+def _damage_reason(error: Exception, what: str) -> str:
+    if isinstance(error, EOFError) or "truncated" in str(error).lower():
+        return "truncated file: the image data ends early (an incomplete download or copy?)"
+    return f"damaged {what} ({error})"
+
+
+def _bomb_reason(size: tuple[int, int] | None, max_pixels: int) -> str:
+    dims = f"{size[0]}x{size[1]} pixels" if size else "far too many pixels"
+    return (
+        f"image is {dims}, above the {max_pixels:,}-pixel safety limit "
+        "(a possible decompression bomb); shrink it before classifying"
+    )
+
+
+def _unidentified_reason(data: bytes) -> str:
+    allowed = ", ".join(ALLOWED_FORMATS)
+    try:
+        with Image.open(io.BytesIO(data)) as other:
+            return f"{other.format} images are not supported; convert it to one of {allowed}"
+    except Exception:  # noqa: BLE001 - any failure here just means "not an image"
+        pass
+    if data[:1] in (b"{", b"<") or _looks_like_text(data[:512]):
+        return f"not an image (the file contains text); Cardinal reads {allowed}"
+    return f"not an image, or an unsupported format; Cardinal reads {allowed}"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def iter_image_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Expand files and folders (recursively, sorted) into the paths to classify.
+
+    Files named directly are yielded whatever their suffix so the loader can say what is wrong with
+    them; inside folders only image suffixes count, hidden files and folders are skipped.
+    """
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                relative = child.relative_to(path).parts
+                if any(part.startswith(".") for part in relative):
+                    continue
+                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES:
+                    yield child
+        else:
+            yield path
