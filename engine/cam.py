@@ -1,0 +1,166 @@
+"""Grad-CAM and Grad-CAM++ heat-maps, plus overlay rendering.
+
+The last stage of a ResNeXt feeds global average pooling and one linear layer, so the gradient of class
+c's logit with respect to that stage's activations is the constant `fc.weight[c] / (h*w)`. Heat-maps
+there follow in closed form from the activations the classification forward pass already produced (no
+backward pass); `autograd_cam` does the general hook-and-backward computation for any layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
+_EPS = 1e-7
+
+
+def channel_weights(method: str, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """Per-channel weights (N, C) from activations and gradients (N, C, h, w): the only per-method step."""
+    if method == "gradcam":
+        return gradients.mean(dim=(2, 3))
+    if method == "gradcam++":
+        squared = gradients.pow(2)
+        cubed = gradients.pow(3)
+        total = activations.sum(dim=(2, 3), keepdim=True)
+        alpha = squared / (2 * squared + total * cubed + _EPS)
+        alpha = torch.where(gradients != 0, alpha, torch.zeros_like(alpha))
+        return (gradients.clamp(min=0) * alpha).sum(dim=(2, 3))
+    raise ValueError(f"unknown CAM method '{method}'; choose one of {', '.join(METHODS)}")
+
+
+def weighted_activations(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+    """ReLU of the channel-weighted sum: the raw (N, h, w) class activation map."""
+    return torch.relu(torch.einsum("nc,nchw->nhw", weights, activations))
+
+
+def closed_form_cam(
+    activations: torch.Tensor, head_weight: torch.Tensor, class_index: int, method: str = "gradcam"
+) -> torch.Tensor:
+    """Raw CAM (h, w) at the last stage of a GAP + linear head, from one image's (C, h, w) activations."""
+    features = activations.float().unsqueeze(0)
+    height, width = features.shape[-2:]
+    gradient = (head_weight[class_index].float() / (height * width)).view(1, -1, 1, 1)
+    gradients = gradient.expand_as(features)
+    return weighted_activations(channel_weights(method, features, gradients), features)[0]
+
+
+class _Capture:
+    """Holds a layer's output and the gradient flowing back into it while hooks are installed."""
+
+    def __init__(self) -> None:
+        self.activations: torch.Tensor | None = None
+        self.gradients: torch.Tensor | None = None
+
+    def forward_hook(self, module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        self.activations = output
+        output.register_hook(self._save_gradient)
+
+    def _save_gradient(self, gradient: torch.Tensor) -> None:
+        self.gradients = gradient
+
+
+@contextlib.contextmanager
+def capture(layer: nn.Module) -> Iterator[_Capture]:
+    """Record `layer`'s activations and gradients; the hook is always removed, even on error."""
+    store = _Capture()
+    handle = layer.register_forward_hook(store.forward_hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+def autograd_cam(
+    network: nn.Module, batch: torch.Tensor, class_index: int, layer: nn.Module, method: str = "gradcam"
+) -> torch.Tensor:
+    """Raw CAM (h, w) of `layer` for one preprocessed image (1, 3, H, W), by hooks and a backward pass.
+
+    Works on frozen networks: the input is made to require grad so the graph exists regardless.
+    """
+    inputs = batch.detach().clone().requires_grad_(True)
+    with torch.inference_mode(False), torch.enable_grad(), capture(layer) as store:
+        logits = network(inputs)
+        score = logits[0, class_index]
+        score.backward()
+    if store.activations is None or store.gradients is None:
+        raise RuntimeError("the chosen layer did not take part in the forward pass")
+    activations = store.activations.detach().float()
+    gradients = store.gradients.detach().float()
+    return weighted_activations(channel_weights(method, activations, gradients), activations)[0]
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """Where the network's square input sits in the original image, in original pixels (may overhang)."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+    @classmethod
+    def centre_crop(cls, image_size: tuple[int, int], resize_size: int, crop_size: int) -> CropBox:
+        """The region a resize-shorter-side-then-centre-crop preset feeds the network."""
+        width, height = image_size
+        scale = resize_size / min(width, height)
+        side = crop_size / scale
+        left = (width - side) / 2
+        top = (height - side) / 2
+        return cls(left, top, left + side, top + side)
+
+
+def heatmap_at_image_size(raw_cam: torch.Tensor, image_size: tuple[int, int], box: CropBox) -> np.ndarray:
+    """Scale a raw CAM to 0..1 and place it over the image pixels the network saw; 0 elsewhere."""
+    width, height = image_size
+    cam = raw_cam.detach().float().cpu()
+    peak = float(cam.max()) if cam.numel() else 0.0
+    heatmap = np.zeros((height, width), np.float32)
+    if peak <= 0 or not np.isfinite(peak):
+        return heatmap
+    left, top = round(box.left), round(box.top)
+    box_width = max(1, round(box.right) - left)
+    box_height = max(1, round(box.bottom) - top)
+    scaled = F.interpolate(cam[None, None] / peak, size=(box_height, box_width), mode="bilinear", align_corners=False)
+    scaled = scaled[0, 0].clamp_(0, 1).numpy()
+    x0, y0 = max(left, 0), max(top, 0)
+    x1, y1 = min(left + box_width, width), min(top + box_height, height)
+    heatmap[y0:y1, x0:x1] = scaled[y0 - top : y1 - top, x0 - left : x1 - left]
+    return heatmap
+
+
+def _jet_table() -> np.ndarray:
+    # The classic "jet" ramp as the piecewise-linear formula it is defined by (blue -> red).
+    position = np.linspace(0.0, 1.0, 256)
+    red = np.clip(1.5 - np.abs(4 * position - 3), 0, 1)
+    green = np.clip(1.5 - np.abs(4 * position - 2), 0, 1)
+    blue = np.clip(1.5 - np.abs(4 * position - 1), 0, 1)
+    return (np.stack([red, green, blue], axis=1) * 255).round().astype(np.uint8)
+
+
+COLORMAPS: dict[str, np.ndarray] = {
+    "jet": _jet_table(),
+    "gray": np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1),
+}
+
+
+def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
+    """Map a 0..1 heat-map (H, W) to RGB uint8 (H, W, 3)."""
+    table = COLORMAPS[colormap]
+    indices = np.clip(np.nan_to_num(heatmap) * 255, 0, 255).round().astype(np.uint8)
+    return table[indices]
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, *, opacity: float = 0.5, colormap: str = "jet") -> np.ndarray:
+    """Blend a coloured heat-map over an RGB uint8 image of the same height and width."""
+    if image.shape[:2] != heatmap.shape:
+        raise ValueError(f"image is {image.shape[:2]} but heat-map is {heatmap.shape}")
+    opacity = float(np.clip(opacity, 0.0, 1.0))
+    blended = (1 - opacity) * image.astype(np.float32) + opacity * colorize(heatmap, colormap).astype(np.float32)
+    return blended.round().astype(np.uint8)

@@ -1,0 +1,278 @@
+"""Classifier: device and precision choice, batched top-k, and the activations Grad-CAM needs."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from engine import cam
+from engine.errors import CardinalError, ImageLoadError
+from engine.images import load_image
+from engine.models import LoadedModel
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+def select_device(preference: str | None = None) -> torch.device:
+    """The device to run on: `preference` if given ('cpu', 'cuda', 'cuda:1', 'mps'), else CUDA > MPS > CPU."""
+    if preference and preference != "auto":
+        device = torch.device(preference)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise CardinalError("CUDA was requested but no CUDA GPU is available; use --device cpu")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise CardinalError("Apple MPS was requested but is not available here; use --device cpu")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is fast and exact enough here: CUDA with bf16, or a CPU with native bf16."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """Turn 'auto' | 'fp32' | 'bf16' into the compute dtype for `device`."""
+    if precision not in PRECISIONS:
+        raise CardinalError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        if device.type == "mps":
+            raise CardinalError("bf16 is not supported on Apple MPS here; use --precision fp32")
+        return torch.bfloat16
+    return torch.bfloat16 if bf16_supported(device) else torch.float32
+
+
+def describe_device(device: torch.device, dtype: torch.dtype) -> str:
+    """A short label for the status bar, e.g. 'CUDA: NVIDIA H100 (bf16)' or 'CPU (fp32)'."""
+    precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+    if device.type == "cuda":
+        return f"CUDA: {torch.cuda.get_device_name(device)} ({precision})"
+    if device.type == "mps":
+        return f"Apple MPS ({precision})"
+    return f"CPU ({precision})"
+
+
+def forward_features(network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """A torchvision ResNet up to its last stage: the activations Grad-CAM reads."""
+    x = network.maxpool(network.relu(network.bn1(network.conv1(batch))))
+    return network.layer4(network.layer3(network.layer2(network.layer1(x))))
+
+
+def forward_head(network: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Global average pool and the linear classifier: logits from last-stage activations."""
+    return network.fc(torch.flatten(network.avgpool(features), 1))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One of the top-k answers for an image."""
+
+    index: int
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """One image's result: top-k, every class's probability, and what a heat-map for any class needs."""
+
+    predictions: tuple[Prediction, ...]
+    probabilities: np.ndarray
+    image_size: tuple[int, int]
+    crop_box: cam.CropBox
+    features: torch.Tensor | None = field(default=None, repr=False)
+    head_weight: torch.Tensor | None = field(default=None, repr=False)
+
+    def heatmap(self, class_index: int, method: str = "gradcam") -> np.ndarray:
+        """Grad-CAM (or Grad-CAM++) of `class_index` at image size, 0..1, without another forward pass."""
+        if self.features is None or self.head_weight is None:
+            raise ValueError("this result was computed without keeping activations (keep_features=False)")
+        raw = cam.closed_form_cam(self.features, self.head_weight, class_index, method)
+        return cam.heatmap_at_image_size(raw, self.image_size, self.crop_box)
+
+
+@dataclass(frozen=True, eq=False)
+class FileResult:
+    """The outcome for one file of a batch: an analysis, or the reason it failed."""
+
+    path: Path
+    analysis: Analysis | None = None
+    error: CardinalError | None = None
+    image: Image.Image | None = field(default=None, repr=False)
+
+
+class Classifier:
+    """Runs a LoadedModel on a device in a precision. One lock serialises calls from any thread."""
+
+    def __init__(self, model: LoadedModel, *, device: str | torch.device | None = None, precision: str = "auto"):
+        self.model = model
+        self.device = device if isinstance(device, torch.device) else select_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.description = describe_device(self.device, self.dtype)
+        self.network = model.network.to(self.device).eval()
+        # Kept on the CPU in fp32 so heat-maps for any class need no device round trip.
+        self.head_weight = self.network.fc.weight.detach().float().cpu()
+        self._lock = threading.Lock()
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.model.class_names
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """The model's own preprocessing (resize, crop, normalise) of one RGB image: (3, H, W)."""
+        return self.model.preprocess(image)
+
+    def crop_box(self, image_size: tuple[int, int]) -> cam.CropBox:
+        """Which part of an image of this size the network sees."""
+        preprocess = self.model.preprocess
+        return cam.CropBox.centre_crop(image_size, preprocess.resize_size[0], preprocess.crop_size[0])
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities (N, classes) and last-stage activations (N, C, h, w) for a preprocessed batch."""
+        with self._lock, torch.inference_mode(), self._autocast():
+            features = forward_features(self.network, batch.to(self.device, non_blocking=True))
+            logits = forward_head(self.network, features)
+            probabilities = torch.softmax(logits.float(), dim=1)
+        return probabilities, features
+
+    def predict(self, images: Sequence[Image.Image], k: int = 5) -> list[tuple[Prediction, ...]]:
+        """Top-k predictions for each image, in one batch."""
+        return [analysis.predictions for analysis in self.analyze(images, k, keep_features=False)]
+
+    def analyze(self, images: Sequence[Image.Image], k: int = 5, *, keep_features: bool = True) -> list[Analysis]:
+        """Top-k for each image, keeping the activations so heat-maps for any class are instant."""
+        if not images:
+            return []
+        batch = torch.stack([self.preprocess(image) for image in images])
+        return self._analyze_batch(batch, [image.size for image in images], k, keep_features)
+
+    def _analyze_batch(
+        self, batch: torch.Tensor, sizes: Sequence[tuple[int, int]], k: int, keep_features: bool
+    ) -> list[Analysis]:
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        probabilities, features = self.forward(batch)
+        top = torch.topk(probabilities, min(k, probabilities.shape[1]), dim=1)
+        probabilities_cpu = probabilities.cpu().numpy()
+        indices, values = top.indices.cpu().tolist(), top.values.cpu().tolist()
+        features_cpu = features.float().cpu() if keep_features else None
+        results = []
+        for row, size in enumerate(sizes):
+            predictions = tuple(
+                Prediction(index, self.class_names[index], probability)
+                for index, probability in zip(indices[row], values[row], strict=True)
+            )
+            results.append(
+                Analysis(
+                    predictions=predictions,
+                    probabilities=probabilities_cpu[row],
+                    image_size=size,
+                    crop_box=self.crop_box(size),
+                    features=None if features_cpu is None else features_cpu[row],
+                    head_weight=self.head_weight if keep_features else None,
+                )
+            )
+        return results
+
+    def heatmap(self, image: Image.Image, class_index: int, *, layer: str = "layer4", method: str = "gradcam"):
+        """Heat-map of `class_index` at any named layer (e.g. 'layer3', 'layer4.1') by autograd."""
+        module = dict(self.network.named_modules()).get(layer)
+        if module is None or layer not in cam_layers(self.network):
+            raise ValueError(f"unknown layer '{layer}'; choose one of {', '.join(cam_layers(self.network))}")
+        batch = self.preprocess(image).unsqueeze(0).to(self.device)
+        with self._lock, self._autocast():
+            raw = cam.autograd_cam(self.network, batch, class_index, module, method)
+        return cam.heatmap_at_image_size(raw, image.size, self.crop_box(image.size))
+
+    def classify_files(
+        self,
+        paths: Iterable[str | Path],
+        k: int = 5,
+        *,
+        batch_size: int = 16,
+        keep_features: bool = False,
+        keep_images: bool = False,
+        decode_workers: int = 2,
+    ) -> Iterator[FileResult]:
+        """Classify files in order, decoding ahead on threads while the model computes.
+
+        Yields one FileResult per path (bad files carry their error and do not stop the rest). Closing
+        the generator stops the work.
+        """
+        resize = self.model.preprocess.resize_size[0]
+
+        def decode(path: Path) -> tuple[Image.Image, torch.Tensor]:
+            image = load_image(path, draft_size=resize)
+            return image, self.preprocess(image)
+
+        queue: deque[tuple[Path, concurrent.futures.Future]] = deque()
+        pending_paths = iter(Path(p) for p in paths)
+        lookahead = batch_size * 2
+        with concurrent.futures.ThreadPoolExecutor(max_workers=decode_workers) as pool:
+            try:
+                exhausted = False
+                while True:
+                    while not exhausted and len(queue) < lookahead:
+                        path = next(pending_paths, None)
+                        if path is None:
+                            exhausted = True
+                        else:
+                            queue.append((path, pool.submit(decode, path)))
+                    if not queue:
+                        return
+                    batch_items = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
+                    yield from self._run_decoded(batch_items, k, keep_features, keep_images)
+            finally:
+                for _, future in queue:
+                    future.cancel()
+
+    def _run_decoded(self, items, k: int, keep_features: bool, keep_images: bool) -> Iterator[FileResult]:
+        outcomes: list[FileResult | None] = [None] * len(items)
+        decoded: list[tuple[int, Image.Image, torch.Tensor]] = []
+        for position, (path, future) in enumerate(items):
+            try:
+                image, tensor = future.result()
+                decoded.append((position, image, tensor))
+            except ImageLoadError as error:
+                outcomes[position] = FileResult(path, error=error)
+            except Exception as error:  # noqa: BLE001 - a preprocessing failure is that file's error
+                outcomes[position] = FileResult(path, error=ImageLoadError(path, f"cannot prepare image ({error})"))
+        if decoded:
+            batch = torch.stack([tensor for _, _, tensor in decoded])
+            analyses = self._analyze_batch(batch, [image.size for _, image, _ in decoded], k, keep_features)
+            for (position, image, _), analysis in zip(decoded, analyses, strict=True):
+                path = items[position][0]
+                outcomes[position] = FileResult(path, analysis=analysis, image=image if keep_images else None)
+        yield from (outcome for outcome in outcomes if outcome is not None)
+
+
+def cam_layers(network: nn.Module) -> list[str]:
+    """Layers a heat-map can be taken at: each stage and each block of the last two stages."""
+    names = ["layer1", "layer2", "layer3", "layer4"]
+    for stage in ("layer3", "layer4"):
+        names.extend(f"{stage}.{index}" for index in range(len(getattr(network, stage))))
+    return names

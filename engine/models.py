@@ -1,0 +1,347 @@
+"""Model registry: a name leads to one record (builder, weights enum, class names, preprocessing).
+
+Class names and preprocessing always come from torchvision's weights enums or, for our own saved models,
+from the model file's description; nothing here re-types a class list or a transform.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision import models as tv
+from torchvision.transforms import InterpolationMode
+
+# The preset class behind every `weights.transforms()`; our saved models rebuild theirs with it.
+from torchvision.transforms._presets import ImageClassification
+
+from engine.checkpoints import read_model_sidecar, save_model_files
+from engine.errors import WeightsError
+from engine.weights import (
+    Progress,
+    apply_state_dict,
+    cache_path,
+    read_state_dict,
+    resolve_pretrained,
+    state_dict_mismatches,
+)
+
+DEFAULT_MODEL = "resnext50_32x4d"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A ResNeXt shape: blocks per stage, cardinality (groups) and width of each group."""
+
+    layers: tuple[int, int, int, int]
+    groups: int
+    width_per_group: int
+
+    def build(self, num_classes: int) -> tv.ResNet:
+        """Build this network, randomly initialised, with a `num_classes` head."""
+        return tv.ResNet(
+            tv.resnet.Bottleneck,
+            list(self.layers),
+            num_classes=num_classes,
+            groups=self.groups,
+            width_per_group=self.width_per_group,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layers": list(self.layers), "groups": self.groups, "width_per_group": self.width_per_group}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Architecture:
+        layers = tuple(int(n) for n in data["layers"])
+        if len(layers) != 4 or min(layers) < 1:
+            raise ValueError(f"layers must be four positive block counts, got {data['layers']!r}")
+        return cls(layers, int(data["groups"]), int(data["width_per_group"]))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registry entry. `reference` is the weights enum whose class names and transforms apply."""
+
+    name: str
+    title: str
+    architecture: Architecture
+    reference: tv.WeightsEnum
+    pretrained: tv.WeightsEnum | None  # downloadable by default; None: the user brings the file
+    builder: Callable[..., tv.ResNet] | None = None
+
+    def build(self, num_classes: int) -> tv.ResNet:
+        """A randomly initialised network of this architecture."""
+        if self.builder is not None:
+            return self.builder(weights=None, num_classes=num_classes)
+        return self.architecture.build(num_classes)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.reference.meta["categories"])
+
+    @property
+    def num_params(self) -> int:
+        if self.pretrained is not None:
+            return int(self.pretrained.meta["num_params"])
+        with torch.device("meta"):
+            network = self.build(len(self.class_names))
+        return sum(parameter.numel() for parameter in network.parameters())
+
+    def weights_url(self) -> str | None:
+        return None if self.pretrained is None else self.pretrained.url
+
+
+def _wsl(width: int) -> ModelSpec:
+    # Facebook's weakly supervised (Instagram) ResNeXt-101 32xNd: ImageNet heads, classic preprocessing.
+    return ModelSpec(
+        name=f"resnext101_32x{width}d_wsl",
+        title=f"ResNeXt-101 32x{width}d WSL (Instagram pre-trained; open its weights file)",
+        architecture=Architecture((3, 4, 23, 3), 32, width),
+        reference=tv.ResNeXt101_32X8D_Weights.IMAGENET1K_V1,
+        pretrained=None,
+    )
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec(
+            "resnext50_32x4d",
+            "ResNeXt-50 32x4d (ImageNet, V2 recipe)",
+            Architecture((3, 4, 6, 3), 32, 4),
+            tv.ResNeXt50_32X4D_Weights.IMAGENET1K_V2,
+            tv.ResNeXt50_32X4D_Weights.IMAGENET1K_V2,
+            tv.resnext50_32x4d,
+        ),
+        ModelSpec(
+            "resnext101_32x8d",
+            "ResNeXt-101 32x8d (ImageNet, V2 recipe)",
+            Architecture((3, 4, 23, 3), 32, 8),
+            tv.ResNeXt101_32X8D_Weights.IMAGENET1K_V2,
+            tv.ResNeXt101_32X8D_Weights.IMAGENET1K_V2,
+            tv.resnext101_32x8d,
+        ),
+        ModelSpec(
+            "resnext101_64x4d",
+            "ResNeXt-101 64x4d (ImageNet)",
+            Architecture((3, 4, 23, 3), 64, 4),
+            tv.ResNeXt101_64X4D_Weights.IMAGENET1K_V1,
+            tv.ResNeXt101_64X4D_Weights.IMAGENET1K_V1,
+            tv.resnext101_64x4d,
+        ),
+        *(_wsl(width) for width in (8, 16, 32, 48)),
+    ]
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registry entry for `name`, with the known names in the error when it is not one."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}") from None
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A network ready for inference plus everything needed to use and describe it."""
+
+    network: nn.Module
+    name: str
+    architecture: Architecture
+    class_names: tuple[str, ...]
+    preprocess: ImageClassification
+    source: str
+    description: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def preprocess_to_dict(preprocess: ImageClassification) -> dict[str, Any]:
+    """Describe a torchvision classification preset so it can be stored in a model file."""
+    return {
+        "resize_size": list(preprocess.resize_size),
+        "crop_size": list(preprocess.crop_size),
+        "mean": list(preprocess.mean),
+        "std": list(preprocess.std),
+        "interpolation": preprocess.interpolation.value,
+    }
+
+
+def preprocess_from_dict(data: dict[str, Any]) -> ImageClassification:
+    """Rebuild the preset that `preprocess_to_dict` described."""
+    return ImageClassification(
+        crop_size=int(data["crop_size"][0]),
+        resize_size=int(data["resize_size"][0]),
+        mean=tuple(float(v) for v in data["mean"]),
+        std=tuple(float(v) for v in data["std"]),
+        interpolation=InterpolationMode(data.get("interpolation", "bilinear")),
+    )
+
+
+def random_model(
+    name_or_architecture: str | Architecture,
+    class_names: Sequence[str] | None = None,
+    *,
+    preprocess: ImageClassification | None = None,
+    seed: int | None = None,
+) -> LoadedModel:
+    """A randomly initialised model (tests, and training from scratch)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    if isinstance(name_or_architecture, Architecture):
+        spec = None
+        architecture = name_or_architecture
+        name = "custom"
+    else:
+        spec = get_spec(name_or_architecture)
+        architecture, name = spec.architecture, spec.name
+    reference = spec.reference if spec else tv.ResNeXt50_32X4D_Weights.IMAGENET1K_V2
+    names = tuple(class_names) if class_names is not None else tuple(reference.meta["categories"])
+    network = spec.build(len(names)) if spec else architecture.build(len(names))
+    return LoadedModel(
+        network=network.eval(),
+        name=name,
+        architecture=architecture,
+        class_names=names,
+        preprocess=preprocess or reference.transforms(),
+        source="random initialisation",
+    )
+
+
+def load_pretrained(
+    name: str = DEFAULT_MODEL,
+    *,
+    mirror: str | None = None,
+    progress: Progress | None = None,
+    allow_download: bool = True,
+) -> LoadedModel:
+    """The registry model with its ImageNet weights, from the hub cache or downloaded there."""
+    spec = get_spec(name)
+    if spec.pretrained is None:
+        raise WeightsError(
+            None,
+            f"{spec.name} has no downloadable weights; open its weights file (.pth or .safetensors) instead",
+        )
+    path = resolve_pretrained(spec.pretrained.url, mirror=mirror, progress=progress, allow_download=allow_download)
+    network = spec.build(len(spec.class_names))
+    apply_state_dict(network, read_state_dict(path), path)
+    return LoadedModel(
+        network=network.eval(),
+        name=spec.name,
+        architecture=spec.architecture,
+        class_names=spec.class_names,
+        preprocess=spec.pretrained.transforms(),
+        source=f"torchvision {spec.pretrained.name} ({path})",
+    )
+
+
+def load_model_file(path: str | Path, *, model: str | None = None) -> LoadedModel:
+    """Open a Cardinal model (`.safetensors` + description) or a bare ResNeXt weights file.
+
+    Bare files get their architecture from `model`, else from the first registry entry whose shapes
+    match; ImageNet-sized heads get ImageNet class names, other heads numbered ones.
+    """
+    path = Path(path)
+    state_dict = read_state_dict(path)
+    description = read_model_sidecar(path) if path.suffix.lower() == ".safetensors" else None
+    if description is not None and description.get("format") == "cardinal-model":
+        return _from_description(path, state_dict, description)
+    num_classes = _head_size(state_dict, path)
+    if model is not None:
+        spec = get_spec(model)
+        network = spec.build(num_classes)
+    else:
+        spec, network = _detect(state_dict, num_classes, path)
+    apply_state_dict(network, state_dict, path)
+    if num_classes == len(spec.class_names):
+        class_names = spec.class_names
+    else:
+        class_names = tuple(f"class {index}" for index in range(num_classes))
+    return LoadedModel(
+        network=network.eval(),
+        name=spec.name,
+        architecture=spec.architecture,
+        class_names=class_names,
+        preprocess=spec.reference.transforms(),
+        source=str(path),
+    )
+
+
+def _from_description(path: Path, state_dict: dict, description: dict[str, Any]) -> LoadedModel:
+    try:
+        architecture = Architecture.from_dict(description["architecture"])
+        class_names = tuple(str(name) for name in description["class_names"])
+        preprocess = preprocess_from_dict(description["preprocessing"])
+        name = str(description.get("name") or description.get("base_model") or "custom")
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise WeightsError(path, f"model description is incomplete or invalid ({error!r})") from None
+    network = architecture.build(len(class_names))
+    apply_state_dict(network, state_dict, path)
+    return LoadedModel(network.eval(), name, architecture, class_names, preprocess, str(path), description)
+
+
+def _head_size(state_dict: dict, path: Path) -> int:
+    head = state_dict.get("fc.weight")
+    if head is None or head.ndim != 2:
+        raise WeightsError(path, "no 'fc.weight' classifier head: this is not a ResNet/ResNeXt weights file")
+    return int(head.shape[0])
+
+
+def _detect(state_dict: dict, num_classes: int, path: Path) -> tuple[ModelSpec, nn.Module]:
+    closest: tuple[int, ModelSpec] | None = None
+    for spec in MODELS.values():
+        with torch.device("meta"):  # shapes only: no memory, no time
+            candidate = spec.build(num_classes)
+        problems = state_dict_mismatches(candidate, state_dict)
+        if not problems:
+            return spec, spec.build(num_classes)
+        if closest is None or len(problems) < closest[0]:
+            closest = (len(problems), spec)
+    raise WeightsError(
+        path,
+        "weights do not match any known ResNeXt "
+        f"({', '.join(MODELS)}); closest is {closest[1].name if closest else '?'} with {closest[0]} differences",
+    )
+
+
+def save_model(
+    model: LoadedModel,
+    path: str | Path,
+    *,
+    metrics: dict[str, Any] | None = None,
+    recipe: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Save `model` in Cardinal's format so it reopens with its own class names and preprocessing."""
+    description = {
+        "name": model.name,
+        "architecture": model.architecture.to_dict(),
+        "class_names": list(model.class_names),
+        "preprocessing": preprocess_to_dict(model.preprocess),
+        "metrics": metrics or {},
+        "recipe": recipe or {},
+        "provenance": {
+            "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__,
+            "source": model.source,
+            **(provenance or {}),
+        },
+    }
+    return save_model_files(path, model.network.state_dict(), description)
+
+
+def weights_on_disk(name: str) -> Path | None:
+    """The cached pretrained file of `name` if it is on this computer."""
+    url = get_spec(name).weights_url()
+    if url is None:
+        return None
+    path = cache_path(url)
+    return path if path.is_file() else None

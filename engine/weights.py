@@ -1,0 +1,247 @@
+"""Find, download (progress, hash, mirror) and safely load weights files.
+
+Nothing here ever unpickles arbitrary objects: `.pth`/`.pt` files load with `weights_only=True` and a
+file that needs more is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import pickle
+import re
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+from engine.errors import WeightsError, WeightsUnavailable
+
+MIRROR_ENV = "CARDINAL_WEIGHTS_MIRROR"
+# torchvision names its files "<name>-<first hex digits of sha256>.pth", as torch.hub expects.
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")
+_CHUNK = 1 << 20
+
+Progress = Callable[[int, int | None], None]
+StateDict = dict[str, torch.Tensor]
+
+
+def cache_path(url: str) -> Path:
+    """Where torch.hub (and so Cardinal) keeps the file downloaded from `url`."""
+    filename = Path(urllib.parse.urlparse(url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def mirrored_url(url: str, mirror: str | None = None) -> str:
+    """Replace the host and folder of `url` with a mirror (argument, else $CARDINAL_WEIGHTS_MIRROR).
+
+    A mirror may be an http(s)/file URL or a plain folder path holding the same file names.
+    """
+    base = mirror if mirror is not None else os.environ.get(MIRROR_ENV, "")
+    base = base.strip()
+    if not base:
+        return url
+    if "://" not in base:
+        base = Path(base).expanduser().resolve().as_uri()
+    filename = Path(urllib.parse.urlparse(url).path).name
+    return base.rstrip("/") + "/" + filename
+
+
+def expected_hash_prefix(filename: str) -> str | None:
+    """The sha256 prefix that torchvision puts in a weights file name, if there is one."""
+    match = _HASH_IN_NAME.search(filename)
+    return match.group(1) if match else None
+
+
+def resolve_pretrained(
+    url: str,
+    *,
+    mirror: str | None = None,
+    progress: Progress | None = None,
+    allow_download: bool = True,
+    timeout: float = 30.0,
+) -> Path:
+    """Return the local path of the weights at `url`: the hub cache first, else download them there."""
+    destination = cache_path(url)
+    if destination.is_file():
+        return destination
+    source = mirrored_url(url, mirror)
+    if not allow_download:
+        raise WeightsUnavailable(source, destination, "downloads are turned off")
+    return download(source, destination, progress=progress, timeout=timeout)
+
+
+def download(
+    url: str, destination: Path, *, progress: Progress | None = None, timeout: float = 30.0
+) -> Path:
+    """Download `url` to `destination` through a temp file, verifying the sha256 prefix in its name.
+
+    `progress(done_bytes, total_bytes_or_None)` is called per chunk; an exception raised from it
+    (e.g. the GUI's cancel) aborts the download. On any failure nothing is left at `destination`.
+    """
+    destination = Path(destination)
+    expected = expected_hash_prefix(destination.name)
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WeightsUnavailable(url, destination, f"cannot create {destination.parent}: {error}") from None
+    handle, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
+    temp = Path(temp_name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(handle, "wb") as out:
+            done, total = _stream(url, out, digest, progress, timeout, destination)
+            out.flush()
+            os.fsync(out.fileno())
+        if total is not None and done != total:
+            raise WeightsUnavailable(url, destination, f"connection lost after {_mb(done)} of {_mb(total)}")
+        actual = digest.hexdigest()
+        if expected and not actual.startswith(expected):
+            raise WeightsError(
+                url,
+                f"downloaded file is corrupt or not the expected one (sha256 {actual[:12]}..., expected "
+                f"{expected}...); nothing was saved. Try again, or check the mirror's copy.",
+            )
+        os.replace(temp, destination)
+    finally:
+        temp.unlink(missing_ok=True)
+    return destination
+
+
+def _stream(url, out, digest, progress, timeout, destination) -> tuple[int, int | None]:
+    done = 0
+    total = None
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "cardinal-vision"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            if progress:
+                progress(0, total)
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+    except http.client.IncompleteRead as error:
+        done += len(error.partial)
+        raise WeightsUnavailable(url, destination, f"connection lost after {_mb(done)} of {_mb(total)}") from None
+    except urllib.error.HTTPError as error:
+        raise WeightsUnavailable(url, destination, f"the server answered {error.code} {error.reason}") from None
+    except urllib.error.URLError as error:
+        raise WeightsUnavailable(url, destination, f"cannot reach the server: {error.reason}") from None
+    except TimeoutError:
+        raise WeightsUnavailable(url, destination, f"no answer within {timeout:g} s") from None
+    except (ConnectionError, http.client.HTTPException) as error:
+        raise WeightsUnavailable(url, destination, f"connection lost after {_mb(done)} ({error})") from None
+    return done, total
+
+
+def _mb(size: int | None) -> str:
+    return "an unknown size" if size is None else f"{size / 1e6:.1f} MB"
+
+
+def read_state_dict(path: str | Path) -> StateDict:
+    """Read tensors from a `.safetensors` or `.pth`/`.pt` file, refusing anything that needs unpickling."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(path, "file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        raw = _read_safetensors(path)
+    elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        raw = _read_torch_file(path)
+    else:
+        raise WeightsError(path, "unknown weights format; Cardinal opens .safetensors, .pth and .pt files")
+    state_dict = _unwrap(raw, path)
+    check_finite(state_dict, path)
+    return state_dict
+
+
+def _read_safetensors(path: Path) -> Mapping[str, object]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise WeightsError(path, f"not a valid safetensors file, or damaged ({error})") from None
+
+
+def _read_torch_file(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        needs = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        if needs is None:
+            raise WeightsError(path, "not a PyTorch weights file, or damaged/truncated") from None
+        raise WeightsError(
+            path,
+            f"refused: opening this file would run Python code ({needs.group(1)}), not just read tensors. "
+            "Cardinal never opens such files; re-save the model's state_dict (ideally as .safetensors) "
+            "from a trusted environment.",
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as error:
+        raise WeightsError(path, f"not a PyTorch weights file, or damaged/truncated ({error})") from None
+
+
+def _unwrap(raw: object, path: Path) -> StateDict:
+    """Accept a bare state dict or the usual training wrappers ({'state_dict': ...}, {'model': ...})."""
+    candidate = raw
+    if isinstance(candidate, Mapping) and not _all_tensors(candidate):
+        for key in ("state_dict", "model_state_dict", "model", "weights"):
+            inner = candidate.get(key)
+            if isinstance(inner, Mapping) and inner and _all_tensors(inner):
+                candidate = inner
+                break
+    if not isinstance(candidate, Mapping) or not candidate or not _all_tensors(candidate):
+        raise WeightsError(path, "contains no model weights (expected a state_dict of named tensors)")
+    state_dict = {str(key): value for key, value in candidate.items()}
+    if all(key.startswith("module.") for key in state_dict):  # saved from DataParallel
+        state_dict = {key[len("module.") :]: value for key, value in state_dict.items()}
+    return state_dict
+
+
+def _all_tensors(mapping: Mapping) -> bool:
+    return all(isinstance(value, torch.Tensor) for value in mapping.values())
+
+
+def check_finite(state_dict: Mapping[str, torch.Tensor], path: str | Path | None) -> None:
+    """Refuse weights holding NaN or infinity: they would silently turn every prediction into noise."""
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise WeightsError(path, f"tensor '{key}' contains {bad} NaN/infinite values; the file is damaged")
+
+
+def apply_state_dict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Load `state_dict` into `module` after a strict check of every key and shape."""
+    problems = state_dict_mismatches(module, state_dict)
+    if problems:
+        shown = "; ".join(problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise WeightsError(path, f"weights do not fit this model: {shown}{more}")
+    module.load_state_dict(state_dict, strict=True)
+
+
+def state_dict_mismatches(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Every missing key, unexpected key and shape difference between `module` and `state_dict`."""
+    expected = module.state_dict()
+    problems = []
+    for key, tensor in expected.items():
+        if key not in state_dict:
+            # BatchNorm fills in its step counter for files written before it existed.
+            if not key.endswith("num_batches_tracked"):
+                problems.append(f"missing '{key}'")
+        elif tuple(state_dict[key].shape) != tuple(tensor.shape):
+            problems.append(
+                f"'{key}' has shape {tuple(state_dict[key].shape)}, the model needs {tuple(tensor.shape)}"
+            )
+    problems.extend(f"unexpected '{key}'" for key in state_dict if key not in expected)
+    return problems
