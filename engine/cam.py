@@ -52,23 +52,18 @@ def closed_form_cam(
 
 
 class _Capture:
-    """Holds a layer's output and the gradient flowing back into it while hooks are installed."""
+    """Holds a layer's output while the hook is installed."""
 
     def __init__(self) -> None:
         self.activations: torch.Tensor | None = None
-        self.gradients: torch.Tensor | None = None
 
     def forward_hook(self, module: nn.Module, inputs: object, output: torch.Tensor) -> None:
         self.activations = output
-        output.register_hook(self._save_gradient)
-
-    def _save_gradient(self, gradient: torch.Tensor) -> None:
-        self.gradients = gradient
 
 
 @contextlib.contextmanager
 def capture(layer: nn.Module) -> Iterator[_Capture]:
-    """Record `layer`'s activations and gradients; the hook is always removed, even on error."""
+    """Record `layer`'s activations; the hook is always removed, even on error."""
     store = _Capture()
     handle = layer.register_forward_hook(store.forward_hook)
     try:
@@ -80,20 +75,21 @@ def capture(layer: nn.Module) -> Iterator[_Capture]:
 def autograd_cam(
     network: nn.Module, batch: torch.Tensor, class_index: int, layer: nn.Module, method: str = "gradcam"
 ) -> torch.Tensor:
-    """Raw CAM (h, w) of `layer` for one preprocessed image (1, 3, H, W), by hooks and a backward pass.
+    """Raw CAM (h, w) of `layer` for one preprocessed image (1, 3, H, W), by a hook and a backward pass.
 
-    Works on frozen networks: the input is made to require grad so the graph exists regardless.
+    Works on frozen networks: the input is made to require grad so the graph exists regardless. The
+    gradient is taken with `torch.autograd.grad` rather than a tensor hook, so no reference cycle
+    (tensor -> hook -> store -> tensor) outlives the call.
     """
     inputs = batch.detach().clone().requires_grad_(True)
-    with torch.inference_mode(False), torch.enable_grad(), capture(layer) as store:
-        logits = network(inputs)
-        score = logits[0, class_index]
-        score.backward()
-    if store.activations is None or store.gradients is None:
-        raise RuntimeError("the chosen layer did not take part in the forward pass")
+    with torch.inference_mode(False), torch.enable_grad():
+        with capture(layer) as store:
+            logits = network(inputs)
+        if store.activations is None:
+            raise RuntimeError("the chosen layer did not take part in the forward pass")
+        (gradients,) = torch.autograd.grad(logits[0, class_index], store.activations)
     activations = store.activations.detach().float()
-    gradients = store.gradients.detach().float()
-    return weighted_activations(channel_weights(method, activations, gradients), activations)[0]
+    return weighted_activations(channel_weights(method, activations, gradients.float()), activations)[0]
 
 
 @dataclass(frozen=True)
