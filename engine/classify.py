@@ -26,7 +26,10 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 def select_device(preference: str | None = None) -> torch.device:
     """The device to run on: `preference` if given ('cpu', 'cuda', 'cuda:1', 'mps'), else CUDA > MPS > CPU."""
     if preference and preference != "auto":
-        device = torch.device(preference)
+        try:
+            device = torch.device(preference)
+        except (RuntimeError, ValueError):
+            raise CardinalError(f"unknown device '{preference}'; use auto, cpu, cuda, cuda:N or mps") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise CardinalError("CUDA was requested but no CUDA GPU is available; use --device cpu")
         if device.type == "mps" and not torch.backends.mps.is_available():

@@ -1,0 +1,254 @@
+"""`cardinal` sub-commands: the same engine functions the GUI calls, for scripts and terminals."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from engine import __version__
+from engine.errors import CardinalError
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every headless sub-command."""
+    from engine.classify import PRECISIONS
+    from engine.models import DEFAULT_MODEL, MODELS
+
+    parser = argparse.ArgumentParser(
+        prog="cardinal",
+        description="Classify images with ResNeXt and explain them with Grad-CAM. "
+        "Without a command, the desktop app opens.",
+    )
+    parser.add_argument("--version", action="version", version=f"cardinal {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    classify = commands.add_parser("classify", help="print the top-k classes of images or folders")
+    classify.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    classify.add_argument("--model", choices=list(MODELS), default=None, help=f"architecture (default {DEFAULT_MODEL})")
+    classify.add_argument("--weights", type=Path, metavar="FILE", help="a .safetensors/.pth/.pt model or weights file")
+    classify.add_argument("--top-k", type=_positive, default=5, metavar="N", help="classes to show per image (5)")
+    classify.add_argument("--cam", type=Path, metavar="DIR", help="save a Grad-CAM overlay PNG per image here")
+    classify.add_argument("--cam-method", choices=["gradcam", "gradcam++"], default="gradcam")
+    classify.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    classify.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N or mps")
+    classify.add_argument("--precision", choices=list(PRECISIONS), default="auto")
+    classify.add_argument("--batch-size", type=_positive, default=16, metavar="N")
+    classify.add_argument("--mirror", metavar="URL", help="download weights from this mirror instead")
+
+    commands.add_parser("models", help="list the models and whether their weights are on this computer")
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a sub-command; returns 0 if all went well, 1 if some inputs failed, 2 on usage errors."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if args.command == "models":
+        return list_models(sys.stdout)
+    return classify_command(args, sys.stdout, sys.stderr)
+
+
+def list_models(out: TextIO) -> int:
+    """Print each registered model, its size and where its weights are."""
+    from engine.models import DEFAULT_MODEL, MODELS, weights_on_disk
+    from engine.weights import cache_path
+
+    rows = [("MODEL", "PARAMS", "WEIGHTS")]
+    for name, spec in MODELS.items():
+        label = f"{name} (default)" if name == DEFAULT_MODEL else name
+        url = spec.weights_url()
+        if url is None:
+            where = "no download: open your own weights file"
+        elif (path := weights_on_disk(name)) is not None:
+            where = f"on disk: {path}"
+        else:
+            where = f"not downloaded (will download to {cache_path(url)})"
+        rows.append((label, f"{spec.num_params / 1e6:.1f}M", where))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for row in rows:
+        out.write(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]}\n")
+    return EXIT_OK
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal stream; silent when the stream is not a terminal."""
+
+    def __init__(self, stream: TextIO, total: int | None, label: str, *, enabled: bool | None = None) -> None:
+        self.stream = stream
+        self.total = total
+        self.label = label
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self._shown = False
+
+    def update(self, done: int, total: int | None = None) -> None:
+        if not self.enabled:
+            return
+        total = total if total is not None else self.total
+        if total:
+            filled = int(30 * done / total)
+            text = f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}"
+        else:
+            text = f"\r{self.label} {done}"
+        self.stream.write(text)
+        self.stream.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        if self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = False
+
+
+def _load_model(args: argparse.Namespace, err: TextIO):
+    from engine.models import DEFAULT_MODEL, load_model_file, load_pretrained
+
+    if args.weights is not None:
+        return load_model_file(args.weights, model=args.model)
+    bar = ProgressBar(err, None, "Downloading weights")
+
+    def progress(done: int, total: int | None) -> None:
+        bar.update(done // 1_000_000, None if total is None else total // 1_000_000)
+
+    try:
+        return load_pretrained(args.model or DEFAULT_MODEL, mirror=args.mirror, progress=progress)
+    finally:
+        bar.close()
+
+
+def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`cardinal classify`: classify every image found, report bad files, keep going."""
+    from engine.classify import Classifier, resolve_precision, select_device
+    from engine.images import iter_image_files
+
+    try:
+        device = select_device(args.device)
+        resolve_precision(args.precision, device)
+    except CardinalError as error:
+        err.write(f"error: {error}\n")
+        return EXIT_USAGE
+
+    files: list[Path] = []
+    failures = 0
+    for raw in args.paths:
+        found = list(iter_image_files([raw]))
+        if not found:
+            err.write(f"error: {raw}: no images found in this folder\n")
+            failures += 1
+        files.extend(found)
+    try:
+        model = _load_model(args, err)
+    except CardinalError as error:
+        err.write(f"error: {error}\n")
+        return EXIT_SOME_FAILED
+    classifier = Classifier(model, device=device, precision=args.precision)
+    err.write(f"{model.name} ({model.num_classes} classes) on {classifier.description}\n")
+
+    writer = _ResultWriter(args.format, out)
+    cam_names: set[str] = set()
+    bar = ProgressBar(err, len(files), "Classifying", enabled=err.isatty() and len(files) > 1)
+    want_cam = args.cam is not None
+    results = classifier.classify_files(
+        files, args.top_k, batch_size=args.batch_size, keep_features=want_cam, keep_images=want_cam
+    )
+    for done, result in enumerate(results, start=1):
+        if result.error is not None:
+            failures += 1
+            bar.close()
+            err.write(f"error: {result.error}\n")
+        else:
+            writer.write(result.path, result.analysis.predictions)
+            if want_cam:
+                failures += _save_cam(result, args.cam, args.cam_method, cam_names, err)
+        bar.update(done)
+    bar.close()
+    writer.finish()
+    return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def _save_cam(result, folder: Path, method: str, used: set[str], err: TextIO) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from engine.cam import overlay
+    from engine.checkpoints import atomic_write
+
+    stem = result.path.stem
+    name = f"{stem}.cam.png"
+    counter = 2
+    while name in used:
+        name = f"{stem}-{counter}.cam.png"
+        counter += 1
+    used.add(name)
+    top = result.analysis.predictions[0]
+    blended = overlay(np.asarray(result.image), result.analysis.heatmap(top.index, method))
+    buffer = io.BytesIO()
+    Image.fromarray(blended).save(buffer, "PNG")
+    try:
+        atomic_write(folder / name, lambda handle: handle.write(buffer.getvalue()))
+    except CardinalError as error:
+        err.write(f"error: {error}\n")
+        return 1
+    return 0
+
+
+class _ResultWriter:
+    """Streams results as a readable table or CSV, or collects them into one JSON document."""
+
+    def __init__(self, fmt: str, out: TextIO) -> None:
+        self.fmt = fmt
+        self.out = out
+        self.collected: list[dict] = []
+        self.csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+        if self.csv:
+            self.csv.writerow(["path", "rank", "class_index", "label", "probability"])
+
+    def write(self, path: Path, predictions) -> None:
+        if self.fmt == "json":
+            self.collected.append(
+                {
+                    "path": str(path),
+                    "predictions": [
+                        {"rank": rank, "index": p.index, "label": p.label, "probability": round(p.probability, 6)}
+                        for rank, p in enumerate(predictions, start=1)
+                    ],
+                }
+            )
+        elif self.csv:
+            for rank, p in enumerate(predictions, start=1):
+                self.csv.writerow([str(path), rank, p.index, p.label, f"{p.probability:.6f}"])
+        else:
+            self.out.write(f"{path}\n")
+            for rank, p in enumerate(predictions, start=1):
+                self.out.write(f"  {rank:>2}  {p.probability * 100:6.2f}%  {p.label}\n")
+        self.out.flush()
+
+    def finish(self) -> None:
+        if self.fmt == "json":
+            json.dump(self.collected, self.out, indent=2)
+            self.out.write("\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""The `cardinal` command: no arguments opens the desktop app, a sub-command runs headless.
+
+Imports nothing from Qt at module level, so headless commands never load it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to the desktop app or to the headless CLI."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        from gui.app import main as run_app
+
+        return run_app()
+    from engine.cli import main as run_cli
+
+    return run_cli(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+import io
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.cli import ProgressBar, main
+from engine.models import save_model
+from tests.conftest import encode, make_tiny_model, random_picture
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    return save_model(make_tiny_model(("cat", "dog", "fish")), folder / "pets.safetensors")
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    (folder / "a.png").write_bytes(encode(random_picture(1)))
+    (folder / "nested" / "b.jpg").write_bytes(encode(random_picture(2, size=(120, 90)), "JPEG"))
+    return folder
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_json_for_a_folder_recurses(capsys, model_file, photos):
+    code, out, err = run(capsys, "classify", photos, "--weights", model_file, "--format", "json", "--top-k", "2")
+    assert code == 0, err
+    results = json.loads(out)
+    assert [Path(r["path"]).name for r in results] == ["a.png", "b.jpg"]
+    for result in results:
+        assert [p["rank"] for p in result["predictions"]] == [1, 2]
+        assert {p["label"] for p in result["predictions"]} <= {"cat", "dog", "fish"}
+    assert "custom (3 classes) on CPU" in err
+
+
+def test_bad_file_is_one_line_and_the_rest_still_classify(capsys, model_file, photos):
+    bad = photos / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff" + b"\x00" * 10)
+    code, out, err = run(capsys, "classify", photos, "--weights", model_file, "--format", "csv", "--top-k", "1")
+    assert code == 1
+    rows = out.strip().splitlines()
+    assert rows[0] == "path,rank,class_index,label,probability"
+    assert len(rows) == 3 and not any("broken" in row for row in rows)
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and str(bad) in error_lines[0]
+
+
+def test_table_output_and_missing_path(capsys, model_file, photos, tmp_path):
+    code, out, err = run(capsys, "classify", photos / "a.png", tmp_path / "nope.png", "--weights", model_file)
+    assert code == 1
+    assert out.splitlines()[0].endswith("a.png") and "%" in out.splitlines()[1]
+    assert "nope.png: file not found" in err
+
+
+def test_cam_folder_gets_overlays_at_image_size(capsys, model_file, photos, tmp_path):
+    cams = tmp_path / "cams"
+    code, _, err = run(capsys, "classify", photos, "--weights", model_file, "--cam", cams)
+    assert code == 0, err
+    written = sorted(p.name for p in cams.iterdir())
+    assert written == ["a.cam.png", "b.cam.png"]
+    overlay = np.asarray(Image.open(cams / "b.cam.png"))
+    assert overlay.shape == (90, 120, 3)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["classify"], ["classify", "x.png", "--top-k", "0"], ["classify", "x.png", "--format", "xml"], ["frobnicate"]],
+)
+def test_usage_errors_exit_2(argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+
+
+def test_unusable_device_is_a_usage_error(capsys, model_file, photos):
+    code, _, err = run(capsys, "classify", photos, "--weights", model_file, "--device", "quantum")
+    assert code == 2 and "unknown device" in err
+
+
+def test_offline_without_weights_names_the_file_to_fetch(capsys, photos, torch_home):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code, out, err = run(capsys, "classify", photos, "--mirror", f"http://127.0.0.1:{port}/")
+    assert code == 1 and out == ""
+    assert "resnext50_32x4d-1a0047aa.pth" in err and str(torch_home) in err
+
+
+def test_models_lists_every_model(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0
+    assert "resnext50_32x4d (default)" in out and "resnext101_32x48d_wsl" in out
+
+
+def test_progress_bar_draws_on_a_terminal_only():
+    stream = io.StringIO()
+    bar = ProgressBar(stream, 4, "Classifying", enabled=True)
+    bar.update(2)
+    bar.close()
+    assert "[###############...............] 2/4" in stream.getvalue()
+    quiet = io.StringIO()
+    ProgressBar(quiet, 4, "x").update(1)  # StringIO is not a TTY
+    assert quiet.getvalue() == ""
+
+
+def test_console_entry_point_runs_headless_without_qt(model_file, photos):
+    code = (
+        "import sys; from gui.launch import main; rc = main(sys.argv[1:]); "
+        "assert not any(m.startswith(('PySide6', 'shiboken6', 'pyqtgraph')) for m in sys.modules), 'Qt loaded'; "
+        "sys.exit(rc)"
+    )
+    argv = [sys.executable, "-c", code, "classify", str(photos), "--weights", str(model_file), "--top-k", "1"]
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "a.png" in result.stdout
