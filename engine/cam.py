@@ -111,6 +111,10 @@ class CropBox:
         top = (height - side) / 2
         return cls(left, top, left + side, top + side)
 
+    def scaled(self, x: float, y: float) -> CropBox:
+        """The same region in an image resized by (x, y)."""
+        return CropBox(self.left * x, self.top * y, self.right * x, self.bottom * y)
+
 
 def heatmap_at_image_size(raw_cam: torch.Tensor, image_size: tuple[int, int], box: CropBox) -> np.ndarray:
     """Scale a raw CAM to 0..1 and place it over the image pixels the network saw; 0 elsewhere."""

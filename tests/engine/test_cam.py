@@ -103,3 +103,13 @@ def test_overlay_blends_and_checks_shapes():
     assert full[0, 15, 0] > 100 and full[0, 0, 2] > 100  # hot is red, cold is blue
     with pytest.raises(ValueError):
         cam.overlay(image, heatmap[:5])
+
+
+def test_heatmap_at_another_size_matches_a_resized_image(classifier):
+    # A JPEG decoded at half size for speed still gets its heat-map at full size.
+    analysis = classifier.analyze([random_picture(4, size=(150, 100))], k=1)[0]
+    index = analysis.predictions[0].index
+    small = analysis.heatmap(index)
+    large = analysis.heatmap(index, size=(300, 200))
+    assert large.shape == (200, 300)
+    assert np.abs(large[::2, ::2] - small).mean() < 0.05

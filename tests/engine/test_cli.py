@@ -38,7 +38,8 @@ def run(capsys, *argv):
 
 
 def test_json_for_a_folder_recurses(capsys, model_file, photos):
-    code, out, err = run(capsys, "classify", photos, "--weights", model_file, "--format", "json", "--top-k", "2")
+    argv = ["classify", photos, "--weights", model_file, "--format", "json", "--top-k", "2", "--device", "cpu"]
+    code, out, err = run(capsys, *argv)
     assert code == 0, err
     results = json.loads(out)
     assert [Path(r["path"]).name for r in results] == ["a.png", "b.jpg"]

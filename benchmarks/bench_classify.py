@@ -1,0 +1,108 @@
+"""Classify speed, as ratios measured side by side in one run (issue: inference engine).
+
+1. one image end to end (decode + preprocess + forward + top-k) / the bare model forward      target <= 1.15
+2. classify + last-stage Grad-CAM / classify alone                                          target <= 1.20
+   (autograd Grad-CAM, what hook-based libraries do, is printed beside it)
+3. a folder of 64 JPEGs through classify_files / the bare batched forward, in images/s       target >= 0.90
+
+Uses ResNeXt-50 32x4d with random weights (the timing does not depend on the weight values).
+Run: python benchmarks/bench_classify.py [--precision fp32|bf16|auto] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import interleaved_medians, machine, photo_like_jpeg  # noqa: E402
+from engine import cam  # noqa: E402
+from engine.classify import Classifier, forward_features, forward_head  # noqa: E402
+from engine.images import load_image  # noqa: E402
+from engine.models import random_model  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--folder-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+
+    classifier = Classifier(random_model("resnext50_32x4d", seed=0), device=args.device, precision=args.precision)
+    network = classifier.network
+    print(f"machine: {machine()}")
+    print(f"model: resnext50_32x4d on {classifier.description}")
+    sync = torch.cuda.synchronize if classifier.device.type == "cuda" else (lambda: None)
+    jpeg = photo_like_jpeg(0)
+    tensor = classifier.preprocess(load_image(jpeg)).unsqueeze(0).to(classifier.device)
+
+    def bare_forward() -> None:
+        with torch.inference_mode(), classifier._autocast():
+            network(tensor)
+        sync()
+
+    def end_to_end() -> None:
+        classifier.analyze_source(jpeg, k=5, keep_features=False)
+        sync()
+
+    def classify_with_cam() -> None:
+        analysis = classifier.analyze_source(jpeg, k=5)
+        analysis.heatmap(analysis.predictions[0].index)
+
+    def classify_with_autograd_cam() -> None:
+        image = load_image(jpeg)
+        analysis = classifier.analyze([image], k=5, keep_features=False)[0]
+        batch = classifier.preprocess(image).unsqueeze(0).to(classifier.device)
+        with classifier._autocast():
+            raw = cam.autograd_cam(network, batch, analysis.predictions[0].index, network.layer4)
+        cam.heatmap_at_image_size(raw, image.size, classifier.crop_box(image.size))
+        sync()
+
+    best = interleaved_medians(
+        {"bare": bare_forward, "e2e": end_to_end, "cam": classify_with_cam}, args.repeats
+    )
+    autograd = interleaved_medians({"e2e": end_to_end, "autograd": classify_with_autograd_cam}, 5)
+    print(f"1. bare forward {best['bare'] * 1e3:.1f} ms, end to end {best['e2e'] * 1e3:.1f} ms: "
+          f"ratio {best['e2e'] / best['bare']:.3f} (target <= 1.15)")
+    print(f"2. classify+Grad-CAM {best['cam'] * 1e3:.1f} ms: ratio {best['cam'] / best['e2e']:.3f} to classify "
+          f"(target <= 1.20); autograd Grad-CAM instead: {autograd['autograd'] / autograd['e2e']:.2f}x")
+
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for index in range(args.folder_size):
+            path = Path(folder) / f"img{index:03d}.jpg"
+            path.write_bytes(photo_like_jpeg(index))
+            paths.append(path)
+        batches = [
+            torch.stack([classifier.preprocess(load_image(p)) for p in paths[i : i + args.batch_size]])
+            for i in range(0, len(paths), args.batch_size)
+        ]
+
+        def bare_batched() -> None:
+            with torch.inference_mode(), classifier._autocast():
+                for batch in batches:
+                    forward_head(network, forward_features(network, batch.to(classifier.device)))
+            sync()
+
+        def folder_pipeline() -> None:
+            results = list(classifier.classify_files(paths, k=5, batch_size=args.batch_size))
+            assert all(r.error is None for r in results)
+            sync()
+
+        folder_times = interleaved_medians({"bare": bare_batched, "pipeline": folder_pipeline}, 3, warmup=1)
+        bare_rate = len(paths) / folder_times["bare"]
+        pipeline_rate = len(paths) / folder_times["pipeline"]
+        print(f"3. folder of {len(paths)}: bare batched forward {bare_rate:.1f} img/s, classify_files "
+              f"{pipeline_rate:.1f} img/s: ratio {pipeline_rate / bare_rate:.3f} (target >= 0.90)")
+
+
+if __name__ == "__main__":
+    main()
