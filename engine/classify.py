@@ -95,6 +95,16 @@ class Prediction:
     probability: float
 
 
+def top_k(probabilities: np.ndarray, class_names: Sequence[str], k: int) -> tuple[Prediction, ...]:
+    """The k most probable classes of one probability vector, most probable first."""
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    k = min(k, len(probabilities))
+    order = np.argpartition(-probabilities, k - 1)[:k]
+    order = order[np.argsort(-probabilities[order], kind="stable")]
+    return tuple(Prediction(int(i), class_names[int(i)], float(probabilities[i])) for i in order)
+
+
 @dataclass(frozen=True, eq=False)
 class Analysis:
     """One image's result: top-k, every class's probability, and what a heat-map for any class needs."""
@@ -199,19 +209,13 @@ class Classifier:
         if k < 1:
             raise ValueError("k must be at least 1")
         probabilities, features = self.forward(batch)
-        top = torch.topk(probabilities, min(k, probabilities.shape[1]), dim=1)
         probabilities_cpu = probabilities.cpu().numpy()
-        indices, values = top.indices.cpu().tolist(), top.values.cpu().tolist()
         features_cpu = features.float().cpu() if keep_features else None
         results = []
         for row, size in enumerate(sizes):
-            predictions = tuple(
-                Prediction(index, self.class_names[index], probability)
-                for index, probability in zip(indices[row], values[row], strict=True)
-            )
             results.append(
                 Analysis(
-                    predictions=predictions,
+                    predictions=top_k(probabilities_cpu[row], self.class_names, k),
                     probabilities=probabilities_cpu[row],
                     image_size=size,
                     crop_box=self.crop_box(size),
@@ -240,17 +244,21 @@ class Classifier:
         keep_features: bool = False,
         keep_images: bool = False,
         decode_workers: int | None = None,
+        draft_size: int | None = None,
     ) -> Iterator[FileResult]:
         """Classify files in order, decoding ahead on threads while the model computes.
 
         Yields one FileResult per path (bad files carry their error and do not stop the rest). Closing
         the generator stops the work. Decoding uses 2 threads on the CPU (more would starve the model's
-        own threads) and up to 8 when a GPU does the model's work.
+        own threads) and up to 8 when a GPU does the model's work. JPEGs decode at reduced size, no
+        smaller than `draft_size` (default: what the model resizes to); `keep_images` returns them.
         """
         if decode_workers is None:
             decode_workers = 2 if self.device.type == "cpu" else min(8, os.cpu_count() or 2)
+        draft_size = draft_size or self.model.preprocess.resize_size[0]
+
         def decode(path: Path) -> tuple[Image.Image, torch.Tensor]:
-            image = load_image(path, draft_size=self.model.preprocess.resize_size[0])
+            image = load_image(path, draft_size=draft_size)
             return image, self.preprocess(image)
 
         queue: deque[tuple[Path, concurrent.futures.Future]] = deque()

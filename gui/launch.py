@@ -1,4 +1,4 @@
-"""The `cardinal` command: no arguments opens the desktop app, a sub-command runs headless.
+"""The `cardinal` command: no arguments (or `gui`) opens the desktop app, a sub-command runs headless.
 
 Imports nothing from Qt at module level, so headless commands never load it.
 """
@@ -12,10 +12,10 @@ from collections.abc import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to the desktop app or to the headless CLI."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
+    if not args or args[0] == "gui":
         from gui.app import main as run_app
 
-        return run_app()
+        return run_app(args[1:])
     from engine.cli import main as run_cli
 
     return run_cli(args)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import io
 import os
+import socket
+import threading
+import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -55,3 +59,59 @@ def torch_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(home))
     monkeypatch.delenv("CARDINAL_WEIGHTS_MIRROR", raising=False)
     return home
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    cut: set[str] = set()
+    slow: set[str] = set()
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        body = self.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.path in self.slow:  # trickle the file out, for tests that cancel mid-download
+            try:
+                for start in range(0, len(body), 64 * 1024):
+                    self.wfile.write(body[start : start + 64 * 1024])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client hung up: that is what the test wanted
+            return
+        if self.path in self.cut:  # promise the whole file, send a third, hang up
+            self.wfile.write(body[: len(body) // 3])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    """A real HTTP server on 127.0.0.1 serving whatever bytes a test puts in `files`."""
+    handler = type("Handler", (_Handler,), {"files": {}, "cut": set(), "slow": set()})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.files = handler.files
+    httpd.cut = handler.cut
+    httpd.slow = handler.slow
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def closed_port() -> int:
+    """A local port nobody listens on: connecting fails at once, like a server that is down."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -113,3 +113,14 @@ def test_classify_files_stops_when_closed(classifier, tmp_path):
     first = next(stream)
     stream.close()
     assert first.error is None
+
+
+def test_top_k_from_probabilities_matches_a_full_sort():
+    from engine.classify import top_k
+
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(50)).astype(np.float32)
+    expected = np.argsort(-probabilities)[:7]
+    predictions = top_k(probabilities, [f"n{i}" for i in range(50)], 7)
+    assert [p.index for p in predictions] == list(expected)
+    assert predictions[0].label == f"n{expected[0]}"
+    assert len(top_k(probabilities, [str(i) for i in range(50)], 500)) == 50

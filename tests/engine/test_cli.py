@@ -1,6 +1,5 @@
 import io
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from PIL import Image
 
 from engine.cli import ProgressBar, main
 from engine.models import save_model
-from tests.conftest import encode, make_tiny_model, random_picture
+from tests.conftest import closed_port, encode, make_tiny_model, random_picture
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,10 +93,7 @@ def test_unusable_device_is_a_usage_error(capsys, model_file, photos):
 
 
 def test_offline_without_weights_names_the_file_to_fetch(capsys, photos, torch_home):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    code, out, err = run(capsys, "classify", photos, "--mirror", f"http://127.0.0.1:{port}/")
+    code, out, err = run(capsys, "classify", photos, "--mirror", f"http://127.0.0.1:{closed_port()}/")
     assert code == 1 and out == ""
     assert "resnext50_32x4d-1a0047aa.pth" in err and str(torch_home) in err
 

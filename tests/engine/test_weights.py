@@ -1,10 +1,7 @@
 import hashlib
-import http.server
 import io
 import pathlib
 import pickle
-import socket
-import threading
 
 import pytest
 import torch
@@ -18,45 +15,7 @@ from engine.weights import (
     read_state_dict,
     resolve_pretrained,
 )
-from tests.conftest import make_tiny_model
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-    cut: set[str] = set()
-
-    def do_GET(self):  # noqa: N802 - http.server's naming
-        body = self.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.path in self.cut:  # promise the whole file, send a third, hang up
-            self.wfile.write(body[: len(body) // 3])
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    """A real HTTP server on 127.0.0.1 serving whatever bytes a test puts in `files`."""
-    handler = type("Handler", (_Handler,), {"files": {}, "cut": set()})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.files = handler.files
-    httpd.cut = handler.cut
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+from tests.conftest import closed_port, make_tiny_model
 
 
 def state_dict_bytes(state_dict) -> bytes:
@@ -108,10 +67,7 @@ def test_connection_cut_mid_file_leaves_nothing(server, tmp_path):
 
 
 def test_server_absent_names_url_and_destination(tmp_path):
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/resnext50_32x4d-1a0047aa.pth"
+    url = f"http://127.0.0.1:{closed_port()}/resnext50_32x4d-1a0047aa.pth"
     destination = tmp_path / "hub" / "checkpoints" / "resnext50_32x4d-1a0047aa.pth"
     with pytest.raises(WeightsUnavailable) as info:
         download(url, destination)

@@ -1,0 +1,103 @@
+"""Persistent settings (QSettings in an INI file); a damaged file is reset to defaults, never a crash."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOP_K = 5
+DEFAULT_OPACITY = 0.5
+
+
+def app_data_dir() -> Path:
+    """The per-user folder for Cardinal's settings and log."""
+    folder = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+    path = Path(folder or Path.home() / ".cardinal")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Settings:
+    """Typed access to the few things Cardinal remembers between runs."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else app_data_dir() / "settings.ini"
+        self.was_reset = False
+        self._qsettings = QSettings(str(self.path), QSettings.Format.IniFormat)
+        if self._qsettings.status() != QSettings.Status.NoError:
+            log.warning("settings file %s is damaged; starting from defaults", self.path)
+            self._qsettings = None
+            self.path.unlink(missing_ok=True)
+            self._qsettings = QSettings(str(self.path), QSettings.Format.IniFormat)
+            self.was_reset = True
+
+    def _get(self, key: str, default, kind):
+        value = self._qsettings.value(key, default)
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            return default
+
+    @property
+    def model(self) -> str:
+        return str(self._qsettings.value("model/name", "") or "")
+
+    @model.setter
+    def model(self, name: str) -> None:
+        self._qsettings.setValue("model/name", name)
+
+    @property
+    def weights_file(self) -> str:
+        return str(self._qsettings.value("model/weights_file", "") or "")
+
+    @weights_file.setter
+    def weights_file(self, path: str) -> None:
+        self._qsettings.setValue("model/weights_file", path)
+
+    @property
+    def mirror(self) -> str:
+        return str(self._qsettings.value("model/mirror", "") or "")
+
+    @mirror.setter
+    def mirror(self, url: str) -> None:
+        self._qsettings.setValue("model/mirror", url)
+
+    @property
+    def top_k(self) -> int:
+        return min(max(self._get("view/top_k", DEFAULT_TOP_K, int), 1), 50)
+
+    @top_k.setter
+    def top_k(self, k: int) -> None:
+        self._qsettings.setValue("view/top_k", int(k))
+
+    @property
+    def opacity(self) -> float:
+        return min(max(self._get("view/opacity", DEFAULT_OPACITY, float), 0.0), 1.0)
+
+    @opacity.setter
+    def opacity(self, value: float) -> None:
+        self._qsettings.setValue("view/opacity", float(value))
+
+    @property
+    def last_folder(self) -> str:
+        return str(self._qsettings.value("files/last_folder", "") or "")
+
+    @last_folder.setter
+    def last_folder(self, folder: str) -> None:
+        self._qsettings.setValue("files/last_folder", folder)
+
+    @property
+    def geometry(self) -> QByteArray | None:
+        value = self._qsettings.value("window/geometry")
+        return value if isinstance(value, QByteArray) else None
+
+    @geometry.setter
+    def geometry(self, value: QByteArray) -> None:
+        self._qsettings.setValue("window/geometry", value)
+
+    def sync(self) -> None:
+        self._qsettings.sync()

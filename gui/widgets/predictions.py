@@ -1,0 +1,102 @@
+"""Top-k predictions as labelled probability bars; clicking one selects that class's heat-map."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPaintEvent
+from PySide6.QtWidgets import QAbstractButton, QButtonGroup, QLabel, QVBoxLayout, QWidget
+
+
+class PredictionBar(QAbstractButton):
+    """One class: its name, its probability as text and as a bar; checkable."""
+
+    def __init__(self, rank: int, label: str, probability: float, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.label = label
+        self.probability = probability
+        self.setCheckable(True)
+        self.setText(f"{rank}. {label}")
+        self.setToolTip(f"{label}: {probability:.2%}. Click to see where the model found it.")
+        self.setAccessibleName(f"{label} {probability:.1%}")
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's naming
+        return QSize(240, self.fontMetrics().height() * 2 + 6)
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's naming
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        palette = self.palette()
+        area = QRectF(self.rect()).adjusted(1, 1, -1, -1)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(palette.alternateBase())
+        painter.drawRoundedRect(area, 4, 4)
+        bar = QColor(palette.highlight().color())
+        bar.setAlpha(230 if self.isChecked() else 110)
+        painter.setBrush(bar)
+        filled = QRectF(area.x(), area.y(), max(area.width() * self.probability, 2.0), area.height())
+        painter.drawRoundedRect(filled, 4, 4)
+        if self.hasFocus():
+            painter.setPen(palette.highlight().color())
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRoundedRect(area, 4, 4)
+        text_color = palette.highlightedText().color() if self.isChecked() else palette.text().color()
+        painter.setPen(text_color)
+        inner = area.adjusted(8, 0, -8, 0)
+        percent = f"{self.probability * 100:.1f}%"
+        percent_width = self.fontMetrics().horizontalAdvance(percent) + 8
+        room = int(inner.width() - percent_width)
+        label = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, room)
+        painter.drawText(inner, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, label)
+        painter.drawText(inner, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, percent)
+
+
+class PredictionList(QWidget):
+    """A column of PredictionBar; emits `class_selected(index)` when the user picks one."""
+
+    class_selected = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._layout.setSpacing(4)
+        self._group = QButtonGroup(self)
+        self._group.setExclusive(True)
+        self._group.idClicked.connect(self._clicked)
+        self._indices: list[int] = []
+        self._placeholder = QLabel("No image selected")
+        self._placeholder.setWordWrap(True)
+        self._layout.addWidget(self._placeholder)
+        self._layout.addStretch(1)
+
+    @property
+    def bars(self) -> list[PredictionBar]:
+        return [button for button in self._group.buttons() if isinstance(button, PredictionBar)]
+
+    def show_message(self, text: str) -> None:
+        self._clear()
+        self._placeholder.setText(text)
+        self._placeholder.show()
+
+    def set_predictions(self, predictions: Sequence, selected_index: int | None = None) -> None:
+        """Show predictions (objects with index, label, probability); check the selected class."""
+        self._clear()
+        self._placeholder.hide()
+        for rank, prediction in enumerate(predictions, start=1):
+            bar = PredictionBar(rank, prediction.label, prediction.probability, self)
+            self._group.addButton(bar, rank - 1)
+            self._layout.insertWidget(self._layout.count() - 1, bar)
+            self._indices.append(prediction.index)
+            bar.setChecked(prediction.index == selected_index)
+
+    def _clear(self) -> None:
+        for bar in self.bars:
+            self._group.removeButton(bar)
+            bar.deleteLater()
+        self._indices = []
+
+    def _clicked(self, position: int) -> None:
+        self.class_selected.emit(self._indices[position])

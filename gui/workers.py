@@ -1,0 +1,214 @@
+"""Engine calls off the GUI thread: model loading (with download progress and cancel) and classification.
+
+Long work is a generator or function run by `superqt.utils.thread_worker`; its signals arrive on the GUI
+thread. Nothing here touches a widget. torch is imported inside the workers, so the window can show first.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QImage
+from superqt.utils import thread_worker
+
+from gui.qimage import array_to_qimage
+
+if TYPE_CHECKING:
+    from engine.classify import Analysis, Classifier
+
+log = logging.getLogger(__name__)
+
+DISPLAY_SIZE = 1024  # longest side of the image kept for the large view and its heat-map
+THUMBNAIL_SIZE = 112
+BATCH_SIZE = 8
+
+
+class WorkerError(Exception):
+    """An unexpected failure inside a worker, carried to the GUI as a message.
+
+    superqt treats a RuntimeError escaping a worker as "worker deleted" and drops it silently; torch
+    raises RuntimeError for real problems, so workers re-raise those as this type.
+    """
+
+
+def surface_errors(function: Callable) -> Callable:
+    """Re-raise RuntimeError (from torch and friends) as WorkerError so superqt reports it."""
+    if _is_generator_function(function):
+
+        @functools.wraps(function)
+        def generator_wrapper(*args: Any, **kwargs: Any):
+            try:
+                return (yield from function(*args, **kwargs))
+            except RuntimeError as error:
+                raise WorkerError(str(error)) from error
+
+        return generator_wrapper
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any):
+        try:
+            return function(*args, **kwargs)
+        except RuntimeError as error:
+            raise WorkerError(str(error)) from error
+
+    return wrapper
+
+
+def _is_generator_function(function: Callable) -> bool:
+    import inspect
+
+    return inspect.isgeneratorfunction(function)
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """Which model to load: a registry name (pretrained weights) or a file the user opened."""
+
+    name: str | None = None
+    weights_file: str | None = None
+    mirror: str | None = None
+    device: str | None = None
+    precision: str = "auto"
+
+    @property
+    def key(self) -> str:
+        """Identifies the model for result caching."""
+        return f"file:{self.weights_file}" if self.weights_file else f"pretrained:{self.name}"
+
+    def label(self) -> str:
+        return Path(self.weights_file).name if self.weights_file else str(self.name)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the status bar and menus show about a loaded model."""
+
+    request: ModelRequest
+    classifier: Classifier
+    name: str
+    num_classes: int
+    device: str
+    model_names: tuple[str, ...]
+    cam_layers: tuple[str, ...]
+
+
+class DownloadProgress(QObject):
+    """Relays a download's byte counts from the worker thread; `cancel` stops it at the next chunk."""
+
+    progressed = Signal(int, object)  # bytes done, total bytes or None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancel = threading.Event()
+
+    def report(self, done: int, total: int | None) -> None:
+        from engine.errors import DownloadCancelled
+
+        if self.cancel.is_set():
+            raise DownloadCancelled("download cancelled")
+        self.progressed.emit(done, total)
+
+
+@thread_worker(start_thread=False, ignore_errors=True)
+@surface_errors
+def load_model(request: ModelRequest, progress: DownloadProgress) -> ModelInfo:
+    """Load (downloading if needed) and warm up a model; runs on a worker thread."""
+    import torch
+
+    from engine.classify import Classifier, cam_layers
+    from engine.models import DEFAULT_MODEL, MODELS, load_model_file, load_pretrained
+
+    if request.weights_file:
+        model = load_model_file(request.weights_file, model=request.name)
+    else:
+        model = load_pretrained(request.name or DEFAULT_MODEL, mirror=request.mirror, progress=progress.report)
+    classifier = Classifier(model, device=request.device, precision=request.precision)
+    side = model.preprocess.crop_size[0]
+    classifier.forward(torch.zeros(1, 3, side, side))  # warm-up: the first real image is then fast
+    return ModelInfo(
+        request=request,
+        classifier=classifier,
+        name=model.name,
+        num_classes=model.num_classes,
+        device=classifier.description,
+        model_names=tuple(MODELS),
+        cam_layers=tuple(cam_layers(classifier.network)),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class ItemOutcome:
+    """One image's classification, ready for the GUI: results plus images made off the GUI thread."""
+
+    item_id: int
+    model_key: str
+    analysis: Analysis | None = None
+    error: str | None = None
+    thumbnail: QImage | None = None
+    display: QImage | None = None
+    display_array: np.ndarray | None = None
+
+
+@thread_worker(start_thread=False, ignore_errors=True)
+@surface_errors
+def classify_queue(
+    classifier: Classifier, model_key: str, pending: deque[tuple[int, Path]]
+) -> Generator[ItemOutcome, None, None]:
+    """Classify queued images in small batches until the queue is empty; quitting stops between images."""
+    from PIL import Image
+
+    while pending:
+        batch = [pending.popleft() for _ in range(min(BATCH_SIZE, len(pending)))]
+        ids = {position: item_id for position, (item_id, _) in enumerate(batch)}
+        results = classifier.classify_files(
+            [path for _, path in batch],
+            k=5,
+            batch_size=len(batch),
+            keep_features=True,
+            keep_images=True,
+            draft_size=DISPLAY_SIZE,
+        )
+        for position, result in enumerate(results):
+            if result.error is not None:
+                yield ItemOutcome(ids[position], model_key, error=result.error.reason)
+                continue
+            display = result.image.copy()
+            display.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.BILINEAR)
+            display_array = np.asarray(display)
+            thumbnail = display.copy()
+            thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BILINEAR)
+            yield ItemOutcome(
+                ids[position],
+                model_key,
+                analysis=result.analysis,
+                thumbnail=array_to_qimage(np.asarray(thumbnail)),
+                display=array_to_qimage(display_array),
+                display_array=display_array,
+            )
+
+
+@thread_worker(start_thread=False, ignore_errors=True)
+@surface_errors
+def layer_heatmap(classifier: Classifier, display_array: np.ndarray, class_index: int, layer: str, method: str):
+    """Heat-map at a chosen (not last-stage) layer, which needs a backward pass: off the GUI thread."""
+    from PIL import Image
+
+    return classifier.heatmap(Image.fromarray(display_array), class_index, layer=layer, method=method)
+
+
+@thread_worker(start_thread=False, ignore_errors=True)
+@surface_errors
+def expand_paths(paths: list[str]) -> list[Path]:
+    """Folders to image files (recursive, sorted), off the GUI thread since folders can be huge."""
+    from engine.images import iter_image_files
+
+    return list(iter_image_files(paths))

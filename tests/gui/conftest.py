@@ -1,0 +1,79 @@
+"""GUI fixtures: a main window on a tiny random model saved the way users save theirs."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from engine.models import save_model
+from gui.main_window import MainWindow
+from gui.settings import Settings
+from gui.workers import ModelRequest
+from tests.conftest import encode, make_tiny_model, random_picture
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    pets = save_model(make_tiny_model(("cat", "dog", "fish"), seed=0), folder / "pets.safetensors")
+    fruit = save_model(make_tiny_model(("apple", "pear", "plum", "kiwi"), seed=1), folder / "fruit.safetensors")
+    return {"pets": pets, "fruit": fruit}
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(tmp_path / "settings.ini")
+
+
+@pytest.fixture
+def make_window(qtbot, settings):
+    """Build, show and start a window on a model file; waits until the model is loaded."""
+
+    def build(model_file, *, wait=True, window_settings=None):
+        window = MainWindow(window_settings or settings, ModelRequest(weights_file=str(model_file), device="cpu"))
+        qtbot.addWidget(window)
+        window.show()
+        if wait:
+            with qtbot.waitSignal(window.model_changed, timeout=60_000):
+                window.start()
+        return window
+
+    return build
+
+
+@pytest.fixture
+def pictures(tmp_path):
+    """Three good images in a folder tree."""
+    folder = tmp_path / "pictures"
+    (folder / "sub").mkdir(parents=True)
+    paths = [folder / "one.png", folder / "sub" / "two.jpg", folder / "sub" / "three.png"]
+    for seed, path in enumerate(paths):
+        fmt = "JPEG" if path.suffix == ".jpg" else "PNG"
+        path.write_bytes(encode(random_picture(seed, size=(160, 120)), fmt))
+    return folder, paths
+
+
+def drop(widget, paths):
+    """Drag file URLs onto a widget and drop them, as a file manager would."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path)) for path in paths])
+    centre = widget.rect().center()
+    enter = QDragEnterEvent(QPointF(QPoint(centre)), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted()
+    event = QDropEvent(QPointF(QPoint(centre)), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, event)
+    return event.isAccepted()
+
+
+def wait_classified(qtbot, window, count, timeout=60_000):
+    def done():
+        key = window.model.request.key
+        finished = [i for i in window.items.values() if i.error is not None or key in i.outcomes]
+        assert len(window.items) >= count and len(finished) >= count
+
+    qtbot.waitUntil(done, timeout=timeout)
