@@ -111,6 +111,15 @@ class CropBox:
         top = (height - side) / 2
         return cls(left, top, left + side, top + side)
 
+    def clipped(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The box in whole pixels, clipped to an image of this size: (x0, y0, x1, y1)."""
+        return (
+            max(round(self.left), 0),
+            max(round(self.top), 0),
+            min(max(round(self.right), round(self.left) + 1), width),
+            min(max(round(self.bottom), round(self.top) + 1), height),
+        )
+
     def scaled(self, x: float, y: float) -> CropBox:
         """The same region in an image resized by (x, y)."""
         return CropBox(self.left * x, self.top * y, self.right * x, self.bottom * y)
@@ -129,8 +138,7 @@ def heatmap_at_image_size(raw_cam: torch.Tensor, image_size: tuple[int, int], bo
     box_height = max(1, round(box.bottom) - top)
     scaled = F.interpolate(cam[None, None] / peak, size=(box_height, box_width), mode="bilinear", align_corners=False)
     scaled = scaled[0, 0].clamp_(0, 1).numpy()
-    x0, y0 = max(left, 0), max(top, 0)
-    x1, y1 = min(left + box_width, width), min(top + box_height, height)
+    x0, y0, x1, y1 = box.clipped(width, height)
     heatmap[y0:y1, x0:x1] = scaled[y0 - top : y1 - top, x0 - left : x1 - left]
     return heatmap
 
@@ -157,10 +165,26 @@ def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
     return table[indices]
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, *, opacity: float = 0.5, colormap: str = "jet") -> np.ndarray:
-    """Blend a coloured heat-map over an RGB uint8 image of the same height and width."""
+def overlay(
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    *,
+    opacity: float = 0.5,
+    colormap: str = "jet",
+    seen: CropBox | None = None,
+) -> np.ndarray:
+    """Blend a coloured heat-map over an RGB uint8 image of the same height and width.
+
+    With `seen`, only the region the network looked at is tinted; the rest of the image stays as it is
+    rather than looking "cold".
+    """
     if image.shape[:2] != heatmap.shape:
         raise ValueError(f"image is {image.shape[:2]} but heat-map is {heatmap.shape}")
     opacity = float(np.clip(opacity, 0.0, 1.0))
-    blended = (1 - opacity) * image.astype(np.float32) + opacity * colorize(heatmap, colormap).astype(np.float32)
-    return blended.round().astype(np.uint8)
+    height, width = heatmap.shape
+    x0, y0, x1, y1 = seen.clipped(width, height) if seen is not None else (0, 0, width, height)
+    blended = image.copy()
+    region = image[y0:y1, x0:x1].astype(np.float32)
+    colours = colorize(heatmap[y0:y1, x0:x1], colormap).astype(np.float32)
+    blended[y0:y1, x0:x1] = ((1 - opacity) * region + opacity * colours).round().astype(np.uint8)
+    return blended

@@ -127,10 +127,13 @@ class Analysis:
         if self.features is None or self.head_weight is None:
             raise ValueError("this result was computed without keeping activations (keep_features=False)")
         raw = cam.closed_form_cam(self.features, self.head_weight, class_index, method)
-        box = self.crop_box
-        if size is not None and tuple(size) != tuple(self.image_size):
-            box = box.scaled(size[0] / self.image_size[0], size[1] / self.image_size[1])
-        return cam.heatmap_at_image_size(raw, size or self.image_size, box)
+        return cam.heatmap_at_image_size(raw, size or self.image_size, self.seen_box(size))
+
+    def seen_box(self, size: tuple[int, int] | None = None) -> cam.CropBox:
+        """The part of the image (at `size`, default the analysed size) that the network looked at."""
+        if size is None or tuple(size) == tuple(self.image_size):
+            return self.crop_box
+        return self.crop_box.scaled(size[0] / self.image_size[0], size[1] / self.image_size[1])
 
 
 @dataclass(frozen=True, eq=False)

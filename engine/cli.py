@@ -202,7 +202,8 @@ def _save_cam(result, folder: Path, method: str, used: set[str], err: TextIO) ->
         counter += 1
     used.add(name)
     top = result.analysis.predictions[0]
-    blended = overlay(np.asarray(result.image), result.analysis.heatmap(top.index, method))
+    heatmap = result.analysis.heatmap(top.index, method)
+    blended = overlay(np.asarray(result.image), heatmap, seen=result.analysis.seen_box())
     buffer = io.BytesIO()
     Image.fromarray(blended).save(buffer, "PNG")
     try:

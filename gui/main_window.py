@@ -545,17 +545,17 @@ class MainWindow(QMainWindow):
         if layer == "layer4":
             height, width = outcome.display_array.shape[:2]
             heatmap = outcome.analysis.heatmap(item.selected_class, method, size=(width, height))
-            self._store_heat(key, heatmap)
+            self._store_heat(key, heatmap, outcome)
             return
         self.image_view.set_heatmap(None)
         self.progress_label.setText(f"Computing the heat-map at {layer}…")
         worker = workers.layer_heatmap(self.model.classifier, outcome.display_array, item.selected_class, layer, method)
-        worker.returned.connect(lambda heatmap, k=key: self._layer_heat_ready(k, heatmap))
+        worker.returned.connect(lambda heatmap, k=key, o=outcome: self._layer_heat_ready(k, heatmap, o))
         worker.errored.connect(lambda error: self.banner.show_message(f"Heat-map failed: {error}"))
         self._track(worker)
         worker.start()
 
-    def _layer_heat_ready(self, key: tuple, heatmap) -> None:
+    def _layer_heat_ready(self, key: tuple, heatmap, outcome: workers.ItemOutcome) -> None:
         self._update_progress()
         item = self.current_item()
         current = (
@@ -565,12 +565,20 @@ class MainWindow(QMainWindow):
             and key[3] == self.method_combo.currentData()
             and key[4] == self.layer_combo.currentData()
         )
-        self._store_heat(key, heatmap, show=current)
+        self._store_heat(key, heatmap, outcome, show=current)
 
-    def _store_heat(self, key: tuple, heatmap, *, show: bool = True) -> None:
+    def _store_heat(self, key: tuple, heatmap, outcome: workers.ItemOutcome, *, show: bool = True) -> None:
+        import numpy as np
+
         from engine.cam import colorize
 
-        heat_image = array_to_qimage(colorize(heatmap))
+        # Transparent outside the centre crop: the network never saw those pixels, so no colour there.
+        height, width = heatmap.shape
+        rgba = np.zeros((height, width, 4), np.uint8)
+        x0, y0, x1, y1 = outcome.analysis.seen_box((width, height)).clipped(width, height)
+        rgba[y0:y1, x0:x1, :3] = colorize(heatmap[y0:y1, x0:x1])
+        rgba[y0:y1, x0:x1, 3] = 255
+        heat_image = array_to_qimage(rgba)
         self._heat_cache[key] = heat_image
         if len(self._heat_cache) > HEAT_CACHE_SIZE:
             self._heat_cache.popitem(last=False)
@@ -600,7 +608,6 @@ class MainWindow(QMainWindow):
             path, _ = QFileDialog.getSaveFileName(self, "Save overlay", suggestion, "PNG image (*.png)")
             if not path:
                 return None
-        import numpy as np
         from PIL import Image
 
         from engine.cam import overlay
@@ -610,7 +617,8 @@ class MainWindow(QMainWindow):
         height, width = outcome.display_array.shape[:2]
         heatmap = outcome.analysis.heatmap(item.selected_class, self.method_combo.currentData(), size=(width, height))
         opacity = self.opacity_slider.value() / 100 if self.overlay_check.isChecked() else 0.0
-        blended = overlay(np.asarray(outcome.display_array), heatmap, opacity=opacity)
+        seen = outcome.analysis.seen_box((width, height))
+        blended = overlay(outcome.display_array, heatmap, opacity=opacity, seen=seen)
         buffer = io.BytesIO()
         Image.fromarray(blended).save(buffer, "PNG")
         try:

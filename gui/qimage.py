@@ -7,13 +7,14 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice
 from PySide6.QtGui import QImage
 
 
-def array_to_qimage(rgb: np.ndarray) -> QImage:
-    """An RGB uint8 array (H, W, 3) as a QImage that owns its pixels (safe to create off the GUI thread)."""
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}")
-    contiguous = np.ascontiguousarray(rgb)
-    height, width, _ = contiguous.shape
-    return QImage(contiguous.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+def array_to_qimage(pixels: np.ndarray) -> QImage:
+    """An RGB or RGBA uint8 array (H, W, 3|4) as a QImage that owns its pixels (fine off the GUI thread)."""
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        raise ValueError(f"expected an (H, W, 3|4) uint8 array, got {pixels.shape} {pixels.dtype}")
+    contiguous = np.ascontiguousarray(pixels)
+    height, width, channels = contiguous.shape
+    fmt = QImage.Format.Format_RGB888 if channels == 3 else QImage.Format.Format_RGBA8888
+    return QImage(contiguous.data, width, height, channels * width, fmt).copy()
 
 
 def qimage_to_array(image: QImage) -> np.ndarray:

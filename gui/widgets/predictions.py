@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QPainter, QPaintEvent
+from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import QAbstractButton, QButtonGroup, QLabel, QVBoxLayout, QWidget
 
 
@@ -33,22 +33,25 @@ class PredictionBar(QAbstractButton):
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(palette.alternateBase())
         painter.drawRoundedRect(area, 4, 4)
-        bar = QColor(palette.highlight().color())
-        bar.setAlpha(230 if self.isChecked() else 110)
+        highlight = palette.highlight().color()
+        bar = QColor(highlight)
+        bar.setAlpha(150 if self.isChecked() else 90)
         painter.setBrush(bar)
-        filled = QRectF(area.x(), area.y(), max(area.width() * self.probability, 2.0), area.height())
+        filled = QRectF(area.x(), area.y(), max(area.width() * self.probability, 3.0), area.height())
         painter.drawRoundedRect(filled, 4, 4)
-        if self.hasFocus():
-            painter.setPen(palette.highlight().color())
+        if self.isChecked() or self.hasFocus():
+            painter.setPen(QPen(highlight, 2 if self.isChecked() else 1))
             painter.setBrush(Qt.BrushStyle.NoBrush)
-            painter.drawRoundedRect(area, 4, 4)
-        text_color = palette.highlightedText().color() if self.isChecked() else palette.text().color()
-        painter.setPen(text_color)
+            painter.drawRoundedRect(area.adjusted(1, 1, -1, -1), 4, 4)
+        font = self.font()
+        font.setBold(self.isChecked())
+        painter.setFont(font)
+        painter.setPen(palette.text().color())
         inner = area.adjusted(8, 0, -8, 0)
         percent = f"{self.probability * 100:.1f}%"
-        percent_width = self.fontMetrics().horizontalAdvance(percent) + 8
-        room = int(inner.width() - percent_width)
-        label = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, room)
+        metrics = painter.fontMetrics()
+        room = int(inner.width() - metrics.horizontalAdvance(percent) - 8)
+        label = metrics.elidedText(self.text(), Qt.TextElideMode.ElideRight, room)
         painter.drawText(inner, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, label)
         painter.drawText(inner, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, percent)
 

@@ -46,9 +46,9 @@ class ThumbnailStrip(QListWidget):
         self.setIconSize(QSize(ICON_SIZE, ICON_SIZE))
         self.setGridSize(QSize(ICON_SIZE + 40, ICON_SIZE + 46))
         self.setWordWrap(True)
-        self.setUniformItemSizes(True)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.setHorizontalScrollMode(QListView.ScrollMode.ScrollPerPixel)
-        self.setFixedHeight(ICON_SIZE + 70)
+        self.setFixedHeight(ICON_SIZE + 58)
         self.setAccessibleName("Images")
         self._items: dict[int, QListWidgetItem] = {}
         self._waiting_icon = _placeholder("waiting")
@@ -74,7 +74,7 @@ class ThumbnailStrip(QListWidget):
         entry = self._items[item_id]
         if thumbnail is not None:
             entry.setIcon(QIcon(QPixmap.fromImage(thumbnail)))
-        entry.setText(f"{top_label}\n{probability:.0%}")
+        entry.setText(f"{top_label}\n{probability:.1%}")
         entry.setToolTip(f"{name}\n{top_label}: {probability:.1%}")
 
     def set_error(self, item_id: int, name: str, reason: str) -> None:

@@ -113,3 +113,12 @@ def test_heatmap_at_another_size_matches_a_resized_image(classifier):
     large = analysis.heatmap(index, size=(300, 200))
     assert large.shape == (200, 300)
     assert np.abs(large[::2, ::2] - small).mean() < 0.05
+
+
+def test_overlay_leaves_unseen_pixels_untouched():
+    image = np.full((10, 30, 3), 90, np.uint8)
+    heatmap = np.ones((10, 30), np.float32)
+    seen = cam.CropBox(10, 0, 20, 10)
+    blended = cam.overlay(image, heatmap, opacity=1.0, seen=seen)
+    assert np.array_equal(blended[:, :10], image[:, :10]) and np.array_equal(blended[:, 20:], image[:, 20:])
+    assert tuple(blended[5, 15]) == tuple(cam.colorize(heatmap)[5, 15])
