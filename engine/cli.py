@@ -44,7 +44,47 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--mirror", metavar="URL", help="download weights from this mirror instead")
 
     commands.add_parser("models", help="list the models and whether their weights are on this computer")
+    _add_train_parser(commands, MODELS, DEFAULT_MODEL, PRECISIONS)
+
+    evaluate = commands.add_parser("evaluate", help="accuracy, per-class metrics and mistakes on a labelled folder")
+    evaluate.add_argument("model", type=Path, metavar="MODEL", help="a model saved by Cardinal (.safetensors)")
+    evaluate.add_argument("folder", type=Path, metavar="FOLDER", help="one sub-folder per class (or train/ + val/)")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--precision", choices=list(PRECISIONS), default="auto")
     return parser
+
+
+def _add_train_parser(commands, models, default_model: str, precisions) -> None:
+    from engine.training import AUGMENTATIONS, MODES, TRAINABLE_FROM, Recipe
+
+    defaults = Recipe()
+    train = commands.add_parser("train", help="fine-tune on a folder with one sub-folder per class")
+    train.add_argument("folder", type=Path, metavar="FOLDER", help="one sub-folder per class (or train/ + val/)")
+    train.add_argument("--out", type=Path, required=True, metavar="DIR", help="where checkpoints and models go")
+    train.add_argument("--mode", choices=MODES, default=defaults.mode,
+                       help="fast: train the head on cached features; full: fine-tune the network")
+    train.add_argument("--model", choices=list(models), default=default_model, help="architecture")
+    train.add_argument("--base", default="imagenet", metavar="imagenet|scratch|FILE",
+                       help="start from ImageNet weights, random weights, or a saved model")
+    train.add_argument("--epochs", type=_positive, default=defaults.epochs)
+    train.add_argument("--batch-size", type=_positive, default=defaults.batch_size)
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default depends on mode)")
+    train.add_argument("--optimizer", choices=["adamw", "sgd"], default=defaults.optimizer)
+    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    train.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
+    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    train.add_argument("--augment", choices=AUGMENTATIONS, default=defaults.augmentation)
+    train.add_argument("--class-weighted", action="store_true", help="weight the loss against class imbalance")
+    train.add_argument("--train-from", choices=TRAINABLE_FROM, default=defaults.trainable_from,
+                       help="full mode: fine-tune from this stage on (earlier stages stay frozen)")
+    train.add_argument("--patience", type=int, default=defaults.patience, help="early stopping; 0 turns it off")
+    train.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--workers", type=int, default=None, help="data loading processes")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--precision", choices=list(precisions), default="auto")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    train.add_argument("--mirror", metavar="URL", help="download ImageNet weights from this mirror")
 
 
 def _positive(text: str) -> int:
@@ -66,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "models":
         return list_models(sys.stdout)
+    if args.command == "train":
+        return train_command(args, sys.stdout, sys.stderr)
+    if args.command == "evaluate":
+        return evaluate_command(args, sys.stdout, sys.stderr)
     return classify_command(args, sys.stdout, sys.stderr)
 
 
@@ -212,6 +256,134 @@ def _save_cam(result, folder: Path, method: str, used: set[str], err: TextIO) ->
         err.write(f"error: {error}\n")
         return 1
     return 0
+
+
+def _scan(folder: Path, err: TextIO):
+    from engine.data import scan_dataset
+    from engine.progress import run_to_end
+
+    bar = ProgressBar(err, None, "Checking images")
+    try:
+        return run_to_end(scan_dataset(folder), lambda event: bar.update(event.done, event.total))
+    finally:
+        bar.close()
+
+
+def _print_report(report, out: TextIO) -> None:
+    out.write(f"{report.root}: {len(report.class_names)} classes\n")
+    val_counts = report.counts("val") if report.val is not None else None
+    for name, count in report.counts().items():
+        extra = f" (+{val_counts[name]} validation)" if val_counts is not None else ""
+        out.write(f"  {name}: {count} images{extra}\n")
+    for path, reason in report.failures:
+        out.write(f"  skipped {path}: {reason}\n")
+    for warning in report.warnings:
+        out.write(f"warning: {warning}\n")
+    for error in report.errors:
+        out.write(f"error: {error}\n")
+
+
+def _base_model(args: argparse.Namespace, err: TextIO):
+    from engine.models import load_model_file, load_pretrained, random_model
+
+    if args.base == "scratch":
+        return random_model(args.model, seed=args.seed)
+    if args.base == "imagenet":
+        return load_pretrained(args.model, mirror=args.mirror)
+    return load_model_file(args.base)
+
+
+def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`cardinal train`: check the folder, fine-tune, save best/last, print the validation report."""
+    from engine.training import BatchEnd, EpochEnd, FeatureProgress, Notice, Recipe, TrainingError, train
+
+    try:
+        recipe = Recipe(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
+                        lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                        label_smoothing=args.label_smoothing, augmentation=args.augment,
+                        class_weighted=args.class_weighted, trainable_from=args.train_from,
+                        patience=args.patience or None, precision=args.precision, seed=args.seed,
+                        val_fraction=args.val_fraction, num_workers=args.workers)
+    except TrainingError as error:
+        err.write(f"error: {error}\n")
+        return EXIT_USAGE
+    try:
+        report = _scan(args.folder, err)
+        _print_report(report, out)
+        report.raise_for_errors()
+        base = _base_model(args, err)
+    except CardinalError as error:
+        err.write(f"error: {error}\n")
+        return EXIT_SOME_FAILED
+    bar = ProgressBar(err, None, "Training")
+
+    def show(event) -> None:
+        if isinstance(event, FeatureProgress):
+            bar.label = "Computing features"
+            bar.update(event.done, event.total)
+        elif isinstance(event, BatchEnd):
+            bar.label = f"Epoch {event.epoch}"
+            bar.update(event.batch, event.batches)
+        elif isinstance(event, EpochEnd):
+            bar.close()
+            out.write(f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f} "
+                      f"acc {event.train_accuracy:.2%} | val loss {event.val_loss:.4f} acc {event.val_accuracy:.2%}"
+                      f" | {event.images_per_second:.1f} img/s{'  *best' if event.improved else ''}\n")
+            out.flush()
+        elif isinstance(event, Notice):
+            bar.close()
+            err.write(f"note: {event.message}\n")
+
+    from engine.progress import run_to_end
+
+    device = None if args.device == "auto" else args.device
+    try:
+        result = run_to_end(train(report, base, recipe, args.out, device=device, resume=args.resume), show)
+    except CardinalError as error:
+        bar.close()
+        err.write(f"error: {error}\n")
+        return EXIT_SOME_FAILED
+    bar.close()
+    out.write(f"{result.stopped} after {result.epochs_run} epochs; best validation accuracy "
+              f"{result.best_val_accuracy:.2%} (epoch {result.best_epoch})\n")
+    out.write(f"saved {args.out / 'best.safetensors'} (best) and {args.out / 'last.safetensors'} (last)\n\n")
+    return _evaluate_and_print(result.model, result.val_samples, args.device, args.precision, out, err)
+
+
+def _evaluate_and_print(model, samples, device: str, precision: str, out: TextIO, err: TextIO) -> int:
+    from engine.classify import Classifier
+    from engine.evaluation import evaluate
+    from engine.progress import run_to_end
+
+    classifier = Classifier(model, device=device, precision=precision)
+    bar = ProgressBar(err, len(samples), "Evaluating")
+    evaluation = run_to_end(evaluate(classifier, samples), lambda event: bar.update(event.done))
+    bar.close()
+    out.write(evaluation.format_report() + "\n")
+    return EXIT_SOME_FAILED if evaluation.failures else EXIT_OK
+
+
+def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`cardinal evaluate MODEL FOLDER`: the validation report of a saved model on a labelled folder."""
+    from engine.models import load_model_file
+
+    try:
+        model = load_model_file(args.model)
+        report = _scan(args.folder, err)
+    except CardinalError as error:
+        err.write(f"error: {error}\n")
+        return EXIT_SOME_FAILED
+    unknown = [name for name in report.class_names if name not in model.class_names]
+    if unknown:
+        err.write(f"error: {args.folder} has classes the model does not know: {', '.join(unknown)}; "
+                  f"the model's classes are: {', '.join(model.class_names)}\n")
+        return EXIT_SOME_FAILED
+    remap = [model.class_names.index(name) for name in report.class_names]
+    samples = [(path, remap[label]) for path, label in (report.val if report.val is not None else report.train)]
+    for path, reason in report.failures:
+        err.write(f"error: {path}: {reason}\n")
+    code = _evaluate_and_print(model, samples, args.device, args.precision, out, err)
+    return EXIT_SOME_FAILED if report.failures else code
 
 
 class _ResultWriter:

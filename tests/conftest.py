@@ -115,3 +115,36 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+SHAPE_COLOURS = {"red_circles": (220, 40, 40), "green_squares": (40, 200, 60), "blue_bars": (50, 70, 230)}
+
+
+def shape_picture(kind: str, seed: int, size: int = 72) -> Image.Image:
+    """A clearly separable synthetic photo: a coloured shape of one kind on a noisy grey background."""
+    rng = np.random.default_rng(seed)
+    array = rng.integers(90, 160, (size, size, 3)).astype(np.uint8)
+    colour = np.array(SHAPE_COLOURS[kind]) + rng.integers(-20, 20, 3)
+    y, x = np.ogrid[:size, :size]
+    cx, cy, r = rng.integers(20, size - 20), rng.integers(20, size - 20), rng.integers(10, 18)
+    if kind == "red_circles":
+        mask = (x - cx) ** 2 + (y - cy) ** 2 < r * r
+    elif kind == "green_squares":
+        mask = (abs(x - cx) < r) & (abs(y - cy) < r)
+    else:
+        mask = (abs(x - cx) < r // 3) & (abs(y - cy) < r * 2)
+    array[mask] = np.clip(colour, 0, 255)
+    return Image.fromarray(array)
+
+
+def make_shapes_folder(root, per_class=12, counts=None, fmt="PNG"):
+    """An ImageFolder of SHAPE_COLOURS classes; `counts` overrides images per class."""
+    from pathlib import Path
+
+    root = Path(root)
+    for index, kind in enumerate(SHAPE_COLOURS):
+        folder = root / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        for number in range((counts or {}).get(kind, per_class)):
+            shape_picture(kind, seed=index * 1000 + number).save(folder / f"{number:03d}.{fmt.lower()}", fmt)
+    return root

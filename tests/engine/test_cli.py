@@ -125,3 +125,32 @@ def test_console_entry_point_runs_headless_without_qt(model_file, photos):
     result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "a.png" in result.stdout
+
+
+def test_train_then_evaluate_from_the_command_line(capsys, model_file, tmp_path):
+    from tests.conftest import make_shapes_folder
+
+    data = make_shapes_folder(tmp_path / "shapes", per_class=10)
+    (data / "red_circles" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", data, "--out", out, "--base", model_file, "--epochs", "3",
+                            "--lr", "0.05", "--device", "cpu")
+    assert code == 0, err
+    assert "skipped" in stdout and "broken.jpg" in stdout
+    assert "epoch 3/3" in stdout and "best validation accuracy" in stdout
+    assert "confusion matrix" in stdout
+    assert (out / "best.safetensors").is_file()
+    code, stdout, err = run(capsys, "evaluate", out / "best.safetensors", data)
+    assert code == 1  # the unreadable file is reported and counts as a failure
+    assert "broken.jpg" in err
+    assert stdout.startswith("accuracy ") and "on 30 images" in stdout
+
+
+def test_train_refuses_a_folder_with_problems(capsys, model_file, tmp_path):
+    from tests.conftest import make_shapes_folder
+
+    data = make_shapes_folder(tmp_path / "shapes", counts={"red_circles": 8, "green_squares": 2, "blue_bars": 8})
+    code, stdout, err = run(capsys, "train", data, "--out", tmp_path / "run", "--base", model_file)
+    assert code == 1
+    assert "'green_squares' has only 2 readable image(s)" in stdout + err
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,121 @@
+"""Evaluate a model on labelled images: accuracy, per-class precision/recall/F1, confusion, mistakes."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.classify import Analysis, Classifier
+from engine.data import Sample
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    name: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass(frozen=True, eq=False)
+class Mistake:
+    """A misclassified image, with what a heat-map of the true or the predicted class needs."""
+
+    path: Path
+    true_index: int
+    predicted_index: int
+    true_probability: float
+    predicted_probability: float
+    analysis: Analysis
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    class_names: tuple[str, ...]
+    accuracy: float
+    per_class: tuple[ClassMetrics, ...]
+    confusion: np.ndarray  # rows: true class, columns: predicted class
+    mistakes: tuple[Mistake, ...]
+    failures: tuple[tuple[Path, str], ...]
+
+    def mistakes_for(self, true_index: int, predicted_index: int) -> list[Mistake]:
+        """The images of one confusion-matrix cell."""
+        return [m for m in self.mistakes if m.true_index == true_index and m.predicted_index == predicted_index]
+
+    def format_report(self) -> str:
+        """The same numbers as text, for the terminal."""
+        width = max(len(name) for name in self.class_names + ("class",))
+        lines = [f"accuracy {self.accuracy:.2%} on {int(self.confusion.sum())} images", ""]
+        lines.append(f"{'class':<{width}}  precision  recall     f1  images")
+        for metrics in self.per_class:
+            lines.append(f"{metrics.name:<{width}}  {metrics.precision:9.3f}  {metrics.recall:6.3f}  "
+                         f"{metrics.f1:5.3f}  {metrics.support:6d}")
+        lines += ["", "confusion matrix (rows: true class, columns: predicted class)"]
+        cell = max(5, len(str(int(self.confusion.max(initial=0)))) + 1)
+        lines.append(" " * (width + 2) + "".join(f"{i:>{cell}}" for i in range(len(self.class_names))))
+        for index, name in enumerate(self.class_names):
+            row = "".join(f"{int(v):>{cell}}" for v in self.confusion[index])
+            lines.append(f"{name:<{width}}  {row}   ({index})")
+        if self.mistakes:
+            lines += ["", f"{len(self.mistakes)} misclassified:"]
+            for mistake in self.mistakes:
+                lines.append(f"  {mistake.path}: {self.class_names[mistake.true_index]} taken for "
+                             f"{self.class_names[mistake.predicted_index]} ({mistake.predicted_probability:.1%}; "
+                             f"true class {mistake.true_probability:.1%})")
+        for path, reason in self.failures:
+            lines.append(f"  could not read {path}: {reason}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class EvaluationProgress:
+    done: int
+    total: int
+
+
+def evaluate(
+    classifier: Classifier, samples: Sequence[Sample], *, batch_size: int = 16
+) -> Generator[EvaluationProgress, None, Evaluation]:
+    """Classify labelled samples, yielding progress; returns the metrics and every mistake."""
+    names = classifier.class_names
+    confusion = np.zeros((len(names), len(names)), np.int64)
+    mistakes: list[Mistake] = []
+    failures: list[tuple[Path, str]] = []
+    labels = [label for _, label in samples]
+    results = classifier.classify_files([path for path, _ in samples], k=1, batch_size=batch_size,
+                                        keep_features=True)
+    for done, (result, label) in enumerate(zip(results, labels, strict=True), start=1):
+        if result.error is not None:
+            failures.append((result.path, result.error.reason))
+        else:
+            predicted = result.analysis.predictions[0]
+            confusion[label, predicted.index] += 1
+            if predicted.index != label:
+                mistakes.append(Mistake(result.path, label, predicted.index,
+                                        float(result.analysis.probabilities[label]), predicted.probability,
+                                        result.analysis))
+        yield EvaluationProgress(done, len(samples))
+    return Evaluation(names, _accuracy(confusion), _per_class(confusion, names), confusion, tuple(mistakes),
+                      tuple(failures))
+
+
+def _accuracy(confusion: np.ndarray) -> float:
+    total = confusion.sum()
+    return float(np.trace(confusion) / total) if total else 0.0
+
+
+def _per_class(confusion: np.ndarray, names: Sequence[str]) -> tuple[ClassMetrics, ...]:
+    metrics = []
+    for index, name in enumerate(names):
+        true_positive = confusion[index, index]
+        predicted = confusion[:, index].sum()
+        actual = confusion[index].sum()
+        precision = true_positive / predicted if predicted else 0.0
+        recall = true_positive / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        metrics.append(ClassMetrics(name, float(precision), float(recall), float(f1), int(actual)))
+    return tuple(metrics)
