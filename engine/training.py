@@ -241,6 +241,8 @@ class _Run:
         torch.manual_seed(recipe.seed)
         random.seed(recipe.seed)
         self.last_good: dict[str, torch.Tensor] | None = None
+        self.best_head: dict[str, torch.Tensor] | None = None
+        self.base_source = model.source
         counts = torch.bincount(torch.tensor([label for _, label in report.train]), minlength=model.num_classes)
         weights = counts.sum() / (len(counts) * counts.clamp(min=1)).float() if recipe.class_weighted else None
         self.criterion = nn.CrossEntropyLoss(
@@ -349,6 +351,12 @@ class _Run:
 
     # --- the loop --------------------------------------------------------------------------------------------
     def loop(self) -> Generator[Event, None, str]:
+        stopped = yield from self._epochs()
+        if self.recipe.mode == "fast":
+            self._write_fast_models()
+        return stopped
+
+    def _epochs(self) -> Generator[Event, None, str]:
         epochs = self.recipe.epochs
         stale = 0
         if self.history:
@@ -454,19 +462,25 @@ class _Run:
                 "train_accuracy": epoch_end.train_accuracy, "train_loss": epoch_end.train_loss}
 
     def _save(self, epoch_end: EpochEnd) -> None:
+        """Per epoch: the resume state, atomically. Full mode also writes last/best models now; Fast mode's
+        backbone never changes, so its checkpoint holds only the head and the models are written at the end."""
         self.last_good = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
-        provenance = {"dataset": str(self.report.root), "mode": self.recipe.mode}
-        metrics = self._metrics(epoch_end)
-        save_model(self.model, self.out_dir / "last.safetensors", metrics=metrics, recipe=self.recipe.to_dict(),
-                   provenance=provenance)
-        if epoch_end.improved:
-            save_model(self.model, self.out_dir / "best.safetensors", metrics=metrics, recipe=self.recipe.to_dict(),
-                       provenance=provenance)
+        if self.recipe.mode == "fast":
+            if epoch_end.improved:
+                self.best_head = {k: v.detach().clone() for k, v in self.head.state_dict().items()}
+            weights = {"head": self.head.state_dict(), "best_head": self.best_head}
+        else:
+            metrics = self._metrics(epoch_end)
+            self._write_model("last", metrics)
+            if epoch_end.improved:
+                self._write_model("best", metrics)
+            weights = {"model": self.network.state_dict()}
         state = {
             "class_names": list(self.model.class_names),
             "recipe": self.recipe.to_dict(),
+            "base": self.base_source,
             "epoch": epoch_end.epoch,
-            "model": self.network.state_dict(),
+            **weights,
             "optimizer": self.optimizer.state_dict(),
             "schedule": {"progress": float(epoch_end.epoch), "batch_size": self.batch_size},
             "rng": {"torch": torch.get_rng_state(), "loader": self.generator.get_state(),
@@ -477,6 +491,21 @@ class _Run:
         buffer = io.BytesIO()
         torch.save(state, buffer)
         atomic_write(self.out_dir / CHECKPOINT_NAME, lambda out: out.write(buffer.getvalue()))
+
+    def _write_model(self, which: str, metrics: dict[str, Any]) -> None:
+        provenance = {"dataset": str(self.report.root), "mode": self.recipe.mode}
+        save_model(self.model, self.out_dir / f"{which}.safetensors", metrics=metrics,
+                   recipe=self.recipe.to_dict(), provenance=provenance)
+
+    def _write_fast_models(self) -> None:
+        if not self.history:
+            return
+        self._write_model("last", self._metrics(self.history[-1]))
+        if self.best_head is not None:
+            current = {k: v.detach().clone() for k, v in self.head.state_dict().items()}
+            self.head.load_state_dict(self.best_head)
+            self._write_model("best", self._metrics(self.history[self.best_epoch - 1]))
+            self.head.load_state_dict(current)
 
     def load_checkpoint(self) -> None:
         path = self.out_dir / CHECKPOINT_NAME
@@ -493,7 +522,13 @@ class _Run:
             )
         if state["recipe"]["mode"] != self.recipe.mode:
             raise TrainingError(f"cannot resume a {state['recipe']['mode']} run in {self.recipe.mode} mode")
-        self.network.load_state_dict(state["model"])
+        if state["base"] != self.base_source:
+            raise TrainingError(f"cannot resume: the run started from {state['base']}, not {self.base_source}")
+        if self.recipe.mode == "fast":
+            self.network.fc.load_state_dict(state["head"])
+            self.best_head = state["best_head"]
+        else:
+            self.network.load_state_dict(state["model"])
         self._optimizer_state = state["optimizer"]
         self.batch_size = int(state["schedule"]["batch_size"])
         torch.set_rng_state(state["rng"]["torch"])
