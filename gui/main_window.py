@@ -185,6 +185,8 @@ class MainWindow(QMainWindow):
         self.model_menu.addSeparator()
         self._action(self.model_menu, "Open &Weights or Model File…", "Ctrl+M", self.open_weights)
         self._action(self.model_menu, "Weights &Mirror…", None, self.set_mirror)
+        self.model_menu.addSeparator()
+        self._action(self.model_menu, "&Fine-Tune on a Folder…", "Ctrl+T", self.open_wizard)
 
     def _action(self, menu, text: str, shortcut, slot) -> QAction:
         action = menu.addAction(text)
@@ -334,6 +336,21 @@ class MainWindow(QMainWindow):
             self.settings.mirror = url.strip()
             if not self._request.weights_file:
                 self.load_model(self._pretrained_request(self._request.name or self.settings.model or None))
+
+    def open_wizard(self):
+        """Open the fine-tune wizard; its "Use this model" loads the new model here."""
+        from gui.settings import app_data_dir
+        from gui.wizard import FineTuneWizard
+
+        current = self.model.classifier.model if self.model is not None else None
+        architectures = self.model.model_names if self.model is not None else ()
+        wizard = FineTuneWizard(self, current_model=current, architectures=architectures,
+                                runs_folder=app_data_dir() / "runs", mirror=self.settings.mirror or None,
+                                device=self._request.device)
+        wizard.use_model.connect(lambda path: self.load_model(workers.ModelRequest(weights_file=path)))
+        self.wizard = wizard
+        wizard.show()
+        return wizard
 
     # ----- adding images ----------------------------------------------------------------------------
     def add_paths(self, paths: list[str | Path]) -> None:
@@ -685,6 +702,9 @@ class MainWindow(QMainWindow):
         self.settings.sync()
         self._cancel_classification()
         self._cancel_download()
+        wizard = getattr(self, "wizard", None)
+        if wizard is not None and wizard.training_running:
+            wizard.training_page.cancel()
         for worker in list(self._other_workers):
             worker.quit()
         started = time.monotonic()

@@ -1,0 +1,102 @@
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QApplication, QMessageBox, QWizard
+
+from tests.conftest import make_shapes_folder
+
+
+def next_page(qtbot, wizard, page):
+    qtbot.waitUntil(lambda: wizard.button(QWizard.WizardButton.NextButton).isEnabled(), timeout=60_000)
+    qtbot.mouseClick(wizard.button(QWizard.WizardButton.NextButton), Qt.MouseButton.LeftButton)
+    assert wizard.currentPage() is page
+
+
+def settings_for(wizard, out_dir, *, mode="fast", epochs=4, lr=0.05):
+    page = wizard.settings_page
+    (page.fast if mode == "fast" else page.full).setChecked(True)
+    page.base.setCurrentIndex(page.base.findData("current"))
+    page.epochs.setValue(epochs)
+    page.lr.setValue(lr)
+    page.out_dir.setText(str(out_dir))
+
+
+def test_wizard_end_to_end_trains_evaluates_and_hands_over(qtbot, make_window, model_files, tmp_path):
+    data = make_shapes_folder(tmp_path / "shapes", per_class=15)
+    (data / "blue_bars" / "note.txt").write_text("not an image")
+    window = make_window(model_files["pets"])
+    wizard = window.open_wizard()
+    qtbot.addWidget(wizard)
+    wizard.folder_page.path_edit.setText(str(data))
+    next_page(qtbot, wizard, wizard.report_page)
+    qtbot.waitUntil(lambda: wizard.report is not None, timeout=60_000)
+    problems = [wizard.report_page.problems.item(i).text() for i in range(wizard.report_page.problems.count())]
+    assert any("note.txt" in text and "not an image file type" in text for text in problems)
+    assert wizard.report_page.samples_layout.count() >= 3
+    next_page(qtbot, wizard, wizard.settings_page)
+    settings_for(wizard, tmp_path / "run")
+    next_page(qtbot, wizard, wizard.training_page)
+    training = wizard.training_page
+    qtbot.waitUntil(lambda: training.isComplete(), timeout=120_000)
+    batch_x, batch_loss = training.batch_curve.getData()
+    epochs, val_accuracy = training.val_acc_curve.getData()
+    assert len(batch_x) > 4 and len(batch_x) == len(batch_loss)
+    assert list(epochs) == [1, 2, 3, 4] and len(val_accuracy) == 4
+    assert "best validation accuracy" in training.status.text()
+    next_page(qtbot, wizard, wizard.results_page)
+    results = wizard.results_page
+    qtbot.waitUntil(lambda: results.evaluation is not None, timeout=60_000)
+    total = sum(int(results.confusion.item(r, c).text()) for r in range(3) for c in range(3))
+    assert total == len(wizard.result.val_samples) == 9
+    assert results.per_class.rowCount() == 3
+    mistakes = results.evaluation.mistakes
+    if mistakes:
+        results.open_cell(mistakes[0].true_index, mistakes[0].predicted_index)
+        assert results.mistakes_dialog.rows == len(results.evaluation.mistakes_for(mistakes[0].true_index,
+                                                                                   mistakes[0].predicted_index))
+    saved = results.save_model(str(tmp_path / "mine.safetensors"))
+    assert saved.is_file()
+    with qtbot.waitSignal(window.model_changed, timeout=60_000) as changed:
+        qtbot.mouseClick(results.use_button, Qt.MouseButton.LeftButton)
+    assert changed.args[0] == f"file:{tmp_path / 'run' / 'best.safetensors'}"
+    assert window.model.classifier.class_names == ("blue_bars", "green_squares", "red_circles")
+
+
+def test_report_with_problems_blocks_next(qtbot, make_window, model_files, tmp_path):
+    data = make_shapes_folder(tmp_path / "shapes", counts={"red_circles": 6, "green_squares": 0, "blue_bars": 6})
+    window = make_window(model_files["pets"])
+    wizard = window.open_wizard()
+    qtbot.addWidget(wizard)
+    wizard.folder_page.path_edit.setText(str(data))
+    next_page(qtbot, wizard, wizard.report_page)
+    qtbot.waitUntil(lambda: wizard.report is not None, timeout=60_000)
+    assert not wizard.report_page.isComplete()
+    assert not wizard.button(QWizard.WizardButton.NextButton).isEnabled()
+    assert wizard.report_page.problems.item(0).text().startswith("✖ class 'green_squares' has no readable images")
+
+
+def test_closing_during_training_asks_then_stops_cleanly(qtbot, make_window, model_files, tmp_path):
+    data = make_shapes_folder(tmp_path / "shapes", per_class=15)
+    window = make_window(model_files["pets"])
+    wizard = window.open_wizard()
+    qtbot.addWidget(wizard)
+    wizard.folder_page.path_edit.setText(str(data))
+    next_page(qtbot, wizard, wizard.report_page)
+    next_page(qtbot, wizard, wizard.settings_page)
+    settings_for(wizard, tmp_path / "run", mode="full", epochs=50, lr=1e-3)
+    next_page(qtbot, wizard, wizard.training_page)
+    training = wizard.training_page
+    qtbot.waitUntil(lambda: len(training.batch_loss) >= 2, timeout=60_000)
+    asked = []
+
+    def answer_yes():
+        box = QApplication.activeModalWidget()
+        if isinstance(box, QMessageBox):
+            asked.append(box.text())
+            box.button(QMessageBox.StandardButton.Yes).click()
+        else:
+            QTimer.singleShot(20, answer_yes)
+
+    QTimer.singleShot(20, answer_yes)
+    wizard.close()
+    assert asked and "best model so far is kept" in asked[0]
+    assert not training.running and not wizard.isVisible()
+    assert len(training.epochs) < 50
