@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from gui.qimage import array_to_qimage
 from gui.wizard import jobs
+from gui.wizard.training_page import describe_stop
 
 MISTAKE_SIZE = 200
 
@@ -79,8 +80,9 @@ class ResultsPage(QWizardPage):
         evaluation, result = self.evaluation, self._wizard.result
         self.summary.setText(
             f"Validation accuracy <b>{evaluation.accuracy:.1%}</b> on {int(evaluation.confusion.sum())} images "
-            f"({len(evaluation.mistakes)} mistakes). Training {result.stopped} after {result.epochs_run} epochs; "
-            f"best epoch {result.best_epoch}. Model saved as {result.out_dir / 'best.safetensors'}."
+            f"({_count(len(evaluation.mistakes), 'mistake')}). Training {describe_stop(result.stopped)} after "
+            f"{result.epochs_run} epochs; best epoch {result.best_epoch}. "
+            f"Model saved as {result.out_dir / 'best.safetensors'}."
         )
         names = evaluation.class_names
         self.confusion.setRowCount(len(names))
@@ -181,13 +183,22 @@ class MistakesDialog(QDialog):
             for column, class_index in ((1, mistake.predicted_index), (2, mistake.true_index)):
                 heatmap = mistake.analysis.heatmap(class_index, size=size)
                 blended = overlay(pixels, heatmap, opacity=0.5, seen=mistake.analysis.seen_box(size))
+                pixmap = QPixmap.fromImage(array_to_qimage(blended))
+                if max(size) < MISTAKE_SIZE:  # small images are enlarged so the heat-map can be read
+                    pixmap = pixmap.scaled(MISTAKE_SIZE, MISTAKE_SIZE, Qt.AspectRatioMode.KeepAspectRatio,
+                                           Qt.TransformationMode.SmoothTransformation)
                 label = QLabel()
-                label.setPixmap(QPixmap.fromImage(array_to_qimage(blended)))
+                label.setPixmap(pixmap)
                 grid.addWidget(label, row, column)
             self.rows += 1
+        grid.setRowStretch(len(mistakes) + 1, 1)
         scroll = QScrollArea(self)
         scroll.setWidget(body)
         scroll.setWidgetResizable(True)
         layout = QVBoxLayout(self)
         layout.addWidget(scroll)
         self.resize(3 * MISTAKE_SIZE + 220, min(700, 120 + MISTAKE_SIZE * len(mistakes)))
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -23,11 +23,13 @@ from gui.wizard import jobs
 REFRESH_MS = 150  # plots redraw at most this often, however fast batches arrive
 
 
-def _plot(title: str, y_label: str) -> pg.PlotWidget:
+def _plot(title: str, y_label: str, *, legend_at_bottom: bool = False) -> pg.PlotWidget:
     plot = pg.PlotWidget(title=title)
+    plot.setBackground(None)  # the window's own colour, light or dark theme alike
     plot.setLabel("left", y_label)
+    plot.setLabel("bottom", "epoch")
     plot.showGrid(x=True, y=True, alpha=0.2)
-    plot.addLegend(offset=(-10, 10))
+    plot.addLegend(offset=(-10, -10 if legend_at_bottom else 10))
     plot.setMinimumHeight(150)
     return plot
 
@@ -41,7 +43,7 @@ class TrainingPage(QWizardPage):
         layout = QVBoxLayout(self)
         self.loss_plot = _plot("Loss per batch", "loss")
         self.epoch_loss_plot = _plot("Loss per epoch", "loss")
-        self.accuracy_plot = _plot("Accuracy per epoch", "accuracy")
+        self.accuracy_plot = _plot("Accuracy per epoch", "accuracy", legend_at_bottom=True)
         self.accuracy_plot.setYRange(0, 1)
         self.batch_curve = self.loss_plot.plot(pen=pg.mkPen((120, 120, 120)), name="batch")
         self.train_loss_curve = self.epoch_loss_plot.plot(pen=pg.mkPen((70, 130, 220), width=2), symbol="o",
@@ -163,8 +165,10 @@ class TrainingPage(QWizardPage):
 
     def _finished(self, result) -> None:
         self._wizard.result = result
+        if result.stopped != "cancelled":
+            self.progress.setValue(self.progress.maximum())
         self.status.setText(
-            f"Training {result.stopped} after {result.epochs_run} epochs in "
+            f"Training {describe_stop(result.stopped)} after {result.epochs_run} epochs in "
             f"{_duration(time.monotonic() - self._started)}: best validation accuracy "
             f"{result.best_val_accuracy:.1%} (epoch {result.best_epoch}). Saved in {result.out_dir}."
         )
@@ -185,6 +189,19 @@ class TrainingPage(QWizardPage):
     def cleanupPage(self) -> None:  # noqa: N802 - Qt's naming (Back was pressed)
         if self.running:
             self.stop_and_wait()
+
+
+STOP_REASONS = {
+    "completed": "finished",
+    "early stopping": "stopped early (no more improvement)",
+    "cancelled": "was cancelled",
+    "non-finite loss": "stopped because the loss diverged",
+}
+
+
+def describe_stop(reason: str) -> str:
+    """How a TrainingResult's `stopped` reads in a sentence."""
+    return STOP_REASONS.get(reason, reason)
 
 
 def _duration(seconds: float) -> str:

@@ -137,6 +137,7 @@ class ReportPage(QWizardPage):
         self.status = QLabel("", self)
         self.status.setWordWrap(True)
         self.chart = pg.PlotWidget(self)
+        self.chart.setBackground(None)
         self.chart.setMinimumHeight(160)
         self.chart.setLabel("left", "images")
         self.chart.setMouseEnabled(False, False)
