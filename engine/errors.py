@@ -9,13 +9,17 @@ class CardinalError(Exception):
     """Base of every error the engine raises on purpose; `str(error)` is fit to show a user."""
 
 
-class ImageLoadError(CardinalError):
-    """An image could not be decoded; `path` names it and `reason` says why in plain words."""
+class FileProblem(CardinalError):
+    """Something is wrong with one file: `path` names it and `reason` says what, in plain words."""
 
     def __init__(self, path: str | Path | None, reason: str) -> None:
         self.path = None if path is None else str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}" if self.path else reason)
+
+
+class ImageLoadError(FileProblem):
+    """An image could not be decoded."""
 
 
 class WeightsUnavailable(CardinalError):
@@ -32,13 +36,8 @@ class WeightsUnavailable(CardinalError):
         )
 
 
-class WeightsError(CardinalError):
+class WeightsError(FileProblem):
     """A weights or model file is unsafe, corrupt or does not fit the model."""
-
-    def __init__(self, path: str | Path | None, reason: str) -> None:
-        self.path = None if path is None else str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}" if self.path else reason)
 
 
 class DownloadCancelled(CardinalError):

@@ -25,7 +25,7 @@ from engine.errors import WeightsError
 from engine.weights import (
     Progress,
     apply_state_dict,
-    cache_path,
+    find_local,
     read_state_dict,
     resolve_pretrained,
     state_dict_mismatches,
@@ -341,7 +341,4 @@ def save_model(
 def weights_on_disk(name: str) -> Path | None:
     """The cached pretrained file of `name` if it is on this computer."""
     url = get_spec(name).weights_url()
-    if url is None:
-        return None
-    path = cache_path(url)
-    return path if path.is_file() else None
+    return None if url is None else find_local(url)

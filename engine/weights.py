@@ -11,6 +11,7 @@ import http.client
 import os
 import pickle
 import re
+import sys
 import tempfile
 import urllib.error
 import urllib.parse
@@ -35,6 +36,22 @@ def cache_path(url: str) -> Path:
     """Where torch.hub (and so Cardinal) keeps the file downloaded from `url`."""
     filename = Path(urllib.parse.urlparse(url).path).name
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def bundled_path(url: str) -> Path | None:
+    """Where a packaged app (PyInstaller) carries weights it was built with, if it is one."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle is None:
+        return None
+    return Path(bundle) / "weights" / Path(urllib.parse.urlparse(url).path).name
+
+
+def find_local(url: str) -> Path | None:
+    """The weights file for `url` if it is already on this computer: bundled with the app, or in the cache."""
+    for candidate in (bundled_path(url), cache_path(url)):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
 
 
 def mirrored_url(url: str, mirror: str | None = None) -> str:
@@ -66,10 +83,11 @@ def resolve_pretrained(
     allow_download: bool = True,
     timeout: float = 30.0,
 ) -> Path:
-    """Return the local path of the weights at `url`: the hub cache first, else download them there."""
+    """Return the local path of the weights at `url`: bundled or cached, else download them to the cache."""
+    local = find_local(url)
+    if local is not None:
+        return local
     destination = cache_path(url)
-    if destination.is_file():
-        return destination
     source = mirrored_url(url, mirror)
     if not allow_download:
         raise WeightsUnavailable(source, destination, "downloads are turned off")

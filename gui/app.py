@@ -14,8 +14,10 @@ from pathlib import Path
 _START = time.perf_counter()
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal  # noqa: E402
+from PySide6.QtGui import QIcon  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from gui.assets import asset  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 from gui.settings import Settings, app_data_dir  # noqa: E402
 from gui.workers import ModelRequest  # noqa: E402
@@ -72,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setApplicationName("Cardinal")
     app.setOrganizationName("Cardinal")
     app.setApplicationDisplayName("Cardinal")
+    app.setWindowIcon(QIcon(str(asset("cardinal.png"))))
     log_path = configure_logging(app_data_dir())
     relay = ErrorRelay()
     install_exception_hooks(relay, log_path)

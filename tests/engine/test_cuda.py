@@ -40,3 +40,27 @@ def test_closed_form_equals_autograd_on_cuda():
         assert torch.allclose(closed, by_autograd, atol=1e-4 * float(by_autograd.abs().max()) + 1e-9, rtol=1e-3)
     heatmap = classifier.heatmap(image, 2, layer="layer3")
     assert heatmap.shape == (image.size[1], image.size[0])
+
+
+def test_full_training_on_cuda_halves_the_batch_when_memory_runs_out(tmp_path):
+    from torchvision.transforms._presets import ImageClassification
+
+    from engine.data import scan_dataset
+    from engine.models import random_model
+    from engine.progress import run_to_end
+    from engine.training import EpochEnd, Notice, Recipe, train
+    from tests.conftest import make_shapes_folder
+
+    # 1,100 images in one batch of a ResNeXt-50 at 448 px need several times the memory of one GPU.
+    kinds = ("red_circles", "green_squares")
+    root = make_shapes_folder(tmp_path / "many", counts={"red_circles": 550, "green_squares": 550, "blue_bars": 0})
+    (root / "blue_bars").rmdir()
+    report = run_to_end(scan_dataset(root))
+    assert report.class_names == tuple(sorted(kinds))
+    events = []
+    recipe = Recipe(mode="full", epochs=1, batch_size=4096, augmentation="basic", val_fraction=0.05, patience=None)
+    base = random_model("resnext50_32x4d", seed=0, preprocess=ImageClassification(crop_size=448, resize_size=480))
+    result = run_to_end(train(report, base, recipe, tmp_path / "run", device="cuda"), events.append)
+    halvings = [e.message for e in events if isinstance(e, Notice) and "out of memory" in e.message]
+    assert halvings, "expected at least one out-of-memory halving"
+    assert result.stopped == "completed" and any(isinstance(e, EpochEnd) for e in events)

@@ -10,6 +10,16 @@ def next_page(qtbot, wizard, page):
     assert wizard.currentPage() is page
 
 
+def wizard_on_report(qtbot, window, data):
+    """Open the wizard on `data` and wait for its dataset report."""
+    wizard = window.open_wizard()
+    qtbot.addWidget(wizard)
+    wizard.folder_page.path_edit.setText(str(data))
+    next_page(qtbot, wizard, wizard.report_page)
+    qtbot.waitUntil(lambda: wizard.report is not None, timeout=60_000)
+    return wizard
+
+
 def settings_for(wizard, out_dir, *, mode="fast", epochs=4, lr=0.05):
     page = wizard.settings_page
     (page.fast if mode == "fast" else page.full).setChecked(True)
@@ -23,11 +33,7 @@ def test_wizard_end_to_end_trains_evaluates_and_hands_over(qtbot, make_window, m
     data = make_shapes_folder(tmp_path / "shapes", per_class=15)
     (data / "blue_bars" / "note.txt").write_text("not an image")
     window = make_window(model_files["pets"])
-    wizard = window.open_wizard()
-    qtbot.addWidget(wizard)
-    wizard.folder_page.path_edit.setText(str(data))
-    next_page(qtbot, wizard, wizard.report_page)
-    qtbot.waitUntil(lambda: wizard.report is not None, timeout=60_000)
+    wizard = wizard_on_report(qtbot, window, data)
     problems = [wizard.report_page.problems.item(i).text() for i in range(wizard.report_page.problems.count())]
     assert any("note.txt" in text and "not an image file type" in text for text in problems)
     assert wizard.report_page.samples_layout.count() >= 3
@@ -62,12 +68,7 @@ def test_wizard_end_to_end_trains_evaluates_and_hands_over(qtbot, make_window, m
 
 def test_report_with_problems_blocks_next(qtbot, make_window, model_files, tmp_path):
     data = make_shapes_folder(tmp_path / "shapes", counts={"red_circles": 6, "green_squares": 0, "blue_bars": 6})
-    window = make_window(model_files["pets"])
-    wizard = window.open_wizard()
-    qtbot.addWidget(wizard)
-    wizard.folder_page.path_edit.setText(str(data))
-    next_page(qtbot, wizard, wizard.report_page)
-    qtbot.waitUntil(lambda: wizard.report is not None, timeout=60_000)
+    wizard = wizard_on_report(qtbot, make_window(model_files["pets"]), data)
     assert not wizard.report_page.isComplete()
     assert not wizard.button(QWizard.WizardButton.NextButton).isEnabled()
     assert wizard.report_page.problems.item(0).text().startswith("✖ class 'green_squares' has no readable images")
@@ -75,11 +76,7 @@ def test_report_with_problems_blocks_next(qtbot, make_window, model_files, tmp_p
 
 def test_closing_during_training_asks_then_stops_cleanly(qtbot, make_window, model_files, tmp_path):
     data = make_shapes_folder(tmp_path / "shapes", per_class=15)
-    window = make_window(model_files["pets"])
-    wizard = window.open_wizard()
-    qtbot.addWidget(wizard)
-    wizard.folder_page.path_edit.setText(str(data))
-    next_page(qtbot, wizard, wizard.report_page)
+    wizard = wizard_on_report(qtbot, make_window(model_files["pets"]), data)
     next_page(qtbot, wizard, wizard.settings_page)
     settings_for(wizard, tmp_path / "run", mode="full", epochs=50, lr=1e-3)
     next_page(qtbot, wizard, wizard.training_page)

@@ -1,0 +1,63 @@
+"""`cardinal --self-test`: prove an installation (or a frozen build) works, end to end, without a display."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+
+
+def run_self_test() -> int:
+    """Start Qt offscreen, build the model, classify and explain the sample image; print one line."""
+    started = time.perf_counter()
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    try:
+        report = _self_test()
+    except Exception as error:  # noqa: BLE001 - the report must say what broke, whatever it was
+        traceback.print_exc(file=sys.stderr)
+        print(f"cardinal self-test FAILED: {type(error).__name__}: {error}", flush=True)
+        return 1
+    print(f"cardinal self-test ok in {time.perf_counter() - started:.1f} s: {report}", flush=True)
+    return 0
+
+
+def _self_test() -> str:
+    import numpy as np
+    from PySide6 import __version__ as pyside_version
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    import torch
+    import torchvision
+
+    from engine.cam import overlay
+    from engine.classify import Classifier
+    from engine.errors import CardinalError
+    from engine.images import load_image
+    from engine.models import DEFAULT_MODEL, load_pretrained, random_model
+    from gui.assets import asset
+    from gui.qimage import array_to_qimage
+
+    # torchvision's compiled operators: a build that forgot them fails here, not at a user's first click.
+    kept = torchvision.ops.nms(torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0]]),
+                               torch.tensor([0.9, 0.8]), 0.5)
+    if kept.tolist() != [0]:
+        raise RuntimeError(f"torchvision.ops.nms returned {kept.tolist()}")
+    try:
+        model, weights = load_pretrained(DEFAULT_MODEL, allow_download=False), "ImageNet weights"
+    except CardinalError:
+        model, weights = random_model(DEFAULT_MODEL, seed=0), "random weights: no ImageNet weights on disk"
+    classifier = Classifier(model)
+    image = load_image(asset("sample.jpg"))
+    analysis = classifier.analyze([image], k=1)[0]
+    top = analysis.predictions[0]
+    heatmap = analysis.heatmap(top.index)
+    blended = overlay(np.asarray(image), heatmap, seen=analysis.seen_box())
+    rendered = array_to_qimage(blended)
+    if rendered.isNull() or heatmap.shape != (image.height, image.width):
+        raise RuntimeError("the heat-map overlay could not be rendered")
+    del app
+    return (f"Qt {pyside_version} ({os.environ['QT_QPA_PLATFORM']}), torch {torch.__version__}, "
+            f"{model.name} ({weights}) on {classifier.description}; sample.jpg -> '{top.label}' "
+            f"{top.probability:.1%}; Grad-CAM {heatmap.shape[1]}x{heatmap.shape[0]}; torchvision ops ok")
