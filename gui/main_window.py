@@ -80,6 +80,8 @@ class MainWindow(QMainWindow):
         self._heat_cache: OrderedDict[tuple, object] = OrderedDict()
         self._paste_folder: Path | None = None
         self._closing = False
+        self.wizard = None  # the fine-tune wizard, once opened
+        self.weights_choice: WeightsChoice | None = None  # the offline/failed-download choices, when shown
         self._build_ui()
         self._build_menus()
         if settings.geometry is not None:
@@ -702,9 +704,8 @@ class MainWindow(QMainWindow):
         self.settings.sync()
         self._cancel_classification()
         self._cancel_download()
-        wizard = getattr(self, "wizard", None)
-        if wizard is not None and wizard.training_running:
-            wizard.training_page.cancel()
+        if self.wizard is not None and self.wizard.training_running:
+            self.wizard.training_page.cancel()
         for worker in list(self._other_workers):
             worker.quit()
         started = time.monotonic()

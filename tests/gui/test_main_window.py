@@ -207,7 +207,7 @@ def test_offline_without_weights_offers_choices_not_a_traceback(qtbot, settings,
     qtbot.addWidget(window)
     window.show()
     window.start()
-    qtbot.waitUntil(lambda: getattr(window, "weights_choice", None) is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: window.weights_choice is not None, timeout=30_000)
     box = window.weights_choice
     assert "resnext50_32x4d-1a0047aa.pth" in box.informativeText()
     assert str(torch_home) in box.informativeText()
@@ -233,7 +233,7 @@ def test_download_shows_progress_and_cancel_stops_it(qtbot, settings, torch_home
                     timeout=30_000)
     assert "of 4.2 MB" in window._download_dialog.size_label.text()
     window._download_dialog.reject()  # the Cancel button
-    qtbot.waitUntil(lambda: getattr(window, "weights_choice", None) is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: window.weights_choice is not None, timeout=30_000)
     assert "cancelled" in window.weights_choice.informativeText()
     assert list((torch_home / "hub" / "checkpoints").iterdir()) == []
 
