@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from PySide6.QtCore import QElapsedTimer, QMimeData, Qt, QTimer
+from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 
 from gui.app import ErrorRelay, install_exception_hooks
@@ -154,9 +154,8 @@ def test_save_overlay_copy_and_export_csv(qtbot, make_window, pictures, model_fi
 
 def test_paste_an_image_from_the_clipboard(qtbot, make_window, model_files):
     window = make_window(model_files["pets"])
-    mime = QMimeData()
-    mime.setImageData(array_to_qimage(np.asarray(random_picture(4))))
-    QGuiApplication.clipboard().setMimeData(mime)
+    # setImage lets the clipboard own its data (a Python-made QMimeData handed over crashes at exit).
+    QGuiApplication.clipboard().setImage(array_to_qimage(np.asarray(random_picture(4))))
     window.paste()
     wait_classified(qtbot, window, 1)
     item = next(iter(window.items.values()))
