@@ -9,8 +9,10 @@ backward pass); `autograd_cam` does the general hook-and-backward computation fo
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -188,3 +190,22 @@ def overlay(
     colours = colorize(heatmap[y0:y1, x0:x1], colormap).astype(np.float32)
     blended[y0:y1, x0:x1] = ((1 - opacity) * region + opacity * colours).round().astype(np.uint8)
     return blended
+
+
+def write_overlay_png(
+    path: str | Path,
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    *,
+    opacity: float = 0.5,
+    seen: CropBox | None = None,
+    colormap: str = "jet",
+) -> Path:
+    """Blend the heat-map over the image and save it as PNG, atomically (CheckpointError if it cannot)."""
+    from PIL import Image
+
+    from engine.checkpoints import atomic_write
+
+    buffer = io.BytesIO()
+    Image.fromarray(overlay(image, heatmap, opacity=opacity, colormap=colormap, seen=seen)).save(buffer, "PNG")
+    return atomic_write(path, lambda out: out.write(buffer.getvalue()))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -233,10 +232,8 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _save_cam(result, folder: Path, method: str, used: set[str], err: TextIO) -> int:
     import numpy as np
-    from PIL import Image
 
-    from engine.cam import overlay
-    from engine.checkpoints import atomic_write
+    from engine.cam import write_overlay_png
 
     stem = result.path.stem
     name = f"{stem}.cam.png"
@@ -247,11 +244,8 @@ def _save_cam(result, folder: Path, method: str, used: set[str], err: TextIO) ->
     used.add(name)
     top = result.analysis.predictions[0]
     heatmap = result.analysis.heatmap(top.index, method)
-    blended = overlay(np.asarray(result.image), heatmap, seen=result.analysis.seen_box())
-    buffer = io.BytesIO()
-    Image.fromarray(blended).save(buffer, "PNG")
     try:
-        atomic_write(folder / name, lambda handle: handle.write(buffer.getvalue()))
+        write_overlay_png(folder / name, np.asarray(result.image), heatmap, seen=result.analysis.seen_box())
     except CardinalError as error:
         err.write(f"error: {error}\n")
         return 1

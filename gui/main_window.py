@@ -533,14 +533,17 @@ class MainWindow(QMainWindow):
             self.image_view.set_image(other.display if other else None, "Classifying…")
             self.predictions.show_message("Classifying…" if self.model else "Waiting for the model…")
             return
-        from engine.classify import top_k
-
-        predictions = top_k(outcome.analysis.probabilities, self.model.classifier.class_names, self.k_spin.value())
+        predictions = self._top_k(outcome)
         if item.selected_class is None:
             item.selected_class = predictions[0].index
         self.image_view.set_image(outcome.display)
         self.predictions.set_predictions(predictions, item.selected_class)
         self.refresh_heatmap()
+
+    def _top_k(self, outcome: workers.ItemOutcome):
+        from engine.classify import top_k
+
+        return top_k(outcome.analysis.probabilities, self.model.classifier.class_names, self.k_spin.value())
 
     def select_class(self, class_index: int) -> None:
         item = self.current_item()
@@ -627,21 +630,15 @@ class MainWindow(QMainWindow):
             path, _ = QFileDialog.getSaveFileName(self, "Save overlay", suggestion, "PNG image (*.png)")
             if not path:
                 return None
-        from PIL import Image
-
-        from engine.cam import overlay
-        from engine.checkpoints import atomic_write
+        from engine.cam import write_overlay_png
         from engine.errors import CardinalError
 
         height, width = outcome.display_array.shape[:2]
         heatmap = outcome.analysis.heatmap(item.selected_class, self.method_combo.currentData(), size=(width, height))
         opacity = self.opacity_slider.value() / 100 if self.overlay_check.isChecked() else 0.0
-        seen = outcome.analysis.seen_box((width, height))
-        blended = overlay(outcome.display_array, heatmap, opacity=opacity, seen=seen)
-        buffer = io.BytesIO()
-        Image.fromarray(blended).save(buffer, "PNG")
         try:
-            return atomic_write(path, lambda out: out.write(buffer.getvalue()))
+            return write_overlay_png(path, outcome.display_array, heatmap, opacity=opacity,
+                                     seen=outcome.analysis.seen_box((width, height)))
         except CardinalError as error:
             self.banner.show_message(str(error))
             return None
@@ -651,9 +648,7 @@ class MainWindow(QMainWindow):
         item, outcome = self.current_item(), self.current_outcome()
         if item is None or outcome is None:
             return ""
-        from engine.classify import top_k
-
-        predictions = top_k(outcome.analysis.probabilities, self.model.classifier.class_names, self.k_spin.value())
+        predictions = self._top_k(outcome)
         text = "\n".join([str(item.path)] + [f"{p.label}\t{p.probability:.4f}" for p in predictions])
         QGuiApplication.clipboard().setText(text)
         return text
@@ -669,10 +664,9 @@ class MainWindow(QMainWindow):
             if not path:
                 return None
         from engine.checkpoints import atomic_write
-        from engine.classify import top_k
         from engine.errors import CardinalError
 
-        key, k = self.model.request.key, self.k_spin.value()
+        key = self.model.request.key
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(["path", "rank", "class_index", "label", "probability", "error"])
@@ -681,7 +675,7 @@ class MainWindow(QMainWindow):
             if item.error is not None or outcome is None:
                 writer.writerow([str(item.path), "", "", "", "", item.error or "not classified yet"])
                 continue
-            for rank, p in enumerate(top_k(outcome.analysis.probabilities, self.model.classifier.class_names, k), 1):
+            for rank, p in enumerate(self._top_k(outcome), 1):
                 writer.writerow([str(item.path), rank, p.index, p.label, f"{p.probability:.6f}", ""])
         try:
             return atomic_write(path, lambda out: out.write(text.getvalue().encode("utf-8")))
