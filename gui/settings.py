@@ -21,8 +21,26 @@ def app_data_dir() -> Path:
     return path
 
 
+class _Text:
+    """A text setting stored under `key`; empty when unset."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __get__(self, settings: Settings, owner: type | None = None) -> str:
+        return str(settings._qsettings.value(self.key, "") or "")
+
+    def __set__(self, settings: Settings, value: str) -> None:
+        settings._qsettings.setValue(self.key, value)
+
+
 class Settings:
     """Typed access to the few things Cardinal remembers between runs."""
+
+    model = _Text("model/name")
+    weights_file = _Text("model/weights_file")
+    mirror = _Text("model/mirror")
+    last_folder = _Text("files/last_folder")
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else app_data_dir() / "settings.ini"
@@ -43,30 +61,6 @@ class Settings:
             return default
 
     @property
-    def model(self) -> str:
-        return str(self._qsettings.value("model/name", "") or "")
-
-    @model.setter
-    def model(self, name: str) -> None:
-        self._qsettings.setValue("model/name", name)
-
-    @property
-    def weights_file(self) -> str:
-        return str(self._qsettings.value("model/weights_file", "") or "")
-
-    @weights_file.setter
-    def weights_file(self, path: str) -> None:
-        self._qsettings.setValue("model/weights_file", path)
-
-    @property
-    def mirror(self) -> str:
-        return str(self._qsettings.value("model/mirror", "") or "")
-
-    @mirror.setter
-    def mirror(self, url: str) -> None:
-        self._qsettings.setValue("model/mirror", url)
-
-    @property
     def top_k(self) -> int:
         return min(max(self._get("view/top_k", DEFAULT_TOP_K, int), 1), 50)
 
@@ -81,14 +75,6 @@ class Settings:
     @opacity.setter
     def opacity(self, value: float) -> None:
         self._qsettings.setValue("view/opacity", float(value))
-
-    @property
-    def last_folder(self) -> str:
-        return str(self._qsettings.value("files/last_folder", "") or "")
-
-    @last_folder.setter
-    def last_folder(self, folder: str) -> None:
-        self._qsettings.setValue("files/last_folder", folder)
 
     @property
     def geometry(self) -> QByteArray | None:
