@@ -7,6 +7,7 @@ thread. Nothing here touches a widget. torch is imported inside the workers, so 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import threading
 from collections import deque
@@ -42,7 +43,7 @@ class WorkerError(Exception):
 
 def surface_errors(function: Callable) -> Callable:
     """Re-raise RuntimeError (from torch and friends) as WorkerError so superqt reports it."""
-    if _is_generator_function(function):
+    if inspect.isgeneratorfunction(function):
 
         @functools.wraps(function)
         def generator_wrapper(*args: Any, **kwargs: Any):
@@ -61,12 +62,6 @@ def surface_errors(function: Callable) -> Callable:
             raise WorkerError(str(error)) from error
 
     return wrapper
-
-
-def _is_generator_function(function: Callable) -> bool:
-    import inspect
-
-    return inspect.isgeneratorfunction(function)
 
 
 @dataclass(frozen=True)
