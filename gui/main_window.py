@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import tempfile
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.webp *.bmp *.gif *.tif *.tiff);;All files (*)"
 WEIGHTS_FILTER = "Model or weights (*.safetensors *.pth *.pt);;All files (*)"
 HEAT_CACHE_SIZE = 64
+DISPLAY_CACHE_SIZE = 48  # large-view images kept in memory (~5 MB each); older ones are decoded again
 
 
 @dataclass(eq=False)
@@ -78,6 +80,8 @@ class MainWindow(QMainWindow):
         self.model: workers.ModelInfo | None = None
         self._request = request or self._request_from_settings()
         self._heat_cache: OrderedDict[tuple, object] = OrderedDict()
+        self._displays: OrderedDict[int, workers.Display] = OrderedDict()
+        self._loading_displays: set[int] = set()
         self._paste_folder: Path | None = None
         self._closing = False
         self.wizard = None  # the fine-tune wizard, once opened
@@ -427,6 +431,9 @@ class MainWindow(QMainWindow):
             item.error = outcome.error
             self.thumbnails.set_error(item.item_id, item.name, outcome.error)
         else:
+            if outcome.display is not None:
+                self._remember_display(item.item_id, outcome.display)
+                outcome = dataclasses.replace(outcome, display=None)
             item.outcomes[outcome.model_key] = outcome
             if self.model is not None and outcome.model_key == self.model.request.key:
                 top = outcome.analysis.predictions[0]
@@ -435,6 +442,33 @@ class MainWindow(QMainWindow):
         if item.item_id == self.thumbnails.selected_id():
             self.show_selected()
         self.item_classified.emit(item.item_id)
+
+    def _remember_display(self, item_id: int, display: workers.Display) -> None:
+        self._displays[item_id] = display
+        self._displays.move_to_end(item_id)
+        while len(self._displays) > DISPLAY_CACHE_SIZE:
+            self._displays.popitem(last=False)
+
+    def display_of(self, item: ImageItem) -> workers.Display | None:
+        """The item's large-view image if in memory; otherwise start decoding it and return None."""
+        display = self._displays.get(item.item_id)
+        if display is not None:
+            self._displays.move_to_end(item.item_id)
+            return display
+        if item.item_id not in self._loading_displays and item.error is None and not self._closing:
+            self._loading_displays.add(item.item_id)
+            worker = workers.load_display(item.path)
+            worker.returned.connect(lambda loaded, i=item.item_id: self._display_loaded(i, loaded))
+            worker.errored.connect(lambda error, i=item.item_id: self._loading_displays.discard(i))
+            self._track(worker)
+            worker.start()
+        return None
+
+    def _display_loaded(self, item_id: int, display: workers.Display) -> None:
+        self._loading_displays.discard(item_id)
+        self._remember_display(item_id, display)
+        if item_id == self.thumbnails.selected_id():
+            self.show_selected()
 
     def _update_progress(self) -> None:
         if self.model is None:
@@ -528,15 +562,15 @@ class MainWindow(QMainWindow):
             self.predictions.show_message(item.error)
             return
         outcome = self.current_outcome()
+        display = self._displays.get(item.item_id) if outcome is None else self.display_of(item)
+        self.image_view.set_image(display.image if display else None,
+                                  "Classifying…" if outcome is None else "Loading the image…")
         if outcome is None:
-            other = next(iter(item.outcomes.values()), None)
-            self.image_view.set_image(other.display if other else None, "Classifying…")
             self.predictions.show_message("Classifying…" if self.model else "Waiting for the model…")
             return
         predictions = self._top_k(outcome)
         if item.selected_class is None:
             item.selected_class = predictions[0].index
-        self.image_view.set_image(outcome.display)
         self.predictions.set_predictions(predictions, item.selected_class)
         self.refresh_heatmap()
 
@@ -556,6 +590,9 @@ class MainWindow(QMainWindow):
         item, outcome = self.current_item(), self.current_outcome()
         if item is None or outcome is None or item.selected_class is None:
             return
+        display = self._displays.get(item.item_id)
+        if display is None:
+            return  # shown once the image is decoded again
         method = self.method_combo.currentData()
         layer = self.layer_combo.currentData() or "layer4"
         key = (item.item_id, outcome.model_key, item.selected_class, method, layer)
@@ -565,13 +602,12 @@ class MainWindow(QMainWindow):
             self.image_view.set_heatmap(cached)
             return
         if layer == "layer4":
-            height, width = outcome.display_array.shape[:2]
-            heatmap = outcome.analysis.heatmap(item.selected_class, method, size=(width, height))
+            heatmap = outcome.analysis.heatmap(item.selected_class, method, size=display.size)
             self._store_heat(key, heatmap, outcome)
             return
         self.image_view.set_heatmap(None)
         self.progress_label.setText(f"Computing the heat-map at {layer}…")
-        worker = workers.layer_heatmap(self.model.classifier, outcome.display_array, item.selected_class, layer, method)
+        worker = workers.layer_heatmap(self.model.classifier, display.pixels, item.selected_class, layer, method)
         worker.returned.connect(lambda heatmap, k=key, o=outcome: self._layer_heat_ready(k, heatmap, o))
         worker.errored.connect(lambda error: self.banner.show_message(f"Heat-map failed: {error}"))
         self._track(worker)
@@ -622,7 +658,8 @@ class MainWindow(QMainWindow):
     def save_overlay(self, path: str | None = None) -> Path | None:
         """Save the large image with its heat-map blended in, as PNG."""
         item, outcome = self.current_item(), self.current_outcome()
-        if item is None or outcome is None or item.selected_class is None:
+        display = None if item is None else self._displays.get(item.item_id)
+        if item is None or outcome is None or item.selected_class is None or display is None:
             self.banner.show_message("Select a classified image first.", error=False)
             return None
         if path is None:
@@ -633,12 +670,11 @@ class MainWindow(QMainWindow):
         from engine.cam import write_overlay_png
         from engine.errors import CardinalError
 
-        height, width = outcome.display_array.shape[:2]
-        heatmap = outcome.analysis.heatmap(item.selected_class, self.method_combo.currentData(), size=(width, height))
+        heatmap = outcome.analysis.heatmap(item.selected_class, self.method_combo.currentData(), size=display.size)
         opacity = self.opacity_slider.value() / 100 if self.overlay_check.isChecked() else 0.0
         try:
-            return write_overlay_png(path, outcome.display_array, heatmap, opacity=opacity,
-                                     seen=outcome.analysis.seen_box((width, height)))
+            return write_overlay_png(path, display.pixels, heatmap, opacity=opacity,
+                                     seen=outcome.analysis.seen_box(display.size))
         except CardinalError as error:
             self.banner.show_message(str(error))
             return None

@@ -6,13 +6,13 @@ thread. Nothing here touches a widget. torch is imported inside the workers, so 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +64,7 @@ def surface_errors(function: Callable) -> Callable:
     return wrapper
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ModelRequest:
     """Which model to load: a registry name (pretrained weights) or a file the user opened."""
 
@@ -83,7 +83,7 @@ class ModelRequest:
         return Path(self.weights_file).name if self.weights_file else str(self.name)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ModelInfo:
     """What the status bar and menus show about a loaded model."""
 
@@ -140,7 +140,31 @@ def load_model(request: ModelRequest, progress: DownloadProgress) -> ModelInfo:
     )
 
 
-@dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False)
+class Display:
+    """The image shown large (longest side DISPLAY_SIZE): as a QImage to paint and as pixels to blend."""
+
+    image: QImage
+    pixels: np.ndarray
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+
+def make_display(image) -> tuple[Display, QImage]:
+    """The large-view image and the thumbnail of a decoded PIL image (fine off the GUI thread)."""
+    from PIL import Image
+
+    display = image.copy()
+    display.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.BILINEAR)
+    pixels = np.asarray(display)
+    thumbnail = display.copy()
+    thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BILINEAR)
+    return Display(array_to_qimage(pixels), pixels), array_to_qimage(np.asarray(thumbnail))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class ItemOutcome:
     """One image's classification, ready for the GUI: results plus images made off the GUI thread."""
 
@@ -149,8 +173,7 @@ class ItemOutcome:
     analysis: Analysis | None = None
     error: str | None = None
     thumbnail: QImage | None = None
-    display: QImage | None = None
-    display_array: np.ndarray | None = None
+    display: Display | None = None
 
 
 @thread_worker(start_thread=False, ignore_errors=True)
@@ -159,8 +182,6 @@ def classify_queue(
     classifier: Classifier, model_key: str, pending: deque[tuple[int, Path]]
 ) -> Generator[ItemOutcome, None, None]:
     """Classify queued images in small batches until the queue is empty; quitting stops between images."""
-    from PIL import Image
-
     while pending:
         batch = [pending.popleft() for _ in range(min(BATCH_SIZE, len(pending)))]
         ids = {position: item_id for position, (item_id, _) in enumerate(batch)}
@@ -176,28 +197,28 @@ def classify_queue(
             if result.error is not None:
                 yield ItemOutcome(ids[position], model_key, error=result.error.reason)
                 continue
-            display = result.image.copy()
-            display.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.BILINEAR)
-            display_array = np.asarray(display)
-            thumbnail = display.copy()
-            thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BILINEAR)
-            yield ItemOutcome(
-                ids[position],
-                model_key,
-                analysis=result.analysis,
-                thumbnail=array_to_qimage(np.asarray(thumbnail)),
-                display=array_to_qimage(display_array),
-                display_array=display_array,
-            )
+            display, thumbnail = make_display(result.image)
+            # Half precision halves what every kept result costs; heat-maps compute in fp32 from it.
+            analysis = dataclasses.replace(result.analysis, features=result.analysis.features.half())
+            yield ItemOutcome(ids[position], model_key, analysis=analysis, thumbnail=thumbnail, display=display)
 
 
 @thread_worker(start_thread=False, ignore_errors=True)
 @surface_errors
-def layer_heatmap(classifier: Classifier, display_array: np.ndarray, class_index: int, layer: str, method: str):
+def load_display(path: Path) -> Display:
+    """Decode an image again for the large view (its earlier copy was dropped to bound memory)."""
+    from engine.images import load_image
+
+    return make_display(load_image(path, draft_size=DISPLAY_SIZE))[0]
+
+
+@thread_worker(start_thread=False, ignore_errors=True)
+@surface_errors
+def layer_heatmap(classifier: Classifier, pixels: np.ndarray, class_index: int, layer: str, method: str):
     """Heat-map at a chosen (not last-stage) layer, which needs a backward pass: off the GUI thread."""
     from PIL import Image
 
-    return classifier.heatmap(Image.fromarray(display_array), class_index, layer=layer, method=method)
+    return classifier.heatmap(Image.fromarray(pixels), class_index, layer=layer, method=method)
 
 
 @thread_worker(start_thread=False, ignore_errors=True)

@@ -60,12 +60,14 @@ def drop(widget, paths):
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(path)) for path in paths])
     centre = widget.rect().center()
-    enter = QDragEnterEvent(QPointF(QPoint(centre)), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                            Qt.KeyboardModifier.NoModifier)
+    flags = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    try:  # PySide6 >= 6.12 takes a QPointF here and deprecates QPoint; earlier versions take only QPoint
+        enter = QDragEnterEvent(QPointF(QPoint(centre)), *flags)
+    except TypeError:
+        enter = QDragEnterEvent(centre, *flags)
     QApplication.sendEvent(widget, enter)
     assert enter.isAccepted()
-    event = QDropEvent(QPointF(QPoint(centre)), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                       Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(QPointF(QPoint(centre)), *flags)
     QApplication.sendEvent(widget, event)
     return event.isAccepted()
 

@@ -268,3 +268,25 @@ def test_closing_mid_inference_exits_cleanly(model_files, tmp_path):
     assert "QThread: Destroyed" not in result.stderr
     assert "Traceback" not in result.stderr
     assert time.monotonic() - started < 120
+
+
+def test_only_recent_large_images_stay_in_memory_and_others_reload(qtbot, make_window, model_files, tmp_path,
+                                                                    monkeypatch):
+    import gui.main_window
+
+    monkeypatch.setattr(gui.main_window, "DISPLAY_CACHE_SIZE", 2)
+    paths = []
+    for index in range(4):
+        path = tmp_path / f"photo{index}.png"
+        path.write_bytes(encode(random_picture(index, size=(150, 100))))
+        paths.append(path)
+    window = make_window(model_files["pets"])
+    drop(window, paths)
+    wait_classified(qtbot, window, 4)
+    assert len(window._displays) == 2
+    first = next(item for item in window.items.values() if item.path == paths[0])
+    assert first.item_id not in window._displays
+    window.thumbnails.select(first.item_id)
+    assert window.predictions.bars  # results show at once, from the cache
+    qtbot.waitUntil(lambda: window.image_view._image is not None and window.image_view.heatmap_shown, timeout=30_000)
+    assert window.image_view._image.size().width() == 150
