@@ -204,7 +204,7 @@ def train(
     device_ = select_device(device)
     dtype = resolve_precision(recipe.precision, device_)
     model = new_model(base, report.class_names, recipe.seed)
-    run = _Run(report, recipe, model, out_dir, device_, dtype, cancel)
+    run = _Run(report, recipe, model, out_dir, device_, dtype, cancel, train_samples)
     if resume:
         run.load_checkpoint()
     if recipe.mode == "fast":
@@ -228,7 +228,8 @@ def train(
 class _Run:
     """The state of one training run; `train()` is its only user."""
 
-    def __init__(self, report, recipe: Recipe, model: LoadedModel, out_dir: Path, device, dtype, cancel) -> None:
+    def __init__(self, report, recipe: Recipe, model: LoadedModel, out_dir: Path, device, dtype, cancel,
+                 train_samples) -> None:
         self.report, self.recipe, self.model, self.out_dir = report, recipe, model, out_dir
         self.device, self.dtype, self.cancel = device, dtype, cancel
         self.network = model.network.to(device)
@@ -243,7 +244,7 @@ class _Run:
         self.last_good: dict[str, torch.Tensor] | None = None
         self.best_head: dict[str, torch.Tensor] | None = None
         self.base_source = model.source
-        counts = torch.bincount(torch.tensor([label for _, label in report.train]), minlength=model.num_classes)
+        counts = torch.bincount(torch.tensor([label for _, label in train_samples]), minlength=model.num_classes)
         weights = counts.sum() / (len(counts) * counts.clamp(min=1)).float() if recipe.class_weighted else None
         self.criterion = nn.CrossEntropyLoss(
             weight=None if weights is None else weights.to(device), label_smoothing=recipe.label_smoothing
@@ -251,7 +252,10 @@ class _Run:
 
     # --- set-up per mode -------------------------------------------------------------------------------
     def prepare_fast(self, train_samples, val_samples) -> Iterator[FeatureProgress]:
-        self.network.eval()
+        # Same rule as the Classifier: NHWC is the fast layout for bf16 and GPU convolutions.
+        nhwc = self.dtype == torch.bfloat16 or self.device.type == "cuda"
+        memory_format = torch.channels_last if nhwc else torch.contiguous_format
+        self.network = self.network.to(memory_format=memory_format).eval()
         for parameter in self.network.parameters():
             parameter.requires_grad_(False)
         total = len(train_samples) + len(val_samples)
@@ -264,8 +268,7 @@ class _Run:
             for batch, batch_labels in loader:
                 self._check_cancel()
                 with torch.inference_mode(), self._autocast():
-                    maps = forward_features(self.network, batch.to(self.device).contiguous(
-                        memory_format=torch.channels_last if self.device.type == "cuda" else torch.contiguous_format))
+                    maps = forward_features(self.network, batch.to(self.device).contiguous(memory_format=memory_format))
                     chunks.append(torch.flatten(self.network.avgpool(maps), 1).float())
                 chunk_labels.append(batch_labels.to(self.device))
                 done += len(batch)
