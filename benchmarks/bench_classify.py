@@ -45,7 +45,7 @@ def main() -> None:
     tensor = classifier.preprocess(load_image(jpeg)).unsqueeze(0).to(classifier.device)
 
     def bare_forward() -> None:
-        with torch.inference_mode(), classifier._autocast():
+        with torch.inference_mode(), classifier.autocast():
             network(tensor)
         sync()
 
@@ -61,7 +61,7 @@ def main() -> None:
         image = load_image(jpeg)
         analysis = classifier.analyze([image], k=5, keep_features=False)[0]
         batch = classifier.preprocess(image).unsqueeze(0).to(classifier.device)
-        with classifier._autocast():
+        with classifier.autocast():
             raw = cam.autograd_cam(network, batch, analysis.predictions[0].index, network.layer4)
         cam.heatmap_at_image_size(raw, image.size, classifier.crop_box(image.size))
         sync()
@@ -87,7 +87,7 @@ def main() -> None:
         ]
 
         def bare_batched() -> None:
-            with torch.inference_mode(), classifier._autocast():
+            with torch.inference_mode(), classifier.autocast():
                 for batch in batches:
                     forward_head(network, forward_features(network, batch.to(classifier.device)))
             sync()

@@ -65,6 +65,18 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if bf16_supported(device) else torch.float32
 
 
+def autocast_for(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device`, or nothing for fp32: the one precision switch inference and training share."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def preferred_memory_format(device: torch.device, dtype: torch.dtype) -> torch.memory_format:
+    """NHWC where convolutions run fastest in it: bf16 and GPUs (measured ~1.4x at batch 16 on a bf16 CPU)."""
+    return torch.channels_last if dtype == torch.bfloat16 or device.type == "cuda" else torch.contiguous_format
+
+
 def describe_device(device: torch.device, dtype: torch.dtype) -> str:
     """A short label for the status bar, e.g. 'CUDA: NVIDIA H100 (bf16)' or 'CPU (fp32)'."""
     precision = "bf16" if dtype == torch.bfloat16 else "fp32"
@@ -155,9 +167,7 @@ class Classifier:
         self.dtype = resolve_precision(precision, self.device)
         self.description = describe_device(self.device, self.dtype)
         self.network = model.network.to(self.device).eval()
-        # bf16 and GPU convolutions run fastest on NHWC tensors (measured: ~1.4x at batch 16 on a bf16 CPU).
-        nhwc = self.dtype == torch.bfloat16 or self.device.type == "cuda"
-        self.memory_format = torch.channels_last if nhwc else torch.contiguous_format
+        self.memory_format = preferred_memory_format(self.device, self.dtype)
         self.network = self.network.to(memory_format=self.memory_format)
         # Kept on the CPU in fp32 so heat-maps for any class need no device round trip.
         self.head_weight = self.network.fc.weight.detach().float().cpu()
@@ -176,14 +186,13 @@ class Classifier:
         preprocess = self.model.preprocess
         return cam.CropBox.centre_crop(image_size, preprocess.resize_size[0], preprocess.crop_size[0])
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """This classifier's precision as a context manager (bf16 autocast, or nothing for fp32)."""
+        return autocast_for(self.device, self.dtype)
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Probabilities (N, classes) and last-stage activations (N, C, h, w) for a preprocessed batch."""
-        with self._lock, torch.inference_mode(), self._autocast():
+        with self._lock, torch.inference_mode(), self.autocast():
             batch = batch.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             features = forward_features(self.network, batch)
             logits = forward_head(self.network, features)
@@ -236,7 +245,7 @@ class Classifier:
         if module is None or layer not in cam_layers(self.network):
             raise ValueError(f"unknown layer '{layer}'; choose one of {', '.join(cam_layers(self.network))}")
         batch = self.preprocess(image).unsqueeze(0).to(self.device)
-        with self._lock, self._autocast():
+        with self._lock, self.autocast():
             raw = cam.autograd_cam(self.network, batch, class_index, module, method)
         return cam.heatmap_at_image_size(raw, image.size, self.crop_box(image.size))
 

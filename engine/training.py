@@ -24,7 +24,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from engine.checkpoints import atomic_write
-from engine.classify import forward_features, resolve_precision, select_device
+from engine.classify import (
+    autocast_for,
+    forward_features,
+    preferred_memory_format,
+    resolve_precision,
+    select_device,
+)
 from engine.data import DatasetReport, ImageDataset, Sample, train_val_split
 from engine.errors import CardinalError
 from engine.models import LoadedModel, save_model
@@ -252,9 +258,7 @@ class _Run:
 
     # --- set-up per mode -------------------------------------------------------------------------------
     def prepare_fast(self, train_samples, val_samples) -> Iterator[FeatureProgress]:
-        # Same rule as the Classifier: NHWC is the fast layout for bf16 and GPU convolutions.
-        nhwc = self.dtype == torch.bfloat16 or self.device.type == "cuda"
-        memory_format = torch.channels_last if nhwc else torch.contiguous_format
+        memory_format = preferred_memory_format(self.device, self.dtype)
         self.network = self.network.to(memory_format=memory_format).eval()
         for parameter in self.network.parameters():
             parameter.requires_grad_(False)
@@ -315,11 +319,7 @@ class _Run:
         return torch.optim.AdamW(self.trainable, lr=lr, weight_decay=self.recipe.weight_decay)
 
     def _autocast(self):
-        import contextlib
-
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return autocast_for(self.device, self.dtype)
 
     def _check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
