@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from engine.checkpoints import atomic_write
+from engine.checkpoints import atomic_write, read_model_sidecar
 from engine.classify import (
     autocast_for,
     forward_features,
@@ -34,6 +34,7 @@ from engine.classify import (
 from engine.data import DatasetReport, ImageDataset, Sample, train_val_split
 from engine.errors import CardinalError
 from engine.models import LoadedModel, save_model
+from engine.weights import read_state_dict
 
 MODES = ("fast", "full")
 AUGMENTATIONS = ("none", "basic", "trivialaugment")
@@ -548,15 +549,19 @@ class _Run:
             self.optimizer.load_state_dict(saved)
 
     def restore_best(self) -> None:
-        """Leave the best validated weights in the returned model (what `best.safetensors` holds)."""
-        from engine.models import load_model_file
+        """Leave the best validated weights in the returned model (what `best.safetensors` holds).
 
+        Fast mode still has its best head in memory; Full mode reads the weights back, without building a
+        second network. The description comes from the file's header either way.
+        """
         best = self.out_dir / "best.safetensors"
         description: dict[str, Any] = {}
         if best.is_file():
-            loaded = load_model_file(best)
-            self.network.load_state_dict(loaded.network.state_dict())
-            description = loaded.description
+            if self.recipe.mode == "fast" and self.best_head is not None:
+                self.head.load_state_dict(self.best_head)
+            else:
+                self.network.load_state_dict(read_state_dict(best))
+            description = read_model_sidecar(best) or {}
         self.network.to("cpu").to(memory_format=torch.contiguous_format).eval()
         self.model = dataclasses.replace(self.model, network=self.network, description=description)
 
