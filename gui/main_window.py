@@ -178,7 +178,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Open &Folder…", "Ctrl+Shift+O", self.open_folder)
         self._action(file_menu, "&Paste", QKeySequence.StandardKey.Paste, self.paste)
         file_menu.addSeparator()
-        self.save_overlay_action = self._action(file_menu, "&Save Overlay as PNG…", "Ctrl+S", self.save_overlay)
+        self._action(file_menu, "&Save Overlay as PNG…", "Ctrl+S", self.save_overlay)
         self._action(file_menu, "&Copy Predictions", "Ctrl+Shift+C", self.copy_predictions)
         self._action(file_menu, "&Export All Results to CSV…", "Ctrl+E", self.export_csv)
         file_menu.addSeparator()
@@ -206,7 +206,7 @@ class MainWindow(QMainWindow):
         weights = self.settings.weights_file
         if weights and Path(weights).is_file():
             return workers.ModelRequest(weights_file=weights, mirror=self.settings.mirror or None)
-        return workers.ModelRequest(name=self.settings.model or None, mirror=self.settings.mirror or None)
+        return self._pretrained_request(self.settings.model or None)
 
     def start(self) -> None:
         """Load the initial model; call once the window is visible."""
@@ -216,8 +216,7 @@ class MainWindow(QMainWindow):
         """Switch to another model: pending work for the old one is cancelled."""
         self._request = request
         self._cancel_classification()
-        if self._download is not None:
-            self._download.cancel.set()
+        self._cancel_download()
         self.model_label.setText(f"Loading {request.label()}…")
         self.progress_label.setText("")
         progress = workers.DownloadProgress()
@@ -312,7 +311,7 @@ class MainWindow(QMainWindow):
         for action in self.architecture_group.actions():
             action.setChecked(not info.request.weights_file and action.data() == info.name)
 
-    def _pretrained_request(self, name: str) -> workers.ModelRequest:
+    def _pretrained_request(self, name: str | None) -> workers.ModelRequest:
         return workers.ModelRequest(name=name, mirror=self.settings.mirror or None)
 
     def _fill_layers(self, layers: tuple[str, ...]) -> None:
