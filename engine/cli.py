@@ -277,14 +277,11 @@ def _print_report(report, out: TextIO) -> None:
         out.write(f"error: {error}\n")
 
 
-def _base_model(args: argparse.Namespace, err: TextIO):
-    from engine.models import load_model_file, load_pretrained, random_model
+def _base_model(args: argparse.Namespace):
+    from engine.training import load_base_model
 
-    if args.base == "scratch":
-        return random_model(args.model, seed=args.seed)
-    if args.base == "imagenet":
-        return load_pretrained(args.model, mirror=args.mirror)
-    return load_model_file(args.base)
+    kind = args.base if args.base in ("imagenet", "scratch") else "file"
+    return load_base_model(kind, architecture=args.model, path=args.base, mirror=args.mirror, seed=args.seed)
 
 
 def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -305,7 +302,7 @@ def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         report = _scan(args.folder, err)
         _print_report(report, out)
         report.raise_for_errors()
-        base = _base_model(args, err)
+        base = _base_model(args)
     except CardinalError as error:
         err.write(f"error: {error}\n")
         return EXIT_SOME_FAILED

@@ -161,6 +161,21 @@ def new_model(base: LoadedModel, class_names: tuple[str, ...], seed: int = 0) ->
     )
 
 
+def load_base_model(
+    kind: str, *, architecture: str, path: str | Path | None = None, mirror: str | None = None, seed: int = 0
+) -> LoadedModel:
+    """Where fine-tuning starts: 'imagenet' weights, 'scratch' (random), or a saved model 'file' at `path`."""
+    from engine.models import load_model_file, load_pretrained, random_model
+
+    if kind == "scratch":
+        return random_model(architecture, seed=seed)
+    if kind == "imagenet":
+        return load_pretrained(architecture, mirror=mirror)
+    if kind == "file" and path:
+        return load_model_file(path)
+    raise TrainingError(f"unknown starting point '{kind}' (choose imagenet, scratch or a model file)")
+
+
 def train_transform(preprocess, augmentation: str) -> Callable:
     """Augmentation in the model's own geometry and normalisation (torchvision's transforms)."""
     from torchvision import transforms as T

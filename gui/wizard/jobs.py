@@ -27,15 +27,11 @@ class BaseChoice:
     mirror: str | None = None
 
     def load(self) -> LoadedModel:
-        from engine.models import load_model_file, load_pretrained, random_model
+        from engine.training import load_base_model
 
         if self.kind == "current" and self.current is not None:
             return self.current
-        if self.kind == "file" and self.path:
-            return load_model_file(self.path)
-        if self.kind == "scratch":
-            return random_model(self.architecture)
-        return load_pretrained(self.architecture, mirror=self.mirror)
+        return load_base_model(self.kind, architecture=self.architecture, path=self.path, mirror=self.mirror)
 
 
 @thread_worker(start_thread=False, ignore_errors=True)
