@@ -9,17 +9,14 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import CardinalError, ImageLoadError
+from engine.errors import DatasetError, ImageLoadError
 from engine.images import IMAGE_SUFFIXES, load_image
+from engine.progress import CancelToken
 
 MIN_IMAGES_PER_CLASS = 5
 IMBALANCE_WARNING = 10.0
 MIN_VAL_IMAGES = 20
 SPLIT_NAMES = (("train", "val"), ("train", "validation"), ("train", "valid"))
-
-
-class DatasetError(CardinalError):
-    """The folder cannot be trained on as it is; the message says what to change."""
 
 
 Sample = tuple[Path, int]
@@ -86,7 +83,7 @@ def scan_dataset(
     *,
     min_per_class: int = MIN_IMAGES_PER_CLASS,
     val_fraction: float = 0.2,
-    should_stop: Callable[[], bool] | None = None,
+    cancel: CancelToken | None = None,
 ) -> Generator[ScanProgress, None, DatasetReport]:
     """Check every file of an ImageFolder-style folder, yielding progress; returns the report.
 
@@ -123,8 +120,8 @@ def scan_dataset(
     digests: dict[str, tuple[Path, int]] = {}
     duplicates: list[tuple[Path, Path]] = []
     for done, (split, path, label) in enumerate(jobs, start=1):
-        if should_stop is not None and should_stop():
-            raise DatasetError("scan cancelled")
+        if cancel is not None:
+            cancel.raise_if_cancelled("the scan")
         reason, data = _check_file(path)
         if reason is None:
             digest = hashlib.sha256(data).hexdigest()

@@ -40,8 +40,21 @@ class WeightsError(FileProblem):
     """A weights or model file is unsafe, corrupt or does not fit the model."""
 
 
-class DownloadCancelled(CardinalError):
-    """The user stopped a download; nothing was written."""
+class Cancelled(CardinalError):
+    """The user stopped the work (a scan, training, evaluation, classification or download) through its
+    `CancelToken`; whatever was finished is kept, nothing is left half-written."""
+
+
+class DatasetError(CardinalError):
+    """The folder cannot be trained on as it is; the message says what to change."""
+
+
+class TrainingError(CardinalError):
+    """Training cannot start or continue; the message says why and what to do."""
+
+
+class UnknownModel(CardinalError):
+    """A model name that is not in the registry; the message lists the ones that are."""
 
 
 class CheckpointError(CardinalError):

@@ -21,7 +21,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
 from engine.checkpoints import read_model_sidecar, save_model_files
-from engine.errors import WeightsError
+from engine.errors import UnknownModel, WeightsError
+from engine.progress import CancelToken
 from engine.weights import (
     Progress,
     apply_state_dict,
@@ -144,7 +145,7 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
-        raise KeyError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}") from None
+        raise UnknownModel(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}") from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,6 +223,7 @@ def load_pretrained(
     mirror: str | None = None,
     progress: Progress | None = None,
     allow_download: bool = True,
+    cancel: CancelToken | None = None,
 ) -> LoadedModel:
     """The registry model with its ImageNet weights, from the hub cache or downloaded there."""
     spec = get_spec(name)
@@ -230,7 +232,9 @@ def load_pretrained(
             None,
             f"{spec.name} has no downloadable weights; open its weights file (.pth or .safetensors) instead",
         )
-    path = resolve_pretrained(spec.pretrained.url, mirror=mirror, progress=progress, allow_download=allow_download)
+    path = resolve_pretrained(
+        spec.pretrained.url, mirror=mirror, progress=progress, allow_download=allow_download, cancel=cancel
+    )
     network = spec.build(len(spec.class_names))
     apply_state_dict(network, read_state_dict(path), path)
     return LoadedModel(

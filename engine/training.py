@@ -12,7 +12,6 @@ import io
 import math
 import os
 import random
-import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -32,18 +31,15 @@ from engine.classify import (
     select_device,
 )
 from engine.data import DatasetReport, ImageDataset, Sample, train_val_split
-from engine.errors import CardinalError
+from engine.errors import TrainingError
 from engine.models import LoadedModel, save_model
+from engine.progress import CancelToken
 from engine.weights import read_state_dict
 
 MODES = ("fast", "full")
 AUGMENTATIONS = ("none", "basic", "trivialaugment")
 TRAINABLE_FROM = ("all", "layer1", "layer2", "layer3", "layer4")
 CHECKPOINT_NAME = "checkpoint.pt"
-
-
-class TrainingError(CardinalError):
-    """Training cannot start or continue; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -214,7 +210,7 @@ def train(
     out_dir: str | Path,
     *,
     device: str | None = None,
-    cancel: threading.Event | None = None,
+    cancel: CancelToken | None = None,
     resume: bool = False,
 ) -> Generator[Event, None, TrainingResult]:
     """Fine-tune `base` on the scanned folder, yielding events; returns the result with the best model."""
@@ -338,7 +334,7 @@ class _Run:
         return autocast_for(self.device, self.dtype)
 
     def _check_cancel(self) -> None:
-        if self.cancel is not None and self.cancel.is_set():
+        if self.cancel is not None and self.cancel.cancelled:
             raise _Stop("cancelled")
 
     # --- batches ---------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import WeightsError, WeightsUnavailable
+from engine.progress import CancelToken
 
 MIRROR_ENV = "CARDINAL_WEIGHTS_MIRROR"
 # torchvision names its files "<name>-<first hex digits of sha256>.pth", as torch.hub expects.
@@ -82,6 +83,7 @@ def resolve_pretrained(
     progress: Progress | None = None,
     allow_download: bool = True,
     timeout: float = 30.0,
+    cancel: CancelToken | None = None,
 ) -> Path:
     """Return the local path of the weights at `url`: bundled or cached, else download them to the cache."""
     local = find_local(url)
@@ -91,16 +93,21 @@ def resolve_pretrained(
     source = mirrored_url(url, mirror)
     if not allow_download:
         raise WeightsUnavailable(source, destination, "downloads are turned off")
-    return download(source, destination, progress=progress, timeout=timeout)
+    return download(source, destination, progress=progress, timeout=timeout, cancel=cancel)
 
 
 def download(
-    url: str, destination: Path, *, progress: Progress | None = None, timeout: float = 30.0
+    url: str,
+    destination: Path,
+    *,
+    progress: Progress | None = None,
+    timeout: float = 30.0,
+    cancel: CancelToken | None = None,
 ) -> Path:
     """Download `url` to `destination` through a temp file, verifying the sha256 prefix in its name.
 
-    `progress(done_bytes, total_bytes_or_None)` is called per chunk; an exception raised from it
-    (e.g. the GUI's cancel) aborts the download. On any failure nothing is left at `destination`.
+    `progress(done_bytes, total_bytes_or_None)` is called per chunk; cancelling `cancel` raises
+    `Cancelled` at the next chunk. On any failure nothing is left at `destination`.
     """
     destination = Path(destination)
     expected = expected_hash_prefix(destination.name)
@@ -113,7 +120,7 @@ def download(
     try:
         digest = hashlib.sha256()
         with os.fdopen(handle, "wb") as out:
-            done, total = _stream(url, out, digest, progress, timeout, destination)
+            done, total = _stream(url, out, digest, progress, timeout, destination, cancel)
             out.flush()
             os.fsync(out.fileno())
         if total is not None and done != total:
@@ -131,7 +138,7 @@ def download(
     return destination
 
 
-def _stream(url, out, digest, progress, timeout, destination) -> tuple[int, int | None]:
+def _stream(url, out, digest, progress, timeout, destination, cancel) -> tuple[int, int | None]:
     done = 0
     total = None
     try:
@@ -142,6 +149,8 @@ def _stream(url, out, digest, progress, timeout, destination) -> tuple[int, int 
             if progress:
                 progress(0, total)
             while chunk := response.read(_CHUNK):
+                if cancel is not None:
+                    cancel.raise_if_cancelled("the download")
                 out.write(chunk)
                 digest.update(chunk)
                 done += len(chunk)

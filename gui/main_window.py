@@ -237,7 +237,7 @@ class MainWindow(QMainWindow):
 
     def _cancel_download(self) -> None:
         if self._download is not None:
-            self._download.cancel.set()
+            self._download.cancel.cancel()
 
     def _close_download_dialog(self) -> None:
         if self._download_dialog is not None:
@@ -269,12 +269,12 @@ class MainWindow(QMainWindow):
     def _model_failed(self, worker, request: workers.ModelRequest, error: Exception) -> None:
         if worker is not self._model_worker or self._closing:
             return
-        from engine.errors import DownloadCancelled, WeightsUnavailable
+        from engine.errors import Cancelled, WeightsUnavailable
 
         self._close_download_dialog()
         self.model_label.setText("No model loaded")
         log.warning("model %s failed to load: %s", request.label(), error)
-        if isinstance(error, DownloadCancelled):
+        if isinstance(error, Cancelled):
             self._offer_weights_choices("The download was cancelled.")
         elif isinstance(error, WeightsUnavailable):
             self._offer_weights_choices(str(error))

@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import inspect
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -21,6 +20,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 from superqt.utils import thread_worker
 
+from engine.progress import CancelToken
 from gui.qimage import array_to_qimage
 
 if TYPE_CHECKING:
@@ -103,13 +103,9 @@ class DownloadProgress(QObject):
 
     def __init__(self) -> None:
         super().__init__()
-        self.cancel = threading.Event()
+        self.cancel = CancelToken()
 
     def report(self, done: int, total: int | None) -> None:
-        from engine.errors import DownloadCancelled
-
-        if self.cancel.is_set():
-            raise DownloadCancelled("download cancelled")
         self.progressed.emit(done, total)
 
 
@@ -125,7 +121,8 @@ def load_model(request: ModelRequest, progress: DownloadProgress) -> ModelInfo:
     if request.weights_file:
         model = load_model_file(request.weights_file, model=request.name)
     else:
-        model = load_pretrained(request.name or DEFAULT_MODEL, mirror=request.mirror, progress=progress.report)
+        model = load_pretrained(request.name or DEFAULT_MODEL, mirror=request.mirror, progress=progress.report,
+                                cancel=progress.cancel)
     classifier = Classifier(model, device=request.device, precision=request.precision)
     side = model.preprocess.crop_size[0]
     classifier.forward(torch.zeros(1, 3, side, side))  # warm-up: the first real image is then fast

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from superqt.utils import thread_worker
 
+from engine.progress import CancelToken
 from gui.workers import surface_errors
 
 if TYPE_CHECKING:
@@ -36,16 +36,16 @@ class BaseChoice:
 
 @thread_worker(start_thread=False, ignore_errors=True)
 @surface_errors
-def scan_folder(folder: str, cancel: threading.Event):
+def scan_folder(folder: str, cancel: CancelToken):
     """Yields ScanProgress; returns the DatasetReport."""
     from engine.data import scan_dataset
 
-    return (yield from scan_dataset(folder, should_stop=cancel.is_set))
+    return (yield from scan_dataset(folder, cancel=cancel))
 
 
 @thread_worker(start_thread=False, ignore_errors=True)
 @surface_errors
-def run_training(report, base: BaseChoice, recipe: Recipe, out_dir: Path, cancel: threading.Event,
+def run_training(report, base: BaseChoice, recipe: Recipe, out_dir: Path, cancel: CancelToken,
                  device: str | None = None):
     """Yields training events; returns the TrainingResult. Setting `cancel` stops it and keeps the best model."""
     from engine.training import train

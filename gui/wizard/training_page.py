@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
+from engine.progress import CancelToken
 from gui.wizard import jobs
 
 REFRESH_MS = 150  # plots redraw at most this often, however fast batches arrive
@@ -76,7 +76,7 @@ class TrainingPage(QWizardPage):
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self._redraw)
         self._worker = None
-        self._cancel = threading.Event()
+        self._cancel = CancelToken()
         self.running = False
         self._reset()
 
@@ -101,7 +101,7 @@ class TrainingPage(QWizardPage):
         self.progress.setRange(0, recipe.epochs * 100)
         self.progress.setValue(0)
         self.status.setText("Preparing…")
-        self._cancel = threading.Event()
+        self._cancel = CancelToken()
         worker = jobs.run_training(self._wizard.report, settings.base_choice(), recipe,
                                    Path(settings.out_dir.text()).expanduser(), self._cancel, self._wizard.device)
         worker.yielded.connect(self._event)
@@ -118,7 +118,7 @@ class TrainingPage(QWizardPage):
 
     def cancel(self) -> None:
         if self.running:
-            self._cancel.set()
+            self._cancel.cancel()
             self.cancel_button.setEnabled(False)
             self.status.setText("Stopping after this batch… the best model so far is kept.")
 

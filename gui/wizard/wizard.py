@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from engine.progress import CancelToken
 from gui.qimage import array_to_qimage
 from gui.wizard import jobs
 from gui.wizard.results_page import ResultsPage
@@ -153,7 +153,7 @@ class ReportPage(QWizardPage):
         layout.addWidget(self.problems)
         layout.addWidget(self.samples)
         self._worker = None
-        self._cancel = threading.Event()
+        self._cancel = CancelToken()
 
     def initializePage(self) -> None:  # noqa: N802 - Qt's naming
         self._wizard.report = None
@@ -162,7 +162,7 @@ class ReportPage(QWizardPage):
         self._clear_samples()
         self.status.setText("Checking images…")
         self.progress.setRange(0, 0)
-        self._cancel = threading.Event()
+        self._cancel = CancelToken()
         worker = jobs.scan_folder(str(Path(self.field("folder")).expanduser()), self._cancel)
         worker.yielded.connect(self._progressed)
         worker.returned.connect(self._scanned)
@@ -171,7 +171,7 @@ class ReportPage(QWizardPage):
         worker.start()
 
     def stop(self) -> None:
-        self._cancel.set()
+        self._cancel.cancel()
 
     def cleanupPage(self) -> None:  # noqa: N802 - Qt's naming (Back was pressed)
         self.stop()

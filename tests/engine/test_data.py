@@ -1,7 +1,8 @@
 import pytest
 
 from engine.data import DatasetError, scan_dataset, split_samples, train_val_split
-from engine.progress import run_to_end
+from engine.errors import Cancelled
+from engine.progress import CancelToken, run_to_end
 from tests.conftest import encode, make_shapes_folder, random_picture
 
 
@@ -75,6 +76,13 @@ def test_not_a_class_folder(tmp_path):
 def test_scan_can_be_cancelled(tmp_path):
     root = make_shapes_folder(tmp_path / "data", per_class=5)
     seen = []
-    with pytest.raises(DatasetError, match="cancelled"):
-        run_to_end(scan_dataset(root, should_stop=lambda: len(seen) >= 3), seen.append)
+    token = CancelToken()
+
+    def watch(event):
+        seen.append(event)
+        if len(seen) == 3:
+            token.cancel()
+
+    with pytest.raises(Cancelled, match="scan was cancelled"):
+        run_to_end(scan_dataset(root, cancel=token), watch)
     assert len(seen) == 3

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision import models as tv
 
-from engine.errors import WeightsError
+from engine.errors import UnknownModel, WeightsError
 from engine.models import (
     DEFAULT_MODEL,
     MODELS,
@@ -30,7 +30,7 @@ def test_registry_names_and_default():
         "resnext101_32x32d_wsl",
         "resnext101_32x48d_wsl",
     ]
-    with pytest.raises(KeyError, match="choose one of"):
+    with pytest.raises(UnknownModel, match="choose one of"):
         get_spec("resnet9000")
 
 

@@ -1,7 +1,6 @@
 import os
 import shutil
 import subprocess
-import threading
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from engine.data import scan_dataset
 from engine.errors import CheckpointError
 from engine.evaluation import evaluate
 from engine.models import load_model_file
-from engine.progress import run_to_end
+from engine.progress import CancelToken, run_to_end
 from engine.training import BatchEnd, EpochEnd, FeatureProgress, Notice, Recipe, TrainingError, train
 from tests.conftest import make_shapes_folder, make_tiny_model
 
@@ -56,13 +55,13 @@ def test_full_mode_learns_separable_shapes(shapes, tmp_path):
 
 
 def test_cancel_mid_epoch_keeps_the_best_model_so_far(shapes, tmp_path):
-    cancel = threading.Event()
+    cancel = CancelToken()
     events = []
 
     def watch(event):
         events.append(event)
         if isinstance(event, BatchEnd) and event.epoch == 3 and event.batch == 1:
-            cancel.set()
+            cancel.cancel()
 
     result = run_to_end(train(shapes, make_tiny_model(), FAST, tmp_path / "run", device="cpu", cancel=cancel), watch)
     assert result.stopped == "cancelled" and result.epochs_run == 2

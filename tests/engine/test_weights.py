@@ -6,7 +6,8 @@ import pickle
 import pytest
 import torch
 
-from engine.errors import DownloadCancelled, WeightsError, WeightsUnavailable
+from engine.errors import Cancelled, WeightsError, WeightsUnavailable
+from engine.progress import CancelToken
 from engine.weights import (
     apply_state_dict,
     cache_path,
@@ -77,17 +78,21 @@ def test_server_absent_names_url_and_destination(tmp_path):
     assert leftovers(destination.parent) == []
 
 
-def test_cancel_from_progress_callback_leaves_nothing(server, tmp_path):
+def test_cancel_token_stops_download_and_leaves_nothing(server, tmp_path):
     payload = b"x" * (3 << 20)
     name = hashed_name("big", payload)
     server.files[f"/{name}"] = payload
+    token = CancelToken()
+    seen = []
 
-    def cancel(done, total):
+    def progress(done, total):
+        seen.append(done)
         if done > 0:
-            raise DownloadCancelled("stopped by user")
+            token.cancel()
 
-    with pytest.raises(DownloadCancelled):
-        download(f"{server.base}/{name}", tmp_path / name, progress=cancel)
+    with pytest.raises(Cancelled, match="download was cancelled"):
+        download(f"{server.base}/{name}", tmp_path / name, progress=progress, cancel=token)
+    assert max(seen) < len(payload)
     assert leftovers(tmp_path) == []
 
 
