@@ -167,6 +167,22 @@ def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
     return table[indices]
 
 
+def seen_region(heatmap: np.ndarray, seen: CropBox | None) -> tuple[int, int, int, int]:
+    """The pixels that get colour: only the crop the network saw (the whole image without `seen`)."""
+    height, width = heatmap.shape
+    return seen.clipped(width, height) if seen is not None else (0, 0, width, height)
+
+
+def heatmap_rgba(heatmap: np.ndarray, *, seen: CropBox | None = None, colormap: str = "jet") -> np.ndarray:
+    """A coloured heat-map (H, W, 4) uint8 to lay over the image: opaque where the network looked, clear elsewhere."""
+    height, width = heatmap.shape
+    rgba = np.zeros((height, width, 4), np.uint8)
+    x0, y0, x1, y1 = seen_region(heatmap, seen)
+    rgba[y0:y1, x0:x1, :3] = colorize(heatmap[y0:y1, x0:x1], colormap)
+    rgba[y0:y1, x0:x1, 3] = 255
+    return rgba
+
+
 def overlay(
     image: np.ndarray,
     heatmap: np.ndarray,
@@ -183,11 +199,10 @@ def overlay(
     if image.shape[:2] != heatmap.shape:
         raise ValueError(f"image is {image.shape[:2]} but heat-map is {heatmap.shape}")
     opacity = float(np.clip(opacity, 0.0, 1.0))
-    height, width = heatmap.shape
-    x0, y0, x1, y1 = seen.clipped(width, height) if seen is not None else (0, 0, width, height)
+    x0, y0, x1, y1 = seen_region(heatmap, seen)
     blended = image.copy()
     region = image[y0:y1, x0:x1].astype(np.float32)
-    colours = colorize(heatmap[y0:y1, x0:x1], colormap).astype(np.float32)
+    colours = heatmap_rgba(heatmap, seen=seen, colormap=colormap)[y0:y1, x0:x1, :3].astype(np.float32)
     blended[y0:y1, x0:x1] = ((1 - opacity) * region + opacity * colours).round().astype(np.uint8)
     return blended
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import TextIO
 
 from engine import __version__
 from engine.errors import CardinalError
+from engine.result_files import ResultWriter
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -208,7 +207,7 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     classifier = Classifier(model, device=device, precision=args.precision)
     err.write(f"{model.name} ({model.num_classes} classes) on {classifier.description}\n")
 
-    writer = _ResultWriter(args.format, out)
+    writer = ResultWriter(args.format, out)
     cam_names: set[str] = set()
     bar = ProgressBar(err, len(files), "Classifying", enabled=err.isatty() and len(files) > 1)
     want_cam = args.cam is not None
@@ -375,43 +374,6 @@ def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"error: {path}: {reason}\n")
     code = _evaluate_and_print(model, samples, args.device, args.precision, out, err)
     return EXIT_SOME_FAILED if report.failures else code
-
-
-class _ResultWriter:
-    """Streams results as a readable table or CSV, or collects them into one JSON document."""
-
-    def __init__(self, fmt: str, out: TextIO) -> None:
-        self.fmt = fmt
-        self.out = out
-        self.collected: list[dict] = []
-        self.csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
-        if self.csv:
-            self.csv.writerow(["path", "rank", "class_index", "label", "probability"])
-
-    def write(self, path: Path, predictions) -> None:
-        if self.fmt == "json":
-            self.collected.append(
-                {
-                    "path": str(path),
-                    "predictions": [
-                        {"rank": rank, "index": p.index, "label": p.label, "probability": round(p.probability, 6)}
-                        for rank, p in enumerate(predictions, start=1)
-                    ],
-                }
-            )
-        elif self.csv:
-            for rank, p in enumerate(predictions, start=1):
-                self.csv.writerow([str(path), rank, p.index, p.label, f"{p.probability:.6f}"])
-        else:
-            self.out.write(f"{path}\n")
-            for rank, p in enumerate(predictions, start=1):
-                self.out.write(f"  {rank:>2}  {p.probability * 100:6.2f}%  {p.label}\n")
-        self.out.flush()
-
-    def finish(self) -> None:
-        if self.fmt == "json":
-            json.dump(self.collected, self.out, indent=2)
-            self.out.write("\n")
 
 
 if __name__ == "__main__":
