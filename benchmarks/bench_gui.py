@@ -74,13 +74,13 @@ def in_process(model_file: Path, folder: Path, settings: Path) -> tuple[list[int
     heartbeat.start()
     window.add_paths([folder])
     key = window.model.request.key
-    while len(window.items) < 50 or any(key not in item.outcomes for item in window.items.values()):
+    while len(window.workspace.items) < 50 or any(key not in item.outcomes for item in window.workspace.items.values()):
         app.processEvents()
         time.sleep(0.002)
     heartbeat.stop()
 
     reselect = []
-    ids = list(window.items)[-10:]  # the most recent: their large images are still in memory
+    ids = list(window.workspace.items)[-10:]  # the most recent: their large images are still in memory
     for round_index in range(3):
         for item_id in ids:
             start = time.perf_counter()

@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import inspect
 import logging
-from collections import deque
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,7 +88,8 @@ class ModelInfo:
 
     request: ModelRequest
     classifier: Classifier
-    name: str
+    name: str  # the architecture
+    display_name: str  # what the user calls it: a saved model by its file (a training run by its folder)
     num_classes: int
     device: str
     model_names: tuple[str, ...]
@@ -130,11 +130,23 @@ def load_model(request: ModelRequest, progress: DownloadProgress) -> ModelInfo:
         request=request,
         classifier=classifier,
         name=model.name,
+        display_name=display_name(request, model.name),
         num_classes=model.num_classes,
         device=classifier.description,
         model_names=tuple(MODELS),
         cam_layers=tuple(cam_layers(classifier.network)),
     )
+
+
+def display_name(request: ModelRequest, architecture: str) -> str:
+    """A model file by its name ("pets"), a training run's best/last model by its run folder; else the
+    architecture."""
+    if not request.weights_file:
+        return architecture
+    path = Path(request.weights_file)
+    if path.stem in ("best", "last") and path.parent.name:
+        return f"{path.parent.name} ({path.stem})"
+    return path.stem
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -175,13 +187,12 @@ class ItemOutcome:
 
 @thread_worker(start_thread=False, ignore_errors=True)
 @surface_errors
-def classify_queue(
-    classifier: Classifier, model_key: str, pending: deque[tuple[int, Path]]
+def classify_items(
+    classifier: Classifier, model_key: str, work: list[tuple[int, Path]]
 ) -> Generator[ItemOutcome, None, None]:
-    """Classify queued images in small batches until the queue is empty; quitting stops between images."""
-    while pending:
-        batch = [pending.popleft() for _ in range(min(BATCH_SIZE, len(pending)))]
-        ids = {position: item_id for position, (item_id, _) in enumerate(batch)}
+    """Classify this worker's own list of images in small batches; quitting stops between batches."""
+    for start in range(0, len(work), BATCH_SIZE):
+        batch = work[start : start + BATCH_SIZE]
         results = classifier.classify_files(
             [path for _, path in batch],
             k=5,
@@ -190,14 +201,14 @@ def classify_queue(
             keep_images=True,
             draft_size=DISPLAY_SIZE,
         )
-        for position, result in enumerate(results):
+        for (item_id, _), result in zip(batch, results, strict=True):
             if result.error is not None:
-                yield ItemOutcome(ids[position], model_key, error=result.error.reason)
+                yield ItemOutcome(item_id, model_key, error=result.error.reason)
                 continue
             display, thumbnail = make_display(result.image)
             # Half precision halves what every kept result costs; heat-maps compute in fp32 from it.
             analysis = dataclasses.replace(result.analysis, features=result.analysis.features.half())
-            yield ItemOutcome(ids[position], model_key, analysis=analysis, thumbnail=thumbnail, display=display)
+            yield ItemOutcome(item_id, model_key, analysis=analysis, thumbnail=thumbnail, display=display)
 
 
 @thread_worker(start_thread=False, ignore_errors=True)

@@ -44,6 +44,14 @@ class ImageView(QWidget):
         self.update()
 
     @property
+    def image(self) -> QImage | None:
+        return self._image
+
+    @property
+    def heatmap_image(self) -> QImage | None:
+        return self._heat
+
+    @property
     def heatmap_shown(self) -> bool:
         return self._heat is not None and self._overlay_visible and self._opacity > 0
 

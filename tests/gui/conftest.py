@@ -73,9 +73,11 @@ def drop(widget, paths):
 
 
 def wait_classified(qtbot, window, count, timeout=60_000):
+    """Wait until `count` images are open and each is classified (or failed) by the model in use."""
+    space = window.workspace if hasattr(window, "workspace") else window
+
     def done():
-        key = window.model.request.key
-        finished = [i for i in window.items.values() if i.error is not None or key in i.outcomes]
-        assert len(window.items) >= count and len(finished) >= count
+        finished = [item for item in space.items.values() if space.is_done(item)]
+        assert len(space.items) >= count and len(finished) >= count
 
     qtbot.waitUntil(done, timeout=timeout)

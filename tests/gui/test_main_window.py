@@ -40,7 +40,7 @@ def test_folder_drop_recurses(qtbot, make_window, pictures, model_files):
     folder, paths = pictures
     assert drop(window, [folder])
     wait_classified(qtbot, window, 3)
-    assert sorted(item.path for item in window.items.values()) == sorted(paths)
+    assert sorted(item.path for item in window.workspace.items.values()) == sorted(paths)
 
 
 def test_bad_file_shows_its_reason_and_the_rest_classify(qtbot, make_window, pictures, model_files, tmp_path):
@@ -52,7 +52,7 @@ def test_bad_file_shows_its_reason_and_the_rest_classify(qtbot, make_window, pic
     truncated.write_bytes(encode(random_picture(9, size=(200, 200)))[:300])
     drop(window, [paths[0], bad, truncated, paths[1]])
     wait_classified(qtbot, window, 4)
-    items = {item.name: item for item in window.items.values()}
+    items = {item.name: item for item in window.workspace.items.values()}
     assert "not an image" in items["holiday.jpg"].error
     assert "truncated" in items["cut.png"].error
     assert "not an image" in window.thumbnails.entry(items["holiday.jpg"].item_id).text()
@@ -76,29 +76,29 @@ def test_clicking_a_prediction_changes_the_heatmap(qtbot, make_window, pictures,
         return not np.array_equal(analysis.heatmap(top), analysis.heatmap(last))
 
     # Grad-CAM of a class can be zero everywhere; pick an image where the two classes' maps differ.
-    item = next(item for item in window.items.values() if heatmaps_differ(item))
+    item = next(item for item in window.workspace.items.values() if heatmaps_differ(item))
     window.thumbnails.select(item.item_id)
-    first = qimage_to_array(window.image_view._heat)
+    first = qimage_to_array(window.image_view.heatmap_image)
     bars = window.predictions.bars
     qtbot.mouseClick(bars[-1], Qt.MouseButton.LeftButton)
     assert bars[-1].isChecked() and not bars[0].isChecked()
-    second = qimage_to_array(window.image_view._heat)
+    second = qimage_to_array(window.image_view.heatmap_image)
     assert not np.array_equal(first, second)
     qtbot.mouseClick(window.predictions.bars[0], Qt.MouseButton.LeftButton)
-    assert np.array_equal(qimage_to_array(window.image_view._heat), first)  # cached, and the same
+    assert np.array_equal(qimage_to_array(window.image_view.heatmap_image), first)  # cached, and the same
 
 
 def test_chosen_layer_and_method_compute_off_the_gui_thread(qtbot, make_window, pictures, model_files):
     window = make_window(model_files["pets"])
     drop(window, pictures[1][:1])
     wait_classified(qtbot, window, 1)
-    last_stage = qimage_to_array(window.image_view._heat)
+    last_stage = qimage_to_array(window.image_view.heatmap_image)
     window.layer_combo.setCurrentIndex(window.layer_combo.findData("layer3"))
-    qtbot.waitUntil(lambda: window.image_view._heat is not None, timeout=30_000)
-    assert not np.array_equal(qimage_to_array(window.image_view._heat), last_stage)
+    qtbot.waitUntil(lambda: window.image_view.heatmap_image is not None, timeout=30_000)
+    assert not np.array_equal(qimage_to_array(window.image_view.heatmap_image), last_stage)
     window.layer_combo.setCurrentIndex(0)
     window.method_combo.setCurrentIndex(window.method_combo.findData("gradcam++"))
-    assert window.image_view._heat is not None
+    assert window.image_view.heatmap_image is not None
 
 
 def test_model_switch_reclassifies_with_the_new_classes(qtbot, make_window, pictures, model_files):
@@ -111,7 +111,7 @@ def test_model_switch_reclassifies_with_the_new_classes(qtbot, make_window, pict
     assert {bar.label for bar in window.predictions.bars} <= {"apple", "pear", "plum", "kiwi"}
     assert "4 classes" in window.model_label.text()
     # Results for the first model are kept: switching back shows them without reclassifying.
-    assert all(len(item.outcomes) == 2 for item in window.items.values())
+    assert all(len(item.outcomes) == 2 for item in window.workspace.items.values())
 
 
 def test_k_opacity_and_overlay_controls(qtbot, make_window, pictures, model_files, settings):
@@ -140,9 +140,11 @@ def test_save_overlay_copy_and_export_csv(qtbot, make_window, pictures, model_fi
     bad.write_bytes(b"GIF89a")
     drop(window, [paths[0], bad])
     wait_classified(qtbot, window, 2)
-    window.thumbnails.select(next(i.item_id for i in window.items.values() if i.error is None))
-    saved = window.save_overlay(str(tmp_path / "out" / "overlay.png"))
-    with Image.open(saved) as image:
+    window.thumbnails.select(next(i.item_id for i in window.workspace.items.values() if i.error is None))
+    with qtbot.waitSignal(window.overlay_saved, timeout=30_000) as saved:
+        window.save_overlay(str(tmp_path / "out" / "overlay.png"))
+    assert str(tmp_path / "out" / "overlay.png") in window.statusBar().currentMessage()
+    with Image.open(saved.args[0]) as image:
         assert image.size == (160, 120)
     text = window.copy_predictions()
     assert QGuiApplication.clipboard().text() == text and str(paths[0]) in text
@@ -158,7 +160,7 @@ def test_paste_an_image_from_the_clipboard(qtbot, make_window, model_files):
     QGuiApplication.clipboard().setImage(array_to_qimage(np.asarray(random_picture(4))))
     window.paste()
     wait_classified(qtbot, window, 1)
-    item = next(iter(window.items.values()))
+    item = next(iter(window.workspace.items.values()))
     assert item.error is None and item.name.startswith("pasted-")
 
 
@@ -212,9 +214,8 @@ def test_offline_without_weights_offers_choices_not_a_traceback(qtbot, settings,
     assert str(torch_home) in box.informativeText()
     assert {b.text() for b in box.buttons()} >= {"Retry", "Open Weights File…", "Set Mirror URL…"}
     assert "Traceback" not in box.informativeText()
-    first = window._model_worker
-    qtbot.mouseClick(box.retry_button, Qt.MouseButton.LeftButton)
-    assert window._model_worker is not first  # Retry really tries again
+    with qtbot.waitSignal(window.loader.loading, timeout=5_000):  # Retry really tries again
+        qtbot.mouseClick(box.retry_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: window.weights_choice is not box, timeout=30_000)
 
 
@@ -228,10 +229,11 @@ def test_download_shows_progress_and_cancel_stops_it(qtbot, settings, torch_home
     qtbot.addWidget(window)
     window.show()
     window.start()
-    qtbot.waitUntil(lambda: window._download_dialog is not None and window._download_dialog.bar.value() > 0,
+    menu = window.model_menu
+    qtbot.waitUntil(lambda: menu.download_dialog is not None and menu.download_dialog.bar.value() > 0,
                     timeout=30_000)
-    assert "of 4.2 MB" in window._download_dialog.size_label.text()
-    window._download_dialog.reject()  # the Cancel button
+    assert "of 4.2 MB" in menu.download_dialog.size_label.text()
+    menu.download_dialog.reject()  # the Cancel button
     qtbot.waitUntil(lambda: window.weights_choice is not None, timeout=30_000)
     assert "cancelled" in window.weights_choice.informativeText()
     assert list((torch_home / "hub" / "checkpoints").iterdir()) == []
@@ -270,23 +272,20 @@ def test_closing_mid_inference_exits_cleanly(model_files, tmp_path):
     assert time.monotonic() - started < 120
 
 
-def test_only_recent_large_images_stay_in_memory_and_others_reload(qtbot, make_window, model_files, tmp_path,
-                                                                    monkeypatch):
-    import gui.main_window
-
-    monkeypatch.setattr(gui.main_window, "DISPLAY_CACHE_SIZE", 2)
+def test_only_recent_large_images_stay_in_memory_and_others_reload(qtbot, make_window, model_files, tmp_path):
     paths = []
     for index in range(4):
         path = tmp_path / f"photo{index}.png"
         path.write_bytes(encode(random_picture(index, size=(150, 100))))
         paths.append(path)
     window = make_window(model_files["pets"])
+    window.workspace.display_cache_size = 2
     drop(window, paths)
     wait_classified(qtbot, window, 4)
-    assert len(window._displays) == 2
-    first = next(item for item in window.items.values() if item.path == paths[0])
-    assert first.item_id not in window._displays
+    assert len(window.workspace.displays_in_memory()) == 2
+    first = next(item for item in window.workspace.items.values() if item.path == paths[0])
+    assert first.item_id not in window.workspace.displays_in_memory()
     window.thumbnails.select(first.item_id)
     assert window.predictions.bars  # results show at once, from the cache
-    qtbot.waitUntil(lambda: window.image_view._image is not None and window.image_view.heatmap_shown, timeout=30_000)
-    assert window.image_view._image.size().width() == 150
+    qtbot.waitUntil(lambda: window.image_view.image is not None and window.image_view.heatmap_shown, timeout=30_000)
+    assert window.image_view.image.size().width() == 150

@@ -1,0 +1,81 @@
+"""ModelLoader: one request at a time -> worker -> download progress and cancel -> ready or failed.
+
+No widgets here: the window decides which dialogs to show from these signals.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from PySide6.QtCore import QObject, Signal
+
+from gui import workers
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoader(QObject):
+    """Loads the model the app classifies with; a newer request supersedes an older one."""
+
+    loading = Signal(str)  # the label of the model being loaded
+    download_progressed = Signal(int, object)  # bytes done, total bytes or None
+    ready = Signal(object)  # workers.ModelInfo
+    failed = Signal(object, object)  # the ModelRequest, the exception (typed engine errors where known)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.request: workers.ModelRequest | None = None
+        self.model: workers.ModelInfo | None = None
+        self.error: Exception | None = None  # why the latest request failed, if it did
+        self._worker = None
+        self._download: workers.DownloadProgress | None = None
+        self._closed = False
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def load(self, request: workers.ModelRequest) -> None:
+        """Start loading `request` (downloading its weights if needed); cancels an earlier download."""
+        if self._closed:
+            return
+        self.cancel()
+        self.request = request
+        self.error = None
+        progress = workers.DownloadProgress()
+        progress.progressed.connect(self.download_progressed)
+        self._download = progress
+        worker = workers.load_model(request, progress)
+        worker.returned.connect(lambda info, w=worker: self._loaded(w, info))
+        worker.errored.connect(lambda error, w=worker, r=request: self._failed(w, r, error))
+        self._worker = worker
+        self.loading.emit(request.label())
+        worker.start()
+
+    def retry(self) -> None:
+        if self.request is not None:
+            self.load(self.request)
+
+    def cancel(self) -> None:
+        """Stop a download in progress at its next chunk (loading from disk finishes on its own)."""
+        if self._download is not None:
+            self._download.cancel.cancel()
+
+    def shutdown(self) -> None:
+        self._closed = True
+        self.cancel()
+
+    def _loaded(self, worker, info: workers.ModelInfo) -> None:
+        if worker is not self._worker or self._closed:
+            return
+        self._worker = None
+        self.model = info
+        self.ready.emit(info)
+
+    def _failed(self, worker, request: workers.ModelRequest, error: Exception) -> None:
+        if worker is not self._worker or self._closed:
+            return
+        self._worker = None
+        self.error = error
+        log.warning("model %s failed to load: %s", request.label(), error)
+        self.failed.emit(request, error)

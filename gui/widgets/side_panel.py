@@ -1,0 +1,70 @@
+"""The panel beside the large image: the image's name, its predictions and the heat-map controls."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
+from superqt import QCollapsible, QLabeledSlider
+
+from gui.widgets.predictions import PredictionList
+
+LAST_STAGE = ("layer4 (last stage)", "layer4")
+
+
+class SidePanel(QWidget):
+    """Widgets only; the window connects them."""
+
+    def __init__(self, top_k: int, opacity: float, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 0, 0, 0)
+        self.title_label = QLabel("Predictions", self)
+        font = self.title_label.font()
+        font.setBold(True)
+        font.setPointSizeF(font.pointSizeF() * 1.15)
+        self.title_label.setFont(font)
+        self.title_label.setWordWrap(True)
+        self.predictions = PredictionList(self)
+
+        controls = QFormLayout()
+        self.k_spin = QSpinBox(self)
+        self.k_spin.setRange(1, 20)
+        self.k_spin.setValue(top_k)
+        self.overlay_check = QCheckBox("Show heat-map", self)
+        self.overlay_check.setChecked(True)
+        self.opacity_slider = QLabeledSlider(Qt.Orientation.Horizontal, self)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(round(opacity * 100))
+        self.method_combo = QComboBox(self)
+        self.method_combo.addItem("Grad-CAM", "gradcam")
+        self.method_combo.addItem("Grad-CAM++", "gradcam++")
+        controls.addRow("Top classes", self.k_spin)
+        controls.addRow(self.overlay_check)
+        controls.addRow("Opacity %", self.opacity_slider)
+        controls.addRow("Method", self.method_combo)
+
+        self.advanced = QCollapsible("Advanced", self)
+        body = QWidget()
+        advanced_form = QFormLayout(body)
+        self.layer_combo = QComboBox(body)
+        self.layer_combo.addItem(*LAST_STAGE)
+        self.layer_combo.setToolTip("Earlier layers show finer, less class-specific detail.")
+        advanced_form.addRow("Layer", self.layer_combo)
+        self.advanced.addWidget(body)
+
+        layout.addWidget(self.title_label)
+        layout.addWidget(self.predictions, 1)
+        layout.addLayout(controls)
+        layout.addWidget(self.advanced)
+
+    def fill_layers(self, layers: tuple[str, ...]) -> None:
+        """Offer the model's layers, keeping the current choice when the new model has it too."""
+        current = self.layer_combo.currentData()
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItem(*LAST_STAGE)
+        for layer in layers:
+            if layer != LAST_STAGE[1]:
+                self.layer_combo.addItem(layer, layer)
+        self.layer_combo.setCurrentIndex(max(self.layer_combo.findData(current), 0))
+        self.layer_combo.blockSignals(False)

@@ -1,0 +1,232 @@
+"""Workspace: the open images, their results per model, and the work that classifies them.
+
+No widgets: the window and its widgets subscribe to the signals and ask for what they show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QImage
+
+from gui import workers
+from gui.qimage import qimage_to_png
+
+DISPLAY_CACHE_SIZE = 48  # large-view images kept in memory (~5 MB each); older ones are decoded again
+
+
+@dataclass(eq=False)
+class ImageItem:
+    """One open image: where it is, and its results (and chosen class) per model."""
+
+    item_id: int
+    path: Path
+    name: str
+    error: str | None = None
+    outcomes: dict[str, workers.ItemOutcome] = field(default_factory=dict)
+    chosen_class: dict[str, int] = field(default_factory=dict)
+
+
+class Workspace(QObject):
+    """Owns the images and results; classifies what the model in use has not seen yet, off the GUI thread."""
+
+    items_added = Signal(list, int)  # new item ids, how many files were already open and skipped
+    items_removed = Signal(list)  # item ids
+    item_classified = Signal(int)  # item id (classified, or failed to load)
+    display_ready = Signal(int)  # item id whose large-view image was decoded again
+    progress = Signal(str)  # a line for the status bar
+    problem = Signal(str)  # something to tell the user (a dropped folder that cannot be read, a crash)
+
+    def __init__(self, parent: QObject | None = None, *, display_cache_size: int = DISPLAY_CACHE_SIZE) -> None:
+        super().__init__(parent)
+        self.items: dict[int, ImageItem] = {}
+        self.model: workers.ModelInfo | None = None
+        self.display_cache_size = display_cache_size
+        self._next_id = 0
+        self._waiting: list[int] = []  # item ids for the next classify worker
+        self._classifier_worker = None
+        self._jobs: set = set()
+        self._displays: OrderedDict[int, workers.Display] = OrderedDict()
+        self._decoding: set[int] = set()
+        self._removed: list[list[ImageItem]] = []
+        self._paste_folder: Path | None = None
+        self._closed = False
+
+    # ----- the model -------------------------------------------------------------------------------------
+    @property
+    def model_key(self) -> str | None:
+        return None if self.model is None else self.model.request.key
+
+    def set_model(self, model: workers.ModelInfo) -> None:
+        """Classify with `model` from now on: every image it has not seen yet is queued."""
+        self._stop_classifying()
+        self.model = model
+        self._queue_missing()
+
+    def outcome(self, item: ImageItem) -> workers.ItemOutcome | None:
+        """The item's result for the model in use."""
+        return None if self.model_key is None else item.outcomes.get(self.model_key)
+
+    def chosen_class(self, item: ImageItem) -> int | None:
+        """The class whose heat-map is shown, for the model in use (its top class until one is clicked)."""
+        outcome = self.outcome(item)
+        if outcome is None or outcome.analysis is None:
+            return None
+        return item.chosen_class.get(outcome.model_key, outcome.analysis.predictions[0].index)
+
+    def choose_class(self, item: ImageItem, class_index: int) -> None:
+        if self.model_key is not None:
+            item.chosen_class[self.model_key] = class_index
+
+    # ----- adding and removing ------------------------------------------------------------------------
+    def add_paths(self, paths: list[str | Path]) -> None:
+        """Add files and folders; folders expand recursively off the GUI thread."""
+        paths = [str(p) for p in paths]
+        if not paths or self._closed:
+            return
+        worker = workers.expand_paths(paths)
+        worker.returned.connect(self.add_files)
+        worker.errored.connect(lambda error: self.problem.emit(f"Could not read the dropped items: {error}"))
+        self._run(worker)
+
+    def add_image(self, image: QImage) -> None:
+        """Add a pasted image (saved as PNG in a temporary folder so the engine's loader reads it)."""
+        if self._paste_folder is None:
+            self._paste_folder = Path(tempfile.mkdtemp(prefix="cardinal-pasted-"))
+        path = self._paste_folder / f"pasted-{self._next_id + 1}.png"
+        path.write_bytes(qimage_to_png(image))
+        self.add_files([path])
+
+    def add_files(self, files: list[Path]) -> list[int]:
+        """Add image files; returns the new item ids."""
+        if self._closed:
+            return []
+        added = []
+        for path in files:
+            item = ImageItem(self._next_id, Path(path), Path(path).name)
+            self._next_id += 1
+            self.items[item.item_id] = item
+            added.append(item.item_id)
+        self.items_added.emit(added, 0)
+        self._queue_missing()
+        return added
+
+    # ----- classifying ------------------------------------------------------------------------------------
+    def is_done(self, item: ImageItem) -> bool:
+        return item.error is not None or self.outcome(item) is not None
+
+    def _queue_missing(self) -> None:
+        if self.model is None or self._closed:
+            return
+        waiting = set(self._waiting)
+        for item in self.items.values():
+            if not self.is_done(item) and item.item_id not in waiting:
+                self._waiting.append(item.item_id)
+        self._start_classifying()
+
+    def _start_classifying(self) -> None:
+        if self._classifier_worker is not None or self.model is None or self._closed:
+            self._report_progress()
+            return
+        work = [(item_id, self.items[item_id].path) for item_id in self._waiting if item_id in self.items]
+        self._waiting = []
+        if not work:
+            self._report_progress()
+            return
+        worker = workers.classify_items(self.model.classifier, self.model.request.key, work)
+        worker.yielded.connect(self._classified)
+        worker.errored.connect(lambda error: self.problem.emit(f"Classification failed: {error}"))
+        worker.finished.connect(lambda w=worker: self._classifier_finished(w))
+        self._classifier_worker = worker
+        self._report_progress()
+        worker.start()
+
+    def _classifier_finished(self, worker) -> None:
+        if worker is self._classifier_worker:
+            self._classifier_worker = None
+            self._start_classifying()  # images added while this worker ran
+
+    def _stop_classifying(self) -> None:
+        self._waiting = []
+        if self._classifier_worker is not None:
+            self._classifier_worker.quit()
+            self._classifier_worker = None
+
+    def _classified(self, outcome: workers.ItemOutcome) -> None:
+        item = self.items.get(outcome.item_id)
+        if item is None or self._closed:
+            return
+        if outcome.error is not None:
+            item.error = outcome.error
+        else:
+            if outcome.display is not None:
+                self._remember_display(item.item_id, outcome.display)
+                outcome = dataclasses.replace(outcome, display=None)
+            item.outcomes[outcome.model_key] = outcome
+        self._report_progress()
+        self.item_classified.emit(item.item_id)
+
+    def progress_text(self) -> str:
+        total = len(self.items)
+        done = sum(1 for item in self.items.values() if self.is_done(item))
+        failed = sum(1 for item in self.items.values() if item.error is not None)
+        if total == 0 or self.model is None:
+            return ""
+        if done < total:
+            return f"Classifying {done}/{total}…"
+        return f"{total} images classified" + (f", {failed} could not be read" if failed else "")
+
+    def _report_progress(self) -> None:
+        self.progress.emit(self.progress_text())
+
+    # ----- large-view images ------------------------------------------------------------------------------
+    def display_of(self, item: ImageItem) -> workers.Display | None:
+        """The item's large-view image if in memory; otherwise decode it again (display_ready) and return None."""
+        display = self._displays.get(item.item_id)
+        if display is not None:
+            self._displays.move_to_end(item.item_id)
+            return display
+        if item.item_id not in self._decoding and item.error is None and not self._closed:
+            self._decoding.add(item.item_id)
+            worker = workers.load_display(item.path)
+            worker.returned.connect(lambda loaded, i=item.item_id: self._display_loaded(i, loaded))
+            worker.errored.connect(lambda error, i=item.item_id: self._decoding.discard(i))
+            self._run(worker)
+        return None
+
+    def cached_display(self, item: ImageItem) -> workers.Display | None:
+        """The item's large-view image if it is in memory; never starts decoding."""
+        return self._displays.get(item.item_id)
+
+    def displays_in_memory(self) -> list[int]:
+        return list(self._displays)
+
+    def _remember_display(self, item_id: int, display: workers.Display) -> None:
+        self._displays[item_id] = display
+        self._displays.move_to_end(item_id)
+        while len(self._displays) > self.display_cache_size:
+            self._displays.popitem(last=False)
+
+    def _display_loaded(self, item_id: int, display: workers.Display) -> None:
+        self._decoding.discard(item_id)
+        if item_id in self.items:
+            self._remember_display(item_id, display)
+            self.display_ready.emit(item_id)
+
+    # ----- shutting down ----------------------------------------------------------------------------------
+    def _run(self, worker) -> None:
+        self._jobs.add(worker)
+        worker.finished.connect(lambda w=worker: self._jobs.discard(w))
+        worker.start()
+
+    def shutdown(self) -> None:
+        """Stop all work between images; the caller waits for the threads."""
+        self._closed = True
+        self._stop_classifying()
+        for worker in list(self._jobs):
+            worker.quit()
