@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from superqt.utils import thread_worker
 
 from engine.progress import CancelToken
+from gui.qimage import array_to_qimage
 from gui.workers import surface_errors
 
 if TYPE_CHECKING:
@@ -64,3 +65,66 @@ def run_evaluation(model: LoadedModel, samples, device: str | None = None):
     classifier = Classifier(model, device=device)
     evaluation = yield from evaluate(classifier, samples)
     return evaluation, classifier
+
+
+@thread_worker(start_thread=False, ignore_errors=True)
+@surface_errors
+def sample_thumbnails(report, per_class: int, side: int):
+    """Yields (class row, column, path, QImage): a few training images per class, decoded off the GUI thread."""
+    import numpy as np
+    from PIL import Image
+
+    from engine.errors import ImageLoadError
+    from engine.images import load_image
+
+    for row in range(len(report.class_names)):
+        paths = [path for path, label in report.train if label == row][:per_class]
+        for column, path in enumerate(paths, start=1):
+            try:
+                image = load_image(path, draft_size=side)
+            except ImageLoadError:
+                continue
+            image.thumbnail((side, side), Image.Resampling.BILINEAR)
+            yield row, column, path, array_to_qimage(np.asarray(image))
+
+
+@thread_worker(start_thread=False, ignore_errors=True)
+@surface_errors
+def mistake_overlays(mistakes, side: int):
+    """Yields (mistake, overlay of the predicted class, overlay of the true class) as QImages, or (mistake,
+    reason, None) for an image that cannot be read: two heat-maps per image, off the GUI thread."""
+    import numpy as np
+    from PIL import Image
+
+    from engine.cam import overlay
+    from engine.errors import ImageLoadError
+    from engine.images import load_image
+
+    for mistake in mistakes:
+        try:
+            image = load_image(mistake.path, draft_size=side)
+        except ImageLoadError as error:
+            yield mistake, str(error), None
+            continue
+        image.thumbnail((side, side), Image.Resampling.BILINEAR)
+        if max(image.size) < side:  # small images are enlarged so the heat-map can be read
+            scale = side / max(image.size)
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
+        pixels = np.asarray(image)
+        seen = mistake.analysis.seen_box(image.size)
+        overlays = [
+            array_to_qimage(overlay(pixels, mistake.analysis.heatmap(index, size=image.size), opacity=0.5, seen=seen))
+            for index in (mistake.predicted_index, mistake.true_index)
+        ]
+        yield mistake, *overlays
+
+
+@thread_worker(start_thread=False, ignore_errors=True)
+@surface_errors
+def save_trained_model(result, path: str, val_accuracy: float | None) -> Path:
+    """Write the trained model (about 90 MB for ResNeXt-50) off the GUI thread."""
+    from engine.models import save_model
+
+    metrics = {} if val_accuracy is None else {"val_accuracy": val_accuracy}
+    return save_model(result.model, path, metrics=metrics, recipe=result.model.description.get("recipe"),
+                      provenance=result.model.description.get("provenance"))

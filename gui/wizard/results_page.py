@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QPixmap
 from PySide6.QtWidgets import (
     QDialog,
@@ -14,6 +13,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QProgressBar,
     QPushButton,
     QScrollArea,
     QTableWidget,
@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from gui.qimage import array_to_qimage
 from gui.wizard import jobs
 from gui.wizard.training_page import describe_stop
 
@@ -31,6 +30,8 @@ MISTAKE_SIZE = 200
 
 
 class ResultsPage(QWizardPage):
+    saved = Signal(str)  # path of a model written by Save Model As
+
     def __init__(self, wizard) -> None:
         super().__init__()
         self._wizard = wizard
@@ -52,7 +53,13 @@ class ResultsPage(QWizardPage):
         self.use_button = QPushButton("Use This Model", self)
         self.use_button.setDefault(True)
         self.use_button.clicked.connect(self.use_model)
-        buttons.addStretch(1)
+        self.saving = QProgressBar(self)
+        self.saving.setRange(0, 0)  # busy: the size of a model file is written in one go
+        self.saving.setMaximumWidth(120)
+        self.saving.hide()
+        self.save_status = QLabel("", self)
+        buttons.addWidget(self.save_status, 1)
+        buttons.addWidget(self.saving)
         buttons.addWidget(self.save_button)
         buttons.addWidget(self.use_button)
         layout.addWidget(self.summary)
@@ -125,23 +132,32 @@ class ResultsPage(QWizardPage):
     def best_path(self) -> Path:
         return self._wizard.result.out_dir / "best.safetensors"
 
-    def save_model(self, path: str | None = None) -> Path | None:
-        from engine.errors import CardinalError
-        from engine.models import save_model
-
+    def save_model(self, path: str | None = None) -> None:
+        """Write the trained model to a file of the user's choice, on a worker; `saved` follows."""
         if path is None:
             path, _ = QFileDialog.getSaveFileName(self, "Save model", str(Path.home() / "model.safetensors"),
                                                   "Cardinal model (*.safetensors)")
             if not path:
-                return None
-        result = self._wizard.result
-        try:
-            return save_model(result.model, path, metrics={"val_accuracy": self.evaluation.accuracy},
-                              recipe=result.model.description.get("recipe"),
-                              provenance=result.model.description.get("provenance"))
-        except CardinalError as error:
-            self.summary.setText(f"<b>Could not save:</b> {error}")
-            return None
+                return
+        accuracy = None if self.evaluation is None else self.evaluation.accuracy
+        worker = jobs.save_trained_model(self._wizard.result, path, accuracy)
+        worker.returned.connect(self._saved)
+        worker.errored.connect(self._save_failed)
+        self.save_button.setEnabled(False)
+        self.saving.show()
+        worker.start()
+        self._save_worker = worker
+
+    def _saved(self, path: Path) -> None:
+        self.saving.hide()
+        self.save_button.setEnabled(True)
+        self.save_status.setText(f"Saved as {path}")
+        self.saved.emit(str(path))
+
+    def _save_failed(self, error) -> None:
+        self.saving.hide()
+        self.save_button.setEnabled(True)
+        self.save_status.setText(f"<b>Could not save:</b> {error}")
 
     def use_model(self) -> None:
         self._wizard.use_model.emit(str(self.best_path()))
@@ -149,55 +165,63 @@ class ResultsPage(QWizardPage):
 
 
 class MistakesDialog(QDialog):
-    """Each misclassified image twice: heat-map of the predicted class, and of the true class."""
+    """Each misclassified image twice: heat-map of the predicted class, and of the true class. The images are
+    decoded and the heat-maps computed on a worker; rows appear as they are ready."""
+
+    loaded = Signal()  # every row is shown
 
     def __init__(self, mistakes, class_names, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from PIL import Image
-
-        from engine.cam import overlay
-        from engine.errors import ImageLoadError
-        from engine.images import load_image
-
-        true_name = class_names[mistakes[0].true_index]
-        predicted_name = class_names[mistakes[0].predicted_index]
-        self.setWindowTitle(f"{true_name} taken for {predicted_name}")
+        self.true_name = class_names[mistakes[0].true_index]
+        self.predicted_name = class_names[mistakes[0].predicted_index]
+        self.setWindowTitle(f"{self.true_name} taken for {self.predicted_name}")
         body = QWidget()
-        grid = QGridLayout(body)
-        grid.addWidget(QLabel(f"<b>Where it saw “{predicted_name}”</b>"), 0, 1)
-        grid.addWidget(QLabel(f"<b>Where it saw “{true_name}”</b>"), 0, 2)
-        self.rows = 0
-        for row, mistake in enumerate(mistakes, start=1):
-            try:
-                image = load_image(mistake.path, draft_size=MISTAKE_SIZE)
-            except ImageLoadError as error:
-                grid.addWidget(QLabel(str(error)), row, 0, 1, 3)
-                continue
-            image.thumbnail((MISTAKE_SIZE, MISTAKE_SIZE), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image)
-            size = image.size
-            caption = QLabel(f"{mistake.path.name}\n{predicted_name}: {mistake.predicted_probability:.1%}\n"
-                             f"{true_name}: {mistake.true_probability:.1%}")
-            caption.setToolTip(str(mistake.path))
-            grid.addWidget(caption, row, 0)
-            for column, class_index in ((1, mistake.predicted_index), (2, mistake.true_index)):
-                heatmap = mistake.analysis.heatmap(class_index, size=size)
-                blended = overlay(pixels, heatmap, opacity=0.5, seen=mistake.analysis.seen_box(size))
-                pixmap = QPixmap.fromImage(array_to_qimage(blended))
-                if max(size) < MISTAKE_SIZE:  # small images are enlarged so the heat-map can be read
-                    pixmap = pixmap.scaled(MISTAKE_SIZE, MISTAKE_SIZE, Qt.AspectRatioMode.KeepAspectRatio,
-                                           Qt.TransformationMode.SmoothTransformation)
-                label = QLabel()
-                label.setPixmap(pixmap)
-                grid.addWidget(label, row, column)
-            self.rows += 1
-        grid.setRowStretch(len(mistakes) + 1, 1)
+        self.grid = QGridLayout(body)
+        self.grid.addWidget(QLabel(f"<b>Where it saw “{self.predicted_name}”</b>"), 0, 1)
+        self.grid.addWidget(QLabel(f"<b>Where it saw “{self.true_name}”</b>"), 0, 2)
+        self.grid.setRowStretch(len(mistakes) + 1, 1)
+        self.rows = 0  # images shown with their heat-maps
+        self._shown = 0
+        self.busy = QProgressBar(self)
+        self.busy.setRange(0, len(mistakes))
+        self.busy.setFormat("Computing heat-maps… %v of %m")
         scroll = QScrollArea(self)
         scroll.setWidget(body)
         scroll.setWidgetResizable(True)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.busy)
         layout.addWidget(scroll)
         self.resize(3 * MISTAKE_SIZE + 220, min(700, 120 + MISTAKE_SIZE * len(mistakes)))
+        self._worker = jobs.mistake_overlays(list(mistakes), MISTAKE_SIZE)
+        self._worker.yielded.connect(self._add_row)
+        self._worker.finished.connect(self._finished)
+        self._worker.start()
+
+    def _add_row(self, row) -> None:
+        mistake, predicted, true = row
+        self._shown += 1
+        position = self._shown
+        self.busy.setValue(position)
+        if true is None:
+            self.grid.addWidget(QLabel(predicted), position, 0, 1, 3)
+            return
+        caption = QLabel(f"{mistake.path.name}\n{self.predicted_name}: {mistake.predicted_probability:.1%}\n"
+                         f"{self.true_name}: {mistake.true_probability:.1%}")
+        caption.setToolTip(str(mistake.path))
+        self.grid.addWidget(caption, position, 0)
+        for column, image in ((1, predicted), (2, true)):
+            label = QLabel()
+            label.setPixmap(QPixmap.fromImage(image))
+            self.grid.addWidget(label, position, column)
+        self.rows += 1
+
+    def _finished(self) -> None:
+        self.busy.hide()
+        self.loaded.emit()
+
+    def done(self, result: int) -> None:
+        self._worker.quit()
+        super().done(result)
 
 
 def _count(number: int, noun: str) -> str:
