@@ -290,14 +290,21 @@ class MainWindow(QMainWindow):
         self.banner.show_message(text)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's naming
+        wizard = self.wizard
+        if wizard is not None and wizard.training_running:
+            # Quitting mid-training asks first; the run then stops in the background and the window closes after.
+            event.ignore()
+            if not wizard.training_page.stopping and wizard.ask_to_stop():
+                self.statusBar().showMessage("Stopping training… Cardinal closes when it has stopped.")
+                wizard.training_page.stopped.connect(self.close, Qt.ConnectionType.SingleShotConnection)
+                wizard.training_page.cancel()
+            return
         self._closing = True
         self.settings.geometry = self.saveGeometry()
         self.settings.sync()
         self.workspace.shutdown()
         self.loader.shutdown()
         self.heatmaps.shutdown()
-        if self.wizard is not None and self.wizard.training_running:
-            self.wizard.training_page.cancel()
         started = time.monotonic()
         QThreadPool.globalInstance().waitForDone(30_000)
         log.info("workers stopped in %.2f s", time.monotonic() - started)

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pyqtgraph as pg
-from PySide6.QtCore import QThreadPool, QTimer
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -35,6 +35,8 @@ def _plot(title: str, y_label: str, *, legend_at_bottom: bool = False) -> pg.Plo
 
 
 class TrainingPage(QWizardPage):
+    stopped = Signal()  # the run's worker has finished (completed, cancelled or failed)
+
     def __init__(self, wizard) -> None:
         super().__init__()
         self._wizard = wizard
@@ -78,6 +80,7 @@ class TrainingPage(QWizardPage):
         self._worker = None
         self._cancel = CancelToken()
         self.running = False
+        self.stopping = False
         self._reset()
 
     def _reset(self) -> None:
@@ -104,29 +107,28 @@ class TrainingPage(QWizardPage):
         self._cancel = CancelToken()
         worker = jobs.run_training(self._wizard.report, settings.base_choice(), recipe,
                                    Path(settings.out_dir.text()).expanduser(), self._cancel, self._wizard.device)
-        worker.yielded.connect(self._event)
-        worker.returned.connect(self._finished)
-        worker.errored.connect(self._failed)
-        worker.finished.connect(self._stopped)
+        worker.yielded.connect(lambda event, w=worker: w is self._worker and self._event(event))
+        worker.returned.connect(lambda result, w=worker: w is self._worker and self._finished(result))
+        worker.errored.connect(lambda error, w=worker: w is self._worker and self._failed(error))
+        worker.finished.connect(lambda w=worker: w is self._worker and self._stopped())
         self._worker = worker
         self.running = True
+        self.stopping = False
         self.cancel_button.setEnabled(True)
+        self.cancel_button.setText("Cancel Training")
         self._started = time.monotonic()
         self._timer.start()
         worker.start()
         self.completeChanged.emit()
 
     def cancel(self) -> None:
+        """Ask the run to stop after the current batch; returns at once, `stopped` follows."""
         if self.running:
             self._cancel.cancel()
+            self.stopping = True
             self.cancel_button.setEnabled(False)
+            self.cancel_button.setText("Stopping…")
             self.status.setText("Stopping after this batch… the best model so far is kept.")
-
-    def stop_and_wait(self, timeout_ms: int = 60_000) -> None:
-        """Cancel and block until the worker has really finished (used when the wizard closes)."""
-        self.cancel()
-        QThreadPool.globalInstance().waitForDone(timeout_ms)
-        self.running = False
 
     def _event(self, event) -> None:
         from engine.training import BatchEnd, EpochEnd, FeatureProgress, Notice
@@ -178,17 +180,23 @@ class TrainingPage(QWizardPage):
 
     def _stopped(self) -> None:
         self.running = False
+        self.stopping = False
         self._timer.stop()
         self._redraw()
         self.cancel_button.setEnabled(False)
+        self.cancel_button.setText("Cancel Training")
         self.completeChanged.emit()
+        self.stopped.emit()
 
     def isComplete(self) -> bool:  # noqa: N802 - Qt's naming
         return not self.running and self._wizard.result is not None
 
     def cleanupPage(self) -> None:  # noqa: N802 - Qt's naming (Back was pressed)
-        if self.running:
-            self.stop_and_wait()
+        # The old run stops in the background; its late events are ignored (they belong to another worker).
+        self.cancel()
+        self._worker = None
+        self.running = False
+        self._timer.stop()
 
 
 STOP_REASONS = {

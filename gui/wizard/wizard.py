@@ -39,6 +39,8 @@ class FineTuneWizard(QWizard):
         for page in (self.folder_page, self.report_page, self.settings_page, self.training_page,
                      self.results_page):
             self.addPage(page)
+        self._close_when_stopped = False
+        self.training_page.stopped.connect(self._training_stopped)
         self.resize(900, 680)
 
     @property
@@ -46,18 +48,28 @@ class FineTuneWizard(QWizard):
         return self.training_page.running
 
     def reject(self) -> None:
-        """Closing (Esc, Cancel, the window's X) during training asks first, then stops cleanly."""
+        """Closing (Esc, Cancel, the window's X) during training asks first, then stops in the background and
+        closes when the run has stopped; the window never waits for it."""
         if self.training_running:
-            answer = QMessageBox.question(
-                self, "Stop training?",
-                "Training is still running. Stop it now? The best model so far is kept.",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            )
-            if answer != QMessageBox.StandardButton.Yes:
-                return
-            self.training_page.stop_and_wait()
+            if self.training_page.stopping or self.ask_to_stop():
+                self._close_when_stopped = True
+                self.training_page.cancel()
+            return
         self.report_page.stop()
         super().reject()
+
+    def ask_to_stop(self) -> bool:
+        answer = QMessageBox.question(
+            self, "Stop training?",
+            "Training is still running. Stop it now? The best model so far is kept.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _training_stopped(self) -> None:
+        if self._close_when_stopped:
+            self._close_when_stopped = False
+            self.reject()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's naming
         if self.training_running:

@@ -86,26 +86,55 @@ def test_report_with_problems_blocks_next(qtbot, make_window, model_files, tmp_p
     assert wizard.report_page.problems.item(0).text().startswith("✖ class 'green_squares' has no readable images")
 
 
-def test_closing_during_training_asks_then_stops_cleanly(qtbot, make_window, model_files, tmp_path):
+def answer(button):
+    """Click `button` on the next question box; returns the list its text is added to."""
+    asked = []
+
+    def respond():
+        box = QApplication.activeModalWidget()
+        if isinstance(box, QMessageBox):
+            asked.append(box.text())
+            box.button(button).click()
+        else:
+            QTimer.singleShot(20, respond)
+
+    QTimer.singleShot(20, respond)
+    return asked
+
+
+def start_long_training(qtbot, window, tmp_path):
     data = make_shapes_folder(tmp_path / "shapes", per_class=15)
-    wizard = wizard_on_report(qtbot, make_window(model_files["pets"]), data)
+    wizard = wizard_on_report(qtbot, window, data)
     next_page(qtbot, wizard, wizard.settings_page)
     settings_for(wizard, tmp_path / "run", mode="full", epochs=50, lr=1e-3)
     next_page(qtbot, wizard, wizard.training_page)
     training = wizard.training_page
     qtbot.waitUntil(lambda: len(training.batch_loss) >= 2, timeout=60_000)
-    asked = []
+    return wizard, training
 
-    def answer_yes():
-        box = QApplication.activeModalWidget()
-        if isinstance(box, QMessageBox):
-            asked.append(box.text())
-            box.button(QMessageBox.StandardButton.Yes).click()
-        else:
-            QTimer.singleShot(20, answer_yes)
 
-    QTimer.singleShot(20, answer_yes)
+def test_closing_during_training_asks_then_stops_in_the_background(qtbot, make_window, model_files, tmp_path):
+    wizard, training = start_long_training(qtbot, make_window(model_files["pets"]), tmp_path)
+    asked = answer(QMessageBox.StandardButton.Yes)
     wizard.close()
     assert asked and "best model so far is kept" in asked[0]
-    assert not training.running and not wizard.isVisible()
+    # close() returned at once: the run stops in the background while the wizard says so
+    assert training.running and "Stopping" in training.status.text() and wizard.isVisible()
+    qtbot.waitUntil(lambda: not wizard.isVisible(), timeout=60_000)
+    assert not training.running
     assert len(training.epochs) < 50
+
+
+def test_quitting_during_training_asks_first_and_stops_in_the_background(qtbot, make_window, model_files,
+                                                                         tmp_path):
+    window = make_window(model_files["pets"])
+    wizard, training = start_long_training(qtbot, window, tmp_path)
+    asked = answer(QMessageBox.StandardButton.No)
+    window.close()
+    assert asked and "Training is still running" in asked[0]
+    assert window.isVisible() and training.running  # No: nothing happened
+    asked = answer(QMessageBox.StandardButton.Yes)
+    window.close()
+    assert asked and training.running and window.isVisible()  # stopping, without blocking the window
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=60_000)
+    assert not training.running
