@@ -154,12 +154,12 @@ class MainWindow(QMainWindow):
         from gui.settings import app_data_dir
         from gui.wizard import FineTuneWizard
 
-        current = self.model.classifier.model if self.model is not None else None
         architectures = self.model.model_names if self.model is not None else ()
-        wizard = FineTuneWizard(self, current_model=current, architectures=architectures,
+        wizard = FineTuneWizard(self, starting_points=self.loader.starting_points(), architectures=architectures,
                                 runs_folder=app_data_dir() / "runs", mirror=self.settings.mirror or None,
-                                device=self._request.device)
+                                device=self._request.device, dataset_folder=self.settings.dataset_folder)
         wizard.use_model.connect(lambda path: self.load_model(workers.ModelRequest(weights_file=path)))
+        wizard.folder_chosen.connect(lambda folder: setattr(self.settings, "dataset_folder", folder))
         self.wizard = wizard
         wizard.show()
         return wizard

@@ -65,6 +65,25 @@ class ModelLoader(QObject):
         self._closed = True
         self.cancel()
 
+    def starting_points(self):
+        """Where fine-tuning can start, from what this loader knows: the model in use (or the file being
+        loaded), which ImageNet weights are on disk, and whether a download already failed."""
+        from engine.errors import WeightsUnavailable
+        from gui.wizard.jobs import StartingPoints
+
+        request = self.model.request if self.model is not None else self.request
+        current_file = request.weights_file if request is not None else None
+        label = self.model.display_name if self.model is not None else (
+            workers.display_name(request, "") if current_file else "")
+        offline = str(self.error) if isinstance(self.error, WeightsUnavailable) else None
+        return StartingPoints(
+            current_model=None if self.model is None else self.model.classifier.model,
+            current_file=current_file,
+            current_label=label,
+            pretrained_on_disk=None if self.model is None else self.model.pretrained_on_disk,
+            offline_reason=offline,
+        )
+
     def _loaded(self, worker, info: workers.ModelInfo) -> None:
         if worker is not self._worker or self._closed:
             return

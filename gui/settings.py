@@ -41,6 +41,7 @@ class Settings:
     weights_file = _Text("model/weights_file")
     mirror = _Text("model/mirror")
     last_folder = _Text("files/last_folder")
+    dataset_folder = _Text("files/dataset_folder")  # the wizard's last dataset
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else app_data_dir() / "settings.ini"

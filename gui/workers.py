@@ -94,6 +94,7 @@ class ModelInfo:
     device: str
     model_names: tuple[str, ...]
     cam_layers: tuple[str, ...]
+    pretrained_on_disk: tuple[str, ...] = ()  # architectures whose ImageNet weights need no download
 
 
 class DownloadProgress(QObject):
@@ -116,7 +117,7 @@ def load_model(request: ModelRequest, progress: DownloadProgress) -> ModelInfo:
     import torch
 
     from engine.classify import Classifier, cam_layers
-    from engine.models import DEFAULT_MODEL, MODELS, load_model_file, load_pretrained
+    from engine.models import DEFAULT_MODEL, MODELS, load_model_file, load_pretrained, weights_on_disk
 
     if request.weights_file:
         model = load_model_file(request.weights_file, model=request.name)
@@ -135,6 +136,7 @@ def load_model(request: ModelRequest, progress: DownloadProgress) -> ModelInfo:
         device=classifier.description,
         model_names=tuple(MODELS),
         cam_layers=tuple(cam_layers(classifier.network)),
+        pretrained_on_disk=tuple(name for name in MODELS if weights_on_disk(name)),
     )
 
 

@@ -35,9 +35,11 @@ class FolderPage(QWizardPage):
         super().__init__()
         self.setTitle("Choose your images")
         self.setSubTitle("A folder with one sub-folder per class, e.g. birds/robin/*.jpg, birds/wren/*.jpg. "
-                         "If it already has train/ and val/ folders, Cardinal uses that split.")
+                         "If it already has train/ and val/ folders, Cardinal uses that split. You can also drop "
+                         "the folder here.")
+        self._wizard = wizard
         layout = QHBoxLayout(self)
-        self.path_edit = QLineEdit(self)
+        self.path_edit = QLineEdit(wizard.dataset_folder, self)
         self.path_edit.setPlaceholderText("Folder of class sub-folders")
         browse = QPushButton("Browse…", self)
         browse.clicked.connect(self._browse)
@@ -54,6 +56,7 @@ class FolderPage(QWizardPage):
         if not Path(self.path_edit.text()).expanduser().is_dir():
             QMessageBox.warning(self, "Not a folder", f"{self.path_edit.text()} is not a folder.")
             return False
+        self._wizard.folder_chosen.emit(str(Path(self.path_edit.text()).expanduser()))
         return True
 
 

@@ -18,6 +18,21 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class StartingPoints:
+    """What the main window knows about where fine-tuning can start."""
+
+    current_model: Any = None  # the LoadedModel in use, once loaded
+    current_file: str | None = None  # the model file in use (also before it has loaded, e.g. just after launch)
+    current_label: str = ""
+    pretrained_on_disk: tuple[str, ...] | None = None  # architectures whose ImageNet weights are here; None: unknown
+    offline_reason: str | None = None  # why ImageNet weights cannot be downloaded, when a download already failed
+
+    @property
+    def has_current(self) -> bool:
+        return self.current_model is not None or bool(self.current_file)
+
+
+@dataclass(frozen=True)
 class BaseChoice:
     """Where training starts: ImageNet weights, the model in use, random weights, or a saved model file."""
 
@@ -32,6 +47,8 @@ class BaseChoice:
 
         if self.kind == "current" and self.current is not None:
             return self.current
+        if self.kind == "current":
+            return load_base_model("file", architecture=self.architecture, path=self.path)
         return load_base_model(self.kind, architecture=self.architecture, path=self.path, mirror=self.mirror)
 
 

@@ -51,6 +51,7 @@ class ResultsPage(QWizardPage):
         self.save_button = QPushButton("Save Model As…", self)
         self.save_button.clicked.connect(lambda: self.save_model())
         self.use_button = QPushButton("Use This Model", self)
+        self.use_button.setToolTip("Close the wizard and classify with the new model from now on.")
         self.use_button.setDefault(True)
         self.use_button.clicked.connect(self.use_model)
         self.saving = QProgressBar(self)
@@ -160,8 +161,13 @@ class ResultsPage(QWizardPage):
         self.save_status.setText(f"<b>Could not save:</b> {error}")
 
     def use_model(self) -> None:
+        self._wizard.handed_over = True
         self._wizard.use_model.emit(str(self.best_path()))
         self._wizard.accept()
+
+    def close_mistakes(self) -> None:
+        if self.mistakes_dialog is not None:
+            self.mistakes_dialog.close()
 
 
 class MistakesDialog(QDialog):

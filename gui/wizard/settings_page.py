@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -49,19 +50,18 @@ class SettingsPage(QWizardPage):
         form.addRow("Mode", self.fast)
         form.addRow("", self.full)
         self.base = QComboBox(self)
-        if wizard.current_model is not None:
-            self.base.addItem(f"The model in use ({wizard.current_model.name})", "current")
-        self.base.addItem("ImageNet weights", "imagenet")
-        self.base.addItem("Random weights (from scratch)", "scratch")
-        self.base.addItem("A saved model file…", "file")
-        self.base.currentIndexChanged.connect(self._base_changed)
         self.architecture = QComboBox(self)
         self.architecture.addItems(list(wizard.architectures))
+        self._fill_starting_points(wizard.starting_points)
+        self.base.currentIndexChanged.connect(self._base_changed)
+        self.architecture.currentIndexChanged.connect(lambda _: self._label_imagenet())
         self.base_file = ""
         self.epochs = QSpinBox(self)
         self.epochs.setRange(1, 500)
         self.epochs.setValue(defaults.epochs)
         self.out_dir = QLineEdit(self)
+        self.out_dir.setToolTip("Each run gets a new folder here unless you type your own.")
+        self._auto_folder = ""
         form.addRow("Start from", self.base)
         form.addRow("Architecture", self.architecture)
         form.addRow("Epochs", self.epochs)
@@ -118,12 +118,49 @@ class SettingsPage(QWizardPage):
 
     def initializePage(self) -> None:  # noqa: N802 - Qt's naming
         report = self._wizard.report
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = report.root.name if report is not None else "run"
-        if not self.out_dir.text():
-            self.out_dir.setText(str(self._wizard.runs_folder / f"{name}-{stamp}"))
+        if self.out_dir.text() in ("", self._auto_folder):
+            self._fresh_run_folder()
         if report is not None and any("imbalanced" in warning for warning in report.warnings):
             self.class_weighted.setChecked(True)
+
+    def _fresh_run_folder(self) -> None:
+        """A new, empty folder name under the runs folder: <dataset>-<date>-<time>[-n]."""
+        report = self._wizard.report
+        name = report.root.name if report is not None else "run"
+        stem = f"{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        folder, number = self._wizard.runs_folder / stem, 2
+        while folder.exists() and any(folder.iterdir()):
+            folder, number = self._wizard.runs_folder / f"{stem}-{number}", number + 1
+        self._auto_folder = str(folder)
+        self.out_dir.setText(self._auto_folder)
+
+    def _fill_starting_points(self, points: jobs.StartingPoints) -> None:
+        """Offer only what can start: the model in use, ImageNet weights (saying when they download first, or
+        disabled with the reason when offline), random weights, a model file; the first that can start is chosen."""
+        if points.has_current:
+            self.base.addItem(f"The model in use ({points.current_label})", "current")
+        self.base.addItem("ImageNet weights", "imagenet")
+        self.base.addItem("Random weights (from scratch)", "scratch")
+        self.base.addItem("A saved model file…", "file")
+        imagenet = self.base.findData("imagenet")
+        if points.offline_reason:
+            self.base.model().item(imagenet).setEnabled(False)
+            self.base.setItemText(imagenet, "ImageNet weights (unavailable: offline)")
+            self.base.setItemData(imagenet, points.offline_reason, Qt.ItemDataRole.ToolTipRole)
+        else:
+            self._label_imagenet()
+        self.base.setCurrentIndex(0 if points.has_current or not points.offline_reason else imagenet + 1)
+
+    def _label_imagenet(self) -> None:
+        points = self._wizard.starting_points
+        imagenet = self.base.findData("imagenet")
+        if points.offline_reason or imagenet < 0:
+            return
+        here = points.pretrained_on_disk is not None and self.architecture.currentText() in points.pretrained_on_disk
+        self.base.setItemText(imagenet, "ImageNet weights" if here else
+                              "ImageNet weights (downloaded first: needs the internet once)")
+        self.base.setItemData(imagenet, None if here else "The pretrained weights are not on this computer yet; "
+                              "they are downloaded when training starts.", Qt.ItemDataRole.ToolTipRole)
 
     def _base_changed(self) -> None:
         kind = self.base.currentData()
@@ -135,9 +172,14 @@ class SettingsPage(QWizardPage):
             if not path:
                 self.base.setCurrentIndex(0)
 
+    def _base_path(self) -> str | None:
+        if self.base.currentData() == "current":
+            return self._wizard.starting_points.current_file
+        return self.base_file or None
+
     def base_choice(self) -> jobs.BaseChoice:
         return jobs.BaseChoice(kind=self.base.currentData(), architecture=self.architecture.currentText(),
-                               path=self.base_file or None, current=self._wizard.current_model,
+                               path=self._base_path(), current=self._wizard.starting_points.current_model,
                                mirror=self._wizard.mirror)
 
     def recipe(self):
@@ -158,6 +200,8 @@ class SettingsPage(QWizardPage):
         except TrainingError as error:
             self.error.setText(str(error))
             return False
+        if self.out_dir.text() == self._auto_folder:
+            self._fresh_run_folder()  # each run gets its own folder (Back, Next starts a new run)
         out = Path(self.out_dir.text()).expanduser()
         if out.exists() and any(out.iterdir()):
             self.error.setText(f"{out} is not empty; choose a new folder so no earlier run is overwritten.")

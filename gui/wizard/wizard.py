@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget, QWizard
 
+from gui.drops import folders_in
+from gui.wizard import jobs
 from gui.wizard.dataset_pages import FolderPage, ReportPage
 from gui.wizard.results_page import ResultsPage
 from gui.wizard.settings_page import SettingsPage
@@ -17,20 +19,25 @@ class FineTuneWizard(QWizard):
     """Folder -> report -> settings -> training -> results; `use_model` hands the new model over."""
 
     use_model = Signal(str)  # path of the saved model to load in the main window
+    folder_chosen = Signal(str)  # the dataset folder, to offer again next time
 
-    def __init__(self, parent: QWidget | None = None, *, current_model=None, architectures=(),
-                 runs_folder: Path | None = None, mirror: str | None = None, device: str | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, *, starting_points: jobs.StartingPoints | None = None,
+                 architectures=(), runs_folder: Path | None = None, mirror: str | None = None,
+                 device: str | None = None, dataset_folder: str = "") -> None:
         super().__init__(parent)
         self.setWindowTitle("Fine-tune on your images")
         self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)
         self.setOption(QWizard.WizardOption.NoBackButtonOnLastPage, True)
-        self.current_model = current_model
+        self.starting_points = starting_points or jobs.StartingPoints()
         self.architectures = tuple(architectures) or ("resnext50_32x4d",)
         self.runs_folder = runs_folder or Path.home() / "Cardinal runs"
         self.mirror = mirror
         self.device = device
+        self.dataset_folder = dataset_folder
         self.report = None
         self.result = None
+        self.handed_over = False  # "Use This Model" was clicked
+        self.setAcceptDrops(True)
         self.folder_page = FolderPage(self)
         self.report_page = ReportPage(self)
         self.settings_page = SettingsPage(self)
@@ -41,6 +48,10 @@ class FineTuneWizard(QWizard):
             self.addPage(page)
         self._close_when_stopped = False
         self.training_page.stopped.connect(self._training_stopped)
+        self.setButtonText(QWizard.WizardButton.FinishButton, "Keep Current Model")
+        self.button(QWizard.WizardButton.FinishButton).setToolTip(
+            "Close the wizard and keep classifying with the model in use; the new model stays saved in its run "
+            "folder (Model ▸ Open Weights or Model File… opens it later).")
         self.resize(900, 680)
 
     @property
@@ -55,8 +66,33 @@ class FineTuneWizard(QWizard):
                 self._close_when_stopped = True
                 self.training_page.cancel()
             return
+        if self.currentPage() is self.results_page and self.result is not None and not self.handed_over:
+            answer = QMessageBox.question(
+                self, "Close without using the new model?",
+                f"Close without using the new model? It stays saved in {self.result.out_dir}.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                return
         self.report_page.stop()
         super().reject()
+
+    def done(self, result: int) -> None:
+        """However the wizard closes, the mistakes window closes with it."""
+        self.results_page.close_mistakes()
+        super().done(result)
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt's naming
+        if self.currentPage() is self.folder_page and folders_in(event.mimeData()):
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt's naming
+        folders = folders_in(event.mimeData()) if self.currentPage() is self.folder_page else []
+        if folders:
+            self.folder_page.path_edit.setText(folders[0])
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
 
     def ask_to_stop(self) -> bool:
         answer = QMessageBox.question(

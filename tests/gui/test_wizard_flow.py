@@ -1,0 +1,101 @@
+"""The wizard as a newcomer meets it: starting points that can really start, remembered folders, a fresh run
+folder per run, folders dropped on it, and closing without losing work by accident."""
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox, QWizard
+
+from gui.main_window import MainWindow
+from gui.workers import ModelRequest
+from tests.conftest import closed_port, make_shapes_folder
+from tests.gui.conftest import drop
+from tests.gui.test_wizard import answer, next_page
+
+
+def starting_points(wizard):
+    base = wizard.settings_page.base
+    return [(base.itemData(i), base.itemText(i), base.model().item(i).isEnabled()) for i in range(base.count())]
+
+
+def test_model_in_use_is_the_default_and_imagenet_says_it_downloads(qtbot, make_window, model_files, torch_home):
+    window = make_window(model_files["pets"])
+    wizard = window.open_wizard()
+    qtbot.addWidget(wizard)
+    points = starting_points(wizard)
+    assert points[0][0] == "current" and "pets" in points[0][1]
+    assert wizard.settings_page.base.currentData() == "current"
+    imagenet = next(point for point in points if point[0] == "imagenet")
+    assert imagenet[2] and "download" in imagenet[1]  # not on this computer: it says so before Next
+
+
+def test_offline_imagenet_is_disabled_with_the_reason(qtbot, settings, torch_home):
+    request = ModelRequest(name="resnext50_32x4d", mirror=f"http://127.0.0.1:{closed_port()}/", device="cpu")
+    window = MainWindow(settings, request)
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.loader.failed, timeout=30_000):
+        window.start()
+    window.weights_choice.close()
+    wizard = window.open_wizard()
+    qtbot.addWidget(wizard)
+    points = starting_points(wizard)
+    imagenet = next(point for point in points if point[0] == "imagenet")
+    assert not imagenet[2] and "offline" in imagenet[1]
+    assert wizard.settings_page.base.currentData() == "scratch"  # the first choice that can start
+    assert "resnext50_32x4d-1a0047aa.pth" in wizard.settings_page.base.itemData(
+        wizard.settings_page.base.findData("imagenet"), Qt.ItemDataRole.ToolTipRole)
+
+
+def test_after_a_relaunch_the_model_in_use_is_still_offered(qtbot, make_window, model_files, settings):
+    settings.weights_file = str(model_files["fruit"])
+    window = make_window(model_files["fruit"], wait=False)
+    window.start()  # as at launch; the wizard opens before the model has loaded
+    assert window.model is None
+    wizard = window.open_wizard()
+    qtbot.addWidget(wizard)
+    points = starting_points(wizard)
+    assert points[0][0] == "current" and "fruit" in points[0][1]
+
+
+def test_dropped_folder_remembered_folder_fresh_run_folders_and_closing(qtbot, make_window, model_files, tmp_path,
+                                                                         settings):
+    data = make_shapes_folder(tmp_path / "shapes", per_class=15)
+    window = make_window(model_files["pets"])
+    wizard = window.open_wizard()
+    qtbot.addWidget(wizard)
+    assert drop(wizard, [data])  # a folder dropped on the wizard is the dataset folder
+    assert wizard.folder_page.path_edit.text() == str(data)
+    next_page(qtbot, wizard, wizard.report_page)
+    qtbot.waitUntil(lambda: wizard.report is not None, timeout=60_000)
+    next_page(qtbot, wizard, wizard.settings_page)
+    wizard.settings_page.fast.setChecked(True)
+    wizard.settings_page.epochs.setValue(2)
+    wizard.settings_page.lr.setValue(1e-5)
+    next_page(qtbot, wizard, wizard.training_page)
+    training = wizard.training_page
+    qtbot.waitUntil(training.isComplete, timeout=120_000)
+    first_run = wizard.result.out_dir
+    qtbot.mouseClick(wizard.button(QWizard.WizardButton.BackButton), Qt.MouseButton.LeftButton)
+    next_page(qtbot, wizard, wizard.training_page)  # no "folder is not empty": a fresh folder per run
+    qtbot.waitUntil(training.isComplete, timeout=120_000)
+    assert wizard.result.out_dir != first_run and (wizard.result.out_dir / "best.safetensors").is_file()
+    next_page(qtbot, wizard, wizard.results_page)
+    results = wizard.results_page
+    qtbot.waitUntil(lambda: results.evaluation is not None, timeout=60_000)
+    assert wizard.buttonText(QWizard.WizardButton.FinishButton) == "Keep Current Model"
+    assert "new model" in results.use_button.toolTip()
+    mistake = results.evaluation.mistakes[0]
+    results.open_cell(mistake.true_index, mistake.predicted_index)
+    dialog = results.mistakes_dialog
+    assert dialog.isVisible()
+    asked = answer(QMessageBox.StandardButton.No)
+    qtbot.keyClick(wizard, Qt.Key.Key_Escape)
+    assert asked and "new model" in asked[0] and wizard.isVisible()
+    answer(QMessageBox.StandardButton.Yes)
+    qtbot.keyClick(wizard, Qt.Key.Key_Escape)
+    assert not wizard.isVisible() and not dialog.isVisible()
+    again = window.open_wizard()  # the dataset folder is remembered
+    qtbot.addWidget(again)
+    assert again.folder_page.path_edit.text() == str(data)
+    assert Path(settings.path).is_file()
