@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pyqtgraph as pg
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -18,24 +17,15 @@ from PySide6.QtWidgets import (
 )
 
 from engine.progress import CancelToken
+from gui.widgets.charts import BATCH_COLOUR, TRAIN_COLOUR, VALIDATION_COLOUR, curve, new_plot
 from gui.wizard import jobs
 
 REFRESH_MS = 150  # plots redraw at most this often, however fast batches arrive
 
 
-def _plot(title: str, y_label: str, *, legend_at_bottom: bool = False) -> pg.PlotWidget:
-    plot = pg.PlotWidget(title=title)
-    plot.setBackground(None)  # the window's own colour, light or dark theme alike
-    plot.setLabel("left", y_label)
-    plot.setLabel("bottom", "epoch")
-    plot.showGrid(x=True, y=True, alpha=0.2)
-    plot.addLegend(offset=(-10, -10 if legend_at_bottom else 10))
-    plot.setMinimumHeight(150)
-    return plot
-
-
 class TrainingPage(QWizardPage):
     stopped = Signal()  # the run's worker has finished (completed, cancelled or failed)
+    status_changed = Signal(str)  # the line under the progress bar
 
     def __init__(self, wizard) -> None:
         super().__init__()
@@ -43,19 +33,15 @@ class TrainingPage(QWizardPage):
         self.setTitle("Training")
         self.setSubTitle("You can cancel at any time: the best model so far is kept.")
         layout = QVBoxLayout(self)
-        self.loss_plot = _plot("Loss per batch", "loss")
-        self.epoch_loss_plot = _plot("Loss per epoch", "loss")
-        self.accuracy_plot = _plot("Accuracy per epoch", "accuracy", legend_at_bottom=True)
-        self.accuracy_plot.setYRange(0, 1)
-        self.batch_curve = self.loss_plot.plot(pen=pg.mkPen((120, 120, 120)), name="batch")
-        self.train_loss_curve = self.epoch_loss_plot.plot(pen=pg.mkPen((70, 130, 220), width=2), symbol="o",
-                                                          symbolSize=5, name="train")
-        self.val_loss_curve = self.epoch_loss_plot.plot(pen=pg.mkPen((230, 120, 40), width=2), symbol="o",
-                                                        symbolSize=5, name="validation")
-        self.train_acc_curve = self.accuracy_plot.plot(pen=pg.mkPen((70, 130, 220), width=2), symbol="o",
-                                                       symbolSize=5, name="train")
-        self.val_acc_curve = self.accuracy_plot.plot(pen=pg.mkPen((230, 120, 40), width=2), symbol="o",
-                                                     symbolSize=5, name="validation")
+        train, validation = ("train", TRAIN_COLOUR), ("validation", VALIDATION_COLOUR)
+        self.loss_plot = new_plot("Loss per batch", "loss", "epoch")
+        self.epoch_loss_plot = new_plot("Loss per epoch", "loss", "epoch", (train, validation))
+        self.accuracy_plot = new_plot("Accuracy per epoch", "accuracy", "epoch", (train, validation))
+        self.batch_curve = curve(self.loss_plot, BATCH_COLOUR, points=False)
+        self.train_loss_curve = curve(self.epoch_loss_plot, TRAIN_COLOUR)
+        self.val_loss_curve = curve(self.epoch_loss_plot, VALIDATION_COLOUR)
+        self.train_acc_curve = curve(self.accuracy_plot, TRAIN_COLOUR)
+        self.val_acc_curve = curve(self.accuracy_plot, VALIDATION_COLOUR)
         plots = QHBoxLayout()
         plots.addWidget(self.epoch_loss_plot)
         plots.addWidget(self.accuracy_plot)
@@ -91,19 +77,23 @@ class TrainingPage(QWizardPage):
         self.val_loss: list[float] = []
         self.train_acc: list[float] = []
         self.val_acc: list[float] = []
-        self._dirty = False
+        self._batches_dirty = self._epochs_dirty = False
+        self._first_batch_at: float | None = None
+        self._batches_seen = 0
+        self._status_at = 0.0
 
     def initializePage(self) -> None:  # noqa: N802 - Qt's naming
         self._reset()
-        self._redraw()
+        self._redraw(force=True)
         self.notices.clear()
         self._wizard.result = None
         settings = self._wizard.settings_page
         recipe = settings.recipe()
-        self._epochs_total = recipe.epochs
+        self._recipe = recipe
+        self._set_ranges(recipe.epochs)
         self.progress.setRange(0, recipe.epochs * 100)
         self.progress.setValue(0)
-        self.status.setText("Preparing…")
+        self._set_status("Preparing…")
         self._cancel = CancelToken()
         worker = jobs.run_training(self._wizard.report, settings.base_choice(), recipe,
                                    Path(settings.out_dir.text()).expanduser(), self._cancel, self._wizard.device)
@@ -128,7 +118,38 @@ class TrainingPage(QWizardPage):
             self.stopping = True
             self.cancel_button.setEnabled(False)
             self.cancel_button.setText("Stopping…")
-            self.status.setText("Stopping after this batch… the best model so far is kept.")
+            self._set_status("Stopping after this batch… the best model so far is kept.")
+
+    def _set_status(self, text: str) -> None:
+        self.status.setText(text)
+        self.status_changed.emit(text)
+
+    def _set_ranges(self, epochs: int) -> None:
+        """Each run starts with axes for its own length; y follows the data."""
+        self.loss_plot.setXRange(0, epochs, padding=0)
+        for plot in (self.epoch_loss_plot, self.accuracy_plot):
+            plot.setXRange(0.5, epochs + 0.5, padding=0)
+        for plot in (self.loss_plot, self.epoch_loss_plot):
+            plot.enableAutoRange(axis="y")
+        self.accuracy_plot.setYRange(0, 1)
+
+    def _batch_progress(self, event) -> None:
+        """Images per second and time left from the first batches on (Full mode's first epoch can be long)."""
+        now = time.monotonic()
+        if self._first_batch_at is None:
+            self._first_batch_at = now  # the first batch pays for warm-up; measure from its end
+            return
+        self._batches_seen += 1
+        if self.stopping or now - self._status_at < 0.5 and self._batches_seen > 1:
+            return
+        self._status_at = now
+        seconds_per_batch = (now - self._first_batch_at) / self._batches_seen
+        batches_left = (self._recipe.epochs - event.epoch) * event.batches + event.batches - event.batch
+        images_per_second = self._recipe.batch_size / max(seconds_per_batch, 1e-9)
+        best = f"; best validation accuracy so far {max(self.val_acc):.1%}" if self.val_acc else ""
+        self._set_status(f"Epoch {event.epoch} of {self._recipe.epochs}, batch {event.batch} of {event.batches}: "
+                         f"{images_per_second:.0f} images/s, about {_duration(batches_left * seconds_per_batch)} "
+                         f"left{best}")
 
     def _event(self, event) -> None:
         from engine.training import BatchEnd, EpochEnd, FeatureProgress, Notice
@@ -137,7 +158,8 @@ class TrainingPage(QWizardPage):
             self.batch_x.append(event.epoch - 1 + event.batch / event.batches)
             self.batch_loss.append(event.loss)
             self.progress.setValue(int(100 * (event.epoch - 1 + event.batch / event.batches)))
-            self._dirty = True
+            self._batches_dirty = True
+            self._batch_progress(event)
         elif isinstance(event, EpochEnd):
             self.epochs.append(event.epoch)
             self.train_loss.append(event.train_loss)
@@ -146,37 +168,41 @@ class TrainingPage(QWizardPage):
             self.val_acc.append(event.val_accuracy)
             self.progress.setValue(100 * event.epoch)
             best = max(self.val_acc)
-            self.status.setText(
+            self._status_at = time.monotonic()
+            self._set_status(
                 f"Epoch {event.epoch} of {event.epochs}: validation accuracy {event.val_accuracy:.1%} "
                 f"(best {best:.1%}), {event.images_per_second:.0f} images/s, about {_duration(event.eta_seconds)} "
                 "left"
             )
-            self._dirty = True
+            self._epochs_dirty = True
         elif isinstance(event, FeatureProgress):
-            self.status.setText(f"Computing features once per image: {event.done} of {event.total}")
+            self._set_status(f"Computing features once per image: {event.done} of {event.total}")
         elif isinstance(event, Notice):
             self.notices.addItem(event.message)
 
-    def _redraw(self) -> None:
-        self._dirty = False
-        self.batch_curve.setData(self.batch_x, self.batch_loss)
-        self.train_loss_curve.setData(self.epochs, self.train_loss)
-        self.val_loss_curve.setData(self.epochs, self.val_loss)
-        self.train_acc_curve.setData(self.epochs, self.train_acc)
-        self.val_acc_curve.setData(self.epochs, self.val_acc)
+    def _redraw(self, force: bool = False) -> None:
+        """Update only the curves that got new points since the last redraw."""
+        if self._batches_dirty or force:
+            self.batch_curve.setData(self.batch_x, self.batch_loss)
+        if self._epochs_dirty or force:
+            self.train_loss_curve.setData(self.epochs, self.train_loss)
+            self.val_loss_curve.setData(self.epochs, self.val_loss)
+            self.train_acc_curve.setData(self.epochs, self.train_acc)
+            self.val_acc_curve.setData(self.epochs, self.val_acc)
+        self._batches_dirty = self._epochs_dirty = False
 
     def _finished(self, result) -> None:
         self._wizard.result = result
         if result.stopped != "cancelled":
             self.progress.setValue(self.progress.maximum())
-        self.status.setText(
+        self._set_status(
             f"Training {describe_stop(result.stopped)} after {result.epochs_run} epochs in "
             f"{_duration(time.monotonic() - self._started)}: best validation accuracy "
             f"{result.best_val_accuracy:.1%} (epoch {result.best_epoch}). Saved in {result.out_dir}."
         )
 
     def _failed(self, error) -> None:
-        self.status.setText(f"<b>Training stopped:</b> {error}")
+        self._set_status(f"<b>Training stopped:</b> {error}")
 
     def _stopped(self) -> None:
         self.running = False

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QWizard
 
@@ -138,3 +139,36 @@ def test_quitting_during_training_asks_first_and_stops_in_the_background(qtbot, 
     assert asked and training.running and window.isVisible()  # stopping, without blocking the window
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=60_000)
     assert not training.running
+
+
+def test_live_plots_read_in_epochs_reset_per_run_and_show_throughput_early(qtbot, make_window, model_files,
+                                                                           tmp_path):
+    data = make_shapes_folder(tmp_path / "shapes", per_class=15)
+    wizard = wizard_on_report(qtbot, make_window(model_files["pets"]), data)
+    next_page(qtbot, wizard, wizard.settings_page)
+    settings_for(wizard, tmp_path / "run", mode="full", epochs=50, lr=1e-3)
+    wizard.settings_page.batch_size.setValue(4)
+    training = wizard.training_page
+    statuses, redraws = [], []
+    training.status_changed.connect(statuses.append)
+    training.val_acc_curve.sigPlotChanged.connect(lambda *_: redraws.append(1))
+    next_page(qtbot, wizard, wizard.training_page)
+    qtbot.waitUntil(lambda: len(training.epochs) >= 2, timeout=120_000)
+    # Full mode: images/s and time left from the first batches, before epoch 1's summary
+    early = next(text for text in statuses if "images/s" in text)
+    assert "validation accuracy" not in early and "left" in early and "Epoch 1 of 50" in early
+    axis = training.loss_plot.getAxis("bottom")
+    assert "(x" not in axis.labelString()  # plain epochs, no "(x0.001)" scaling
+    assert training.loss_plot.viewRange()[0] == pytest.approx([0, 50], abs=1.5)
+    assert training.loss_plot.plotItem.legend is None  # the series are named in the titles, off the data
+    assert "validation" in training.accuracy_plot.plotItem.titleLabel.text
+    training.cancel()
+    qtbot.waitUntil(lambda: not training.running, timeout=60_000)
+    assert len(redraws) <= len(training.epochs) + 2  # epoch curves redraw when an epoch ended, not every tick
+    qtbot.mouseClick(wizard.button(QWizard.WizardButton.BackButton), Qt.MouseButton.LeftButton)
+    wizard.settings_page.epochs.setValue(3)
+    wizard.settings_page.out_dir.setText(str(tmp_path / "second-run"))
+    next_page(qtbot, wizard, wizard.training_page)
+    assert training.loss_plot.viewRange()[0] == pytest.approx([0, 3], abs=0.2)  # a new run, new ranges
+    assert training.accuracy_plot.viewRange()[0][1] == pytest.approx(3.5, abs=0.2)
+    qtbot.waitUntil(training.isComplete, timeout=120_000)

@@ -1,0 +1,33 @@
+"""pyqtgraph plots that read well on light and dark themes, with series named in the title (never a legend
+sitting on the curves)."""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+
+TRAIN_COLOUR = (70, 130, 220)
+VALIDATION_COLOUR = (230, 120, 40)
+BATCH_COLOUR = (120, 120, 120)
+
+
+def new_plot(title: str, y_label: str, x_label: str | None = None,
+             series: tuple[tuple[str, tuple[int, int, int]], ...] = ()) -> pg.PlotWidget:
+    """A plot with a title naming its series in their colours, and axes in plain numbers."""
+    names = "  ".join(f"<span style='color: rgb{colour}'>● {name}</span>" for name, colour in series)
+    plot = pg.PlotWidget(title=f"{title}&nbsp;&nbsp;{names}" if names else title)
+    plot.setBackground(None)  # the window's own colour, light or dark theme alike
+    plot.setLabel("left", y_label)
+    if x_label:
+        plot.setLabel("bottom", x_label)
+    for side in ("left", "bottom"):
+        plot.getAxis(side).enableAutoSIPrefix(False)  # "epoch", never "epoch (x0.001)"
+    plot.showGrid(x=True, y=True, alpha=0.2)
+    plot.setMinimumHeight(150)
+    return plot
+
+
+def curve(plot: pg.PlotWidget, colour: tuple[int, int, int], *, points: bool = True) -> pg.PlotDataItem:
+    """One curve, created once and updated with setData."""
+    if not points:
+        return plot.plot(pen=pg.mkPen(colour))
+    return plot.plot(pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=5, symbolBrush=colour)
