@@ -48,7 +48,7 @@ class MainWindow(QMainWindow):
         self._closing = False
         self.wizard = None  # the fine-tune wizard, once opened
         self._build_ui()
-        self._build_file_menu()
+        self._build_menus()
         self.model_menu = ModelMenu(self, self.loader, settings, self.open_wizard)
         self._connect()
         if settings.geometry is not None:
@@ -88,7 +88,7 @@ class MainWindow(QMainWindow):
         status.addPermanentWidget(self.model_label)
         status.addPermanentWidget(self.device_label)
 
-    def _build_file_menu(self) -> None:
+    def _build_menus(self) -> None:
         fill_menu(self.menuBar().addMenu("&File"), [
             ("&Open Images…", QKeySequence.StandardKey.Open, self.open_images),
             ("Open &Folder…", "Ctrl+Shift+O", self.open_folder),
@@ -100,6 +100,16 @@ class MainWindow(QMainWindow):
             None,
             ("&Quit", QKeySequence.StandardKey.Quit, self.close),
         ])
+        self.undo_action, remove, self.clear_all_action = fill_menu(self.menuBar().addMenu("&Edit"), [
+            ("&Undo Remove", QKeySequence.StandardKey.Undo, self.workspace.undo_remove),
+            None,
+            ("&Remove Selected Images", QKeySequence.StandardKey.Delete,
+             lambda: self.workspace.remove(self.thumbnails.selected_ids())),
+            ("&Clear All", None, self.workspace.clear),
+        ])
+        remove.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)  # Delete acts on the strip only
+        self.thumbnails.addAction(remove)
+        self._update_edit_actions()
 
     def _connect(self) -> None:
         self.k_spin.valueChanged.connect(self._k_changed)
@@ -107,6 +117,9 @@ class MainWindow(QMainWindow):
         self.opacity_slider.valueChanged.connect(self._opacity_changed)
         space = self.workspace
         space.items_added.connect(self._items_added)
+        space.items_removed.connect(self._items_removed)
+        self.thumbnails.remove_requested.connect(space.remove)
+        self.thumbnails.clear_requested.connect(space.clear)
         space.item_classified.connect(self._item_classified)
         space.progress.connect(self.progress_label.setText)
         space.problem.connect(self.banner.show_message)
@@ -173,14 +186,29 @@ class MainWindow(QMainWindow):
             self.workspace.add_paths(list(paths))
 
     def _items_added(self, item_ids: list[int], skipped: int) -> None:
-        if not item_ids:
+        if skipped:
+            self.statusBar().showMessage(f"{len(item_ids)} added; {skipped} already open (skipped).", 10_000)
+        elif not item_ids:
             self.banner.show_message("No images found in what was dropped.", error=False)
-            return
         for item_id in item_ids:
             item = self.workspace.items[item_id]
             self.thumbnails.add(item_id, item.name)
-        if self.thumbnails.selected_id() is None:
-            self.thumbnails.select(item_ids[0])
+            self._show_thumbnail(item)
+        if item_ids:
+            self.thumbnails.select(item_ids[0])  # what was added is selected and scrolled into view
+        self._update_edit_actions()
+
+    def _items_removed(self, item_ids: list[int]) -> None:
+        self.thumbnails.remove(item_ids)
+        self.heatmaps.forget(set(item_ids))
+        self.selection.show()
+        self.statusBar().showMessage(f"Removed {len(item_ids)} image{'s' if len(item_ids) != 1 else ''} "
+                                     "(Edit ▸ Undo Remove brings them back).", 10_000)
+        self._update_edit_actions()
+
+    def _update_edit_actions(self) -> None:
+        self.undo_action.setEnabled(self.workspace.can_undo)
+        self.clear_all_action.setEnabled(bool(self.workspace.items))
 
     def _item_classified(self, item_id: int) -> None:
         self._show_thumbnail(self.workspace.items[item_id])
@@ -320,7 +348,8 @@ def fill_menu(menu, entries) -> list:
             continue
         text, shortcut, slot = entry
         action = menu.addAction(text)
-        action.setShortcut(QKeySequence(shortcut))
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
         action.triggered.connect(lambda *_, s=slot: s())
         actions.append(action)
     return actions

@@ -103,18 +103,56 @@ class Workspace(QObject):
         self.add_files([path])
 
     def add_files(self, files: list[Path]) -> list[int]:
-        """Add image files; returns the new item ids."""
+        """Add image files that are not open yet; returns the new item ids (`items_added` says how many were
+        skipped as already open)."""
         if self._closed:
             return []
-        added = []
-        for path in files:
-            item = ImageItem(self._next_id, Path(path), Path(path).name)
+        open_paths = {_identity(item.path) for item in self.items.values()}
+        added, skipped = [], 0
+        for path in map(Path, files):
+            if _identity(path) in open_paths:
+                skipped += 1
+                continue
+            open_paths.add(_identity(path))
+            item = ImageItem(self._next_id, path, path.name)
             self._next_id += 1
             self.items[item.item_id] = item
             added.append(item.item_id)
-        self.items_added.emit(added, 0)
+        self.items_added.emit(added, skipped)
         self._queue_missing()
         return added
+
+    def remove(self, item_ids: list[int]) -> None:
+        """Close these images (their results go too, until `undo_remove`)."""
+        removed = [self.items.pop(item_id) for item_id in item_ids if item_id in self.items]
+        if not removed:
+            return
+        self._removed.append(removed)
+        for item in removed:
+            self._displays.pop(item.item_id, None)
+        self._waiting = [item_id for item_id in self._waiting if item_id in self.items]
+        self.items_removed.emit([item.item_id for item in removed])
+        self._report_progress()
+
+    def clear(self) -> None:
+        self.remove(list(self.items))
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._removed)
+
+    def undo_remove(self) -> list[int]:
+        """Bring back the images removed last, with their results."""
+        if not self._removed:
+            return []
+        restored = self._removed.pop()
+        for item in restored:
+            self.items[item.item_id] = item
+        self.items = dict(sorted(self.items.items()))  # back in the order they were added
+        ids = [item.item_id for item in restored]
+        self.items_added.emit(ids, 0)
+        self._queue_missing()
+        return ids
 
     # ----- classifying ------------------------------------------------------------------------------------
     def is_done(self, item: ImageItem) -> bool:
@@ -179,7 +217,9 @@ class Workspace(QObject):
             return ""
         if done < total:
             return f"Classifying {done}/{total}…"
-        return f"{total} images classified" + (f", {failed} could not be read" if failed else "")
+        classified = total - failed
+        text = f"{classified} image{'' if classified == 1 else 's'} classified"
+        return text + (f", {failed} could not be read" if failed else "")
 
     def _report_progress(self) -> None:
         self.progress.emit(self.progress_text())
@@ -230,3 +270,11 @@ class Workspace(QObject):
         self._stop_classifying()
         for worker in list(self._jobs):
             worker.quit()
+
+
+def _identity(path: Path) -> Path:
+    """The same file reached by another spelling of its path counts once."""
+    try:
+        return path.resolve()
+    except OSError:
+        return path.absolute()

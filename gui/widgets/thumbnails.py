@@ -1,13 +1,28 @@
-"""The strip of dropped images: a thumbnail each, with its top class or the reason it failed."""
+"""The strip of open images: a thumbnail each, its file name and its top class (or why it failed), each on
+one elided line; one horizontal scrollbar; Delete and a context menu remove images."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPixmap
-from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem, QWidget
+from PySide6.QtCore import QModelIndex, QRect, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFontMetrics, QIcon, QImage, QPainter, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
+    QMenu,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QWidget,
+)
 
 ID_ROLE = Qt.ItemDataRole.UserRole
+RESULT_ROLE = Qt.ItemDataRole.UserRole + 1  # the second caption line: top class, or the reason it failed
+FAILED_ROLE = Qt.ItemDataRole.UserRole + 2
 ICON_SIZE = 96
+CELL_WIDTH = ICON_SIZE + 40
+PADDING = 4
 
 
 def _placeholder(kind: str) -> QIcon:
@@ -33,8 +48,51 @@ def _placeholder(kind: str) -> QIcon:
     return QIcon(pixmap)
 
 
+def caption_lines(metrics: QFontMetrics, name: str, result: str, width: int = CELL_WIDTH) -> tuple[str, str]:
+    """The two caption lines as drawn: the name elided in the middle (keeps the extension), the result at the end."""
+    room = width - 2 * PADDING
+    return (metrics.elidedText(name, Qt.TextElideMode.ElideMiddle, room),
+            metrics.elidedText(result, Qt.TextElideMode.ElideRight, room))
+
+
+class _CaptionDelegate(QStyledItemDelegate):
+    """Icon on top, then two single lines of text, each elided to the cell."""
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:  # noqa: N802 - Qt's naming
+        return QSize(CELL_WIDTH, ICON_SIZE + 2 * option.fontMetrics.height() + 3 * PADDING)
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+        style = option.widget.style() if option.widget else None
+        panel = QStyleOptionViewItem(option)
+        self.initStyleOption(panel, index)
+        panel.text, panel.icon = "", QIcon()
+        if style is not None:
+            style.drawControl(QStyle.ControlElement.CE_ItemViewItem, panel, painter, option.widget)
+        rect = option.rect
+        icon = index.data(Qt.ItemDataRole.DecorationRole)
+        if isinstance(icon, QIcon):
+            icon.paint(painter, QRect(rect.x() + (rect.width() - ICON_SIZE) // 2, rect.y() + PADDING, ICON_SIZE,
+                                      ICON_SIZE))
+        name, result = caption_lines(option.fontMetrics, index.data(Qt.ItemDataRole.DisplayRole) or "",
+                                     index.data(RESULT_ROLE) or "", rect.width())
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        palette = option.palette
+        text = palette.highlightedText().color() if selected else palette.text().color()
+        line = option.fontMetrics.height()
+        top = rect.y() + ICON_SIZE + 2 * PADDING
+        painter.save()
+        painter.setPen(text)
+        painter.drawText(QRect(rect.x(), top, rect.width(), line), Qt.AlignmentFlag.AlignHCenter, name)
+        painter.setPen(QColor(200, 60, 60) if index.data(FAILED_ROLE) and not selected else text)
+        painter.drawText(QRect(rect.x(), top + line, rect.width(), line), Qt.AlignmentFlag.AlignHCenter, result)
+        painter.restore()
+
+
 class ThumbnailStrip(QListWidget):
     """Icon-mode list; each entry carries the item id of the image it shows."""
+
+    remove_requested = Signal(list)  # item ids (Delete key or the context menu)
+    clear_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -44,12 +102,19 @@ class ThumbnailStrip(QListWidget):
         self.setMovement(QListView.Movement.Static)
         self.setResizeMode(QListView.ResizeMode.Adjust)
         self.setIconSize(QSize(ICON_SIZE, ICON_SIZE))
-        self.setGridSize(QSize(ICON_SIZE + 40, ICON_SIZE + 46))
-        self.setWordWrap(True)
-        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.setItemDelegate(_CaptionDelegate(self))
+        self.setUniformItemSizes(True)
+        self.setSpacing(0)  # the delegate pads inside each cell; outer spacing would overhang the scroll range
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setHorizontalScrollMode(QListView.ScrollMode.ScrollPerPixel)
-        self.setFixedHeight(ICON_SIZE + 58)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)  # room for it is always kept
+        cell = ICON_SIZE + 2 * self.fontMetrics().height() + 3 * PADDING
+        scrollbar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+        self.setFixedHeight(cell + 2 * self.spacing() + scrollbar + 2 * self.frameWidth() + 2)
         self.setAccessibleName("Images")
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.customContextMenuRequested.connect(self._context_menu)
         self._items: dict[int, QListWidgetItem] = {}
         self._waiting_icon = _placeholder("waiting")
         self._error_icon = _placeholder("error")
@@ -57,43 +122,76 @@ class ThumbnailStrip(QListWidget):
     def add(self, item_id: int, name: str) -> None:
         entry = QListWidgetItem(self._waiting_icon, name)
         entry.setData(ID_ROLE, item_id)
-        entry.setToolTip(f"{name}\nwaiting to be classified")
-        entry.setTextAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
-        self.addItem(entry)
+        row = self.count()  # in the order images were added (an undone removal goes back to its place)
+        while row > 0 and int(self.item(row - 1).data(ID_ROLE)) > item_id:
+            row -= 1
+        self.insertItem(row, entry)
         self._items[item_id] = entry
+        self.set_waiting(item_id, name)
 
     def entry(self, item_id: int) -> QListWidgetItem:
         return self._items[item_id]
 
+    def caption(self, item_id: int) -> tuple[str, str]:
+        """The two lines shown under the thumbnail, as elided for the cell."""
+        entry = self._items[item_id]
+        return caption_lines(self.fontMetrics(), entry.text(), entry.data(RESULT_ROLE) or "")
+
     def set_waiting(self, item_id: int, name: str) -> None:
         entry = self._items[item_id]
-        entry.setText(name)
+        entry.setIcon(self._waiting_icon)
+        entry.setData(RESULT_ROLE, "waiting…")
+        entry.setData(FAILED_ROLE, False)
         entry.setToolTip(f"{name}\nwaiting to be classified")
 
     def set_result(self, item_id: int, name: str, thumbnail: QImage | None, top_label: str, probability: float):
         entry = self._items[item_id]
         if thumbnail is not None:
             entry.setIcon(QIcon(QPixmap.fromImage(thumbnail)))
-        entry.setText(f"{top_label}\n{probability:.1%}")
+        entry.setData(RESULT_ROLE, f"{top_label} {probability:.0%}")
+        entry.setData(FAILED_ROLE, False)
         entry.setToolTip(f"{name}\n{top_label}: {probability:.1%}")
 
     def set_error(self, item_id: int, name: str, reason: str) -> None:
         entry = self._items[item_id]
         entry.setIcon(self._error_icon)
-        entry.setText(f"{name}\n{_short(reason)}")
+        entry.setData(RESULT_ROLE, _short(reason))
+        entry.setData(FAILED_ROLE, True)
         entry.setToolTip(f"{name}\n{reason}")
-        entry.setForeground(QColor(200, 60, 60))
 
     def selected_id(self) -> int | None:
         entry = self.currentItem()
         return None if entry is None else int(entry.data(ID_ROLE))
 
+    def selected_ids(self) -> list[int]:
+        return [int(entry.data(ID_ROLE)) for entry in self.selectedItems()]
+
     def select(self, item_id: int) -> None:
-        self.setCurrentItem(self._items[item_id])
+        """Select an image and scroll so that it is in view."""
+        entry = self._items[item_id]
+        self.setCurrentItem(entry)
+        self.scrollToItem(entry, QAbstractItemView.ScrollHint.EnsureVisible)
+
+    def remove(self, item_ids: list[int]) -> None:
+        for item_id in item_ids:
+            entry = self._items.pop(item_id, None)
+            if entry is not None:
+                self.takeItem(self.row(entry))
 
     def remove_all(self) -> None:
         self.clear()
         self._items.clear()
+
+    def _context_menu(self, position) -> None:
+        menu = QMenu(self)
+        ids = self.selected_ids()
+        remove = menu.addAction(f"Remove {len(ids)} Image{'s' if len(ids) != 1 else ''}" if ids else "Remove")
+        remove.setEnabled(bool(ids))
+        remove.triggered.connect(lambda: self.remove_requested.emit(ids))
+        clear = menu.addAction("Clear All")
+        clear.setEnabled(self.count() > 0)
+        clear.triggered.connect(self.clear_requested)
+        menu.popup(self.viewport().mapToGlobal(position))
 
 
 def _short(reason: str) -> str:

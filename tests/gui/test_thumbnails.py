@@ -1,0 +1,99 @@
+"""The thumbnail strip: readable captions, one scrollbar, what was added in view, no duplicates, honest counts,
+and removing images (with undo)."""
+
+from PySide6.QtCore import Qt
+
+from tests.conftest import encode, random_picture
+from tests.gui.conftest import drop, wait_classified
+
+LONG_NAME = "holiday-in-the-mountains-with-the-whole-family-IMG_20240817_154233.jpg"
+
+
+def make_pictures(folder, count, long_first=False):
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        name = LONG_NAME if long_first and index == 0 else f"photo{index:02d}.jpg"
+        path = folder / name
+        path.write_bytes(encode(random_picture(index, size=(120, 90)), "JPEG"))
+        paths.append(path)
+    return paths
+
+
+def in_view(strip, rect):
+    """Wholly inside the strip's viewport (Qt's scroll range may leave the last pixel column out)."""
+    return strip.viewport().rect().adjusted(0, 0, 1, 0).contains(rect)
+
+
+def test_captions_fit_on_one_line_each_and_one_scrollbar(qtbot, make_window, model_files, tmp_path):
+    window = make_window(model_files["pets"])
+    paths = make_pictures(tmp_path / "many", 14, long_first=True)
+    drop(window, [tmp_path / "many"])
+    wait_classified(qtbot, window, 14)
+    strip = window.thumbnails
+    metrics = strip.fontMetrics()
+    grid = strip.visualItemRect(strip.item(0)).width()
+    long_id = next(i for i, item in window.workspace.items.items() if item.name == LONG_NAME)
+    for item_id in window.workspace.items:
+        name, result = strip.caption(item_id)
+        assert "\n" not in name + result and "\u2028" not in name + result
+        assert metrics.horizontalAdvance(name) <= grid and metrics.horizontalAdvance(result) <= grid
+        assert result.split()[0] in {"cat", "dog", "fish"}
+    name, _ = strip.caption(long_id)
+    assert "…" in name and name.endswith(".jpg")  # elided in the middle: the start and the extension stay
+    assert strip.caption(long_id)[0] != ""  # never a missing caption
+    assert not strip.verticalScrollBar().isVisible()  # one scrollbar, the horizontal one
+    strip.select(window.thumbnails.entry(max(window.workspace.items)).data(Qt.ItemDataRole.UserRole))
+    last = strip.visualItemRect(strip.item(strip.count() - 1))
+    assert in_view(strip, last)  # the last image is not cut off
+    assert len(paths) == 14
+
+
+def test_added_images_are_selected_in_view_and_duplicates_are_skipped(qtbot, make_window, model_files, tmp_path):
+    window = make_window(model_files["pets"])
+    make_pictures(tmp_path / "many", 15)
+    drop(window, [tmp_path / "many"])
+    wait_classified(qtbot, window, 15)
+    window.thumbnails.select(0)
+    extra = tmp_path / "extra.png"
+    extra.write_bytes(encode(random_picture(99)))
+    drop(window, [extra])
+    qtbot.waitUntil(lambda: len(window.workspace.items) == 16, timeout=10_000)
+    new_id = next(i for i, item in window.workspace.items.items() if item.name == "extra.png")
+    assert window.thumbnails.selected_id() == new_id
+    strip = window.thumbnails
+    assert in_view(strip, strip.visualItemRect(strip.entry(new_id)))
+    drop(window, [tmp_path / "many", extra])  # the same folder again
+    qtbot.waitUntil(lambda: "already open" in window.statusBar().currentMessage(), timeout=10_000)
+    assert "16 already open" in window.statusBar().currentMessage()
+    assert len(window.workspace.items) == 16 and strip.count() == 16
+
+
+def test_counts_say_how_many_were_classified_and_how_many_failed(qtbot, make_window, pictures, model_files,
+                                                                   tmp_path):
+    window = make_window(model_files["pets"])
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not a picture")
+    drop(window, [*pictures[1][:2], bad])
+    wait_classified(qtbot, window, 3)
+    assert window.progress_label.text() == "2 images classified, 1 could not be read"
+
+
+def test_remove_with_delete_clear_all_and_undo(qtbot, make_window, pictures, model_files):
+    window = make_window(model_files["pets"])
+    drop(window, pictures[1])
+    wait_classified(qtbot, window, 3)
+    strip = window.thumbnails
+    first = strip.selected_id()
+    strip.setFocus()
+    qtbot.keyClick(strip, Qt.Key.Key_Delete)
+    assert strip.count() == 2 and first not in window.workspace.items
+    assert window.progress_label.text() == "2 images classified"
+    qtbot.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert strip.count() == 3 and first in window.workspace.items
+    assert window.workspace.outcome(window.workspace.items[first]) is not None  # results came back too
+    window.clear_all_action.trigger()
+    assert strip.count() == 0 and not window.workspace.items
+    assert window.predictions.bars == [] and window.image_view.image is None
+    window.undo_action.trigger()
+    assert strip.count() == 3 and window.progress_label.text() == "3 images classified"
