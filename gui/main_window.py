@@ -71,6 +71,7 @@ class MainWindow(QMainWindow):
         for name in ("title_label", "predictions", "k_spin", "overlay_check", "opacity_slider", "method_combo",
                      "layer_combo"):
             setattr(self, name, getattr(self.side, name))
+        splitter.setChildrenCollapsible(False)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([800, 320])
@@ -80,6 +81,7 @@ class MainWindow(QMainWindow):
         self.selection = SelectionView(self.workspace, self.heatmaps, self.thumbnails, self.image_view, self.side,
                                        self)
         self.setCentralWidget(central)
+        self.setMinimumSize(720, 540)  # below this the side panel's controls would have to overlap
         self.model_label = QLabel("Loading model…")
         self.device_label = QLabel("")
         self.progress_label = QLabel("")

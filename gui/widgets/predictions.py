@@ -25,6 +25,9 @@ class PredictionBar(QAbstractButton):
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt's naming
         return QSize(240, self.fontMetrics().height() * 2 + 6)
 
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's naming
+        return QSize(120, self.sizeHint().height())  # never squashed: the list scrolls instead
+
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's naming
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QFrame,
+    QLabel,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 from superqt import QCollapsible, QLabeledSlider
 
 from gui.widgets.predictions import PredictionList
@@ -16,6 +26,7 @@ class SidePanel(QWidget):
 
     def __init__(self, top_k: int, opacity: float, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setMinimumWidth(260)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 0, 0, 0)
         self.title_label = QLabel("Predictions", self)
@@ -24,7 +35,13 @@ class SidePanel(QWidget):
         font.setPointSizeF(font.pointSizeF() * 1.15)
         self.title_label.setFont(font)
         self.title_label.setWordWrap(True)
-        self.predictions = PredictionList(self)
+        self.predictions = PredictionList()
+        self.predictions_area = QScrollArea(self)  # a long top-k scrolls here instead of growing the window
+        self.predictions_area.setWidget(self.predictions)
+        self.predictions_area.setWidgetResizable(True)
+        self.predictions_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.predictions_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.predictions_area.setMinimumHeight(80)
 
         controls = QFormLayout()
         self.k_spin = QSpinBox(self)
@@ -53,7 +70,7 @@ class SidePanel(QWidget):
         self.advanced.addWidget(body)
 
         layout.addWidget(self.title_label)
-        layout.addWidget(self.predictions, 1)
+        layout.addWidget(self.predictions_area, 1)
         layout.addLayout(controls)
         layout.addWidget(self.advanced)
 

@@ -1,0 +1,44 @@
+"""The window keeps its size and its controls apart: long prediction lists scroll, small windows stay usable."""
+
+import itertools
+
+from PySide6.QtWidgets import QApplication
+
+from engine.models import save_model
+from tests.conftest import make_tiny_model
+from tests.gui.conftest import drop, wait_classified
+
+
+def test_many_predictions_scroll_instead_of_growing_the_window(qtbot, make_window, pictures, tmp_path):
+    many = save_model(make_tiny_model(tuple(f"class {i}" for i in range(20)), seed=2), tmp_path / "many.safetensors")
+    window = make_window(many)
+    window.resize(1000, 640)
+    QApplication.processEvents()
+    height = window.height()
+    window.side.advanced.expand(animate=False)
+    window.k_spin.setValue(12)
+    drop(window, pictures[1][:1])
+    wait_classified(qtbot, window, 1)
+    qtbot.waitUntil(lambda: len(window.predictions.bars) == 12, timeout=10_000)
+    QApplication.processEvents()
+    assert window.height() == height  # the list scrolls; the window does not grow
+    bars = window.predictions.bars
+    assert min(bar.height() for bar in bars) >= bars[0].sizeHint().height()  # and the bars are not squashed
+    scroll = window.side.predictions_area.verticalScrollBar()
+    assert scroll.maximum() > 0
+
+
+def test_a_small_window_keeps_its_controls_apart(qtbot, make_window, model_files):
+    window = make_window(model_files["pets"])
+    window.side.advanced.expand(animate=False)
+    window.resize(500, 350)
+    QApplication.processEvents()
+    assert window.width() >= 640 and window.height() >= 480  # a sensible minimum size
+    side = window.side
+    widgets = [side.title_label, side.predictions_area, side.k_spin, side.overlay_check, side.opacity_slider,
+               side.method_combo, side.advanced]
+    rects = [widget.geometry().translated(widget.parentWidget().mapTo(window, widget.pos()) - widget.pos())
+             for widget in widgets]
+    for (a, rect_a), (b, rect_b) in itertools.combinations(zip(widgets, rects, strict=True), 2):
+        assert not rect_a.intersects(rect_b), f"{a} overlaps {b}"
+    assert side.predictions_area.height() >= 60 and side.width() >= 240
