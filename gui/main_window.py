@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QThreadPool, Signal
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragLeaveEvent, QDropEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QSplitter, QVBoxLayout, QWidget
 
 from gui import exports, workers
@@ -19,6 +19,7 @@ from gui.model_menu import ModelMenu, request_from_settings
 from gui.selection import SelectionView
 from gui.settings import Settings
 from gui.widgets.banner import Banner
+from gui.widgets.drop_highlight import DropHighlight
 from gui.widgets.image_view import ImageView
 from gui.widgets.side_panel import SidePanel
 from gui.widgets.thumbnails import ThumbnailStrip
@@ -81,6 +82,7 @@ class MainWindow(QMainWindow):
         self.selection = SelectionView(self.workspace, self.heatmaps, self.thumbnails, self.image_view, self.side,
                                        self)
         self.setCentralWidget(central)
+        self.drop_highlight = DropHighlight(central)
         self.setMinimumSize(720, 540)  # below this the side panel's controls would have to overlap
         self.model_label = QLabel("Loading model…")
         self.device_label = QLabel("")
@@ -229,11 +231,18 @@ class MainWindow(QMainWindow):
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's naming
         if may_hold_content(event.mimeData()):
-            event.acceptProposedAction()
+            event.setDropAction(Qt.DropAction.CopyAction)  # never Move: the source must keep the user's files
+            event.accept()
+            self.drop_highlight.show_over_parent()
+
+    def dragLeaveEvent(self, event: QDragLeaveEvent) -> None:  # noqa: N802 - Qt's naming
+        self.drop_highlight.hide()
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt's naming
+        self.drop_highlight.hide()
         if self._add_dropped(event.mimeData()):
-            event.acceptProposedAction()
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
 
     def paste(self) -> None:
         if not self._add_dropped(QGuiApplication.clipboard().mimeData()):
