@@ -318,10 +318,13 @@ class MainWindow(QMainWindow):
             if not path:
                 return None
         try:
-            return exports.export_results(path, self.workspace, self.k_spin.value()).path
+            exported = exports.export_results(path, self.workspace, self.k_spin.value())
         except CardinalError as error:
             self.banner.show_message(str(error))
             return None
+        failed = f" ({exported.failed} could not be read)" if exported.failed else ""
+        self.statusBar().showMessage(f"Exported {exported.images} images{failed} to {exported.path}", 15_000)
+        return exported.path
 
     # ----- errors and shutdown --------------------------------------------------------------------------
     def show_error(self, text: str) -> None:

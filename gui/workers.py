@@ -79,7 +79,10 @@ class ModelRequest:
         return f"file:{self.weights_file}" if self.weights_file else f"pretrained:{self.name}"
 
     def label(self) -> str:
-        return Path(self.weights_file).name if self.weights_file else str(self.name)
+        """How the status bar and the log name it before it has loaded."""
+        if self.weights_file:
+            return Path(self.weights_file).name
+        return self.name or "the default model"
 
 
 @dataclasses.dataclass(frozen=True)

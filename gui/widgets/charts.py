@@ -4,6 +4,7 @@ sitting on the curves)."""
 from __future__ import annotations
 
 import pyqtgraph as pg
+from PySide6.QtWidgets import QApplication
 
 TRAIN_COLOUR = (70, 130, 220)
 VALIDATION_COLOUR = (230, 120, 40)
@@ -16,11 +17,16 @@ def new_plot(title: str, y_label: str, x_label: str | None = None,
     names = "  ".join(f"<span style='color: rgb{colour}'>● {name}</span>" for name, colour in series)
     plot = pg.PlotWidget(title=f"{title}&nbsp;&nbsp;{names}" if names else title)
     plot.setBackground(None)  # the window's own colour, light or dark theme alike
-    plot.setLabel("left", y_label)
+    text = QApplication.palette().text().color()  # full-contrast text, not pyqtgraph's grey
+    plot.setTitle(plot.plotItem.titleLabel.text, color=text)
+    plot.setLabel("left", y_label, color=text.name())
     if x_label:
-        plot.setLabel("bottom", x_label)
+        plot.setLabel("bottom", x_label, color=text.name())
     for side in ("left", "bottom"):
-        plot.getAxis(side).enableAutoSIPrefix(False)  # "epoch", never "epoch (x0.001)"
+        axis = plot.getAxis(side)
+        axis.enableAutoSIPrefix(False)  # "epoch", never "epoch (x0.001)"
+        axis.setTextPen(text)
+        axis.setPen(text)
     plot.showGrid(x=True, y=True, alpha=0.2)
     plot.setMinimumHeight(150)
     return plot

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRect, QSize, Qt
-from PySide6.QtGui import QImage, QPainter, QPaintEvent
+from PySide6.QtCore import QPoint, QPointF, QRect, QSize, Qt
+from PySide6.QtGui import QImage, QKeyEvent, QPainter, QPaintEvent, QWheelEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
+
+MAX_ZOOM = 16.0
+ZOOM_STEP = 1.25
 
 
 class ImageView(QWidget):
@@ -16,6 +19,10 @@ class ImageView(QWidget):
         self._heat: QImage | None = None
         self._opacity = 0.5
         self._overlay_visible = True
+        self._zoom = 1.0
+        self._pan = QPoint()
+        self.setFocusPolicy(Qt.FocusPolicy.WheelFocus)
+        self.setToolTip("Ctrl+wheel or Ctrl+plus/minus zooms; Ctrl+0 fits the image to the view.")
         self._message = "Drop images or folders here\nor use File ▸ Open (Ctrl+O), or paste (Ctrl+V)"
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(320, 240)
@@ -25,6 +32,8 @@ class ImageView(QWidget):
         return QSize(720, 540)
 
     def set_image(self, image: QImage | None, message: str | None = None) -> None:
+        if image is None or self._image is None or image.size() != self._image.size():
+            self._zoom, self._pan = 1.0, QPoint()
         self._image = image
         self._heat = None
         if message is not None:
@@ -56,22 +65,54 @@ class ImageView(QWidget):
         return self._heat is not None and self._overlay_visible and self._opacity > 0
 
     def image_rect(self) -> QRect:
-        """Where the image is drawn: scaled to fit, centred, never enlarged past 2x."""
+        """Where the image is drawn: fitted to the view (small images are enlarged, smoothly), times the zoom,
+        centred on the zoom's focus."""
         if self._image is None:
             return QRect()
-        size = self._image.size()
-        fitted = size.scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
-        if fitted.width() > 2 * size.width():
-            fitted = size * 2
-        x = (self.width() - fitted.width()) // 2
-        y = (self.height() - fitted.height()) // 2
+        fitted = self._image.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio) * self._zoom
+        x = (self.width() - fitted.width()) // 2 + self._pan.x()
+        y = (self.height() - fitted.height()) // 2 + self._pan.y()
         return QRect(x, y, fitted.width(), fitted.height())
+
+    def set_zoom(self, zoom: float, focus: QPointF | None = None) -> None:
+        """Zoom (1 = fit to the view) about `focus` (default: the centre of the view)."""
+        zoom = min(max(zoom, 1.0), MAX_ZOOM)
+        if focus is not None and self._image is not None:
+            centre = QPointF(self.rect().center())
+            factor = zoom / self._zoom
+            offset = (QPointF(self._pan) + centre - focus) * factor - (centre - focus)
+            self._pan = offset.toPoint() if zoom > 1 else QPoint()
+        elif zoom == 1:
+            self._pan = QPoint()
+        self._zoom = zoom
+        self.update()
+
+    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802 - Qt's naming
+        if event.modifiers() & Qt.KeyboardModifier.ControlModifier and event.angleDelta().y():
+            step = ZOOM_STEP if event.angleDelta().y() > 0 else 1 / ZOOM_STEP
+            self.set_zoom(self._zoom * step, event.position())
+            event.accept()
+            return
+        super().wheelEvent(event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt's naming
+        if event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            if event.key() in (Qt.Key.Key_Plus, Qt.Key.Key_Equal):
+                self.set_zoom(self._zoom * ZOOM_STEP)
+                return
+            if event.key() == Qt.Key.Key_Minus:
+                self.set_zoom(self._zoom / ZOOM_STEP)
+                return
+            if event.key() == Qt.Key.Key_0:
+                self.set_zoom(1.0)
+                return
+        super().keyPressEvent(event)
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's naming
         painter = QPainter(self)
         painter.fillRect(self.rect(), self.palette().base())
         if self._image is None:
-            painter.setPen(self.palette().placeholderText().color())
+            painter.setPen(self.palette().text().color())  # full contrast on light and dark themes alike
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self._message)
             return
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.progress import CancelToken
+from gui.widgets.charts import new_plot
 from gui.wizard import jobs
 
 SAMPLES_PER_CLASS = 4
@@ -72,10 +73,9 @@ class ReportPage(QWizardPage):
         self.progress = QProgressBar(self)
         self.status = QLabel("", self)
         self.status.setWordWrap(True)
-        self.chart = pg.PlotWidget(self)
-        self.chart.setBackground(None)
+        self.chart = new_plot("Images per class (training)", "images")
         self.chart.setMinimumHeight(160)
-        self.chart.setLabel("left", "images")
+        self.chart.showGrid(x=False, y=True, alpha=0.2)
         self.chart.setMouseEnabled(False, False)
         self.chart.hideButtons()
         self.problems = QListWidget(self)
