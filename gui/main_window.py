@@ -11,9 +11,11 @@ from PySide6.QtCore import Qt, QThreadPool, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragLeaveEvent, QDropEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QSplitter, QVBoxLayout, QWidget
 
-from gui import exports, workers
+from gui import workers
 from gui.drops import may_hold_content, read_mime
+from gui.exports import ResultExports
 from gui.heatmaps import Heatmaps
+from gui.menus import fill_menu
 from gui.model_loader import ModelLoader
 from gui.model_menu import ModelMenu, request_from_settings
 from gui.selection import SelectionView
@@ -35,7 +37,6 @@ class MainWindow(QMainWindow):
 
     item_classified = Signal(int)  # item id; for tests and automation
     model_changed = Signal(str)  # model key
-    overlay_saved = Signal(str)  # path of a written overlay PNG
 
     def __init__(self, settings: Settings, request: workers.ModelRequest | None = None) -> None:
         super().__init__()
@@ -81,6 +82,7 @@ class MainWindow(QMainWindow):
         outer.addWidget(self.thumbnails)
         self.selection = SelectionView(self.workspace, self.heatmaps, self.thumbnails, self.image_view, self.side,
                                        self)
+        self.exports = ResultExports(self)
         self.setCentralWidget(central)
         self.drop_highlight = DropHighlight(central)
         self.setMinimumSize(720, 540)  # below this the side panel's controls would have to overlap
@@ -98,9 +100,9 @@ class MainWindow(QMainWindow):
             ("Open &Folder…", "Ctrl+Shift+O", self.open_folder),
             ("&Paste", QKeySequence.StandardKey.Paste, self.paste),
             None,
-            ("&Save Overlay as PNG…", "Ctrl+S", self.save_overlay),
-            ("&Copy Predictions", "Ctrl+Shift+C", self.copy_predictions),
-            ("&Export All Results…", "Ctrl+E", self.export_csv),
+            ("&Save Overlay as PNG…", "Ctrl+S", self.exports.save_overlay),
+            ("&Copy Predictions", "Ctrl+Shift+C", self.exports.copy_predictions),
+            ("&Export All Results…", "Ctrl+E", self.exports.export_results),
             None,
             ("&Quit", QKeySequence.StandardKey.Quit, self.close),
         ])
@@ -272,60 +274,6 @@ class MainWindow(QMainWindow):
         self.settings.opacity = percent / 100
         self.image_view.set_opacity(percent / 100)
 
-    # ----- saving and copying ---------------------------------------------------------------------------
-    def save_overlay(self, path: str | None = None) -> None:
-        """Save the large image with its heat-map blended in, as PNG (on a worker; `overlay_saved` follows)."""
-        key, item = self.selection.heat_key(), self.selection.current_item()
-        display = None if key is None else self.workspace.cached_display(item)
-        if display is None:
-            self.banner.show_message("Select a classified image first.", error=False)
-            return
-        if path is None:
-            suggestion = str(Path(self.settings.last_folder or Path.home()) / f"{item.path.stem}.cam.png")
-            path, _ = QFileDialog.getSaveFileName(self, "Save overlay", suggestion, "PNG image (*.png)")
-            if not path:
-                return
-        opacity = self.opacity_slider.value() / 100 if self.overlay_check.isChecked() else 0.0
-        worker = exports.save_overlay(path, self.selection.current_outcome().analysis, display.pixels, key.class_index,
-                                      key.method, opacity)
-        worker.returned.connect(lambda saved: self._saved(saved, "Saved the overlay as"))
-        worker.errored.connect(lambda error: self.banner.show_message(str(error)))
-        worker.start()
-
-    def _saved(self, path: Path, what: str) -> None:
-        self.statusBar().showMessage(f"{what} {path}", 10_000)
-        self.overlay_saved.emit(str(path))
-
-    def copy_predictions(self) -> str:
-        """Put the selected image's predictions on the clipboard as text."""
-        item, outcome = self.selection.current_item(), self.selection.current_outcome()
-        if outcome is None:
-            return ""
-        text = exports.predictions_text(item.path, self.selection.top_k(outcome))
-        QGuiApplication.clipboard().setText(text)
-        return text
-
-    def export_csv(self, path: str | None = None) -> Path | None:
-        """Write every image's top-k (and every failure) to a CSV (or, for a .json name, JSON) file."""
-        from engine.errors import CardinalError
-
-        if self.model is None or not self.workspace.items:
-            self.banner.show_message("Nothing to export yet.", error=False)
-            return None
-        if path is None:
-            suggestion = str(Path(self.settings.last_folder or Path.home()) / "cardinal-results.csv")
-            path, _ = QFileDialog.getSaveFileName(self, "Export results", suggestion, "CSV (*.csv);;JSON (*.json)")
-            if not path:
-                return None
-        try:
-            exported = exports.export_results(path, self.workspace, self.k_spin.value())
-        except CardinalError as error:
-            self.banner.show_message(str(error))
-            return None
-        failed = f" ({exported.failed} could not be read)" if exported.failed else ""
-        self.statusBar().showMessage(f"Exported {exported.images} images{failed} to {exported.path}", 15_000)
-        return exported.path
-
     # ----- errors and shutdown --------------------------------------------------------------------------
     def show_error(self, text: str) -> None:
         """Non-blocking error banner (uncaught exceptions from any thread land here)."""
@@ -352,18 +300,3 @@ class MainWindow(QMainWindow):
         log.info("workers stopped in %.2f s", time.monotonic() - started)
         super().closeEvent(event)
 
-
-def fill_menu(menu, entries) -> list:
-    """Add (text, shortcut, slot) actions to a menu; None adds a separator. Returns the actions."""
-    actions = []
-    for entry in entries:
-        if entry is None:
-            menu.addSeparator()
-            continue
-        text, shortcut, slot = entry
-        action = menu.addAction(text)
-        if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
-        action.triggered.connect(lambda *_, s=slot: s())
-        actions.append(action)
-    return actions

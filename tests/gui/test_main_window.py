@@ -140,14 +140,14 @@ def test_save_overlay_copy_and_export_csv(qtbot, make_window, pictures, model_fi
     drop(window, [paths[0], bad])
     wait_classified(qtbot, window, 2)
     window.thumbnails.select(next(i.item_id for i in window.workspace.items.values() if i.error is None))
-    with qtbot.waitSignal(window.overlay_saved, timeout=30_000) as saved:
-        window.save_overlay(str(tmp_path / "out" / "overlay.png"))
+    with qtbot.waitSignal(window.exports.overlay_saved, timeout=30_000) as saved:
+        window.exports.save_overlay(str(tmp_path / "out" / "overlay.png"))
     assert str(tmp_path / "out" / "overlay.png") in window.statusBar().currentMessage()
     with Image.open(saved.args[0]) as image:
         assert image.size == (160, 120)
-    text = window.copy_predictions()
+    text = window.exports.copy_predictions()
     assert QGuiApplication.clipboard().text() == text and str(paths[0]) in text
-    exported = window.export_csv(str(tmp_path / "results.csv"))
+    exported = window.exports.export_results(str(tmp_path / "results.csv"))
     rows = list(csv.DictReader(exported.open()))
     assert [row["rank"] for row in rows if row["path"] == str(paths[0])] == ["1", "2", "3"]
     assert any(row["path"] == str(bad) and row["error"] for row in rows)

@@ -73,6 +73,6 @@ def test_export_says_where_it_went(qtbot, make_window, pictures, model_files, tm
     drop(window, pictures[1][:2])
     wait_classified(qtbot, window, 2)
     path = tmp_path / "results.csv"
-    window.export_csv(str(path))
+    window.exports.export_results(str(path))
     message = window.statusBar().currentMessage()
     assert str(path) in message and "2 images" in message
