@@ -92,12 +92,19 @@ def test_chosen_layer_and_method_compute_off_the_gui_thread(qtbot, make_window, 
     drop(window, pictures[1][:1])
     wait_classified(qtbot, window, 1)
     last_stage = qimage_to_array(window.image_view.heatmap_image)
-    window.layer_combo.setCurrentIndex(window.layer_combo.findData("layer3"))
+    with qtbot.waitSignal(window.heatmaps.computing, timeout=5_000) as computing:
+        window.layer_combo.setCurrentIndex(window.layer_combo.findData("layer3"))
+    # Nothing was computed in that call (a backward pass runs on a worker): no heat-map yet, a notice instead.
+    assert window.image_view.heatmap_image is None and "layer3" in computing.args[0]
+    assert "layer3" in window.progress_label.text()
     qtbot.waitUntil(lambda: window.image_view.heatmap_image is not None, timeout=30_000)
     assert not np.array_equal(qimage_to_array(window.image_view.heatmap_image), last_stage)
+    assert "layer3" not in window.progress_label.text()
     window.layer_combo.setCurrentIndex(0)
+    assert np.array_equal(qimage_to_array(window.image_view.heatmap_image), last_stage)  # cached
     window.method_combo.setCurrentIndex(window.method_combo.findData("gradcam++"))
-    assert window.image_view.heatmap_image is not None
+    plus_plus = qimage_to_array(window.image_view.heatmap_image)
+    assert not np.array_equal(plus_plus, last_stage)  # Grad-CAM++ really is another map
 
 
 def test_model_switch_reclassifies_with_the_new_classes(qtbot, make_window, pictures, model_files):
