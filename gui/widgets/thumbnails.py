@@ -108,7 +108,7 @@ class ThumbnailStrip(QListWidget):
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setHorizontalScrollMode(QListView.ScrollMode.ScrollPerPixel)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)  # room for it is always kept
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)  # its room is kept in the height
         cell = ICON_SIZE + 2 * self.fontMetrics().height() + 3 * PADDING
         scrollbar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
         self.setFixedHeight(cell + 2 * self.spacing() + scrollbar + 2 * self.frameWidth() + 2)
@@ -148,7 +148,8 @@ class ThumbnailStrip(QListWidget):
         entry = self._items[item_id]
         if thumbnail is not None:
             entry.setIcon(QIcon(QPixmap.fromImage(thumbnail)))
-        entry.setData(RESULT_ROLE, f"{top_label} {probability:.0%}")
+        entry.setData(RESULT_ROLE, f"{top_label} {probability:.0%}" if probability >= 0.1 else
+                      f"{top_label} {probability:.1%}")
         entry.setData(FAILED_ROLE, False)
         entry.setToolTip(f"{name}\n{top_label}: {probability:.1%}")
 

@@ -40,7 +40,7 @@ class FolderPage(QWizardPage):
                          "the folder here.")
         self._wizard = wizard
         layout = QHBoxLayout(self)
-        self.path_edit = QLineEdit(wizard.dataset_folder, self)
+        self.path_edit = QLineEdit(self)
         self.path_edit.setPlaceholderText("Folder of class sub-folders")
         browse = QPushButton("Browse…", self)
         browse.clicked.connect(self._browse)

@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QPixmap
 from PySide6.QtWidgets import (
     QDialog,
+    QDialogButtonBox,
     QFileDialog,
     QGridLayout,
     QHBoxLayout,
@@ -195,8 +196,11 @@ class MistakesDialog(QDialog):
         scroll.setWidget(body)
         scroll.setWidgetResizable(True)
         layout = QVBoxLayout(self)
+        close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
+        close.rejected.connect(self.reject)
         layout.addWidget(self.busy)
         layout.addWidget(scroll)
+        layout.addWidget(close)
         self.resize(3 * MISTAKE_SIZE + 220, min(700, 120 + MISTAKE_SIZE * len(mistakes)))
         self._worker = jobs.mistake_overlays(list(mistakes), MISTAKE_SIZE)
         self._worker.yielded.connect(self._add_row)

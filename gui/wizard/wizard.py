@@ -28,6 +28,7 @@ class FineTuneWizard(QWizard):
         self.setWindowTitle("Fine-tune on your images")
         self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)
         self.setOption(QWizard.WizardOption.NoBackButtonOnLastPage, True)
+        self.setOption(QWizard.WizardOption.NoCancelButtonOnLastPage, True)  # "Keep Current Model" says it
         self.starting_points = starting_points or jobs.StartingPoints()
         self.architectures = tuple(architectures) or ("resnext50_32x4d",)
         self.runs_folder = runs_folder or Path.home() / "Cardinal runs"
@@ -46,6 +47,9 @@ class FineTuneWizard(QWizard):
         for page in (self.folder_page, self.report_page, self.settings_page, self.training_page,
                      self.results_page):
             self.addPage(page)
+        # Filled once the pages are added: Qt counts a mandatory field as filled only when it differs from the value
+        # it had then.
+        self.folder_page.path_edit.setText(dataset_folder)
         self._close_when_stopped = False
         self.training_page.stopped.connect(self._training_stopped)
         self.setButtonText(QWizard.WizardButton.FinishButton, "Keep Current Model")

@@ -98,4 +98,5 @@ def test_dropped_folder_remembered_folder_fresh_run_folders_and_closing(qtbot, m
     again = window.open_wizard()  # the dataset folder is remembered
     qtbot.addWidget(again)
     assert again.folder_page.path_edit.text() == str(data)
+    assert again.button(QWizard.WizardButton.NextButton).isEnabled()  # and Next takes it as it is
     assert Path(settings.path).is_file()
