@@ -34,6 +34,6 @@ def new_plot(title: str, y_label: str, x_label: str | None = None,
 
 def curve(plot: pg.PlotWidget, colour: tuple[int, int, int], *, points: bool = True) -> pg.PlotDataItem:
     """One curve, created once and updated with setData."""
-    if not points:
-        return plot.plot(pen=pg.mkPen(colour))
+    if not points:  # small dots still: a run with one batch per epoch would otherwise show nothing
+        return plot.plot(pen=pg.mkPen(colour), symbol="o", symbolSize=3, symbolPen=None, symbolBrush=colour)
     return plot.plot(pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=5, symbolBrush=colour)
