@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -90,6 +90,10 @@ class ReportPage(QWizardPage):
         layout.addWidget(self.samples)
         self._worker = None
         self._samples_worker = None
+        self._latest = None
+        self._progress_timer = QTimer(self)
+        self._progress_timer.setInterval(100)
+        self._progress_timer.timeout.connect(self._show_progress)
         self._cancel = CancelToken()
 
     def initializePage(self) -> None:  # noqa: N802 - Qt's naming
@@ -118,6 +122,16 @@ class ReportPage(QWizardPage):
         self.stop()
 
     def _progressed(self, event) -> None:
+        # Hundreds of these arrive per second; the widgets show the latest a few times a second.
+        self._latest = event
+        if not self._progress_timer.isActive():
+            self._progress_timer.start()
+
+    def _show_progress(self) -> None:
+        event, self._latest = self._latest, None
+        if event is None or self._wizard.report is not None:
+            self._progress_timer.stop()
+            return
         self.progress.setRange(0, event.total)
         self.progress.setValue(event.done)
         self.status.setText(f"Checked {event.done} of {event.total}: {event.path.name}")
