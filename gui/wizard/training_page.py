@@ -192,6 +192,10 @@ class TrainingPage(QWizardPage):
         self._batches_dirty = self._epochs_dirty = False
 
     def _finished(self, result) -> None:
+        if result.epochs_run == 0:  # stopped before any epoch ended: there is no trained model to show or use
+            self._set_status("Training was cancelled before the first epoch ended, so there is no new model. "
+                             "Go Back to change the settings, or close the wizard.")
+            return
         self._wizard.result = result
         if result.stopped != "cancelled":
             self.progress.setValue(self.progress.maximum())

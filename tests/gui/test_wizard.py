@@ -172,3 +172,19 @@ def test_live_plots_read_in_epochs_reset_per_run_and_show_throughput_early(qtbot
     assert training.loss_plot.viewRange()[0] == pytest.approx([0, 3], abs=0.2)  # a new run, new ranges
     assert training.accuracy_plot.viewRange()[0][1] == pytest.approx(3.5, abs=0.2)
     qtbot.waitUntil(training.isComplete, timeout=120_000)
+
+
+def test_a_run_cancelled_before_its_first_epoch_says_so_and_offers_no_model(qtbot, make_window, model_files,
+                                                                            tmp_path):
+    data = make_shapes_folder(tmp_path / "shapes", per_class=15)
+    wizard = wizard_on_report(qtbot, make_window(model_files["pets"]), data)
+    next_page(qtbot, wizard, wizard.settings_page)
+    settings_for(wizard, tmp_path / "run", mode="full", epochs=50, lr=1e-3)
+    wizard.settings_page.batch_size.setValue(2)
+    training = wizard.training_page
+    training.status_changed.connect(lambda text: "batch 2 of" in text and training.cancel())
+    next_page(qtbot, wizard, wizard.training_page)
+    qtbot.waitUntil(lambda: not training.running, timeout=60_000)
+    assert training.epochs == []
+    assert "-100" not in training.status.text() and "before the first epoch" in training.status.text()
+    assert not wizard.button(QWizard.WizardButton.NextButton).isEnabled()  # no model to evaluate or use
