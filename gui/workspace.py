@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
+from superqt.utils import thread_worker
 
 from gui import workers
 from gui.qimage import qimage_to_png
@@ -55,6 +56,7 @@ class Workspace(QObject):
         self._decoding: set[int] = set()
         self._removed: list[list[ImageItem]] = []
         self._paste_folder: Path | None = None
+        self._pasted = 0
         self._closed = False
 
     # ----- the model -------------------------------------------------------------------------------------
@@ -95,12 +97,17 @@ class Workspace(QObject):
         self._run(worker)
 
     def add_image(self, image: QImage) -> None:
-        """Add a pasted image (saved as PNG in a temporary folder so the engine's loader reads it)."""
+        """Add a pasted image: saved as PNG in a temporary folder (on a worker: a screenshot can be large) so the
+        engine's loader reads it like any file."""
+        if self._closed:
+            return
         if self._paste_folder is None:
             self._paste_folder = Path(tempfile.mkdtemp(prefix="cardinal-pasted-"))
-        path = self._paste_folder / f"pasted-{self._next_id + 1}.png"
-        path.write_bytes(qimage_to_png(image))
-        self.add_files([path])
+        self._pasted += 1
+        worker = _save_png(image.copy(), self._paste_folder / f"pasted-{self._pasted}.png")
+        worker.returned.connect(lambda path: self.add_files([path]))
+        worker.errored.connect(lambda error: self.problem.emit(f"Could not keep the pasted image: {error}"))
+        self._run(worker)
 
     def add_files(self, files: list[Path]) -> list[int]:
         """Add image files that are not open yet; returns the new item ids (`items_added` says how many were
@@ -270,6 +277,13 @@ class Workspace(QObject):
         self._stop_classifying()
         for worker in list(self._jobs):
             worker.quit()
+
+
+@thread_worker(start_thread=False, ignore_errors=True)
+@workers.surface_errors
+def _save_png(image: QImage, path: Path) -> Path:
+    path.write_bytes(qimage_to_png(image))
+    return path
 
 
 def _identity(path: Path) -> Path:

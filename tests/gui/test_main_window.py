@@ -165,6 +165,7 @@ def test_paste_an_image_from_the_clipboard(qtbot, make_window, model_files):
     # setImage lets the clipboard own its data (a Python-made QMimeData handed over crashes at exit).
     QGuiApplication.clipboard().setImage(array_to_qimage(np.asarray(random_picture(4))))
     window.paste()
+    assert not window.workspace.items  # encoding and writing the PNG happen on a worker, not in paste()
     wait_classified(qtbot, window, 1)
     item = next(iter(window.workspace.items.values()))
     assert item.error is None and item.name.startswith("pasted-")
