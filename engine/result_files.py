@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TextIO
 
@@ -24,14 +24,17 @@ class ResultWriter:
 
     With `with_errors`, images that could not be classified are written too (an `error` column in CSV, an
     `error` field in JSON); without it they are left to the caller (the CLI reports them on stderr).
+    `printable` turns paths and labels into text fit for a terminal in the table (CSV and JSON quote their own).
     """
 
-    def __init__(self, fmt: str, out: TextIO, *, with_errors: bool = False) -> None:
+    def __init__(self, fmt: str, out: TextIO, *, with_errors: bool = False,
+                 printable: Callable[[object], str] = str) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown result format '{fmt}'; choose one of {', '.join(FORMATS)}")
         self.fmt = fmt
         self.out = out
         self.with_errors = with_errors
+        self.printable = printable
         self.written = 0
         self.failed = 0
         self._collected: list[dict] = []
@@ -55,9 +58,9 @@ class ResultWriter:
             for rank, p in enumerate(predictions, start=1):
                 self._csv.writerow([str(path), rank, p.index, p.label, f"{p.probability:.6f}", *extra])
         else:
-            self.out.write(f"{path}\n")
+            self.out.write(f"{self.printable(path)}\n")
             for rank, p in enumerate(predictions, start=1):
-                self.out.write(f"  {rank:>2}  {p.probability * 100:6.2f}%  {p.label}\n")
+                self.out.write(f"  {rank:>2}  {p.probability * 100:6.2f}%  {self.printable(p.label)}\n")
         self.out.flush()
 
     def write_error(self, path: str | Path, reason: str) -> None:
@@ -70,7 +73,7 @@ class ResultWriter:
         elif self._csv:
             self._csv.writerow([str(path), "", "", "", "", reason])
         else:
-            self.out.write(f"{path}\n  error: {reason}\n")
+            self.out.write(f"{self.printable(path)}\n  error: {self.printable(reason)}\n")
         self.out.flush()
 
     def finish(self) -> None:

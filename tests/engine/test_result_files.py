@@ -50,6 +50,9 @@ def test_table_and_format_choice():
     out = io.StringIO()
     ResultWriter("table", out).write("a.png", TOP)
     assert out.getvalue().splitlines()[1].split() == ["1", "70.00%", "fish"]
+    escaped = io.StringIO()
+    ResultWriter("table", escaped, printable=lambda text: str(text).replace("\n", "\\n")).write("a\nb.png", TOP)
+    assert escaped.getvalue().splitlines()[0] == "a\\nb.png"  # a terminal-safe name, as the CLI asks
     assert format_for("x/results.JSON") == "json" and format_for("results.csv") == "csv"
     with pytest.raises(ValueError):
         ResultWriter("xml", out)
