@@ -20,6 +20,7 @@ from engine import cam
 from engine.errors import CardinalError, ImageLoadError
 from engine.images import ImageSource, load_image
 from engine.models import LoadedModel
+from engine.progress import CancelToken
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
@@ -259,13 +260,15 @@ class Classifier:
         keep_images: bool = False,
         decode_workers: int | None = None,
         draft_size: int | None = None,
+        cancel: CancelToken | None = None,
     ) -> Iterator[FileResult]:
         """Classify files in order, decoding ahead on threads while the model computes.
 
-        Yields one FileResult per path (bad files carry their error and do not stop the rest). Closing
-        the generator stops the work. Decoding uses 2 threads on the CPU (more would starve the model's
-        own threads) and up to 8 when a GPU does the model's work. JPEGs decode at reduced size, no
-        smaller than `draft_size` (default: what the model resizes to); `keep_images` returns them.
+        Yields one FileResult per path (bad files carry their error and do not stop the rest). Cancelling
+        `cancel` raises `Cancelled` before the next batch; closing the generator also stops the work.
+        Decoding uses 2 threads on the CPU (more would starve the model's own threads) and up to 8 when a
+        GPU does the model's work. JPEGs decode at reduced size, no smaller than `draft_size` (default: what
+        the model resizes to); `keep_images` returns them.
         """
         if decode_workers is None:
             decode_workers = 2 if self.device.type == "cpu" else min(8, os.cpu_count() or 2)
@@ -290,6 +293,8 @@ class Classifier:
                             queue.append((path, pool.submit(decode, path)))
                     if not queue:
                         return
+                    if cancel is not None:
+                        cancel.raise_if_cancelled("classification")
                     batch_items = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
                     yield from self._run_decoded(batch_items, k, keep_features, keep_images)
             finally:

@@ -10,6 +10,7 @@ import numpy as np
 
 from engine.classify import Analysis, Classifier
 from engine.data import Sample
+from engine.progress import CancelToken
 
 
 @dataclass(frozen=True)
@@ -21,16 +22,24 @@ class ClassMetrics:
     support: int
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class Mistake:
-    """A misclassified image, with what a heat-map of the true or the predicted class needs."""
+    """A misclassified image: which file, the true and the predicted class and their probabilities.
+
+    It keeps no activations, so an evaluation's memory does not grow with its mistakes; `explain`
+    computes a mistake's heat-maps when someone looks at it.
+    """
 
     path: Path
     true_index: int
     predicted_index: int
     true_probability: float
     predicted_probability: float
-    analysis: Analysis
+
+
+def explain(classifier: Classifier, mistake: Mistake) -> Analysis:
+    """Classify the mistaken image again, keeping what heat-maps of its true and predicted class need."""
+    return classifier.analyze_source(mistake.path, k=1, keep_features=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,16 +87,18 @@ class EvaluationProgress:
 
 
 def evaluate(
-    classifier: Classifier, samples: Sequence[Sample], *, batch_size: int = 16
+    classifier: Classifier, samples: Sequence[Sample], *, batch_size: int = 16, cancel: CancelToken | None = None
 ) -> Generator[EvaluationProgress, None, Evaluation]:
-    """Classify labelled samples, yielding progress; returns the metrics and every mistake."""
+    """Classify labelled samples, yielding progress; returns the metrics and every mistake.
+
+    Memory stays flat in the number of images: only counts and small per-mistake records are kept.
+    """
     names = classifier.class_names
     confusion = np.zeros((len(names), len(names)), np.int64)
     mistakes: list[Mistake] = []
     failures: list[tuple[Path, str]] = []
     labels = [label for _, label in samples]
-    results = classifier.classify_files([path for path, _ in samples], k=1, batch_size=batch_size,
-                                        keep_features=True)
+    results = classifier.classify_files([path for path, _ in samples], k=1, batch_size=batch_size, cancel=cancel)
     for done, (result, label) in enumerate(zip(results, labels, strict=True), start=1):
         if result.error is not None:
             failures.append((result.path, result.error.reason))
@@ -96,8 +107,7 @@ def evaluate(
             confusion[label, predicted.index] += 1
             if predicted.index != label:
                 mistakes.append(Mistake(result.path, label, predicted.index,
-                                        float(result.analysis.probabilities[label]), predicted.probability,
-                                        result.analysis))
+                                        float(result.analysis.probabilities[label]), predicted.probability))
         yield EvaluationProgress(done, len(samples))
     return Evaluation(names, _accuracy(confusion), _per_class(confusion, names), confusion, tuple(mistakes),
                       tuple(failures))

@@ -119,7 +119,7 @@ class ResultsPage(QWizardPage):
         mistakes = self.evaluation.mistakes_for(row, column)
         if not mistakes:
             return
-        self.mistakes_dialog = MistakesDialog(mistakes, self.evaluation.class_names, self)
+        self.mistakes_dialog = MistakesDialog(mistakes, self.evaluation.class_names, self.classifier, self)
         self.mistakes_dialog.show()
 
     def best_path(self) -> Path:
@@ -151,12 +151,13 @@ class ResultsPage(QWizardPage):
 class MistakesDialog(QDialog):
     """Each misclassified image twice: heat-map of the predicted class, and of the true class."""
 
-    def __init__(self, mistakes, class_names, parent: QWidget | None = None) -> None:
+    def __init__(self, mistakes, class_names, classifier, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         from PIL import Image
 
         from engine.cam import overlay
         from engine.errors import ImageLoadError
+        from engine.evaluation import explain
         from engine.images import load_image
 
         true_name = class_names[mistakes[0].true_index]
@@ -180,9 +181,10 @@ class MistakesDialog(QDialog):
                              f"{true_name}: {mistake.true_probability:.1%}")
             caption.setToolTip(str(mistake.path))
             grid.addWidget(caption, row, 0)
+            analysis = explain(classifier, mistake)
             for column, class_index in ((1, mistake.predicted_index), (2, mistake.true_index)):
-                heatmap = mistake.analysis.heatmap(class_index, size=size)
-                blended = overlay(pixels, heatmap, opacity=0.5, seen=mistake.analysis.seen_box(size))
+                heatmap = analysis.heatmap(class_index, size=size)
+                blended = overlay(pixels, heatmap, opacity=0.5, seen=analysis.seen_box(size))
                 pixmap = QPixmap.fromImage(array_to_qimage(blended))
                 if max(size) < MISTAKE_SIZE:  # small images are enlarged so the heat-map can be read
                     pixmap = pixmap.scaled(MISTAKE_SIZE, MISTAKE_SIZE, Qt.AspectRatioMode.KeepAspectRatio,
