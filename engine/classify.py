@@ -31,9 +31,14 @@ def select_device(preference: str | None = None) -> torch.device:
         try:
             device = torch.device(preference)
         except (RuntimeError, ValueError):
-            raise CardinalError(f"unknown device '{preference}'; use auto, cpu, cuda, cuda:N or mps") from None
+            device = None
+        if device is None or device.type not in ("cpu", "cuda", "mps"):
+            raise CardinalError(f"unknown device '{preference}'; use auto, cpu, cuda, cuda:N or mps")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise CardinalError("CUDA was requested but no CUDA GPU is available; use --device cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise CardinalError(f"there is no GPU {device.index}: this computer has {torch.cuda.device_count()} "
+                                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
         if device.type == "mps" and not torch.backends.mps.is_available():
             raise CardinalError("Apple MPS was requested but is not available here; use --device cpu")
         return device

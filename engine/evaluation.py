@@ -11,6 +11,7 @@ import numpy as np
 from engine.classify import Analysis, Classifier
 from engine.data import Sample
 from engine.progress import CancelToken
+from engine.terminal import printable
 
 
 @dataclass(frozen=True)
@@ -56,27 +57,28 @@ class Evaluation:
         return [m for m in self.mistakes if m.true_index == true_index and m.predicted_index == predicted_index]
 
     def format_report(self) -> str:
-        """The same numbers as text, for the terminal."""
-        width = max(len(name) for name in self.class_names + ("class",))
+        """The same numbers as text, for the terminal (names escaped: they come from folders and files)."""
+        names = [printable(name) for name in self.class_names]
+        width = max(len(name) for name in [*names, "class"])
         lines = [f"accuracy {self.accuracy:.2%} on {int(self.confusion.sum())} images", ""]
         lines.append(f"{'class':<{width}}  precision  recall     f1  images")
-        for metrics in self.per_class:
-            lines.append(f"{metrics.name:<{width}}  {metrics.precision:9.3f}  {metrics.recall:6.3f}  "
+        for name, metrics in zip(names, self.per_class, strict=True):
+            lines.append(f"{name:<{width}}  {metrics.precision:9.3f}  {metrics.recall:6.3f}  "
                          f"{metrics.f1:5.3f}  {metrics.support:6d}")
         lines += ["", "confusion matrix (rows: true class, columns: predicted class)"]
         cell = max(5, len(str(int(self.confusion.max(initial=0)))) + 1)
-        lines.append(" " * (width + 2) + "".join(f"{i:>{cell}}" for i in range(len(self.class_names))))
-        for index, name in enumerate(self.class_names):
+        lines.append(" " * (width + 2) + "".join(f"{i:>{cell}}" for i in range(len(names))))
+        for index, name in enumerate(names):
             row = "".join(f"{int(v):>{cell}}" for v in self.confusion[index])
             lines.append(f"{name:<{width}}  {row}   ({index})")
         if self.mistakes:
             lines += ["", f"{len(self.mistakes)} misclassified:"]
             for mistake in self.mistakes:
-                lines.append(f"  {mistake.path}: {self.class_names[mistake.true_index]} taken for "
-                             f"{self.class_names[mistake.predicted_index]} ({mistake.predicted_probability:.1%}; "
+                lines.append(f"  {printable(mistake.path)}: {names[mistake.true_index]} taken for "
+                             f"{names[mistake.predicted_index]} ({mistake.predicted_probability:.1%}; "
                              f"true class {mistake.true_probability:.1%})")
         for path, reason in self.failures:
-            lines.append(f"  could not read {path}: {reason}")
+            lines.append(f"  could not read {printable(path)}: {printable(reason)}")
         return "\n".join(lines)
 
 

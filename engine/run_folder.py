@@ -49,6 +49,7 @@ def claim_run_folder(folder: str | Path, *, resume: bool) -> Iterator[Path]:
                 _held[folder] -= 1
         return
     _check_contents(folder, resume)
+    created = not folder.exists()
     handle = _acquire(folder)
     with _held_lock:
         _held[folder] = 1
@@ -59,6 +60,9 @@ def claim_run_folder(folder: str | Path, *, resume: bool) -> Iterator[Path]:
         with _held_lock:
             del _held[folder]
         _release(folder, handle)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # a run that wrote nothing leaves no empty folder behind (fails if not empty)
 
 
 def existing_run_files(folder: Path) -> list[str]:

@@ -72,20 +72,20 @@ def load_run_state(folder: Path) -> RunState:
     return RunState(**values)
 
 
-def check_resumable(state: RunState, *, class_names: tuple[str, ...], architecture: str, mode: str,
-                    base: str) -> None:
-    """Refuse to continue a run with other classes, another architecture, mode or starting point."""
-    if state.class_names != class_names:
+def check_resumable(state: RunState, *, class_names: tuple[str, ...] | None = None, architecture: str | None = None,
+                    mode: str | None = None, base: str | None = None) -> None:
+    """Refuse to continue a run with other classes, another architecture, mode or starting point (each
+    checked when given, so the CLI can check what it knows before scanning the folder)."""
+    if class_names is not None and state.class_names != class_names:
         raise TrainingError(
             f"cannot resume: the classes changed (checkpoint: {short_list(state.class_names)}; folder: "
             f"{short_list(class_names)}). Start a new run in another folder."
         )
-    if state.architecture != architecture:
+    if architecture is not None and state.architecture != architecture:
         raise TrainingError(f"cannot resume: the run trains {state.architecture}, not {architecture}; "
                             f"resume with --model {state.architecture}")
-    if state.recipe.get("mode") != mode:
-        raise TrainingError(f"cannot resume a {state.recipe.get('mode')} run in {mode} mode; "
-                            f"resume with --mode {state.recipe.get('mode')}")
-    if state.base != base:
+    run_mode = state.recipe.get("mode")
+    if mode is not None and run_mode != mode:
+        raise TrainingError(f"cannot resume a {run_mode} run in {mode} mode; resume with --mode {run_mode}")
+    if base is not None and state.base != base:
         raise TrainingError(f"cannot resume: the run started from {state.base}, not from {base}")
-

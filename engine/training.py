@@ -37,7 +37,7 @@ from engine.training_events import (
     TrainingResult,
 )
 from engine.training_modes import MODE_TYPES, TrainingMode, train_transform
-from engine.weights import read_state_dict
+from engine.weights import Progress, read_state_dict
 
 __all__ = [
     "AUGMENTATIONS", "CHECKPOINT_NAME", "MODES", "OPTIMIZERS", "TRAINABLE_FROM", "BatchEnd", "EpochEnd", "Event",
@@ -70,15 +70,23 @@ def new_model(base: LoadedModel, class_names: tuple[str, ...], seed: int = 0) ->
 
 
 def load_base_model(
-    kind: str, *, architecture: str, path: str | Path | None = None, mirror: str | None = None, seed: int = 0
+    kind: str,
+    *,
+    architecture: str,
+    path: str | Path | None = None,
+    mirror: str | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
 ) -> LoadedModel:
-    """Where fine-tuning starts: 'imagenet' weights, 'scratch' (random), or a saved model 'file' at `path`."""
+    """Where fine-tuning starts: 'imagenet' weights (downloaded if needed), 'scratch' (random), or a saved
+    model 'file' at `path`."""
     from engine.models import load_model_file, load_pretrained, random_model
 
     if kind == "scratch":
         return random_model(architecture, seed=seed)
     if kind == "imagenet":
-        return load_pretrained(architecture, mirror=mirror)
+        return load_pretrained(architecture, mirror=mirror, progress=progress, cancel=cancel)
     if kind == "file" and path:
         return load_model_file(path)
     raise TrainingError(f"unknown starting point '{kind}' (choose imagenet, scratch or a model file)")
