@@ -162,12 +162,12 @@ class _Run:
         self.best_accuracy, self.best_epoch = 0.0, 0
         self.batch_size = recipe.batch_size
         self.saved_epoch = 0
-        self.last_save = time.monotonic()
         self.best_pending: dict[str, torch.Tensor] | None = None  # best weights not yet on disk
         self.last_good: dict[str, torch.Tensor] | None = None
 
     def start(self, state: RunState | None, train_samples: list) -> None:
         """Build the optimizer and loss, and continue from `state` when resuming."""
+        self.last_save = time.monotonic()  # the save interval counts training time, not the feature pass
         self.optimizer = self._optimizer()
         labels = torch.tensor([label for _, label in train_samples])
         weights = None
