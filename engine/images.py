@@ -84,22 +84,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _high_depth_to_uint8(image: Image.Image) -> np.ndarray:
-    """Scale 16-bit, 32-bit integer and float images to 0..255 without clipping their range away."""
+    """Scale 16-bit, 32-bit integer and float images to 0..255 without clipping their range away.
+
+    NaN (a float image's "no data") becomes black, so an image that is all NaN loads as all black.
+    """
     values = np.asarray(image, dtype=np.float64)
+    # The range comes from the finite values only: NaN-aware reductions warn when nothing is finite.
+    finite = values[np.isfinite(values)]
+    top = float(finite.max()) if finite.size else 0.0
+    bottom = float(finite.min()) if finite.size else 0.0
     if image.mode.startswith("I;16"):
         scaled = values / 257.0
-    elif image.mode == "F" and values.size and np.nanmax(values) <= 1.0 and np.nanmin(values) >= 0.0:
+    elif image.mode == "F" and bottom >= 0.0 and top <= 1.0:
         scaled = values * 255.0
+    elif bottom >= 0 and top <= 255:
+        scaled = values
+    elif bottom >= 0 and top <= 65535:
+        scaled = values / 257.0
     else:
-        finite = values[np.isfinite(values)]
-        top = float(finite.max()) if finite.size else 0.0
-        bottom = float(finite.min()) if finite.size else 0.0
-        if bottom >= 0 and top <= 255:
-            scaled = values
-        elif bottom >= 0 and top <= 65535:
-            scaled = values / 257.0
-        else:
-            scaled = (values - bottom) / max(top - bottom, 1e-12) * 255.0
+        scaled = (values - bottom) / max(top - bottom, 1e-12) * 255.0
     return np.nan_to_num(np.clip(scaled, 0, 255)).round().astype(np.uint8)
 
 
