@@ -19,6 +19,12 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
 )
 # Pillow's own default; above it an image is treated as a decompression bomb.
 DEFAULT_MAX_PIXELS: int = 89_478_485
+# Preprocessing resizes the short side to R px, so an image of aspect ratio A becomes R x A*R pixels,
+# whatever its size (Pillow holds RGB at 4 bytes a pixel). At 100:1 the worst accepted image becomes
+# 232 x 23,200 = 21.5 MB for ResNeXt's resize of 232, and 512 x 51,200 = 105 MB for a 512 px resize;
+# a 1x60000 strip of a few hundred bytes would become 13 GB. 100:1 still takes stitched panoramas
+# (up to ~10:1), web banners (~11:1) and long till receipts (~20:1).
+MAX_ASPECT_RATIO: int = 100
 
 ImageSource = str | Path | bytes
 
@@ -54,6 +60,8 @@ def load_image(
     width, height = image.size
     if width * height > max_pixels:
         raise ImageLoadError(label, _bomb_reason((width, height), max_pixels))
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageLoadError(label, _aspect_reason(width, height))
     try:
         if draft_size is not None and image.format == "JPEG":
             image.draft("RGB", (draft_size, draft_size))
@@ -133,6 +141,14 @@ def _bomb_reason(size: tuple[int, int] | None, max_pixels: int) -> str:
     return (
         f"image is {dims}, above the {max_pixels:,}-pixel safety limit "
         "(a possible decompression bomb); shrink it before classifying"
+    )
+
+
+def _aspect_reason(width: int, height: int) -> str:
+    ratio = f"{max(width, height) / max(min(width, height), 1):.1f}".removesuffix(".0")
+    return (
+        f"image is {width}x{height} pixels, an aspect ratio of {ratio}:1; "
+        f"Cardinal accepts up to {MAX_ASPECT_RATIO}:1, crop it first"
     )
 
 

@@ -148,3 +148,21 @@ def make_shapes_folder(root, per_class=12, counts=None, fmt="PNG"):
         for number in range((counts or {}).get(kind, per_class)):
             shape_picture(kind, seed=index * 1000 + number).save(folder / f"{number:03d}.{fmt.lower()}", fmt)
     return root
+
+
+def run_python(code: str, *, timeout: float = 60, max_memory: int | None = None):
+    """Run `code` in a fresh Python that imports this checkout; `max_memory` caps its address space (bytes)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def limit_memory():  # runs in the child just before Python starts
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env,
+        preexec_fn=limit_memory if max_memory else None,
+    )

@@ -1,0 +1,94 @@
+"""Hostile and clumsy input for the one image loader: shapes, special files, huge files, deep folders."""
+
+import json
+import sys
+
+import pytest
+from PIL import Image
+
+from engine.errors import ImageLoadError
+from engine.images import MAX_ASPECT_RATIO, load_image
+from tests.conftest import encode, run_python
+
+
+def strip_png(width: int, height: int) -> bytes:
+    return encode(Image.new("1", (width, height), 1), "PNG")
+
+
+@pytest.mark.parametrize("size", [(1, 60000), (60000, 1)])
+def test_extreme_aspect_ratio_is_refused_with_the_limit_and_the_fix(tmp_path, size):
+    path = tmp_path / "strip.png"
+    path.write_bytes(strip_png(*size))
+    assert path.stat().st_size < 1000  # a few hundred bytes that would resize to a 13 GB image
+    with pytest.raises(ImageLoadError) as info:
+        load_image(path)
+    assert info.value.path == str(path)
+    assert info.value.reason == (
+        f"image is {size[0]}x{size[1]} pixels, an aspect ratio of 60000:1; "
+        f"Cardinal accepts up to {MAX_ASPECT_RATIO}:1, crop it first"
+    )
+
+
+def test_aspect_ratio_right_at_the_limit_loads_and_just_above_is_refused():
+    assert load_image(strip_png(3, 3 * MAX_ASPECT_RATIO)).size == (3, 3 * MAX_ASPECT_RATIO)
+    assert load_image(strip_png(2 * MAX_ASPECT_RATIO, 2)).size == (2 * MAX_ASPECT_RATIO, 2)
+    with pytest.raises(ImageLoadError, match=rf"aspect ratio of {MAX_ASPECT_RATIO}\.5:1"):
+        load_image(strip_png(2, 2 * MAX_ASPECT_RATIO + 1))
+
+
+# Loads one file and runs torchvision's ImageNet preprocessing (resize 232, crop 224) on it in a fresh
+# Python, reporting the peak resident memory after torch is imported and warmed up, and at the end.
+PEAK_RSS_CHILD = """
+import json, resource, sys
+from PIL import Image
+from torchvision.models import ResNeXt50_32X4D_Weights
+from torchvision.transforms._presets import ImageClassification
+from engine.errors import ImageLoadError
+from engine.images import load_image
+
+def peak_mb():
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+resize = int(sys.argv[2])
+if resize == 232:
+    preprocess = ResNeXt50_32X4D_Weights.IMAGENET1K_V2.transforms()
+else:
+    preprocess = ImageClassification(crop_size=resize - 32, resize_size=resize)
+preprocess(Image.new("RGB", (300, 300)))
+baseline = peak_mb()
+try:
+    outcome = list(preprocess(load_image(sys.argv[1])).shape)
+except ImageLoadError as error:
+    outcome = error.reason
+print(json.dumps({"baseline_mb": baseline, "peak_mb": peak_mb(), "outcome": outcome}))
+"""
+
+
+def peak_rss(path, resize: int = 232) -> dict:
+    code = f"import sys; sys.argv[1:] = [{str(path)!r}, '{resize}']\n" + PEAK_RSS_CHILD
+    child = run_python(code, timeout=120)
+    assert child.returncode == 0, child.stderr
+    result = json.loads(child.stdout)
+    print(f"{path.name} at resize {resize}: {result}")  # shown with -s; the figures the report quotes
+    return result
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="resource.getrusage is POSIX-only")
+def test_classifying_the_60000_to_1_strip_costs_no_memory(tmp_path):
+    path = tmp_path / "strip.png"
+    path.write_bytes(strip_png(1, 60000))
+    result = peak_rss(path)
+    assert "aspect ratio of 60000:1" in result["outcome"]
+    assert result["peak_mb"] - result["baseline_mb"] < 30
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="resource.getrusage is POSIX-only")
+def test_worst_accepted_aspect_ratio_keeps_preprocessing_memory_small(tmp_path):
+    # At the limit ResNeXt's resize to 232 px makes a 232 x 23,200 RGB image: 21.5 MB at 4 bytes a pixel.
+    path = tmp_path / "strip.png"
+    path.write_bytes(strip_png(1, MAX_ASPECT_RATIO))
+    result = peak_rss(path)
+    assert result["outcome"] == [3, 224, 224]
+    # torch alone is ~680 MB resident with a CUDA build, so the bound is on what the image adds.
+    assert result["peak_mb"] - result["baseline_mb"] < 80
