@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -117,17 +120,56 @@ def _high_depth_to_uint8(image: Image.Image) -> np.ndarray:
 def _read(source: ImageSource, label: str | None) -> bytes:
     if isinstance(source, bytes):
         return source
-    path = Path(source)
+    with open_image_file(source, label) as file:
+        try:
+            return file.read()
+        except OSError as error:
+            raise ImageLoadError(label, f"cannot read file ({error.strerror or error})") from None
+
+
+def open_image_file(path: str | Path, label: str | None = None) -> BinaryIO:
+    """Open a regular file for binary reading, or raise ImageLoadError saying why it is not one.
+
+    FIFOs, devices and sockets are refused from their metadata, never opened: opening a FIFO waits for
+    a writer, reading /dev/zero never ends, and opening some devices has side effects.
+    """
+    label = str(path) if label is None else label
     try:
-        return path.read_bytes()
+        _refuse_special(os.stat(path), label)
+        # Non-blocking, so that a FIFO swapped in after the check cannot hang the open; fstat then
+        # checks what was actually opened.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
-        raise ImageLoadError(label, "file not found") from None
-    except IsADirectoryError:
-        raise ImageLoadError(label, "is a folder, not an image") from None
+        reason = "broken link: the file it points to does not exist" if os.path.islink(path) else "file not found"
+        raise ImageLoadError(label, reason) from None
     except PermissionError:
         raise ImageLoadError(label, "permission denied: Cardinal cannot read this file") from None
     except OSError as error:
         raise ImageLoadError(label, f"cannot read file ({error.strerror or error})") from None
+    file = os.fdopen(fd, "rb")
+    try:
+        _refuse_special(os.fstat(fd), label)
+    except BaseException:
+        file.close()
+        raise
+    return file
+
+
+def _refuse_special(info: os.stat_result, label: str | None) -> None:
+    mode = info.st_mode
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        reason = "is a folder, not an image"
+    elif stat.S_ISFIFO(mode):
+        reason = "is a named pipe (FIFO), not an image file"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        reason = "is a device, not an image file"
+    elif stat.S_ISSOCK(mode):
+        reason = "is a socket, not an image file"
+    else:
+        reason = "is not a regular file, not an image file"
+    raise ImageLoadError(label, reason)
 
 
 def _damage_reason(error: Exception, what: str) -> str:
@@ -185,7 +227,9 @@ def iter_image_files(paths: Iterable[str | Path]) -> Iterator[Path]:
                 relative = child.relative_to(path).parts
                 if any(part.startswith(".") for part in relative):
                     continue
-                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES:
+                # Not only regular files: a FIFO or device named like an image is passed on so that the
+                # loader can name it and say why it is refused (it never opens one).
+                if not child.is_dir() and child.suffix.lower() in IMAGE_SUFFIXES:
                     yield child
         else:
             yield path

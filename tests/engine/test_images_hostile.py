@@ -1,13 +1,17 @@
 """Hostile and clumsy input for the one image loader: shapes, special files, huge files, deep folders."""
 
 import json
+import os
+import socket
 import sys
+import tempfile
+import time
 
 import pytest
 from PIL import Image
 
 from engine.errors import ImageLoadError
-from engine.images import MAX_ASPECT_RATIO, load_image
+from engine.images import MAX_ASPECT_RATIO, iter_image_files, load_image
 from tests.conftest import encode, run_python
 
 
@@ -92,3 +96,81 @@ def test_worst_accepted_aspect_ratio_keeps_preprocessing_memory_small(tmp_path):
     assert result["outcome"] == [3, 224, 224]
     # torch alone is ~680 MB resident with a CUDA build, so the bound is on what the image adds.
     assert result["peak_mb"] - result["baseline_mb"] < 80
+
+
+# A regression here hangs (a FIFO waits for a writer) or eats memory (/dev/zero never ends), so the loader
+# runs in a child process with a time limit and a 2 GB cap on its memory.
+LOAD_CHILD = """
+import json, sys
+from engine.errors import ImageLoadError
+from engine.images import load_image
+try:
+    load_image(sys.argv[1])
+    print(json.dumps("loaded"))
+except ImageLoadError as error:
+    print(json.dumps(error.reason))
+"""
+
+
+def reason_in_child(path) -> str:
+    code = f"import sys; sys.argv[1:] = [{str(path)!r}]\n" + LOAD_CHILD
+    started = time.monotonic()
+    child = run_python(code, timeout=30, max_memory=2 * 2**30)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert time.monotonic() - started < 20
+    return json.loads(child.stdout)
+
+
+@pytest.fixture
+def short_dir():
+    """A folder with a short path: a socket's path must fit in ~100 bytes."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:
+        yield folder
+
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="FIFOs, sockets and /dev are POSIX")
+
+
+@posix_only
+def test_a_fifo_is_refused_at_once_not_waited_on(tmp_path):
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    assert reason_in_child(fifo) == "is a named pipe (FIFO), not an image file"
+
+
+@posix_only
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null"])
+def test_a_device_is_refused_without_being_read(device):
+    assert reason_in_child(device) == "is a device, not an image file"
+
+
+@posix_only
+def test_a_socket_is_refused(short_dir):
+    path = os.path.join(short_dir, "s.png")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(path)
+        with pytest.raises(ImageLoadError, match="^.*: is a socket, not an image file$"):
+            load_image(path)
+
+
+@posix_only
+def test_special_files_inside_a_folder_are_listed_so_the_loader_names_them(tmp_path):
+    os.mkfifo(tmp_path / "b_pipe.png")
+    os.symlink("/dev/zero", tmp_path / "c_zero.png")
+    (tmp_path / "a.png").write_bytes(encode(Image.new("RGB", (8, 8))))
+    os.mkfifo(tmp_path / "pipe_without_suffix")
+    found = list(iter_image_files([tmp_path]))
+    assert [p.name for p in found] == ["a.png", "b_pipe.png", "c_zero.png"]
+    assert [reason_in_child(path) for path in found] == [
+        "loaded",
+        "is a named pipe (FIFO), not an image file",
+        "is a device, not an image file",
+    ]
+
+
+@posix_only
+def test_a_broken_link_says_so(tmp_path):
+    os.symlink(tmp_path / "moved-away.jpg", tmp_path / "link.jpg")
+    with pytest.raises(ImageLoadError, match="broken link: the file it points to does not exist"):
+        load_image(tmp_path / "link.jpg")
+    assert [p.name for p in iter_image_files([tmp_path])] == ["link.jpg"]
