@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import io
 import os
 import stat
@@ -28,6 +29,20 @@ DEFAULT_MAX_PIXELS: int = 89_478_485
 # a 1x60000 strip of a few hundred bytes would become 13 GB. 100:1 still takes stitched panoramas
 # (up to ~10:1), web banners (~11:1) and long till receipts (~20:1).
 MAX_ASPECT_RATIO: int = 100
+# No photo is this large (a 100 MP camera's raw-free JPEG is ~50 MB); above it a file is refused unread.
+MAX_FILE_BYTES: int = 512 * 2**20
+# The first bytes of each allowed format, as Pillow's plugins recognise them (WEBP is checked apart: its
+# "WEBP" tag sits after the RIFF size). TIFF: classic and BigTIFF in both byte orders, and the two
+# swapped forms Pillow also reads.
+_SIGNATURES: dict[str, tuple[bytes, ...]] = {
+    "JPEG": (b"\xff\xd8\xff",),
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "GIF": (b"GIF87a", b"GIF89a"),
+    "BMP": (b"BM",),
+    "TIFF": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+", b"MM*\x00", b"II\x00*"),
+}
+# Enough to recognise an allowed format, to name another one (ICO, EPS) and to tell text from binary.
+_HEAD_BYTES = 64 * 1024
 
 ImageSource = str | Path | bytes
 
@@ -45,20 +60,40 @@ def load_image(
     to ~232 px anyway, and a 24 MP photo then decodes 8x faster.
     """
     label = name if name is not None else (None if isinstance(source, bytes) else str(source))
-    data = _read(source, label)
-    if not data:
-        raise ImageLoadError(label, "empty file (0 bytes)")
+    with _open_source(source, label) as file:
+        try:
+            head = file.read(_HEAD_BYTES)
+            file.seek(0)
+        except OSError as error:
+            raise ImageLoadError(label, f"cannot read file ({error.strerror or error})") from None
+        if not head:
+            raise ImageLoadError(label, "empty file (0 bytes)")
+        image_format = _sniff_format(head)
+        if image_format is None:
+            raise ImageLoadError(label, _unidentified_reason(head))
+        # Pillow reads the rest from the open file as it decodes: the file is never held whole in memory.
+        return _decode(file, image_format, head, label, max_pixels, draft_size)
+
+
+def _sniff_format(head: bytes) -> str | None:
+    """Which allowed format the file's first bytes announce (its magic number), or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for name, magic in _SIGNATURES.items() if head.startswith(magic)), None)
+
+
+def _decode(
+    file: BinaryIO, image_format: str, head: bytes, label: str | None, max_pixels: int, draft_size: int | None
+) -> Image.Image:
     try:
         with warnings.catch_warnings():
             # Our own limit below turns bombs into ImageLoadError; Pillow's warning would only repeat it.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            image = Image.open(file, formats=(image_format,))
     except Image.DecompressionBombError:
         raise ImageLoadError(label, _bomb_reason(None, max_pixels)) from None
-    except UnidentifiedImageError:
-        raise ImageLoadError(label, _unidentified_reason(data)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ImageLoadError(label, _damage_reason(error, "image header")) from None
+        raise ImageLoadError(label, _bad_header_reason(error, image_format, head)) from None
 
     width, height = image.size
     if width * height > max_pixels:
@@ -117,25 +152,22 @@ def _high_depth_to_uint8(image: Image.Image) -> np.ndarray:
     return np.nan_to_num(np.clip(scaled, 0, 255)).round().astype(np.uint8)
 
 
-def _read(source: ImageSource, label: str | None) -> bytes:
+def _open_source(source: ImageSource, label: str | None) -> BinaryIO:
     if isinstance(source, bytes):
-        return source
-    with open_image_file(source, label) as file:
-        try:
-            return file.read()
-        except OSError as error:
-            raise ImageLoadError(label, f"cannot read file ({error.strerror or error})") from None
+        _refuse_size(len(source), label)
+        return io.BytesIO(source)
+    return open_image_file(source, label)
 
 
 def open_image_file(path: str | Path, label: str | None = None) -> BinaryIO:
-    """Open a regular file for binary reading, or raise ImageLoadError saying why it is not one.
+    """Open a regular file of at most MAX_FILE_BYTES for binary reading, or raise ImageLoadError saying why not.
 
     FIFOs, devices and sockets are refused from their metadata, never opened: opening a FIFO waits for
     a writer, reading /dev/zero never ends, and opening some devices has side effects.
     """
     label = str(path) if label is None else label
     try:
-        _refuse_special(os.stat(path), label)
+        _refuse_unreadable(os.stat(path), label)
         # Non-blocking, so that a FIFO swapped in after the check cannot hang the open; fstat then
         # checks what was actually opened.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
@@ -144,20 +176,21 @@ def open_image_file(path: str | Path, label: str | None = None) -> BinaryIO:
         raise ImageLoadError(label, reason) from None
     except PermissionError:
         raise ImageLoadError(label, "permission denied: Cardinal cannot read this file") from None
-    except OSError as error:
-        raise ImageLoadError(label, f"cannot read file ({error.strerror or error})") from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the name
+        raise ImageLoadError(label, f"cannot read file ({getattr(error, 'strerror', None) or error})") from None
     file = os.fdopen(fd, "rb")
     try:
-        _refuse_special(os.fstat(fd), label)
+        _refuse_unreadable(os.fstat(fd), label)
     except BaseException:
         file.close()
         raise
     return file
 
 
-def _refuse_special(info: os.stat_result, label: str | None) -> None:
+def _refuse_unreadable(info: os.stat_result, label: str | None) -> None:
     mode = info.st_mode
     if stat.S_ISREG(mode):
+        _refuse_size(info.st_size, label)
         return
     if stat.S_ISDIR(mode):
         reason = "is a folder, not an image"
@@ -170,6 +203,16 @@ def _refuse_special(info: os.stat_result, label: str | None) -> None:
     else:
         reason = "is not a regular file, not an image file"
     raise ImageLoadError(label, reason)
+
+
+def _refuse_size(size: int, label: str | None) -> None:
+    if size > MAX_FILE_BYTES:
+        shown = f"{size / 2**30:.1f} GB" if size >= 2**30 else f"{size / 2**20:.1f} MB"
+        raise ImageLoadError(
+            label,
+            f"file is {shown}, above Cardinal's {MAX_FILE_BYTES // 2**20} MB limit for an image; "
+            "check that it is the right file, or save the image smaller",
+        )
 
 
 def _damage_reason(error: Exception, what: str) -> str:
@@ -194,24 +237,40 @@ def _aspect_reason(width: int, height: int) -> str:
     )
 
 
-def _unidentified_reason(data: bytes) -> str:
+def _unidentified_reason(head: bytes) -> str:
     allowed = ", ".join(ALLOWED_FORMATS)
     try:
-        with Image.open(io.BytesIO(data)) as other:
-            return f"{other.format} images are not supported; convert it to one of {allowed}"
-    except Exception:  # noqa: BLE001 - any failure here just means "not an image"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(head)) as other:
+                return f"{other.format} images are not supported; convert it to one of {allowed}"
+    except Exception:  # noqa: BLE001 - any failure here just means "not an image Pillow knows"
         pass
-    if data[:1] in (b"{", b"<") or _looks_like_text(data[:512]):
+    if _looks_like_text(head):
         return f"not an image (the file contains text); Cardinal reads {allowed}"
-    return f"not an image, or an unsupported format; Cardinal reads {allowed}"
+    return f"not an image: the file starts with no known image header; Cardinal reads {allowed}"
+
+
+def _bad_header_reason(error: Exception, image_format: str, head: bytes) -> str:
+    if _looks_like_text(head):  # a note that happens to start with "BM"
+        return _unidentified_reason(head)
+    if isinstance(error, UnidentifiedImageError):
+        return (
+            f"damaged {image_format} header: the file starts like a {image_format} image "
+            "but the rest of its header cannot be read"
+        )
+    return _damage_reason(error, f"{image_format} header")
 
 
 def _looks_like_text(head: bytes) -> bool:
+    if head[:1] in (b"{", b"<"):
+        return True
     try:
-        head.decode("utf-8")
+        # Incremental, so that a character cut in two at the end of `head` is not a decoding error.
+        text = codecs.getincrementaldecoder("utf-8")().decode(head[:4096])
     except UnicodeDecodeError:
         return False
-    return True
+    return all(char.isprintable() or char in "\t\n\r\f" for char in text.removeprefix("\ufeff"))
 
 
 def iter_image_files(paths: Iterable[str | Path]) -> Iterator[Path]:

@@ -3,9 +3,12 @@
 import json
 import os
 import sys
+import tracemalloc
 
 import pytest
 
+from engine.data import scan_dataset
+from engine.progress import run_to_end
 from tests.conftest import make_shapes_folder, run_python
 
 # A regression here hangs (a FIFO waits for a writer) or eats memory, so the scan runs in a child process
@@ -39,3 +42,28 @@ def test_special_files_in_a_class_are_listed_with_their_reason_and_the_scan_goes
         "gone.png": "broken link: the file it points to does not exist",
     }
     assert result["counts"] == {"blue_bars": 5, "green_squares": 5, "red_circles": 5}
+
+
+def test_huge_files_are_listed_by_size_without_being_read(tmp_path):
+    root = make_shapes_folder(tmp_path / "data", per_class=5)
+    for name, size in [("huge.jpg", 3 * 2**30), ("enormous.png", 40 * 2**30)]:
+        with open(root / "red_circles" / name, "wb") as file:
+            file.truncate(size)  # sparse: costs no disk
+    tracemalloc.start()
+    try:
+        report = run_to_end(scan_dataset(root))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    reasons = {path.name: reason for path, reason in report.failures}
+    assert reasons["huge.jpg"].startswith("file is 3.0 GB, above Cardinal's 512 MB limit for an image")
+    assert reasons["enormous.png"].startswith("file is 40.0 GB, above Cardinal's 512 MB limit for an image")
+    assert report.counts() == {"blue_bars": 5, "green_squares": 5, "red_circles": 5}
+    assert peak < 50 * 2**20
+
+
+def test_duplicates_are_still_found_with_the_streamed_hash(tmp_path):
+    root = make_shapes_folder(tmp_path / "data", per_class=5)
+    (root / "blue_bars" / "copy.png").write_bytes((root / "green_squares" / "003.png").read_bytes())
+    report = run_to_end(scan_dataset(root))
+    assert report.duplicates == ((root / "blue_bars" / "copy.png", root / "green_squares" / "003.png"),)

@@ -6,12 +6,13 @@ import socket
 import sys
 import tempfile
 import time
+import tracemalloc
 
 import pytest
 from PIL import Image
 
 from engine.errors import ImageLoadError
-from engine.images import MAX_ASPECT_RATIO, iter_image_files, load_image
+from engine.images import MAX_ASPECT_RATIO, MAX_FILE_BYTES, iter_image_files, load_image
 from tests.conftest import encode, run_python
 
 
@@ -174,3 +175,75 @@ def test_a_broken_link_says_so(tmp_path):
     with pytest.raises(ImageLoadError, match="broken link: the file it points to does not exist"):
         load_image(tmp_path / "link.jpg")
     assert [p.name for p in iter_image_files([tmp_path])] == ["link.jpg"]
+
+
+def sparse_file(path, size: int, head: bytes = b"") -> None:
+    """A file of `size` bytes that costs no disk: `head`, then a hole that reads as zeros."""
+    with open(path, "wb") as file:
+        file.write(head)
+        file.truncate(size)
+
+
+def refusal_and_peak_memory(path) -> tuple[str, int]:
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageLoadError) as info:
+            load_image(path)
+        return info.value.reason, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_huge_file_is_refused_by_its_size_before_anything_is_read(tmp_path):
+    path = tmp_path / "zeros.jpg"
+    sparse_file(path, 3 * 2**30)
+    reason, peak = refusal_and_peak_memory(path)
+    assert reason == (
+        "file is 3.0 GB, above Cardinal's 512 MB limit for an image; "
+        "check that it is the right file, or save the image smaller"
+    )
+    assert peak < 50 * 2**20
+
+
+def test_just_above_the_size_limit_is_refused_and_at_it_is_read(tmp_path):
+    above, at = tmp_path / "above.png", tmp_path / "at.png"
+    picture = encode(Image.new("RGB", (8, 8)), "PNG")
+    sparse_file(above, MAX_FILE_BYTES + 1, picture)
+    sparse_file(at, MAX_FILE_BYTES, picture)  # trailing junk after the image's end is ignored
+    assert "above Cardinal's 512 MB limit" in refusal_and_peak_memory(above)[0]
+    tracemalloc.start()
+    try:
+        assert load_image(at).size == (8, 8)
+        assert tracemalloc.get_traced_memory()[1] < 50 * 2**20  # the 512 MB were never read
+    finally:
+        tracemalloc.stop()
+
+
+def test_zeros_named_jpg_have_no_image_header_and_only_the_head_is_read(tmp_path):
+    path = tmp_path / "zeros.jpg"
+    sparse_file(path, 200 * 2**20)
+    reason, peak = refusal_and_peak_memory(path)
+    assert reason.startswith("not an image: the file starts with no known image header; Cardinal reads JPEG")
+    assert peak < 5 * 2**20
+    with pytest.raises(ImageLoadError, match="no known image header"):
+        load_image(bytes(100), name="pasted")
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>\n',
+         "not an image (the file contains text)"),
+        (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n%%EOF\n", "EPS images are not supported"),
+        ("caf\u00e9 receipt\n".encode() * 100, "not an image (the file contains text)"),
+        (b"BM is how this note starts, a BMP header it is not\n", "not an image (the file contains text)"),
+        (b"\xff\xd8\xff" + bytes(64), "damaged JPEG"),
+    ],
+    ids=["svg", "eps", "utf8-text", "text-like-bmp", "jpeg-magic-then-zeros"],
+)
+def test_other_contents_named_jpg_keep_their_own_reason(tmp_path, content, reason):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(content)
+    with pytest.raises(ImageLoadError) as info:
+        load_image(path)
+    assert info.value.reason.startswith(reason)
