@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import DatasetError, ImageLoadError
-from engine.images import IMAGE_SUFFIXES, load_image, open_image_file
+from engine.images import IMAGE_SUFFIXES, load_image, open_image_file, walk_files
 from engine.progress import CancelToken
 
 MIN_IMAGES_PER_CLASS = 5
@@ -64,12 +64,14 @@ def _class_folders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _files(folder: Path) -> list[Path]:
+def _files(folder: Path, cancel: CancelToken | None) -> list[Path]:
     # Every non-folder, FIFOs and devices included: the scan lists them with the loader's reason.
-    return sorted(
-        p for p in folder.rglob("*")
-        if not p.is_dir() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    found: list[Path] = []
+    for path in walk_files(folder):
+        if cancel is not None and len(found) % 1000 == 0:  # listing a huge folder can take a while too
+            cancel.raise_if_cancelled("the scan")
+        found.append(path)
+    return found
 
 
 def detect_layout(root: Path) -> tuple[Path, Path | None]:
@@ -106,14 +108,14 @@ def scan_dataset(
         )
     jobs: list[tuple[str, Path, int]] = []
     for index, folder in enumerate(class_dirs):
-        jobs += [("train", path, index) for path in _files(folder)]
+        jobs += [("train", path, index) for path in _files(folder, cancel)]
     if val_dir is not None:
         val_classes = {d.name: d for d in _class_folders(val_dir)}
         for name in sorted(set(val_classes) - set(class_names)):
             errors.append(f"class '{name}' is in {val_dir.name}/ but not in {train_dir.name}/")
         for index, name in enumerate(class_names):
             if name in val_classes:
-                jobs += [("val", path, index) for path in _files(val_classes[name])]
+                jobs += [("val", path, index) for path in _files(val_classes[name], cancel)]
             else:
                 warnings.append(f"class '{name}' has no {val_dir.name}/ folder: it will not be validated")
 

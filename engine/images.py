@@ -277,18 +277,51 @@ def iter_image_files(paths: Iterable[str | Path]) -> Iterator[Path]:
     """Expand files and folders (recursively, sorted) into the paths to classify.
 
     Files named directly are yielded whatever their suffix so the loader can say what is wrong with
-    them; inside folders only image suffixes count, hidden files and folders are skipped.
+    them; inside folders only image suffixes count, hidden files and folders are skipped. A FIFO or
+    device named like an image is yielded too: the loader names it and refuses it without opening it.
     """
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                relative = child.relative_to(path).parts
-                if any(part.startswith(".") for part in relative):
-                    continue
-                # Not only regular files: a FIFO or device named like an image is passed on so that the
-                # loader can name it and say why it is refused (it never opens one).
-                if not child.is_dir() and child.suffix.lower() in IMAGE_SUFFIXES:
-                    yield child
+            yield from (child for child in walk_files(path) if child.suffix.lower() in IMAGE_SUFFIXES)
         else:
             yield path
+
+
+def walk_files(folder: str | Path) -> Iterator[Path]:
+    """Everything below `folder` that is not a folder, depth first in name order, hidden names skipped.
+
+    An explicit stack instead of recursion, so depth has no limit. Linked folders are not entered (as
+    `Path.rglob` does not), and a folder already walked is not walked again, so nothing can loop.
+    Folders that cannot be listed are skipped.
+    """
+    pending: list[tuple[Path, bool]] = [(Path(folder), True)]  # (path, is a folder to walk)
+    walked: set[tuple[int, int]] = set()
+    while pending:
+        path, is_folder = pending.pop()
+        if not is_folder:
+            yield path
+            continue
+        try:
+            identity = os.stat(path)
+            with os.scandir(path) as listing:
+                entries = sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError:
+            continue
+        key = (identity.st_dev, identity.st_ino)
+        if key in walked:  # a bind mount of a folder above, say
+            continue
+        if identity.st_ino:  # some network drives report 0 for every folder: no identity to compare
+            walked.add(key)
+        for entry in reversed(entries):
+            if entry.is_dir(follow_symlinks=False):
+                pending.append((path / entry.name, True))
+            elif not _is_linked_folder(entry):  # files, links to files, FIFOs, broken links go on
+                pending.append((path / entry.name, False))
+
+
+def _is_linked_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a link to itself: not a folder, and the loader will say why it cannot be read
+        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import os
@@ -166,3 +167,39 @@ def run_python(code: str, *, timeout: float = 60, max_memory: int | None = None)
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env,
         preexec_fn=limit_memory if max_memory else None,
     )
+
+
+@contextlib.contextmanager
+def deep_folder(root, depth: int, content: bytes):
+    """root/d/d/.../d/deep.png, `depth` folders down; yields the file's path and removes the chain after.
+
+    Made and removed relative to folder descriptors, one level at a time: Python's recursive helpers
+    (`Path.rglob`, `shutil.rmtree`, pytest's own clean-up) fail on such a tree with RecursionError.
+    """
+    from pathlib import Path
+
+    folder = os.open(root, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=folder)
+            child = os.open("d", os.O_RDONLY, dir_fd=folder)
+            os.close(folder)
+            folder = child
+        image = os.open("deep.png", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=folder)
+        os.write(image, content)
+        os.close(image)
+    finally:
+        os.close(folder)
+    try:
+        yield Path(root, *["d"] * depth, "deep.png")
+    finally:
+        top = Path(root, "d")
+        while (top / "d").is_dir():  # lift the chain one level: root/d/d -> root/d, depth - 1
+            os.rename(top / "d", Path(root, "d.lifted"))
+            for leftover in top.iterdir():
+                leftover.unlink()
+            top.rmdir()
+            os.rename(Path(root, "d.lifted"), top)
+        for leftover in top.iterdir():
+            leftover.unlink()
+        top.rmdir()

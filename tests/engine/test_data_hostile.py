@@ -9,7 +9,7 @@ import pytest
 
 from engine.data import scan_dataset
 from engine.progress import run_to_end
-from tests.conftest import make_shapes_folder, run_python
+from tests.conftest import deep_folder, encode, make_shapes_folder, random_picture, run_python
 
 # A regression here hangs (a FIFO waits for a writer) or eats memory, so the scan runs in a child process
 # with a time limit and a 2 GB cap on its memory; it prints every failure and the readable counts.
@@ -67,3 +67,14 @@ def test_duplicates_are_still_found_with_the_streamed_hash(tmp_path):
     (root / "blue_bars" / "copy.png").write_bytes((root / "green_squares" / "003.png").read_bytes())
     report = run_to_end(scan_dataset(root))
     assert report.duplicates == ((root / "blue_bars" / "copy.png", root / "green_squares" / "003.png"),)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="made with folder descriptors (POSIX)")
+def test_a_class_folder_deeper_than_the_recursion_limit_and_a_link_loop_are_scanned(tmp_path):
+    root = make_shapes_folder(tmp_path / "data", per_class=5)
+    os.symlink(root, root / "red_circles" / "loop")
+    with deep_folder(root / "blue_bars", 1500, encode(random_picture(7))) as deep:
+        report = run_to_end(scan_dataset(root))
+    assert (deep, 0) in report.train
+    assert report.counts() == {"blue_bars": 6, "green_squares": 5, "red_circles": 5}
+    assert not report.failures

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from engine.errors import ImageLoadError
-from engine.images import MAX_ASPECT_RATIO, MAX_FILE_BYTES, iter_image_files, load_image
-from tests.conftest import encode, run_python
+from engine.images import MAX_ASPECT_RATIO, MAX_FILE_BYTES, iter_image_files, load_image, walk_files
+from tests.conftest import deep_folder, encode, run_python
 
 
 def strip_png(width: int, height: int) -> bytes:
@@ -247,3 +247,39 @@ def test_other_contents_named_jpg_keep_their_own_reason(tmp_path, content, reaso
     with pytest.raises(ImageLoadError) as info:
         load_image(path)
     assert info.value.reason.startswith(reason)
+
+
+@posix_only
+def test_a_folder_deeper_than_the_recursion_limit_is_walked(tmp_path):
+    depth = 1500
+    assert depth > sys.getrecursionlimit()
+    (tmp_path / "top.png").write_bytes(encode(Image.new("RGB", (8, 8))))
+    with deep_folder(tmp_path, depth, encode(Image.new("RGB", (8, 8), (255, 0, 0)))) as deep:
+        assert list(iter_image_files([tmp_path])) == [deep, tmp_path / "top.png"]
+        assert load_image(deep).getpixel((0, 0)) == (255, 0, 0)
+
+
+@posix_only
+def test_symlink_loops_end_and_linked_folders_are_not_entered(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(b"x")
+    os.symlink(tmp_path, tmp_path / "a" / "up")  # a/up/a/up/... forever if followed
+    os.symlink(tmp_path / "a", tmp_path / "also_a")
+    os.symlink("self.png", tmp_path / "self.png")  # a link to itself
+    found = [p.relative_to(tmp_path).as_posix() for p in walk_files(tmp_path)]
+    assert found == ["a/x.png", "self.png"]
+    with pytest.raises(ImageLoadError, match="cannot read file"):
+        load_image(tmp_path / "self.png")
+
+
+def test_walk_order_and_hidden_entries_are_those_of_the_sorted_recursive_glob(tmp_path):
+    names = ["a/z.png", "a.png", "a b.png", "a-1.png", "B.png", "\u00e9.png", "a/b/c.png", "ab/.x/y.png",
+             ".h.png", "a/.hidden.png", "a/b/d.txt", "Z/1.png"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    expected = [
+        path for path in sorted(tmp_path.rglob("*"))
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(tmp_path).parts)
+    ]
+    assert list(walk_files(tmp_path)) == expected
