@@ -29,7 +29,10 @@ DEFAULT_MAX_PIXELS: int = 89_478_485
 # a 1x60000 strip of a few hundred bytes would become 13 GB. 100:1 still takes stitched panoramas
 # (up to ~10:1), web banners (~11:1) and long till receipts (~20:1).
 MAX_ASPECT_RATIO: int = 100
-# No photo is this large (a 100 MP camera's raw-free JPEG is ~50 MB); above it a file is refused unread.
+# No photo is this large (a 100 MP camera's JPEG is ~50 MB); above it a file is refused unopened. Every
+# 8-bit image within the pixel limit fits even uncompressed (89 MP x 4 bytes = 358 MB); 16-bit TIFFs
+# that large (89 MP x 6 bytes = 537 MB) do not. Files are decoded as they are read, so this limit is
+# about refusing junk early, not about memory.
 MAX_FILE_BYTES: int = 512 * 2**20
 # The first bytes of each allowed format, as Pillow's plugins recognise them (WEBP is checked apart: its
 # "WEBP" tag sits after the RIFF size). TIFF: classic and BigTIFF in both byte orders, and the two

@@ -8,7 +8,8 @@ import tracemalloc
 import pytest
 
 from engine.data import scan_dataset
-from engine.progress import run_to_end
+from engine.errors import Cancelled
+from engine.progress import CancelToken, run_to_end
 from tests.conftest import deep_folder, encode, make_shapes_folder, random_picture, run_python
 
 # A regression here hangs (a FIFO waits for a writer) or eats memory, so the scan runs in a child process
@@ -16,7 +17,8 @@ from tests.conftest import deep_folder, encode, make_shapes_folder, random_pictu
 SCAN_CHILD = """
 import json, sys
 from engine.data import scan_dataset
-from engine.progress import run_to_end
+from engine.errors import Cancelled
+from engine.progress import CancelToken, run_to_end
 report = run_to_end(scan_dataset(sys.argv[1]))
 print(json.dumps({"failures": {p.name: reason for p, reason in report.failures}, "counts": report.counts()}))
 """
@@ -78,3 +80,13 @@ def test_a_class_folder_deeper_than_the_recursion_limit_and_a_link_loop_are_scan
     assert (deep, 0) in report.train
     assert report.counts() == {"blue_bars": 6, "green_squares": 5, "red_circles": 5}
     assert not report.failures
+
+
+def test_a_scan_cancelled_before_it_starts_stops_while_listing(tmp_path):
+    root = make_shapes_folder(tmp_path / "data", per_class=5)
+    token = CancelToken()
+    token.cancel()
+    events = []
+    with pytest.raises(Cancelled, match="the scan was cancelled"):
+        run_to_end(scan_dataset(root, cancel=token), events.append)
+    assert events == []
