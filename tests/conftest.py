@@ -193,13 +193,15 @@ def deep_folder(root, depth: int, content: bytes):
     try:
         yield Path(root, *["d"] * depth, "deep.png")
     finally:
-        top = Path(root, "d")
-        while (top / "d").is_dir():  # lift the chain one level: root/d/d -> root/d, depth - 1
-            os.rename(top / "d", Path(root, "d.lifted"))
-            for leftover in top.iterdir():
-                leftover.unlink()
-            top.rmdir()
-            os.rename(Path(root, "d.lifted"), top)
-        for leftover in top.iterdir():
-            leftover.unlink()
-        top.rmdir()
+        folder = os.open(root, os.O_RDONLY)
+        for _ in range(depth):
+            child = os.open("d", os.O_RDONLY, dir_fd=folder)
+            os.close(folder)
+            folder = child
+        os.unlink("deep.png", dir_fd=folder)
+        for _ in range(depth):  # climb back up through "..", removing the emptied folder at each step
+            parent = os.open("..", os.O_RDONLY, dir_fd=folder)
+            os.close(folder)
+            folder = parent
+            os.rmdir("d", dir_fd=folder)
+        os.close(folder)

@@ -283,3 +283,28 @@ def test_walk_order_and_hidden_entries_are_those_of_the_sorted_recursive_glob(tm
         if path.is_file() and not any(part.startswith(".") for part in path.relative_to(tmp_path).parts)
     ]
     assert list(walk_files(tmp_path)) == expected
+
+
+@posix_only
+def test_classify_command_names_each_hostile_file_and_classifies_the_rest(tmp_path):
+    from engine.models import save_model
+    from tests.conftest import make_tiny_model
+
+    model = save_model(make_tiny_model(("cat", "dog", "fish")), tmp_path / "pets.safetensors")
+    fifo, strip, zeros, good = (tmp_path / name for name in ["pipe.jpg", "strip.png", "zeros.jpg", "ok.png"])
+    os.mkfifo(fifo)
+    strip.write_bytes(strip_png(1, 60000))
+    sparse_file(zeros, 3 * 2**30)
+    good.write_bytes(encode(Image.new("RGB", (64, 48), (200, 30, 30))))
+    argv = ["classify", fifo, "/dev/zero", strip, zeros, good, "--weights", model, "--format", "csv", "--top-k", "1"]
+    code = f"import sys; from engine.cli import main; sys.exit(main({[str(a) for a in argv]!r}))"
+    child = run_python(code, timeout=120)
+    assert child.returncode == 1  # some files failed, and the run still ended
+    assert "ok.png" in child.stdout
+    for reason in [
+        f"{fifo}: is a named pipe (FIFO), not an image file",
+        "/dev/zero: is a device, not an image file",
+        f"{strip}: image is 1x60000 pixels, an aspect ratio of 60000:1",
+        f"{zeros}: file is 3.0 GB, above Cardinal's 512 MB limit",
+    ]:
+        assert reason in child.stderr
