@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import os
 import pickle
+import pickletools
 import re
 import sys
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -28,6 +32,9 @@ MIRROR_ENV = "CARDINAL_WEIGHTS_MIRROR"
 # torchvision names its files "<name>-<first hex digits of sha256>.pth", as torch.hub expects.
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")
 _CHUNK = 1 << 20
+# Callables a torch.save file legitimately names; any other would run when the file is unpickled.
+_SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode")
+_SCAN_LIMIT = 64 << 20
 
 Progress = Callable[[int, int | None], None]
 StateDict = dict[str, torch.Tensor]
@@ -203,19 +210,84 @@ def _read_safetensors(path: Path) -> Mapping[str, object]:
 
 def _read_torch_file(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about protocol-4 pickles on stderr before refusing them; the refusal says it all.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        needs = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
-        if needs is None:
-            raise WeightsError(path, "not a PyTorch weights file, or damaged/truncated") from None
-        raise WeightsError(
-            path,
-            f"refused: opening this file would run Python code ({needs.group(1)}), not just read tensors. "
-            "Cardinal never opens such files; re-save the model's state_dict (ideally as .safetensors) "
-            "from a trusted environment.",
-        ) from None
+        raise _pickle_refusal(path, str(error)) from None
     except (RuntimeError, OSError, EOFError, ValueError) as error:
         raise WeightsError(path, f"not a PyTorch weights file, or damaged/truncated ({error})") from None
+
+
+def _pickle_refusal(path: Path, message: str) -> WeightsError:
+    """Why the safe loader refused `path`, in words: code it would run, a pickle it cannot check, or damage."""
+    named = re.search(r"GLOBAL ([\w.]+)", message)  # torch's wording varies between versions
+    scanned = None if named else _scan_pickle(path)
+    culprit = named.group(1) if named else None
+    if culprit is None and scanned is not None:
+        culprit = next((name for name in scanned[1] if not name.startswith(_SAFE_GLOBALS)), None)
+    if culprit is not None:
+        return WeightsError(
+            path,
+            f"refused: opening this file would run Python code ({culprit}), not just read tensors. "
+            "Cardinal never opens such files; re-save the model's state_dict (ideally as .safetensors) "
+            "from a trusted environment.",
+        )
+    if scanned is not None and scanned[0] > 2:
+        return WeightsError(
+            path,
+            f"refused: it is a raw pickle (pickle protocol {scanned[0]}) that Cardinal's safe loader cannot "
+            "check, and opening it fully could run code. Re-save the state_dict with torch.save, or as "
+            ".safetensors.",
+        )
+    return WeightsError(path, "not a PyTorch weights file, or damaged/truncated")
+
+
+def _scan_pickle(path: Path) -> tuple[int, list[str]] | None:
+    """Statically list the pickle protocol and the callables named in `path` (nothing runs); None if no pickle."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                member = next((i for i in archive.infolist() if i.filename.endswith("data.pkl")), None)
+                if member is None or member.file_size > _SCAN_LIMIT:
+                    return None
+                data = archive.read(member)
+        else:
+            with open(path, "rb") as source:
+                data = source.read(_SCAN_LIMIT)
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+        return None
+    stream = io.BytesIO(data)
+    protocol, names, parsed = 0, [], 0
+    while stream.tell() < len(data) and parsed < 8:  # the legacy format is several pickles in a row
+        try:
+            protocol = max(protocol, _globals_of_one_pickle(stream, names))
+        except (ValueError, EOFError):
+            break
+        parsed += 1
+    return (protocol, names) if parsed else None
+
+
+def _globals_of_one_pickle(stream: io.BytesIO, names: list[str]) -> int:
+    protocol, memo, recent = 0, {}, [None, None]
+    for opcode, arg, _ in pickletools.genops(stream):
+        kind = opcode.name
+        if kind == "PROTO":
+            protocol = arg
+        elif kind in ("GLOBAL", "INST"):
+            names.append(arg.replace(" ", "."))
+        elif kind == "STACK_GLOBAL" and all(isinstance(part, str) for part in recent):
+            names.append(f"{recent[0]}.{recent[1]}")
+        elif kind == "MEMOIZE":
+            memo[len(memo)] = recent[1]
+        elif kind in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = recent[1]
+        elif kind in ("GET", "BINGET", "LONG_BINGET"):
+            recent = [recent[1], memo.get(arg)]
+        elif opcode.stack_after:
+            recent = [recent[1], arg if isinstance(arg, str) else None]
+    return protocol
 
 
 def _unwrap(raw: object, path: Path) -> StateDict:

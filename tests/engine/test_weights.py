@@ -1,7 +1,10 @@
 import hashlib
 import io
+import os
 import pathlib
 import pickle
+import shlex
+import warnings
 
 import pytest
 import torch
@@ -201,3 +204,42 @@ def test_unreadable_files(tmp_path, name, content, reason):
     path.write_bytes(content)
     with pytest.raises(WeightsError, match=reason):
         read_state_dict(path)
+
+
+class _RunsCommand:
+    """Unpickling this runs a shell command that creates `marker` (harmless, but proof that code ran)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
+
+
+@pytest.mark.parametrize("layout", ["zip", "legacy", "raw-protocol-4"])
+def test_pickle_that_runs_a_command_is_refused_for_that_reason_without_warnings(tmp_path, capfd, layout):
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.pth"
+    payload = {"fc.weight": torch.ones(2), "payload": _RunsCommand(marker)}
+    if layout == "zip":
+        torch.save(payload, evil)
+    elif layout == "legacy":
+        torch.save(payload, evil, _use_new_zipfile_serialization=False)
+    else:
+        evil.write_bytes(pickle.dumps(payload, protocol=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(WeightsError, match=r"refused: opening this file would run Python code \(\w+\.system\)"):
+            read_state_dict(evil)
+    assert not marker.exists()
+    assert capfd.readouterr().err == ""
+
+
+def test_harmless_protocol_4_pickle_is_refused_as_unreadable_not_damaged(tmp_path, capfd):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(pickle.dumps({"fc.weight": [1.0, 2.0]}, protocol=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(WeightsError, match=r"refused: .*pickle protocol 4.*Re-save"):
+            read_state_dict(path)
+    assert capfd.readouterr().err == ""
