@@ -326,7 +326,27 @@ def apply_state_dict(module: torch.nn.Module, state_dict: Mapping[str, torch.Ten
         shown = "; ".join(problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise WeightsError(path, f"weights do not fit this model: {shown}{more}")
+    check_floating(module.state_dict(), state_dict, path)
     module.load_state_dict(state_dict, strict=True)
+
+
+def check_floating(
+    expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor], path: str | Path | None
+) -> None:
+    """Refuse integer or bool tensors where the model holds floating-point ones: they would load as zeros."""
+    wrong = [
+        key
+        for key, tensor in expected.items()
+        if tensor.is_floating_point() and key in state_dict and not state_dict[key].is_floating_point()
+    ]
+    if wrong:
+        dtype = str(state_dict[wrong[0]].dtype).removeprefix("torch.")
+        more = f" (and {len(wrong) - 1} more tensors)" if len(wrong) > 1 else ""
+        raise WeightsError(
+            path,
+            f"tensor '{wrong[0]}' holds {dtype} values, not floating-point weights{more}; the file is damaged "
+            "or not a model's weights. Use the original file.",
+        )
 
 
 def state_dict_mismatches(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:

@@ -120,3 +120,17 @@ def test_load_pretrained_from_cache(torch_home):
 def test_wsl_has_no_download():
     with pytest.raises(WeightsError, match="open its weights file"):
         load_pretrained("resnext101_32x16d_wsl")
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool])
+def test_saved_model_with_integer_or_bool_tensors_is_refused(tmp_path, dtype):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save
+
+    path = save_model(make_tiny_model(), tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = {key: value.to(dtype) if value.is_floating_point() else value for key, value in load_file(path).items()}
+    path.write_bytes(save(tensors, metadata=metadata))
+    with pytest.raises(WeightsError, match=r"m\.safetensors: tensor '[\w.]+' holds \w+ values, not floating-point"):
+        load_model_file(path)
