@@ -19,6 +19,8 @@ from engine.errors import CheckpointError, WeightsError
 
 SIDECAR_KEY = "cardinal"
 FORMAT_VERSION = 1
+# A description of even 100,000 classes is a few MB; a bigger `.json` beside the weights is someone else's.
+_SIDECAR_LIMIT = 32 << 20
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
@@ -81,7 +83,11 @@ def save_model_files(path: str | Path, state_dict: Mapping[str, torch.Tensor], s
 
 
 def read_model_sidecar(path: str | Path) -> dict[str, Any] | None:
-    """The description embedded in a `.safetensors` file (or its `.json`), or None for a bare weights file."""
+    """The description embedded in a `.safetensors` file (or its `.json`), or None for a bare weights file.
+
+    An embedded description must be valid; a `.json` beside the file counts only if it is a Cardinal
+    description, so another tool's file of the same name never blocks opening the weights.
+    """
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -91,17 +97,24 @@ def read_model_sidecar(path: str | Path) -> dict[str, Any] | None:
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise WeightsError(path, f"not a valid safetensors file, or damaged ({error})") from None
     text = metadata.get(SIDECAR_KEY)
-    source = path
     if text is None:
-        sidecar = sidecar_path(path)
-        if not sidecar.is_file():
-            return None
-        source = sidecar
-        text = sidecar.read_text(encoding="utf-8")
+        return _cardinal_sidecar(sidecar_path(path))
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
-        raise WeightsError(source, f"model description is not valid JSON ({error})") from None
+        raise WeightsError(path, f"model description is not valid JSON ({error})") from None
     if not isinstance(document, dict):
-        raise WeightsError(source, "model description is not a JSON object")
+        raise WeightsError(path, "model description is not a JSON object")
     return document
+
+
+def _cardinal_sidecar(sidecar: Path) -> dict[str, Any] | None:
+    try:
+        if sidecar.stat().st_size > _SIDECAR_LIMIT:
+            return None
+        document = json.loads(sidecar.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if isinstance(document, dict) and document.get("format") == "cardinal-model":
+        return document
+    return None

@@ -134,3 +134,15 @@ def test_saved_model_with_integer_or_bool_tensors_is_refused(tmp_path, dtype):
     path.write_bytes(save(tensors, metadata=metadata))
     with pytest.raises(WeightsError, match=r"m\.safetensors: tensor '[\w.]+' holds \w+ values, not floating-point"):
         load_model_file(path)
+
+
+@pytest.mark.parametrize("sidecar", [b"[1, 2]", b'{"tool": "other"}', b"\xff\xfe\x80"], ids=["list", "other", "bytes"])
+def test_unrelated_json_beside_bare_weights_does_not_block_loading(tmp_path, sidecar):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "X.safetensors"
+    save_file(dict(make_tiny_model().network.state_dict()), str(path))
+    (tmp_path / "X.json").write_bytes(sidecar)
+    # Read as a bare file: the tiny test architecture is then simply not one of the registry's.
+    with pytest.raises(WeightsError, match="do not match any known ResNeXt"):
+        load_model_file(path)
