@@ -6,9 +6,10 @@ file is the truth; the `.json` beside it is for people and other tools to read.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -28,10 +29,9 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        handle, temp = _create_temp(path)
     except OSError as error:
         raise CheckpointError(_write_failure(path, error)) from None
-    temp = Path(temp_name)
     try:
         with os.fdopen(handle, "wb") as out:
             write(out)
@@ -44,6 +44,18 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     finally:
         temp.unlink(missing_ok=True)
     return path
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    # Unlike mkstemp (always 0600), creating with 0666 lets the kernel apply the umask, as for any saved file.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        temp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(temp, flags, 0o666), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -1,5 +1,7 @@
 import errno
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -77,3 +79,24 @@ def test_invalid_embedded_description_is_still_an_error(tmp_path, embedded):
     save_file({"fc.weight": torch.zeros(2, 3)}, str(weights), metadata={"cardinal": embedded})
     with pytest.raises(WeightsError, match=r"X\.safetensors: model description is not"):
         read_model_sidecar(weights)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and umask are POSIX")
+@pytest.mark.parametrize(
+    ("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)], ids=["022", "077", "002"]
+)
+def test_saved_files_get_the_mode_the_umask_allows(tmp_path, umask, mode):
+    (tmp_path / "old.bin").write_bytes(b"replaced below")
+    previous = os.umask(umask)
+    try:
+        written = [
+            atomic_write(tmp_path / "new.bin", lambda out: out.write(b"x")),
+            atomic_write(tmp_path / "old.bin", lambda out: out.write(b"y")),
+            save_model_files(tmp_path / "m.safetensors", {"w": torch.ones(2)}, {"name": "m"}),
+            tmp_path / "m.json",
+        ]
+    finally:
+        os.umask(previous)
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in written} == {
+        path.name: mode for path in written
+    }
