@@ -232,8 +232,15 @@ def load_pretrained(
             None,
             f"{spec.name} has no downloadable weights; open its weights file (.pth or .safetensors) instead",
         )
+    # torchvision records each file's size in MiB: the download stops if a mirror sends much more.
+    size = spec.pretrained.meta.get("_file_size")
     path = resolve_pretrained(
-        spec.pretrained.url, mirror=mirror, progress=progress, allow_download=allow_download, cancel=cancel
+        spec.pretrained.url,
+        mirror=mirror,
+        progress=progress,
+        allow_download=allow_download,
+        cancel=cancel,
+        expected_size=None if size is None else int(size * 2**20),
     )
     network = spec.build(len(spec.class_names))
     apply_state_dict(network, read_state_dict(path), path)
