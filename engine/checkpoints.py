@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 
 from engine.errors import CheckpointError, WeightsError
+
+if TYPE_CHECKING:
+    from torchvision.transforms._presets import ImageClassification
 
 SIDECAR_KEY = "cardinal"
 FORMAT_VERSION = 1
@@ -120,6 +124,24 @@ def read_model_sidecar(path: str | Path) -> dict[str, Any] | None:
     return document
 
 
+def read_tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape in a `.safetensors` file, read from its header alone (no tensor data is loaded)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise WeightsError(path, f"not a valid safetensors file, or damaged ({error})") from None
+
+
+def whole_number(value: object, name: str, low: int, high: int) -> int:
+    """`value` if it is an integer within [low, high] (bools are not numbers here); ValueError naming it if not."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, not {repr(value)[:40]}")
+    return value
+
+
 def _cardinal_sidecar(sidecar: Path) -> dict[str, Any] | None:
     try:
         if sidecar.stat().st_size > _SIDECAR_LIMIT:
@@ -130,3 +152,51 @@ def _cardinal_sidecar(sidecar: Path) -> dict[str, Any] | None:
     if isinstance(document, dict) and document.get("format") == "cardinal-model":
         return document
     return None
+
+
+def preprocess_to_dict(preprocess: ImageClassification) -> dict[str, Any]:
+    """Describe a torchvision classification preset so it can be stored in a model file."""
+    return {
+        "resize_size": list(preprocess.resize_size),
+        "crop_size": list(preprocess.crop_size),
+        "mean": list(preprocess.mean),
+        "std": list(preprocess.std),
+        "interpolation": preprocess.interpolation.value,
+    }
+
+
+def preprocess_from_dict(data: dict[str, Any]) -> ImageClassification:
+    """Rebuild the preset that `preprocess_to_dict` described, refusing sizes and statistics that make no sense."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms._presets import ImageClassification
+
+    crop, resize = (_image_size(data, key) for key in ("crop_size", "resize_size"))
+    if crop > resize:
+        raise ValueError(f"crop_size {crop} is larger than resize_size {resize}")
+    mean, std = (_three_numbers(data, key) for key in ("mean", "std"))
+    if min(std) <= 0:
+        raise ValueError(f"std values must be positive, not {list(std)}")
+    interpolation = data.get("interpolation", "bilinear")
+    known = [mode.value for mode in InterpolationMode]
+    if interpolation not in known:
+        raise ValueError(f"interpolation must be one of {', '.join(known)}, not {repr(interpolation)[:40]}")
+    return ImageClassification(
+        crop_size=crop, resize_size=resize, mean=mean, std=std, interpolation=InterpolationMode(interpolation)
+    )
+
+
+def _image_size(data: dict[str, Any], key: str) -> int:
+    value = data[key]
+    value = value[0] if isinstance(value, list) and len(value) == 1 else value
+    return whole_number(value, key, 16, 1024)
+
+
+def _three_numbers(data: dict[str, Any], key: str) -> tuple[float, float, float]:
+    values = data[key]
+    if not (isinstance(values, list) and len(values) == 3 and all(_finite(value) for value in values)):
+        raise ValueError(f"{key} must be three finite numbers (one per colour), not {repr(values)[:60]}")
+    return (float(values[0]), float(values[1]), float(values[2]))
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
