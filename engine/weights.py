@@ -123,9 +123,9 @@ def download(
     """Download `url` to `destination` through a temp file, verifying the sha256 prefix in its name.
 
     `progress(done_bytes, total_bytes_or_None)` is called per chunk; cancelling `cancel` raises
-    `Cancelled` at the next chunk. A server announcing another size than `expected_size` (bytes) is refused,
-    and one sending more is cut off (at `MAX_DOWNLOAD_BYTES` when no size is expected). On any failure
-    nothing is left at `destination`.
+    `Cancelled` at the next chunk. A server announcing more than `expected_size` (bytes, plus a small margin)
+    is refused at once, and one sending more is cut off (at `MAX_DOWNLOAD_BYTES` when no size is expected).
+    On any failure nothing is left at `destination`.
     """
     destination = Path(destination)
     expected = expected_hash_prefix(destination.name)
@@ -181,9 +181,8 @@ class _Download:
         return WeightsUnavailable(self.url, self.destination, reason)
 
     def refuse_wrong_announcement(self) -> None:
-        """A Content-Length that cannot be the expected file is refused before a byte is read."""
-        low = 0 if self.expected_size is None else self.expected_size - _margin(self.expected_size)
-        if self.total is not None and not low <= self.total <= self.limit:
+        """A Content-Length above the limit is refused before a byte is read (a smaller file fails the hash)."""
+        if self.total is not None and self.total > self.limit:
             raise self.wrong_size(self.total)
 
     def wrong_size(self, announced: int | None = None) -> WeightsUnavailable:
@@ -382,26 +381,15 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], path: str | Path | None
 
 
 def apply_state_dict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | Path) -> None:
-    """Load `state_dict` into `module` after a strict check of every key and shape."""
+    """Load `state_dict` into `module` after a strict check of every key, shape and kind of number."""
     problems = state_dict_mismatches(module, state_dict)
     if problems:
         shown = "; ".join(problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise WeightsError(path, f"weights do not fit this model: {shown}{more}")
-    check_floating(module.state_dict(), state_dict, path)
-    module.load_state_dict(state_dict, strict=True)
-
-
-def check_floating(
-    expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor], path: str | Path | None
-) -> None:
-    """Refuse integer or bool tensors where the model holds floating-point ones: they would load as zeros."""
-    wrong = [
-        key
-        for key, tensor in expected.items()
-        if tensor.is_floating_point() and key in state_dict and not state_dict[key].is_floating_point()
-    ]
-    if wrong:
+    floating = [key for key, value in module.state_dict().items() if value.is_floating_point()]
+    wrong = [key for key in floating if key in state_dict and not state_dict[key].is_floating_point()]
+    if wrong:  # integer or bool weights would load as zeros (or NaN) without a word
         dtype = str(state_dict[wrong[0]].dtype).removeprefix("torch.")
         more = f" (and {len(wrong) - 1} more tensors)" if len(wrong) > 1 else ""
         raise WeightsError(
@@ -409,6 +397,7 @@ def check_floating(
             f"tensor '{wrong[0]}' holds {dtype} values, not floating-point weights{more}; the file is damaged "
             "or not a model's weights. Use the original file.",
         )
+    module.load_state_dict(state_dict, strict=True)
 
 
 def state_dict_mismatches(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:

@@ -71,6 +71,11 @@ def test_endless_stream_is_cut_off_just_past_the_expected_size(hostile, tmp_path
     assert str(tmp_path / "w-0123abcd.pth") in str(info.value)
     assert max(seen) <= expected * 1.1
     assert leftovers(tmp_path) == []
+    # The client hung up: the server's endless loop ended long before its own cap.
+    deadline = time.monotonic() + 10
+    while not hostile.sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hostile.sent and hostile.sent[0] < _SERVER_CAP // 4
 
 
 def test_endless_stream_without_an_expected_size_stops_at_the_ceiling(hostile, tmp_path, monkeypatch):
@@ -80,12 +85,11 @@ def test_endless_stream_without_an_expected_size_stops_at_the_ceiling(hostile, t
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("announced", [50_000_000, 1_000_000])
-def test_content_length_that_disagrees_with_the_expected_size_is_refused_at_once(hostile, tmp_path, announced):
+def test_content_length_above_the_expected_size_is_refused_at_once(hostile, tmp_path):
     seen = []
-    with pytest.raises(WeightsUnavailable, match=rf"announces {announced / 1e6:.1f} MB, not the expected 2\.0 MB"):
+    with pytest.raises(WeightsUnavailable, match=r"announces 50\.0 MB, not the expected 2\.0 MB"):
         download(
-            f"{hostile.base}/claims/{announced}/w-0123abcd.pth",
+            f"{hostile.base}/claims/50000000/w-0123abcd.pth",
             tmp_path / "w-0123abcd.pth",
             expected_size=2_000_000,
             progress=lambda done, total: seen.append(done),
