@@ -1,7 +1,8 @@
 """Atomic file writes and Cardinal's model format: `.safetensors` + a JSON sidecar.
 
 The sidecar's content is also embedded in the safetensors header, so the one atomically written weights
-file is the truth; the `.json` beside it is for people and other tools to read.
+file is the truth; the `.json` beside it is for people and other tools to read. Everything read back from a
+description (preprocessing, sizes) is checked against sane bounds before it is used.
 """
 
 from __future__ import annotations
@@ -170,6 +171,8 @@ def preprocess_from_dict(data: dict[str, Any]) -> ImageClassification:
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms._presets import ImageClassification
 
+    if not isinstance(data, dict):
+        raise ValueError("preprocessing must be an object with crop_size, resize_size, mean and std")
     crop, resize = (_image_size(data, key) for key in ("crop_size", "resize_size"))
     if crop > resize:
         raise ValueError(f"crop_size {crop} is larger than resize_size {resize}")

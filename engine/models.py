@@ -67,6 +67,8 @@ class Architecture:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Architecture:
         """The architecture a model description names, within bounds no real ResNeXt comes near."""
+        if not isinstance(data, dict):
+            raise ValueError("architecture must be an object with layers, groups and width_per_group")
         layers = data["layers"]
         if not isinstance(layers, list) or len(layers) != 4:
             raise ValueError(f"layers must be four block counts, not {repr(layers)[:40]}")

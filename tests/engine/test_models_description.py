@@ -67,6 +67,8 @@ CASES = {
     "zero-std": (setter("preprocessing", "std", value=[0.2, 0.0, 0.2]), r"std values must be positive"),
     "odd-interpolation": (setter("preprocessing", "interpolation", value="sinc"), r"interpolation must be one of"),
     "no-architecture": (lambda description: description.pop("architecture"), r"incomplete.*'architecture'"),
+    "architecture-list": (setter("architecture", value=[3, 4, 6, 3]), r"architecture must be an object"),
+    "preprocessing-text": (setter("preprocessing", value="imagenet"), r"preprocessing must be an object"),
 }
 
 
