@@ -6,18 +6,25 @@ file that needs more is refused.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
+import io
 import os
 import pickle
+import pickletools
 import re
 import sys
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
+import zipfile
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,6 +35,11 @@ MIRROR_ENV = "CARDINAL_WEIGHTS_MIRROR"
 # torchvision names its files "<name>-<first hex digits of sha256>.pth", as torch.hub expects.
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")
 _CHUNK = 1 << 20
+# Without a known size a download still stops here (above any ResNeXt file), so a mirror cannot fill the disk.
+MAX_DOWNLOAD_BYTES = 4 << 30
+# Callables a torch.save file legitimately names; any other would run when the file is unpickled.
+_SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode")
+_SCAN_LIMIT = 64 << 20
 
 Progress = Callable[[int, int | None], None]
 StateDict = dict[str, torch.Tensor]
@@ -84,6 +96,7 @@ def resolve_pretrained(
     allow_download: bool = True,
     timeout: float = 30.0,
     cancel: CancelToken | None = None,
+    expected_size: int | None = None,
 ) -> Path:
     """Return the local path of the weights at `url`: bundled or cached, else download them to the cache."""
     local = find_local(url)
@@ -93,7 +106,9 @@ def resolve_pretrained(
     source = mirrored_url(url, mirror)
     if not allow_download:
         raise WeightsUnavailable(source, destination, "downloads are turned off")
-    return download(source, destination, progress=progress, timeout=timeout, cancel=cancel)
+    return download(
+        source, destination, progress=progress, timeout=timeout, cancel=cancel, expected_size=expected_size
+    )
 
 
 def download(
@@ -103,29 +118,35 @@ def download(
     progress: Progress | None = None,
     timeout: float = 30.0,
     cancel: CancelToken | None = None,
+    expected_size: int | None = None,
 ) -> Path:
     """Download `url` to `destination` through a temp file, verifying the sha256 prefix in its name.
 
     `progress(done_bytes, total_bytes_or_None)` is called per chunk; cancelling `cancel` raises
-    `Cancelled` at the next chunk. On any failure nothing is left at `destination`.
+    `Cancelled` at the next chunk. A server announcing more than `expected_size` (bytes, plus a small margin)
+    is refused at once, and one sending more is cut off (at `MAX_DOWNLOAD_BYTES` when no size is expected).
+    On any failure nothing is left at `destination`.
     """
     destination = Path(destination)
     expected = expected_hash_prefix(destination.name)
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
     except OSError as error:
         raise WeightsUnavailable(url, destination, f"cannot create {destination.parent}: {error}") from None
-    handle, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
     temp = Path(temp_name)
+    job = _Download(url, destination, expected_size, progress, timeout, cancel)
     try:
-        digest = hashlib.sha256()
-        with os.fdopen(handle, "wb") as out:
-            done, total = _stream(url, out, digest, progress, timeout, destination, cancel)
-            out.flush()
-            os.fsync(out.fileno())
-        if total is not None and done != total:
-            raise WeightsUnavailable(url, destination, f"connection lost after {_mb(done)} of {_mb(total)}")
-        actual = digest.hexdigest()
+        try:
+            with os.fdopen(handle, "wb") as out:
+                _stream(job, out)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as error:
+            raise job.write_failure(error) from None
+        if job.total is not None and job.done != job.total:
+            raise job.unavailable(f"connection lost after {_mb(job.done)} of {_mb(job.total)}")
+        actual = job.digest.hexdigest()
         if expected and not actual.startswith(expected):
             raise WeightsError(
                 url,
@@ -138,36 +159,83 @@ def download(
     return destination
 
 
-def _stream(url, out, digest, progress, timeout, destination, cancel) -> tuple[int, int | None]:
-    done = 0
-    total = None
+@dataclass
+class _Download:
+    """One download in progress: where from and to, the size it may reach, and how far it got."""
+
+    url: str
+    destination: Path
+    expected_size: int | None
+    progress: Progress | None
+    timeout: float
+    cancel: CancelToken | None
+    done: int = 0
+    total: int | None = None
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    @property
+    def limit(self) -> int:
+        return MAX_DOWNLOAD_BYTES if self.expected_size is None else self.expected_size + _margin(self.expected_size)
+
+    def unavailable(self, reason: str) -> WeightsUnavailable:
+        return WeightsUnavailable(self.url, self.destination, reason)
+
+    def refuse_wrong_announcement(self) -> None:
+        """A Content-Length above the limit is refused before a byte is read (a smaller file fails the hash)."""
+        if self.total is not None and self.total > self.limit:
+            raise self.wrong_size(self.total)
+
+    def wrong_size(self, announced: int | None = None) -> WeightsUnavailable:
+        size = f"the expected {_mb(self.expected_size)}" if self.expected_size else f"the {_mb(self.limit)} limit"
+        what = f"announces {_mb(announced)}, not {size}" if announced else f"sent more than {size} and was stopped"
+        return self.unavailable(f"the server {what}; this mirror does not serve the right file")
+
+    def write_failure(self, error: OSError) -> WeightsUnavailable:
+        folder = self.destination.parent
+        if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            needed = _mb(self.total or self.expected_size or self.done)
+            return self.unavailable(f"the disk is full: {needed} needed in {folder}; free some space and try again")
+        return self.unavailable(f"cannot write in {folder}: {error.strerror or error}")
+
+
+def _margin(expected_size: int) -> int:
+    # torchvision records sizes rounded to a thousandth of a MiB; 1% more leaves room for that and no more.
+    return max(64 << 10, expected_size // 100)
+
+
+def _stream(job: _Download, out) -> None:
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": "cardinal-vision"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        request = urllib.request.Request(job.url, headers={"User-Agent": "cardinal-vision"})
+        with urllib.request.urlopen(request, timeout=job.timeout) as response:
             length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            if progress:
-                progress(0, total)
+            job.total = int(length) if length and length.isdigit() else None
+            job.refuse_wrong_announcement()
+            if job.progress:
+                job.progress(0, job.total)
             while chunk := response.read(_CHUNK):
-                if cancel is not None:
-                    cancel.raise_if_cancelled("the download")
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
+                if job.cancel is not None:
+                    job.cancel.raise_if_cancelled("the download")
+                if job.done + len(chunk) > job.limit:  # stop before the disk fills, whatever the server says
+                    raise job.wrong_size()
+                try:
+                    out.write(chunk)
+                except OSError as error:
+                    raise job.write_failure(error) from None
+                job.digest.update(chunk)
+                job.done += len(chunk)
+                if job.progress:
+                    job.progress(job.done, job.total)
     except http.client.IncompleteRead as error:
-        done += len(error.partial)
-        raise WeightsUnavailable(url, destination, f"connection lost after {_mb(done)} of {_mb(total)}") from None
+        job.done += len(error.partial)
+        raise job.unavailable(f"connection lost after {_mb(job.done)} of {_mb(job.total)}") from None
     except urllib.error.HTTPError as error:
-        raise WeightsUnavailable(url, destination, f"the server answered {error.code} {error.reason}") from None
+        raise job.unavailable(f"the server answered {error.code} {error.reason}") from None
     except urllib.error.URLError as error:
-        raise WeightsUnavailable(url, destination, f"cannot reach the server: {error.reason}") from None
+        raise job.unavailable(f"cannot reach the server: {error.reason}") from None
     except TimeoutError:
-        raise WeightsUnavailable(url, destination, f"no answer within {timeout:g} s") from None
-    except (ConnectionError, http.client.HTTPException) as error:
-        raise WeightsUnavailable(url, destination, f"connection lost after {_mb(done)} ({error})") from None
-    return done, total
+        raise job.unavailable(f"no answer within {job.timeout:g} s") from None
+    except (OSError, http.client.HTTPException) as error:
+        raise job.unavailable(f"connection lost after {_mb(job.done)} ({error})") from None
 
 
 def _mb(size: int | None) -> str:
@@ -203,19 +271,84 @@ def _read_safetensors(path: Path) -> Mapping[str, object]:
 
 def _read_torch_file(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about protocol-4 pickles on stderr before refusing them; the refusal says it all.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        needs = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
-        if needs is None:
-            raise WeightsError(path, "not a PyTorch weights file, or damaged/truncated") from None
-        raise WeightsError(
-            path,
-            f"refused: opening this file would run Python code ({needs.group(1)}), not just read tensors. "
-            "Cardinal never opens such files; re-save the model's state_dict (ideally as .safetensors) "
-            "from a trusted environment.",
-        ) from None
+        raise _pickle_refusal(path, str(error)) from None
     except (RuntimeError, OSError, EOFError, ValueError) as error:
         raise WeightsError(path, f"not a PyTorch weights file, or damaged/truncated ({error})") from None
+
+
+def _pickle_refusal(path: Path, message: str) -> WeightsError:
+    """Why the safe loader refused `path`, in words: code it would run, a pickle it cannot check, or damage."""
+    named = re.search(r"GLOBAL ([\w.]+)", message)  # torch's wording varies between versions
+    scanned = None if named else _scan_pickle(path)
+    culprit = named.group(1) if named else None
+    if culprit is None and scanned is not None:
+        culprit = next((name for name in scanned[1] if not name.startswith(_SAFE_GLOBALS)), None)
+    if culprit is not None:
+        return WeightsError(
+            path,
+            f"refused: opening this file would run Python code ({culprit}), not just read tensors. "
+            "Cardinal never opens such files; re-save the model's state_dict (ideally as .safetensors) "
+            "from a trusted environment.",
+        )
+    if scanned is not None and scanned[0] > 2:
+        return WeightsError(
+            path,
+            f"refused: it is a raw pickle (pickle protocol {scanned[0]}) that Cardinal's safe loader cannot "
+            "check, and opening it fully could run code. Re-save the state_dict with torch.save, or as "
+            ".safetensors.",
+        )
+    return WeightsError(path, "not a PyTorch weights file, or damaged/truncated")
+
+
+def _scan_pickle(path: Path) -> tuple[int, list[str]] | None:
+    """Statically list the pickle protocol and the callables named in `path` (nothing runs); None if no pickle."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                member = next((i for i in archive.infolist() if i.filename.endswith("data.pkl")), None)
+                if member is None or member.file_size > _SCAN_LIMIT:
+                    return None
+                data = archive.read(member)
+        else:
+            with open(path, "rb") as source:
+                data = source.read(_SCAN_LIMIT)
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+        return None
+    stream = io.BytesIO(data)
+    protocol, names, parsed = 0, [], 0
+    while stream.tell() < len(data) and parsed < 8:  # the legacy format is several pickles in a row
+        try:
+            protocol = max(protocol, _globals_of_one_pickle(stream, names))
+        except (ValueError, EOFError):
+            break
+        parsed += 1
+    return (protocol, names) if parsed else None
+
+
+def _globals_of_one_pickle(stream: io.BytesIO, names: list[str]) -> int:
+    protocol, memo, recent = 0, {}, [None, None]
+    for opcode, arg, _ in pickletools.genops(stream):
+        kind = opcode.name
+        if kind == "PROTO":
+            protocol = arg
+        elif kind in ("GLOBAL", "INST"):
+            names.append(arg.replace(" ", "."))
+        elif kind == "STACK_GLOBAL" and all(isinstance(part, str) for part in recent):
+            names.append(f"{recent[0]}.{recent[1]}")
+        elif kind == "MEMOIZE":
+            memo[len(memo)] = recent[1]
+        elif kind in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = recent[1]
+        elif kind in ("GET", "BINGET", "LONG_BINGET"):
+            recent = [recent[1], memo.get(arg)]
+        elif opcode.stack_after:
+            recent = [recent[1], arg if isinstance(arg, str) else None]
+    return protocol
 
 
 def _unwrap(raw: object, path: Path) -> StateDict:
@@ -248,12 +381,22 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], path: str | Path | None
 
 
 def apply_state_dict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | Path) -> None:
-    """Load `state_dict` into `module` after a strict check of every key and shape."""
+    """Load `state_dict` into `module` after a strict check of every key, shape and kind of number."""
     problems = state_dict_mismatches(module, state_dict)
     if problems:
         shown = "; ".join(problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise WeightsError(path, f"weights do not fit this model: {shown}{more}")
+    floating = [key for key, value in module.state_dict().items() if value.is_floating_point()]
+    wrong = [key for key in floating if key in state_dict and not state_dict[key].is_floating_point()]
+    if wrong:  # integer or bool weights would load as zeros (or NaN) without a word
+        dtype = str(state_dict[wrong[0]].dtype).removeprefix("torch.")
+        more = f" (and {len(wrong) - 1} more tensors)" if len(wrong) > 1 else ""
+        raise WeightsError(
+            path,
+            f"tensor '{wrong[0]}' holds {dtype} values, not floating-point weights{more}; the file is damaged "
+            "or not a model's weights. Use the original file.",
+        )
     module.load_state_dict(state_dict, strict=True)
 
 
