@@ -129,8 +129,8 @@ def list_models_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
 
 def list_models(out: TextIO) -> int:
     """Print each registered model, its size and where its weights are."""
+    from engine.download import cache_path
     from engine.models import DEFAULT_MODEL, MODELS, weights_on_disk
-    from engine.weights import cache_path
 
     rows = [("MODEL", "PARAMS", "WEIGHTS")]
     for name, spec in MODELS.items():

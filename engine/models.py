@@ -27,16 +27,10 @@ from engine.checkpoints import (
     save_model_files,
     whole_number,
 )
+from engine.download import Progress, find_local, resolve_pretrained
 from engine.errors import UnknownModel, WeightsError
 from engine.progress import CancelToken
-from engine.weights import (
-    Progress,
-    apply_state_dict,
-    find_local,
-    read_state_dict,
-    resolve_pretrained,
-    state_dict_mismatches,
-)
+from engine.weights import apply_state_dict, read_state_dict, state_dict_mismatches
 
 DEFAULT_MODEL = "resnext50_32x4d"
 # Far above any real task; a description listing more is refused before anything is built from it.

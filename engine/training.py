@@ -21,6 +21,7 @@ from torch import nn
 from engine.checkpoints import read_model_sidecar
 from engine.classify import resolve_precision, select_device
 from engine.data import DatasetReport, train_val_split
+from engine.download import Progress
 from engine.errors import Cancelled, TrainingError
 from engine.models import LoadedModel, save_model
 from engine.progress import CancelToken
@@ -37,7 +38,7 @@ from engine.training_events import (
     TrainingResult,
 )
 from engine.training_modes import MODE_TYPES, TrainingMode, train_transform
-from engine.weights import Progress, read_state_dict
+from engine.weights import read_state_dict
 
 __all__ = [
     "AUGMENTATIONS", "CHECKPOINT_NAME", "MODES", "OPTIMIZERS", "TRAINABLE_FROM", "BatchEnd", "EpochEnd", "Event",

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torchvision import models as tv
 
+from engine.download import cache_path
 from engine.errors import UnknownModel, WeightsError
 from engine.models import (
     DEFAULT_MODEL,
@@ -15,7 +16,6 @@ from engine.models import (
     save_model,
     weights_on_disk,
 )
-from engine.weights import cache_path
 from tests.conftest import make_tiny_model
 
 
