@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from engine.checkpoints import atomic_write
-from engine.errors import TrainingError, short_list
+from engine.errors import TrainingError, WeightsError, short_list
+from engine.weights import read_torch_file
 
 CHECKPOINT_NAME = "checkpoint.pt"
 STATE_VERSION = 2
@@ -56,10 +57,10 @@ def load_run_state(folder: Path) -> RunState:
     if not path.is_file():
         raise TrainingError(f"nothing to resume: {path} does not exist; start a new run without --resume")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable checkpoint gets the same answer
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TrainingError(f"{path} cannot be read ({reason}); start a new run in another folder") from None
+        payload = read_torch_file(path)
+    except WeightsError as error:
+        raise TrainingError(f"cannot resume: {error.reason.splitlines()[0]} ({path}); start a new run in another "
+                            "folder") from None
     fields = {field.name for field in dataclasses.fields(RunState)}
     if not isinstance(payload, dict) or payload.get("version") != STATE_VERSION or not fields <= payload.keys():
         raise TrainingError(

@@ -35,7 +35,7 @@ def read_state_dict(path: str | Path) -> StateDict:
     if suffix == ".safetensors":
         raw = _read_safetensors(path)
     elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        raw = _read_torch_file(path)
+        raw = read_torch_file(path)
     else:
         raise WeightsError(path, "unknown weights format; Cardinal opens .safetensors, .pth and .pt files")
     state_dict = _unwrap(raw, path)
@@ -53,7 +53,8 @@ def _read_safetensors(path: Path) -> Mapping[str, object]:
         raise WeightsError(path, f"not a valid safetensors file, or damaged ({error})") from None
 
 
-def _read_torch_file(path: Path) -> object:
+def read_torch_file(path: Path) -> object:
+    """What a `torch.save` file holds, loaded without running code; `WeightsError` says why it is refused."""
     try:
         with warnings.catch_warnings():
             # torch warns about protocol-4 pickles on stderr before refusing them; the refusal says it all.

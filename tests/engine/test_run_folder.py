@@ -108,3 +108,20 @@ def test_a_file_given_as_the_run_folder_is_refused(shapes, tmp_path):
     target.write_text("x")
     with pytest.raises(TrainingError, match="is a file, not a folder"):
         run(shapes, target)
+
+
+def test_resuming_from_a_checkpoint_that_would_run_code_is_refused_for_that_reason(shapes, tmp_path):
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(pickle.dumps({"weights": Payload()}, protocol=2))
+    with pytest.raises(TrainingError, match="cannot resume: refused"):
+        run(shapes, out, resume=True)
+    assert not marker.exists()
