@@ -20,6 +20,7 @@ from engine import cam
 from engine.errors import CardinalError, ImageLoadError
 from engine.images import ImageSource, load_image
 from engine.models import LoadedModel
+from engine.progress import CancelToken
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
@@ -30,9 +31,14 @@ def select_device(preference: str | None = None) -> torch.device:
         try:
             device = torch.device(preference)
         except (RuntimeError, ValueError):
-            raise CardinalError(f"unknown device '{preference}'; use auto, cpu, cuda, cuda:N or mps") from None
+            device = None
+        if device is None or device.type not in ("cpu", "cuda", "mps"):
+            raise CardinalError(f"unknown device '{preference}'; use auto, cpu, cuda, cuda:N or mps")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise CardinalError("CUDA was requested but no CUDA GPU is available; use --device cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise CardinalError(f"there is no GPU {device.index}: this computer has {torch.cuda.device_count()} "
+                                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
         if device.type == "mps" and not torch.backends.mps.is_available():
             raise CardinalError("Apple MPS was requested but is not available here; use --device cpu")
         return device
@@ -259,13 +265,15 @@ class Classifier:
         keep_images: bool = False,
         decode_workers: int | None = None,
         draft_size: int | None = None,
+        cancel: CancelToken | None = None,
     ) -> Iterator[FileResult]:
         """Classify files in order, decoding ahead on threads while the model computes.
 
-        Yields one FileResult per path (bad files carry their error and do not stop the rest). Closing
-        the generator stops the work. Decoding uses 2 threads on the CPU (more would starve the model's
-        own threads) and up to 8 when a GPU does the model's work. JPEGs decode at reduced size, no
-        smaller than `draft_size` (default: what the model resizes to); `keep_images` returns them.
+        Yields one FileResult per path (bad files carry their error and do not stop the rest). Cancelling
+        `cancel` raises `Cancelled` before the next batch; closing the generator also stops the work.
+        Decoding uses 2 threads on the CPU (more would starve the model's own threads) and up to 8 when a
+        GPU does the model's work. JPEGs decode at reduced size, no smaller than `draft_size` (default: what
+        the model resizes to); `keep_images` returns them.
         """
         if decode_workers is None:
             decode_workers = 2 if self.device.type == "cpu" else min(8, os.cpu_count() or 2)
@@ -290,6 +298,8 @@ class Classifier:
                             queue.append((path, pool.submit(decode, path)))
                     if not queue:
                         return
+                    if cancel is not None:
+                        cancel.raise_if_cancelled("classification")
                     batch_items = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
                     yield from self._run_decoded(batch_items, k, keep_features, keep_images)
             finally:

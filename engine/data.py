@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import DatasetError, ImageLoadError
-from engine.images import IMAGE_SUFFIXES, load_image
+from engine.images import IMAGE_SUFFIXES, load_image, open_image_file, walk_files
 from engine.progress import CancelToken
 
 MIN_IMAGES_PER_CLASS = 5
 IMBALANCE_WARNING = 10.0
 MIN_VAL_IMAGES = 20
 SPLIT_NAMES = (("train", "val"), ("train", "validation"), ("train", "valid"))
+HASH_CHUNK_BYTES = 1 << 20
 
 
 Sample = tuple[Path, int]
@@ -63,11 +64,14 @@ def _class_folders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _files(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+def _files(folder: Path, cancel: CancelToken | None) -> list[Path]:
+    # Every non-folder, FIFOs and devices included: the scan lists them with the loader's reason.
+    found: list[Path] = []
+    for path in walk_files(folder):
+        if cancel is not None and len(found) % 1000 == 0:  # listing a huge folder can take a while too
+            cancel.raise_if_cancelled("the scan")
+        found.append(path)
+    return found
 
 
 def detect_layout(root: Path) -> tuple[Path, Path | None]:
@@ -104,14 +108,14 @@ def scan_dataset(
         )
     jobs: list[tuple[str, Path, int]] = []
     for index, folder in enumerate(class_dirs):
-        jobs += [("train", path, index) for path in _files(folder)]
+        jobs += [("train", path, index) for path in _files(folder, cancel)]
     if val_dir is not None:
         val_classes = {d.name: d for d in _class_folders(val_dir)}
         for name in sorted(set(val_classes) - set(class_names)):
             errors.append(f"class '{name}' is in {val_dir.name}/ but not in {train_dir.name}/")
         for index, name in enumerate(class_names):
             if name in val_classes:
-                jobs += [("val", path, index) for path in _files(val_classes[name])]
+                jobs += [("val", path, index) for path in _files(val_classes[name], cancel)]
             else:
                 warnings.append(f"class '{name}' has no {val_dir.name}/ folder: it will not be validated")
 
@@ -122,9 +126,8 @@ def scan_dataset(
     for done, (split, path, label) in enumerate(jobs, start=1):
         if cancel is not None:
             cancel.raise_if_cancelled("the scan")
-        reason, data = _check_file(path)
-        if reason is None:
-            digest = hashlib.sha256(data).hexdigest()
+        reason, digest = _check_file(path)
+        if digest is not None:
             seen = digests.get(digest)
             if seen is not None and seen[1] != label:
                 duplicates.append((seen[0], path))
@@ -173,18 +176,26 @@ def scan_dataset(
     )
 
 
-def _check_file(path: Path) -> tuple[str | None, bytes]:
-    """Why `path` cannot be trained on (None if it can), and its bytes for duplicate detection."""
+def _check_file(path: Path) -> tuple[str | None, str | None]:
+    """Why `path` cannot be trained on (None if it can), and else its SHA-256 for duplicate detection."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return f"not an image file type ({path.suffix or 'no extension'})", b""
+        return f"not an image file type ({path.suffix or 'no extension'})", None
     try:
-        data = path.read_bytes()
-        load_image(data, name=str(path), draft_size=64)
-    except OSError as error:
-        return f"cannot read file ({error.strerror or error})", b""
+        load_image(path, draft_size=64)
+        return None, _sha256(path)
     except ImageLoadError as error:
-        return error.reason, b""
-    return None, data
+        return error.reason, None
+    except OSError as error:
+        return f"cannot read file ({error.strerror or error})", None
+
+
+def _sha256(path: Path) -> str:
+    """The file's digest, read in chunks so that a large file is never held in memory whole."""
+    digest = hashlib.sha256()
+    with open_image_file(path) as file:
+        while chunk := file.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _expected_val_size(counts: Counter, val_fraction: float) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -59,3 +60,10 @@ class UnknownModel(CardinalError):
 
 class CheckpointError(CardinalError):
     """A model or checkpoint could not be written or read; the previous file is untouched."""
+
+
+def short_list(names: Iterable[object], shown: int = 8) -> str:
+    """Names for a message: the first `shown`, then how many more (a 1000-class list stays one short line)."""
+    items = [str(name) for name in names]
+    head = ", ".join(items[:shown])
+    return head if len(items) <= shown else f"{head} and {len(items) - shown} more"

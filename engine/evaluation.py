@@ -10,6 +10,8 @@ import numpy as np
 
 from engine.classify import Analysis, Classifier
 from engine.data import Sample
+from engine.progress import CancelToken
+from engine.terminal import printable
 
 
 @dataclass(frozen=True)
@@ -21,16 +23,24 @@ class ClassMetrics:
     support: int
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class Mistake:
-    """A misclassified image, with what a heat-map of the true or the predicted class needs."""
+    """A misclassified image: which file, the true and the predicted class and their probabilities.
+
+    It keeps no activations, so an evaluation's memory does not grow with its mistakes; `explain`
+    computes a mistake's heat-maps when someone looks at it.
+    """
 
     path: Path
     true_index: int
     predicted_index: int
     true_probability: float
     predicted_probability: float
-    analysis: Analysis
+
+
+def explain(classifier: Classifier, mistake: Mistake) -> Analysis:
+    """Classify the mistaken image again, keeping what heat-maps of its true and predicted class need."""
+    return classifier.analyze_source(mistake.path, k=1, keep_features=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,27 +57,28 @@ class Evaluation:
         return [m for m in self.mistakes if m.true_index == true_index and m.predicted_index == predicted_index]
 
     def format_report(self) -> str:
-        """The same numbers as text, for the terminal."""
-        width = max(len(name) for name in self.class_names + ("class",))
+        """The same numbers as text, for the terminal (names escaped: they come from folders and files)."""
+        names = [printable(name) for name in self.class_names]
+        width = max(len(name) for name in [*names, "class"])
         lines = [f"accuracy {self.accuracy:.2%} on {int(self.confusion.sum())} images", ""]
         lines.append(f"{'class':<{width}}  precision  recall     f1  images")
-        for metrics in self.per_class:
-            lines.append(f"{metrics.name:<{width}}  {metrics.precision:9.3f}  {metrics.recall:6.3f}  "
+        for name, metrics in zip(names, self.per_class, strict=True):
+            lines.append(f"{name:<{width}}  {metrics.precision:9.3f}  {metrics.recall:6.3f}  "
                          f"{metrics.f1:5.3f}  {metrics.support:6d}")
         lines += ["", "confusion matrix (rows: true class, columns: predicted class)"]
         cell = max(5, len(str(int(self.confusion.max(initial=0)))) + 1)
-        lines.append(" " * (width + 2) + "".join(f"{i:>{cell}}" for i in range(len(self.class_names))))
-        for index, name in enumerate(self.class_names):
+        lines.append(" " * (width + 2) + "".join(f"{i:>{cell}}" for i in range(len(names))))
+        for index, name in enumerate(names):
             row = "".join(f"{int(v):>{cell}}" for v in self.confusion[index])
             lines.append(f"{name:<{width}}  {row}   ({index})")
         if self.mistakes:
             lines += ["", f"{len(self.mistakes)} misclassified:"]
             for mistake in self.mistakes:
-                lines.append(f"  {mistake.path}: {self.class_names[mistake.true_index]} taken for "
-                             f"{self.class_names[mistake.predicted_index]} ({mistake.predicted_probability:.1%}; "
+                lines.append(f"  {printable(mistake.path)}: {names[mistake.true_index]} taken for "
+                             f"{names[mistake.predicted_index]} ({mistake.predicted_probability:.1%}; "
                              f"true class {mistake.true_probability:.1%})")
         for path, reason in self.failures:
-            lines.append(f"  could not read {path}: {reason}")
+            lines.append(f"  could not read {printable(path)}: {printable(reason)}")
         return "\n".join(lines)
 
 
@@ -78,16 +89,18 @@ class EvaluationProgress:
 
 
 def evaluate(
-    classifier: Classifier, samples: Sequence[Sample], *, batch_size: int = 16
+    classifier: Classifier, samples: Sequence[Sample], *, batch_size: int = 16, cancel: CancelToken | None = None
 ) -> Generator[EvaluationProgress, None, Evaluation]:
-    """Classify labelled samples, yielding progress; returns the metrics and every mistake."""
+    """Classify labelled samples, yielding progress; returns the metrics and every mistake.
+
+    Memory stays flat in the number of images: only counts and small per-mistake records are kept.
+    """
     names = classifier.class_names
     confusion = np.zeros((len(names), len(names)), np.int64)
     mistakes: list[Mistake] = []
     failures: list[tuple[Path, str]] = []
     labels = [label for _, label in samples]
-    results = classifier.classify_files([path for path, _ in samples], k=1, batch_size=batch_size,
-                                        keep_features=True)
+    results = classifier.classify_files([path for path, _ in samples], k=1, batch_size=batch_size, cancel=cancel)
     for done, (result, label) in enumerate(zip(results, labels, strict=True), start=1):
         if result.error is not None:
             failures.append((result.path, result.error.reason))
@@ -96,8 +109,7 @@ def evaluate(
             confusion[label, predicted.index] += 1
             if predicted.index != label:
                 mistakes.append(Mistake(result.path, label, predicted.index,
-                                        float(result.analysis.probabilities[label]), predicted.probability,
-                                        result.analysis))
+                                        float(result.analysis.probabilities[label]), predicted.probability))
         yield EvaluationProgress(done, len(samples))
     return Evaluation(names, _accuracy(confusion), _per_class(confusion, names), confusion, tuple(mistakes),
                       tuple(failures))

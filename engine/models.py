@@ -15,24 +15,26 @@ from typing import Any
 import torch
 from torch import nn
 from torchvision import models as tv
-from torchvision.transforms import InterpolationMode
 
 # The preset class behind every `weights.transforms()`; our saved models rebuild theirs with it.
 from torchvision.transforms._presets import ImageClassification
 
-from engine.checkpoints import read_model_sidecar, save_model_files
+from engine.checkpoints import (
+    preprocess_from_dict,
+    preprocess_to_dict,
+    read_model_sidecar,
+    read_tensor_shapes,
+    save_model_files,
+    whole_number,
+)
+from engine.download import Progress, find_local, resolve_pretrained
 from engine.errors import UnknownModel, WeightsError
 from engine.progress import CancelToken
-from engine.weights import (
-    Progress,
-    apply_state_dict,
-    find_local,
-    read_state_dict,
-    resolve_pretrained,
-    state_dict_mismatches,
-)
+from engine.weights import apply_state_dict, read_state_dict, state_dict_mismatches
 
 DEFAULT_MODEL = "resnext50_32x4d"
+# Far above any real task; a description listing more is refused before anything is built from it.
+MAX_CLASSES = 100_000
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,15 @@ class Architecture:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Architecture:
-        layers = tuple(int(n) for n in data["layers"])
-        if len(layers) != 4 or min(layers) < 1:
-            raise ValueError(f"layers must be four positive block counts, got {data['layers']!r}")
-        return cls(layers, int(data["groups"]), int(data["width_per_group"]))  # type: ignore[arg-type]
+        """The architecture a model description names, within bounds no real ResNeXt comes near."""
+        if not isinstance(data, dict):
+            raise ValueError("architecture must be an object with layers, groups and width_per_group")
+        layers = data["layers"]
+        if not isinstance(layers, list) or len(layers) != 4:
+            raise ValueError(f"layers must be four block counts, not {repr(layers)[:40]}")
+        blocks = tuple(whole_number(n, "each stage's block count", 1, 64) for n in layers)
+        groups = whole_number(data["groups"], "groups", 1, 128)
+        return cls(blocks, groups, whole_number(data["width_per_group"], "width_per_group", 1, 128))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -165,28 +172,6 @@ class LoadedModel:
         return len(self.class_names)
 
 
-def preprocess_to_dict(preprocess: ImageClassification) -> dict[str, Any]:
-    """Describe a torchvision classification preset so it can be stored in a model file."""
-    return {
-        "resize_size": list(preprocess.resize_size),
-        "crop_size": list(preprocess.crop_size),
-        "mean": list(preprocess.mean),
-        "std": list(preprocess.std),
-        "interpolation": preprocess.interpolation.value,
-    }
-
-
-def preprocess_from_dict(data: dict[str, Any]) -> ImageClassification:
-    """Rebuild the preset that `preprocess_to_dict` described."""
-    return ImageClassification(
-        crop_size=int(data["crop_size"][0]),
-        resize_size=int(data["resize_size"][0]),
-        mean=tuple(float(v) for v in data["mean"]),
-        std=tuple(float(v) for v in data["std"]),
-        interpolation=InterpolationMode(data.get("interpolation", "bilinear")),
-    )
-
-
 def random_model(
     name_or_architecture: str | Architecture,
     class_names: Sequence[str] | None = None,
@@ -232,8 +217,15 @@ def load_pretrained(
             None,
             f"{spec.name} has no downloadable weights; open its weights file (.pth or .safetensors) instead",
         )
+    # torchvision records each file's size in MiB: the download stops if a mirror sends much more.
+    size = spec.pretrained.meta.get("_file_size")
     path = resolve_pretrained(
-        spec.pretrained.url, mirror=mirror, progress=progress, allow_download=allow_download, cancel=cancel
+        spec.pretrained.url,
+        mirror=mirror,
+        progress=progress,
+        allow_download=allow_download,
+        cancel=cancel,
+        expected_size=None if size is None else int(size * 2**20),
     )
     network = spec.build(len(spec.class_names))
     apply_state_dict(network, read_state_dict(path), path)
@@ -254,10 +246,11 @@ def load_model_file(path: str | Path, *, model: str | None = None) -> LoadedMode
     match; ImageNet-sized heads get ImageNet class names, other heads numbered ones.
     """
     path = Path(path)
-    state_dict = read_state_dict(path)
-    description = read_model_sidecar(path) if path.suffix.lower() == ".safetensors" else None
+    is_safetensors = path.suffix.lower() == ".safetensors" and path.is_file()
+    description = read_model_sidecar(path) if is_safetensors else None
     if description is not None and description.get("format") == "cardinal-model":
-        return _from_description(path, state_dict, description)
+        return _from_description(path, description)
+    state_dict = read_state_dict(path)
     num_classes = _head_size(state_dict, path)
     if model is not None:
         spec = get_spec(model)
@@ -279,17 +272,48 @@ def load_model_file(path: str | Path, *, model: str | None = None) -> LoadedMode
     )
 
 
-def _from_description(path: Path, state_dict: dict, description: dict[str, Any]) -> LoadedModel:
+def _from_description(path: Path, description: dict[str, Any]) -> LoadedModel:
+    """Check the description against sane bounds and the file's tensor shapes, and only then build the model."""
     try:
         architecture = Architecture.from_dict(description["architecture"])
-        class_names = tuple(str(name) for name in description["class_names"])
+        class_names = _class_names(description["class_names"])
         preprocess = preprocess_from_dict(description["preprocessing"])
         name = str(description.get("name") or description.get("base_model") or "custom")
-    except (KeyError, TypeError, ValueError, IndexError) as error:
-        raise WeightsError(path, f"model description is incomplete or invalid ({error!r})") from None
+    except (KeyError, TypeError, AttributeError) as error:
+        raise _invalid(path, f"is incomplete or invalid (missing or wrong {error})") from None
+    except ValueError as error:
+        raise _invalid(path, f"is invalid: {error}") from None
+    shapes = read_tensor_shapes(path)
+    head = shapes.get("fc.weight", ())
+    if len(head) != 2:
+        raise WeightsError(path, "no 'fc.weight' classifier head: this is not a ResNet/ResNeXt model file")
+    if head[0] != len(class_names):
+        raise _invalid(path, f"lists {len(class_names)} class names but its classifier head has {head[0]} outputs")
+    with torch.device("meta"):  # shapes only: a description cannot make us allocate what its tensors do not hold
+        problems = state_dict_mismatches(
+            architecture.build(len(class_names)), {key: torch.empty(shape) for key, shape in shapes.items()}
+        )
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise _invalid(path, f"does not match its weights: {'; '.join(problems[:3])}{more}")
+    state_dict = read_state_dict(path)
     network = architecture.build(len(class_names))
     apply_state_dict(network, state_dict, path)
     return LoadedModel(network.eval(), name, architecture, class_names, preprocess, str(path), description)
+
+
+def _invalid(path: Path, reason: str) -> WeightsError:
+    return WeightsError(
+        path, f"model description {reason}. The file was edited or damaged; open the model as Cardinal saved it"
+    )
+
+
+def _class_names(names: object) -> tuple[str, ...]:
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError("class_names must be a list of text")
+    if not 1 <= len(names) <= MAX_CLASSES:
+        raise ValueError(f"it lists {len(names)} class names; at most {MAX_CLASSES} are supported")
+    return tuple(names)
 
 
 def _head_size(state_dict: dict, path: Path) -> int:

@@ -1,4 +1,4 @@
-"""Find, download (progress, hash, mirror) and safely load weights files.
+"""Read weights files safely and apply them to a network (downloading lives in `engine.download`).
 
 Nothing here ever unpickles arbitrary objects: `.pth`/`.pt` files load with `weights_only=True` and a
 file that needs more is refused.
@@ -6,172 +6,24 @@ file that needs more is refused.
 
 from __future__ import annotations
 
-import hashlib
-import http.client
-import os
+import io
 import pickle
+import pickletools
 import re
-import sys
-import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Mapping
+import warnings
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from engine.errors import WeightsError, WeightsUnavailable
-from engine.progress import CancelToken
+from engine.errors import WeightsError
 
-MIRROR_ENV = "CARDINAL_WEIGHTS_MIRROR"
-# torchvision names its files "<name>-<first hex digits of sha256>.pth", as torch.hub expects.
-_HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")
-_CHUNK = 1 << 20
+# Callables a torch.save file legitimately names; any other would run when the file is unpickled.
+_SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode")
+_SCAN_LIMIT = 64 << 20
 
-Progress = Callable[[int, int | None], None]
 StateDict = dict[str, torch.Tensor]
-
-
-def cache_path(url: str) -> Path:
-    """Where torch.hub (and so Cardinal) keeps the file downloaded from `url`."""
-    filename = Path(urllib.parse.urlparse(url).path).name
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
-
-
-def bundled_path(url: str) -> Path | None:
-    """Where a packaged app (PyInstaller) carries weights it was built with, if it is one."""
-    bundle = getattr(sys, "_MEIPASS", None)
-    if bundle is None:
-        return None
-    return Path(bundle) / "weights" / Path(urllib.parse.urlparse(url).path).name
-
-
-def find_local(url: str) -> Path | None:
-    """The weights file for `url` if it is already on this computer: bundled with the app, or in the cache."""
-    for candidate in (bundled_path(url), cache_path(url)):
-        if candidate is not None and candidate.is_file():
-            return candidate
-    return None
-
-
-def mirrored_url(url: str, mirror: str | None = None) -> str:
-    """Replace the host and folder of `url` with a mirror (argument, else $CARDINAL_WEIGHTS_MIRROR).
-
-    A mirror may be an http(s)/file URL or a plain folder path holding the same file names.
-    """
-    base = mirror if mirror is not None else os.environ.get(MIRROR_ENV, "")
-    base = base.strip()
-    if not base:
-        return url
-    if "://" not in base:
-        base = Path(base).expanduser().resolve().as_uri()
-    filename = Path(urllib.parse.urlparse(url).path).name
-    return base.rstrip("/") + "/" + filename
-
-
-def expected_hash_prefix(filename: str) -> str | None:
-    """The sha256 prefix that torchvision puts in a weights file name, if there is one."""
-    match = _HASH_IN_NAME.search(filename)
-    return match.group(1) if match else None
-
-
-def resolve_pretrained(
-    url: str,
-    *,
-    mirror: str | None = None,
-    progress: Progress | None = None,
-    allow_download: bool = True,
-    timeout: float = 30.0,
-    cancel: CancelToken | None = None,
-) -> Path:
-    """Return the local path of the weights at `url`: bundled or cached, else download them to the cache."""
-    local = find_local(url)
-    if local is not None:
-        return local
-    destination = cache_path(url)
-    source = mirrored_url(url, mirror)
-    if not allow_download:
-        raise WeightsUnavailable(source, destination, "downloads are turned off")
-    return download(source, destination, progress=progress, timeout=timeout, cancel=cancel)
-
-
-def download(
-    url: str,
-    destination: Path,
-    *,
-    progress: Progress | None = None,
-    timeout: float = 30.0,
-    cancel: CancelToken | None = None,
-) -> Path:
-    """Download `url` to `destination` through a temp file, verifying the sha256 prefix in its name.
-
-    `progress(done_bytes, total_bytes_or_None)` is called per chunk; cancelling `cancel` raises
-    `Cancelled` at the next chunk. On any failure nothing is left at `destination`.
-    """
-    destination = Path(destination)
-    expected = expected_hash_prefix(destination.name)
-    try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise WeightsUnavailable(url, destination, f"cannot create {destination.parent}: {error}") from None
-    handle, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
-    temp = Path(temp_name)
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(handle, "wb") as out:
-            done, total = _stream(url, out, digest, progress, timeout, destination, cancel)
-            out.flush()
-            os.fsync(out.fileno())
-        if total is not None and done != total:
-            raise WeightsUnavailable(url, destination, f"connection lost after {_mb(done)} of {_mb(total)}")
-        actual = digest.hexdigest()
-        if expected and not actual.startswith(expected):
-            raise WeightsError(
-                url,
-                f"downloaded file is corrupt or not the expected one (sha256 {actual[:12]}..., expected "
-                f"{expected}...); nothing was saved. Try again, or check the mirror's copy.",
-            )
-        os.replace(temp, destination)
-    finally:
-        temp.unlink(missing_ok=True)
-    return destination
-
-
-def _stream(url, out, digest, progress, timeout, destination, cancel) -> tuple[int, int | None]:
-    done = 0
-    total = None
-    try:
-        request = urllib.request.Request(url, headers={"User-Agent": "cardinal-vision"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            if progress:
-                progress(0, total)
-            while chunk := response.read(_CHUNK):
-                if cancel is not None:
-                    cancel.raise_if_cancelled("the download")
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
-    except http.client.IncompleteRead as error:
-        done += len(error.partial)
-        raise WeightsUnavailable(url, destination, f"connection lost after {_mb(done)} of {_mb(total)}") from None
-    except urllib.error.HTTPError as error:
-        raise WeightsUnavailable(url, destination, f"the server answered {error.code} {error.reason}") from None
-    except urllib.error.URLError as error:
-        raise WeightsUnavailable(url, destination, f"cannot reach the server: {error.reason}") from None
-    except TimeoutError:
-        raise WeightsUnavailable(url, destination, f"no answer within {timeout:g} s") from None
-    except (ConnectionError, http.client.HTTPException) as error:
-        raise WeightsUnavailable(url, destination, f"connection lost after {_mb(done)} ({error})") from None
-    return done, total
-
-
-def _mb(size: int | None) -> str:
-    return "an unknown size" if size is None else f"{size / 1e6:.1f} MB"
 
 
 def read_state_dict(path: str | Path) -> StateDict:
@@ -183,7 +35,7 @@ def read_state_dict(path: str | Path) -> StateDict:
     if suffix == ".safetensors":
         raw = _read_safetensors(path)
     elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        raw = _read_torch_file(path)
+        raw = read_torch_file(path)
     else:
         raise WeightsError(path, "unknown weights format; Cardinal opens .safetensors, .pth and .pt files")
     state_dict = _unwrap(raw, path)
@@ -201,21 +53,87 @@ def _read_safetensors(path: Path) -> Mapping[str, object]:
         raise WeightsError(path, f"not a valid safetensors file, or damaged ({error})") from None
 
 
-def _read_torch_file(path: Path) -> object:
+def read_torch_file(path: Path) -> object:
+    """What a `torch.save` file holds, loaded without running code; `WeightsError` says why it is refused."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about protocol-4 pickles on stderr before refusing them; the refusal says it all.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        needs = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
-        if needs is None:
-            raise WeightsError(path, "not a PyTorch weights file, or damaged/truncated") from None
-        raise WeightsError(
-            path,
-            f"refused: opening this file would run Python code ({needs.group(1)}), not just read tensors. "
-            "Cardinal never opens such files; re-save the model's state_dict (ideally as .safetensors) "
-            "from a trusted environment.",
-        ) from None
+        raise _pickle_refusal(path, str(error)) from None
     except (RuntimeError, OSError, EOFError, ValueError) as error:
         raise WeightsError(path, f"not a PyTorch weights file, or damaged/truncated ({error})") from None
+
+
+def _pickle_refusal(path: Path, message: str) -> WeightsError:
+    """Why the safe loader refused `path`, in words: code it would run, a pickle it cannot check, or damage."""
+    named = re.search(r"GLOBAL ([\w.]+)", message)  # torch's wording varies between versions
+    scanned = None if named else _scan_pickle(path)
+    culprit = named.group(1) if named else None
+    if culprit is None and scanned is not None:
+        culprit = next((name for name in scanned[1] if not name.startswith(_SAFE_GLOBALS)), None)
+    if culprit is not None:
+        return WeightsError(
+            path,
+            f"refused: opening this file would run Python code ({culprit}), not just read tensors. "
+            "Cardinal never opens such files; re-save the model's state_dict (ideally as .safetensors) "
+            "from a trusted environment.",
+        )
+    if scanned is not None and scanned[0] > 2:
+        return WeightsError(
+            path,
+            f"refused: it is a raw pickle (pickle protocol {scanned[0]}) that Cardinal's safe loader cannot "
+            "check, and opening it fully could run code. Re-save the state_dict with torch.save, or as "
+            ".safetensors.",
+        )
+    return WeightsError(path, "not a PyTorch weights file, or damaged/truncated")
+
+
+def _scan_pickle(path: Path) -> tuple[int, list[str]] | None:
+    """Statically list the pickle protocol and the callables named in `path` (nothing runs); None if no pickle."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                member = next((i for i in archive.infolist() if i.filename.endswith("data.pkl")), None)
+                if member is None or member.file_size > _SCAN_LIMIT:
+                    return None
+                data = archive.read(member)
+        else:
+            with open(path, "rb") as source:
+                data = source.read(_SCAN_LIMIT)
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+        return None
+    stream = io.BytesIO(data)
+    protocol, names, parsed = 0, [], 0
+    while stream.tell() < len(data) and parsed < 8:  # the legacy format is several pickles in a row
+        try:
+            protocol = max(protocol, _globals_of_one_pickle(stream, names))
+        except (ValueError, EOFError):
+            break
+        parsed += 1
+    return (protocol, names) if parsed else None
+
+
+def _globals_of_one_pickle(stream: io.BytesIO, names: list[str]) -> int:
+    protocol, memo, recent = 0, {}, [None, None]
+    for opcode, arg, _ in pickletools.genops(stream):
+        kind = opcode.name
+        if kind == "PROTO":
+            protocol = arg
+        elif kind in ("GLOBAL", "INST"):
+            names.append(arg.replace(" ", "."))
+        elif kind == "STACK_GLOBAL" and all(isinstance(part, str) for part in recent):
+            names.append(f"{recent[0]}.{recent[1]}")
+        elif kind == "MEMOIZE":
+            memo[len(memo)] = recent[1]
+        elif kind in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = recent[1]
+        elif kind in ("GET", "BINGET", "LONG_BINGET"):
+            recent = [recent[1], memo.get(arg)]
+        elif opcode.stack_after:
+            recent = [recent[1], arg if isinstance(arg, str) else None]
+    return protocol
 
 
 def _unwrap(raw: object, path: Path) -> StateDict:
@@ -248,12 +166,22 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], path: str | Path | None
 
 
 def apply_state_dict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | Path) -> None:
-    """Load `state_dict` into `module` after a strict check of every key and shape."""
+    """Load `state_dict` into `module` after a strict check of every key, shape and kind of number."""
     problems = state_dict_mismatches(module, state_dict)
     if problems:
         shown = "; ".join(problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise WeightsError(path, f"weights do not fit this model: {shown}{more}")
+    floating = [key for key, value in module.state_dict().items() if value.is_floating_point()]
+    wrong = [key for key in floating if key in state_dict and not state_dict[key].is_floating_point()]
+    if wrong:  # integer or bool weights would load as zeros (or NaN) without a word
+        dtype = str(state_dict[wrong[0]].dtype).removeprefix("torch.")
+        more = f" (and {len(wrong) - 1} more tensors)" if len(wrong) > 1 else ""
+        raise WeightsError(
+            path,
+            f"tensor '{wrong[0]}' holds {dtype} values, not floating-point weights{more}; the file is damaged "
+            "or not a model's weights. Use the original file.",
+        )
     module.load_state_dict(state_dict, strict=True)
 
 

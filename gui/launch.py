@@ -6,6 +6,7 @@ Imports nothing from Qt at module level, so headless commands never load it.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,12 +19,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_self_test()
     if not args or args[0] == "gui":
+        problem = missing_display()
+        if problem:
+            sys.stderr.write(f"error: {problem}\n")
+            return 1
         from gui.app import main as run_app
 
         return run_app(args[1:])
     from engine.cli import main as run_cli
 
     return run_cli(args)
+
+
+def missing_display() -> str | None:
+    """Why the desktop app cannot open a window here (Linux/BSD without X11 or Wayland), or None.
+
+    Qt would otherwise abort the process (exit 134) with a message about platform plugins.
+    """
+    if not sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")):
+        return None
+    if os.environ.get("QT_QPA_PLATFORM") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return ("no display to open the Cardinal window on (neither DISPLAY nor WAYLAND_DISPLAY is set). "
+            "Run it from a desktop session, use 'ssh -X' to forward the window, or use the headless "
+            "commands: cardinal classify|train|evaluate|models (cardinal --help lists them)")
 
 
 if __name__ == "__main__":

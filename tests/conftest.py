@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import os
@@ -148,3 +149,59 @@ def make_shapes_folder(root, per_class=12, counts=None, fmt="PNG"):
         for number in range((counts or {}).get(kind, per_class)):
             shape_picture(kind, seed=index * 1000 + number).save(folder / f"{number:03d}.{fmt.lower()}", fmt)
     return root
+
+
+def run_python(code: str, *, timeout: float = 60, max_memory: int | None = None):
+    """Run `code` in a fresh Python that imports this checkout; `max_memory` caps its address space (bytes)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def limit_memory():  # runs in the child just before Python starts
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env,
+        preexec_fn=limit_memory if max_memory else None,
+    )
+
+
+@contextlib.contextmanager
+def deep_folder(root, depth: int, content: bytes):
+    """root/d/d/.../d/deep.png, `depth` folders down; yields the file's path and removes the chain after.
+
+    Made and removed relative to folder descriptors, one level at a time: Python's recursive helpers
+    (`Path.rglob`, `shutil.rmtree`, pytest's own clean-up) fail on such a tree with RecursionError.
+    """
+    from pathlib import Path
+
+    folder = os.open(root, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=folder)
+            child = os.open("d", os.O_RDONLY, dir_fd=folder)
+            os.close(folder)
+            folder = child
+        image = os.open("deep.png", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=folder)
+        os.write(image, content)
+        os.close(image)
+    finally:
+        os.close(folder)
+    try:
+        yield Path(root, *["d"] * depth, "deep.png")
+    finally:
+        folder = os.open(root, os.O_RDONLY)
+        for _ in range(depth):
+            child = os.open("d", os.O_RDONLY, dir_fd=folder)
+            os.close(folder)
+            folder = child
+        os.unlink("deep.png", dir_fd=folder)
+        for _ in range(depth):  # climb back up through "..", removing the emptied folder at each step
+            parent = os.open("..", os.O_RDONLY, dir_fd=folder)
+            os.close(folder)
+            folder = parent
+            os.rmdir("d", dir_fd=folder)
+        os.close(folder)

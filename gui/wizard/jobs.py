@@ -107,7 +107,7 @@ def sample_thumbnails(report, per_class: int, side: int):
 
 @thread_worker(start_thread=False, ignore_errors=True)
 @surface_errors
-def mistake_overlays(mistakes, side: int):
+def mistake_overlays(mistakes, classifier, side: int):
     """Yields (mistake, overlay of the predicted class, overlay of the true class) as QImages, or (mistake,
     reason, None) for an image that cannot be read: two heat-maps per image, off the GUI thread."""
     import numpy as np
@@ -115,6 +115,7 @@ def mistake_overlays(mistakes, side: int):
 
     from engine.cam import overlay
     from engine.errors import ImageLoadError
+    from engine.evaluation import explain
     from engine.images import load_image
 
     for mistake in mistakes:
@@ -128,9 +129,10 @@ def mistake_overlays(mistakes, side: int):
             scale = side / max(image.size)
             image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
         pixels = np.asarray(image)
-        seen = mistake.analysis.seen_box(image.size)
+        analysis = explain(classifier, mistake)  # the evaluation keeps no activations: classify this one again
+        seen = analysis.seen_box(image.size)
         overlays = [
-            array_to_qimage(overlay(pixels, mistake.analysis.heatmap(index, size=image.size), opacity=0.5, seen=seen))
+            array_to_qimage(overlay(pixels, analysis.heatmap(index, size=image.size), opacity=0.5, seen=seen))
             for index in (mistake.predicted_index, mistake.true_index)
         ]
         yield mistake, *overlays

@@ -128,7 +128,7 @@ class ResultsPage(QWizardPage):
         mistakes = self.evaluation.mistakes_for(row, column)
         if not mistakes:
             return
-        self.mistakes_dialog = MistakesDialog(mistakes, self.evaluation.class_names, self)
+        self.mistakes_dialog = MistakesDialog(mistakes, self.evaluation.class_names, self.classifier, self)
         self.mistakes_dialog.show()
 
     def best_path(self) -> Path:
@@ -177,7 +177,7 @@ class MistakesDialog(QDialog):
 
     loaded = Signal()  # every row is shown
 
-    def __init__(self, mistakes, class_names, parent: QWidget | None = None) -> None:
+    def __init__(self, mistakes, class_names, classifier, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.true_name = class_names[mistakes[0].true_index]
         self.predicted_name = class_names[mistakes[0].predicted_index]
@@ -202,7 +202,7 @@ class MistakesDialog(QDialog):
         layout.addWidget(scroll)
         layout.addWidget(close)
         self.resize(3 * MISTAKE_SIZE + 220, min(700, 120 + MISTAKE_SIZE * len(mistakes)))
-        self._worker = jobs.mistake_overlays(list(mistakes), MISTAKE_SIZE)
+        self._worker = jobs.mistake_overlays(list(mistakes), classifier, MISTAKE_SIZE)
         self._worker.yielded.connect(self._add_row)
         self._worker.finished.connect(self._finished)
         self._worker.start()

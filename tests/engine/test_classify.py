@@ -1,12 +1,13 @@
 import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from engine.classify import Classifier, bf16_supported, resolve_precision, select_device
-from engine.errors import CardinalError
-from engine.models import Architecture, random_model
+from engine.errors import Cancelled, CardinalError
+from engine.progress import CancelToken
 from tests.conftest import encode, make_tiny_model, random_picture
 
 NAMES = tuple(f"class{i}" for i in range(10))
@@ -65,23 +66,28 @@ def test_bf16_top1_agrees_with_fp32():
         assert np.abs(a.probabilities - b.probabilities).max() < 1e-3
 
 
-def test_predict_while_another_thread_builds_a_model(classifier):
-    images = [random_picture(seed) for seed in range(2)]
-    expected = [tuple(p.index for p in preds) for preds in classifier.predict(images, 3)]
+def test_predictions_from_another_thread_never_disturb_a_heat_map_in_progress(classifier):
+    """Other-layer heat-maps hook the shared network; a forward from another thread must not reach the hook."""
+    image = random_picture(5)
+    others = [random_picture(seed) for seed in range(6, 10)]
+    expected_map = classifier.heatmap(image, 3, layer="layer3")
+    expected_top = [tuple(p.index for p in preds) for preds in classifier.predict(others, 3)]
     failures = []
     stop = threading.Event()
 
-    def worker():
+    def predict_forever():
         while not stop.is_set():
-            got = [tuple(p.index for p in preds) for preds in classifier.predict(images, 3)]
-            if got != expected:
+            got = [tuple(p.index for p in preds) for preds in classifier.predict(others, 3)]
+            if got != expected_top:
                 failures.append(got)
 
-    thread = threading.Thread(target=worker)
+    thread = threading.Thread(target=predict_forever)
     thread.start()
     try:
-        for seed in range(3):
-            random_model(Architecture((1, 1, 1, 1), 32, 4), NAMES, seed=seed)
+        for _ in range(15):
+            heatmap = classifier.heatmap(image, 3, layer="layer3")
+            if not np.allclose(heatmap, expected_map, atol=1e-5):
+                failures.append("heat-map changed")
     finally:
         stop.set()
         thread.join()
@@ -106,13 +112,51 @@ def test_classify_files_keeps_order_and_reports_bad_files(classifier, tmp_path):
     assert [p.index for p in results[0].analysis.predictions] == [p.index for p in direct]
 
 
-def test_classify_files_stops_when_closed(classifier, tmp_path):
+def slow_decoding(monkeypatch, seconds=0.15):
+    """Count real decodes, each made slow enough that queued work is still pending when we stop."""
+    import engine.classify
+
+    decoded = []
+    real = engine.classify.load_image
+
+    def load_image(*args, **kwargs):
+        time.sleep(seconds)
+        decoded.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.classify, "load_image", load_image)
+    return decoded
+
+
+def decode_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor") and t.is_alive()]
+
+
+def test_closing_classify_files_cancels_queued_decoding_and_ends_its_threads(classifier, tmp_path, monkeypatch):
     path = tmp_path / "one.png"
     path.write_bytes(encode(random_picture(1)))
-    stream = classifier.classify_files([path] * 40, batch_size=4)
-    first = next(stream)
+    decoded = slow_decoding(monkeypatch, seconds=0.4)
+    stream = classifier.classify_files([path] * 40, batch_size=4, decode_workers=2)
+    first = next(stream)  # 8 decodes were queued (look-ahead); the first batch needed 4
     stream.close()
+    time.sleep(1.0)
     assert first.error is None
+    assert len(decoded) <= 6  # the 2 decodes running at close finish; the queued rest never start
+    assert decode_threads() == []
+
+
+def test_cancel_token_stops_classify_files_before_the_next_batch(classifier, tmp_path, monkeypatch):
+    path = tmp_path / "one.png"
+    path.write_bytes(encode(random_picture(1)))
+    decoded = slow_decoding(monkeypatch, seconds=0.01)
+    token = CancelToken()
+    results = []
+    with pytest.raises(Cancelled, match="classification was cancelled"):
+        for result in classifier.classify_files([path] * 40, batch_size=4, cancel=token):
+            results.append(result)
+            token.cancel()
+    assert len(results) == 4  # the batch in hand is delivered, nothing after it
+    assert len(decoded) < 40
 
 
 def test_top_k_from_probabilities_matches_a_full_sort():

@@ -1,4 +1,5 @@
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -205,3 +206,22 @@ def test_iter_image_files_recurses_sorted_and_skips_hidden(tmp_path):
     named = tmp_path / "named.txt"
     found = [p.relative_to(tmp_path).as_posix() for p in iter_image_files([tmp_path, named])]
     assert found == ["a.JPG", "b/1.webp", "b/2.png", "named.txt"]
+
+
+def test_all_nan_float_tiff_loads_black_without_a_warning():
+    data = encode(Image.fromarray(np.full((8, 8), np.nan, np.float32)), "TIFF")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = load_image(data, name="nan.tiff")
+    assert loaded.mode == "RGB" and loaded.size == (8, 8)
+    assert not np.asarray(loaded).any()  # no data anywhere reads as black, like a single NaN pixel does
+
+
+def test_float_tiff_with_some_nan_keeps_its_range_and_blacks_out_the_gaps():
+    values = np.full((8, 8), 0.5, np.float32)
+    values[0, 0] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pixels = np.asarray(load_image(encode(Image.fromarray(values), "TIFF"), name="gaps.tiff")).astype(int)
+    assert tuple(pixels[0, 0]) == (0, 0, 0)
+    assert abs(pixels[4, 4, 0] - 128) <= 1

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torchvision import models as tv
 
+from engine.download import cache_path
 from engine.errors import UnknownModel, WeightsError
 from engine.models import (
     DEFAULT_MODEL,
@@ -15,7 +16,6 @@ from engine.models import (
     save_model,
     weights_on_disk,
 )
-from engine.weights import cache_path
 from tests.conftest import make_tiny_model
 
 
@@ -120,3 +120,29 @@ def test_load_pretrained_from_cache(torch_home):
 def test_wsl_has_no_download():
     with pytest.raises(WeightsError, match="open its weights file"):
         load_pretrained("resnext101_32x16d_wsl")
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool])
+def test_saved_model_with_integer_or_bool_tensors_is_refused(tmp_path, dtype):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save
+
+    path = save_model(make_tiny_model(), tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = {key: value.to(dtype) if value.is_floating_point() else value for key, value in load_file(path).items()}
+    path.write_bytes(save(tensors, metadata=metadata))
+    with pytest.raises(WeightsError, match=r"m\.safetensors: tensor '[\w.]+' holds \w+ values, not floating-point"):
+        load_model_file(path)
+
+
+@pytest.mark.parametrize("sidecar", [b"[1, 2]", b'{"tool": "other"}', b"\xff\xfe\x80"], ids=["list", "other", "bytes"])
+def test_unrelated_json_beside_bare_weights_does_not_block_loading(tmp_path, sidecar):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "X.safetensors"
+    save_file(dict(make_tiny_model().network.state_dict()), str(path))
+    (tmp_path / "X.json").write_bytes(sidecar)
+    # Read as a bare file: the tiny test architecture is then simply not one of the registry's.
+    with pytest.raises(WeightsError, match="do not match any known ResNeXt"):
+        load_model_file(path)

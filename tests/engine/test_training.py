@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -7,11 +8,21 @@ import torch
 
 from engine.classify import Classifier
 from engine.data import scan_dataset
-from engine.errors import CheckpointError
+from engine.errors import Cancelled, CheckpointError
 from engine.evaluation import evaluate
 from engine.models import load_model_file
 from engine.progress import CancelToken, run_to_end
-from engine.training import BatchEnd, EpochEnd, FeatureProgress, Notice, Recipe, TrainingError, train
+from engine.training import (
+    BatchEnd,
+    EpochEnd,
+    FeatureProgress,
+    Notice,
+    Recipe,
+    StopReason,
+    TrainingError,
+    train,
+)
+from engine.training_modes import FastMode
 from tests.conftest import make_shapes_folder, make_tiny_model
 
 FAST = Recipe(mode="fast", epochs=12, batch_size=16, lr=0.05, patience=None)
@@ -68,7 +79,8 @@ def test_cancel_mid_epoch_keeps_the_best_model_so_far(shapes, tmp_path):
     assert load_model_file(tmp_path / "run" / "best.safetensors").description["metrics"]["epoch"] <= 2
 
 
-def test_killed_run_resumes_to_the_same_epochs_as_an_uninterrupted_one(shapes, tmp_path):
+def test_killed_run_resumes_to_the_same_epochs_as_an_uninterrupted_one(shapes, tmp_path, monkeypatch):
+    monkeypatch.setattr(FastMode, "save_interval_s", 0.0)  # save after every epoch, as a slow run would
     recipe = Recipe(mode="fast", epochs=5, batch_size=8, lr=0.05, patience=None)
     whole, _ = run(shapes, recipe, tmp_path / "whole")
     work = train(shapes, make_tiny_model(), recipe, tmp_path / "killed", device="cpu")
@@ -92,12 +104,111 @@ def test_resume_refuses_when_classes_changed(shapes, tmp_path):
         run(other, Recipe(mode="fast", epochs=2, lr=0.05), tmp_path / "run", resume=True)
 
 
+def overflowing_model(scale: float):
+    """The tiny model with last-stage activations scaled up so that SGD overflows float32 after a while."""
+    model = make_tiny_model()
+    with torch.no_grad():
+        model.network.layer4[-1].bn3.weight.mul_(scale)
+        model.network.layer4[-1].bn3.bias.mul_(scale)
+    return model
+
+
+DIVERGING = Recipe(mode="fast", epochs=8, optimizer="sgd", lr=10, warmup_epochs=3, patience=None)
+
+
 def test_diverging_loss_stops_and_keeps_last_good_model(shapes, tmp_path):
-    recipe = Recipe(mode="fast", epochs=5, optimizer="sgd", lr=1e38, warmup_epochs=0, patience=None)
-    result, events = run(shapes, recipe, tmp_path / "run")
-    assert result.stopped == "non-finite loss"
+    events = []
+    work = train(shapes, overflowing_model(1e20), DIVERGING, tmp_path / "run", device="cpu")
+    result = run_to_end(work, events.append)
+    assert result.stopped == StopReason.NON_FINITE and result.epochs_run == 1
     assert any(isinstance(e, Notice) and "NaN or infinite" in e.message for e in events)
     assert all(torch.isfinite(p).all() for p in result.model.network.parameters())
+    saved = load_model_file(tmp_path / "run" / "best.safetensors")
+    assert saved.description["metrics"]["epoch"] == 1
+    assert all(torch.isfinite(p).all() for p in saved.network.parameters())
+
+
+def test_loss_diverging_in_the_first_epoch_is_an_error_and_writes_no_model(shapes, tmp_path):
+    with pytest.raises(TrainingError, match="first epoch, so no model was saved; try a lower learning rate"):
+        run_to_end(train(shapes, overflowing_model(3e20), DIVERGING, tmp_path / "run", device="cpu"))
+    assert not (tmp_path / "run").exists()  # nothing left behind, not even an empty folder
+
+
+def test_cancel_during_the_feature_pass_is_cancelled_not_a_private_error(shapes, tmp_path):
+    cancel = CancelToken()
+
+    def watch(event):
+        if isinstance(event, FeatureProgress):
+            cancel.cancel()
+
+    recipe = Recipe(mode="fast", epochs=3, batch_size=8, eval_batch_size=8, lr=0.05)
+    with pytest.raises(Cancelled, match="nothing new was saved"):
+        run_to_end(train(shapes, make_tiny_model(), recipe, tmp_path / "run", device="cpu", cancel=cancel), watch)
+    assert not (tmp_path / "run").exists()  # nothing left behind, not even an empty folder
+
+
+def test_cancel_in_the_first_epoch_hands_out_no_model(shapes, tmp_path):
+    cancel = CancelToken()
+
+    def watch(event):
+        if isinstance(event, BatchEnd):
+            cancel.cancel()
+
+    with pytest.raises(Cancelled, match="before its first epoch finished"):
+        run_to_end(train(shapes, make_tiny_model(), FAST, tmp_path / "run", device="cpu", cancel=cancel), watch)
+    assert not (tmp_path / "run" / "best.safetensors").exists()
+
+
+def test_models_are_on_disk_whenever_a_checkpoint_is(shapes, tmp_path, monkeypatch):
+    monkeypatch.setattr(FastMode, "save_interval_s", 0.0)
+    out = tmp_path / "run"
+    checked = []
+
+    def watch(event):
+        if isinstance(event, EpochEnd):
+            state = torch.load(out / "checkpoint.pt", weights_only=True)
+            last = load_model_file(out / "last.safetensors").description["metrics"]["epoch"]
+            assert last == state["epoch"] == event.epoch
+            checked.append(event.epoch)
+
+    run_to_end(train(shapes, make_tiny_model(), Recipe(mode="fast", epochs=3, lr=0.05, patience=None), out,
+                     device="cpu"), watch)
+    assert checked == [1, 2, 3]
+
+
+def test_fast_mode_saves_at_most_every_interval_and_always_at_the_end(shapes, tmp_path):
+    out = tmp_path / "run"
+    written = []
+
+    def watch(event):
+        if isinstance(event, EpochEnd):
+            written.append((out / "checkpoint.pt").exists())
+
+    result = run_to_end(train(shapes, make_tiny_model(), FAST, out, device="cpu"), watch)
+    assert written.count(True) < len(written)  # 12 short epochs: not a 90 MB write after each
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == result.epochs_run == 12
+    assert load_model_file(out / "last.safetensors").description["metrics"]["epoch"] == 12
+
+
+def test_training_leaves_the_global_random_state_alone(shapes, tmp_path):
+    import random
+
+    base = make_tiny_model()
+    torch.manual_seed(1234)
+    random.seed(1234)
+    torch_state, python_state = torch.get_rng_state(), random.getstate()
+    recipe = Recipe(mode="full", epochs=1, batch_size=16, lr=1e-3, augmentation="trivialaugment")
+    run_to_end(train(shapes, base, recipe, tmp_path / "run", device="cpu"))
+    assert torch.equal(torch.get_rng_state(), torch_state) and random.getstate() == python_state
+
+
+def test_full_mode_augmentation_is_reproducible_for_a_seed(shapes, tmp_path):
+    recipe = Recipe(mode="full", epochs=1, batch_size=16, lr=1e-3, augmentation="trivialaugment", seed=3)
+    first, _ = run(shapes, recipe, tmp_path / "a")
+    torch.manual_seed(99)  # what the caller does with the global generator must not matter
+    second, _ = run(shapes, recipe, tmp_path / "b")
+    assert first.history[0].train_loss == pytest.approx(second.history[0].train_loss, rel=1e-6)
 
 
 def _make_read_only(folder):
@@ -111,18 +222,38 @@ def _make_read_only(folder):
 
 def test_save_into_read_only_folder_fails_clearly_and_old_checkpoint_loads(shapes, tmp_path):
     out = tmp_path / "run"
-    run(shapes, Recipe(mode="fast", epochs=1, lr=0.05), out)
+    recipe = Recipe(mode="fast", epochs=1, lr=0.05)
+    run(shapes, recipe, out)
     before = (out / "best.safetensors").read_bytes()
-    undo = _make_read_only(out)
+    undo = None
+
+    def freeze_folder(event):  # the folder turns read-only while the resumed run trains
+        nonlocal undo
+        if isinstance(event, BatchEnd) and undo is None:
+            undo = _make_read_only(out)
+
     try:
         with pytest.raises(CheckpointError, match=r"Could not save .*run.*Nothing was overwritten"):
-            run(shapes, Recipe(mode="fast", epochs=1, lr=0.05, seed=7), out)
+            run_to_end(train(shapes, make_tiny_model(), dataclasses.replace(recipe, epochs=2), out, device="cpu",
+                             resume=True), freeze_folder)
     finally:
-        undo()
+        if undo is not None:
+            undo()
     assert (out / "best.safetensors").read_bytes() == before
     assert load_model_file(out / "best.safetensors").class_names == shapes.class_names
-    assert sorted(p.name for p in out.iterdir()) == ["best.json", "best.safetensors", "checkpoint.pt",
-                                                      "last.json", "last.safetensors"]
+    assert sorted(p.name for p in out.iterdir() if p.name != ".cardinal-run.lock") == [
+        "best.json", "best.safetensors", "checkpoint.pt", "last.json", "last.safetensors"]
+
+
+def test_read_only_run_folder_is_refused_before_training(shapes, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    undo = _make_read_only(out)
+    try:
+        with pytest.raises(TrainingError, match=r"Could not start a run in .*run.*folder you can write to"):
+            run(shapes, FAST, out)
+    finally:
+        undo()
 
 
 def test_recipe_rejects_nonsense():
@@ -130,3 +261,22 @@ def test_recipe_rejects_nonsense():
         Recipe(mode="turbo")
     with pytest.raises(TrainingError, match="val_fraction"):
         Recipe(val_fraction=1.5)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"lr": float("nan")}, "learning rate must be a number above 0"),
+        ({"lr": -1.0}, "learning rate must be a number above 0"),
+        ({"lr": 1e38}, "at most 10"),
+        ({"weight_decay": -1.0}, "weight decay must be in"),
+        ({"num_workers": -1}, "workers must be between 0"),
+        ({"patience": -1}, "patience must be at least 1"),
+        ({"batch_size": 0}, "batch size must be at least 1"),
+        ({"eval_batch_size": 0}, "evaluation batch size"),
+        ({"warmup_epochs": -2}, "warm-up epochs"),
+    ],
+)
+def test_recipe_refuses_each_bad_value_with_its_name(values, message):
+    with pytest.raises(TrainingError, match=message):
+        Recipe(**values)

@@ -1,21 +1,18 @@
 import hashlib
 import io
+import os
 import pathlib
 import pickle
+import shlex
+import warnings
 
 import pytest
 import torch
 
+from engine.download import cache_path, download, mirrored_url, resolve_pretrained
 from engine.errors import Cancelled, WeightsError, WeightsUnavailable
 from engine.progress import CancelToken
-from engine.weights import (
-    apply_state_dict,
-    cache_path,
-    download,
-    mirrored_url,
-    read_state_dict,
-    resolve_pretrained,
-)
+from engine.weights import apply_state_dict, read_state_dict
 from tests.conftest import closed_port, make_tiny_model
 
 
@@ -201,3 +198,73 @@ def test_unreadable_files(tmp_path, name, content, reason):
     path.write_bytes(content)
     with pytest.raises(WeightsError, match=reason):
         read_state_dict(path)
+
+
+class _RunsCommand:
+    """Unpickling this runs a shell command that creates `marker` (harmless, but proof that code ran)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
+
+
+@pytest.mark.parametrize("layout", ["zip", "legacy", "raw-protocol-4"])
+def test_pickle_that_runs_a_command_is_refused_for_that_reason_without_warnings(tmp_path, capfd, layout):
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.pth"
+    payload = {"fc.weight": torch.ones(2), "payload": _RunsCommand(marker)}
+    if layout == "zip":
+        torch.save(payload, evil)
+    elif layout == "legacy":
+        torch.save(payload, evil, _use_new_zipfile_serialization=False)
+    else:
+        evil.write_bytes(pickle.dumps(payload, protocol=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(WeightsError, match=r"refused: opening this file would run Python code \(\w+\.system\)"):
+            read_state_dict(evil)
+    assert not marker.exists()
+    assert capfd.readouterr().err == ""
+
+
+def test_harmless_protocol_4_pickle_is_refused_as_unreadable_not_damaged(tmp_path, capfd):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(pickle.dumps({"fc.weight": [1.0, 2.0]}, protocol=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(WeightsError, match=r"refused: .*pickle protocol 4.*Re-save"):
+            read_state_dict(path)
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool])
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_integer_or_bool_weights_are_refused_naming_file_and_key(tmp_path, dtype, suffix):
+    from safetensors.torch import save_file
+
+    network = make_tiny_model().network
+    cast = {key: value.to(dtype) if value.is_floating_point() else value for key, value in network.state_dict().items()}
+    path = tmp_path / f"cast{suffix}"
+    if suffix == ".pth":
+        torch.save(cast, path)
+    else:
+        save_file(cast, str(path))
+    before = {key: value.clone() for key, value in network.state_dict().items()}
+    with pytest.raises(WeightsError, match=r"'conv1\.weight' holds .* not floating-point") as info:
+        apply_state_dict(network, read_state_dict(path), path)
+    assert str(path) in str(info.value) and str(dtype).removeprefix("torch.") in str(info.value)
+    assert all(torch.equal(value, before[key]) for key, value in network.state_dict().items())
+
+
+def test_integer_step_counter_of_batch_norm_is_still_accepted(tmp_path):
+    from safetensors.torch import save_file
+
+    state_dict = make_tiny_model(seed=3).network.state_dict()
+    assert state_dict["bn1.num_batches_tracked"].dtype == torch.int64
+    path = tmp_path / "ok.safetensors"
+    save_file(dict(state_dict), str(path))
+    network = make_tiny_model().network
+    apply_state_dict(network, read_state_dict(path), path)
+    assert torch.equal(network.fc.weight, state_dict["fc.weight"])

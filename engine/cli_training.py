@@ -1,0 +1,219 @@
+"""`cardinal train` and `cardinal evaluate`: fine-tune on a folder and measure a model on one.
+
+The run folder is claimed (locked, checked) before the scan, so a wrong `--out` or `--device` is said at
+once rather than after minutes of work; Ctrl-C ends training after the batch in hand and keeps best/last.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TextIO
+
+from engine.errors import CardinalError, TrainingError, short_list
+from engine.progress import CancelToken, run_to_end
+from engine.terminal import ProgressBar, cancel_on_interrupt, printable
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+def add_training_parsers(commands, models, default_model: str, precisions) -> None:
+    """The `train` and `evaluate` sub-commands, their choices taken from the engine's own lists."""
+    from engine.cli import positive
+    from engine.recipe import AUGMENTATIONS, MODES, OPTIMIZERS, TRAINABLE_FROM, Recipe
+
+    defaults = Recipe()
+    train = commands.add_parser("train", help="fine-tune on a folder with one sub-folder per class")
+    train.add_argument("folder", type=Path, metavar="FOLDER", help="one sub-folder per class (or train/ + val/)")
+    train.add_argument("--out", type=Path, required=True, metavar="DIR", help="where checkpoints and models go")
+    train.add_argument("--mode", choices=MODES, default=defaults.mode,
+                       help="fast: train the head on cached features; full: fine-tune the network")
+    train.add_argument("--model", choices=list(models), default=default_model, help="architecture")
+    train.add_argument("--base", default="imagenet", metavar="imagenet|scratch|FILE",
+                       help="start from ImageNet weights, random weights, or a saved model")
+    train.add_argument("--epochs", type=positive, default=defaults.epochs)
+    train.add_argument("--batch-size", type=positive, default=defaults.batch_size)
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default depends on mode)")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
+    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    train.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
+    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    train.add_argument("--augment", choices=AUGMENTATIONS, default=defaults.augmentation)
+    train.add_argument("--class-weighted", action="store_true", help="weight the loss against class imbalance")
+    train.add_argument("--train-from", choices=TRAINABLE_FROM, default=defaults.trainable_from,
+                       help="full mode: fine-tune from this stage on (earlier stages stay frozen)")
+    train.add_argument("--patience", type=int, default=defaults.patience, help="early stopping; 0 turns it off")
+    train.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--workers", type=int, default=None, help="data loading processes")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--precision", choices=list(precisions), default="auto")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    train.add_argument("--mirror", metavar="URL", help="download ImageNet weights from this mirror")
+
+    evaluate = commands.add_parser("evaluate", help="accuracy, per-class metrics and mistakes on a labelled folder")
+    evaluate.add_argument("model", type=Path, metavar="MODEL", help="a model saved by Cardinal (.safetensors)")
+    evaluate.add_argument("folder", type=Path, metavar="FOLDER", help="one sub-folder per class (or train/ + val/)")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--precision", choices=list(precisions), default="auto")
+
+
+def _recipe(args: argparse.Namespace):
+    from engine.cli import UsageError
+    from engine.recipe import Recipe
+
+    try:
+        return Recipe(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
+                      lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                      label_smoothing=args.label_smoothing, augmentation=args.augment,
+                      class_weighted=args.class_weighted, trainable_from=args.train_from,
+                      patience=None if args.patience == 0 else args.patience, precision=args.precision,
+                      seed=args.seed, val_fraction=args.val_fraction, num_workers=args.workers)
+    except TrainingError as error:
+        raise UsageError(str(error)) from None
+
+
+def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`cardinal train`: check the folder, fine-tune, save best/last, print the validation report."""
+    from engine.cli import check_device
+    from engine.run_folder import claim_run_folder
+    from engine.training import StopReason, train
+
+    recipe = _recipe(args)
+    check_device(args.device, args.precision)
+    token = CancelToken()
+    with claim_run_folder(args.out, resume=args.resume), cancel_on_interrupt(token, err, "after this batch"):
+        if args.resume:
+            _check_resume_early(args)
+        report = _scan(args.folder, err, token)
+        _print_report(report, out)
+        if not report.ok:
+            err.write(f"error: {printable(report.root)} cannot be used for training: fix the problems above\n")
+            return EXIT_SOME_FAILED
+        base = _base_model(args, err, token)
+        show = _TrainingPrinter(out, err)
+        try:
+            result = run_to_end(train(report, base, recipe, args.out, device=args.device, cancel=token,
+                                      resume=args.resume), show)
+        finally:
+            show.bar.close()
+    out.write(f"Training {result.stopped.sentence} after {result.epochs_run} epochs; best validation accuracy "
+              f"{result.best_val_accuracy:.2%} (epoch {result.best_epoch})\n")
+    out.write(f"saved {result.best_path} (best) and {result.out_dir / 'last.safetensors'} (last)\n")
+    if result.stopped is StopReason.CANCELLED:
+        out.write(f"Continue it with: cardinal train {args.folder} --out {args.out} --resume\n")
+        return EXIT_INTERRUPTED
+    out.write("\n")
+    return _evaluate_and_print(result.model, result.val_samples, args.device, args.precision, out, err, token)
+
+
+def _check_resume_early(args: argparse.Namespace) -> None:
+    """Before any scan: the checkpoint is Cardinal's and fits the chosen mode and model."""
+    from engine.run_state import check_resumable, load_run_state
+
+    state = load_run_state(Path(args.out))
+    check_resumable(state, mode=args.mode, architecture=args.model if args.base in ("imagenet", "scratch") else None)
+
+
+class _TrainingPrinter:
+    """Turns training events into a progress bar and one line per epoch."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out, self.err = out, err
+        self.bar = ProgressBar(err, None, "Training")
+
+    def __call__(self, event) -> None:
+        from engine.training import BatchEnd, EpochEnd, FeatureProgress, Notice
+
+        if isinstance(event, FeatureProgress):
+            self.bar.label = "Computing features"
+            self.bar.update(event.done, event.total)
+        elif isinstance(event, BatchEnd):
+            self.bar.label = f"Epoch {event.epoch}"
+            self.bar.update(event.batch, event.batches)
+        elif isinstance(event, EpochEnd):
+            self.bar.close()
+            self.out.write(f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f} "
+                           f"acc {event.train_accuracy:.2%} | val loss {event.val_loss:.4f} "
+                           f"acc {event.val_accuracy:.2%} | {event.images_per_second:.1f} img/s"
+                           f"{'  *best' if event.improved else ''}\n")
+            self.out.flush()
+        elif isinstance(event, Notice):
+            self.bar.close()
+            self.err.write(f"note: {event.message}\n")
+
+
+def _scan(folder: Path, err: TextIO, cancel: CancelToken):
+    from engine.data import scan_dataset
+
+    bar = ProgressBar(err, None, "Checking images")
+    try:
+        return run_to_end(scan_dataset(folder, cancel=cancel), lambda event: bar.update(event.done, event.total))
+    finally:
+        bar.close()
+
+
+def _print_report(report, out: TextIO) -> None:
+    out.write(f"{printable(report.root)}: {len(report.class_names)} classes\n")
+    val_counts = report.counts("val") if report.val is not None else None
+    for name, count in report.counts().items():
+        extra = f" (+{val_counts[name]} validation)" if val_counts is not None else ""
+        out.write(f"  {printable(name)}: {count} images{extra}\n")
+    for path, reason in report.failures:
+        out.write(f"  skipped {printable(path)}: {printable(reason)}\n")
+    for warning in report.warnings:
+        out.write(f"warning: {printable(warning)}\n")
+    for error in report.errors:
+        out.write(f"error: {printable(error)}\n")
+
+
+def _base_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken):
+    from engine.training import load_base_model
+
+    kind = args.base if args.base in ("imagenet", "scratch") else "file"
+    bar = ProgressBar(err, None, "Downloading weights")
+    try:
+        return load_base_model(kind, architecture=args.model, path=args.base, mirror=args.mirror, seed=args.seed,
+                               progress=lambda done, total: bar.update(done >> 20, None if total is None else
+                                                                        total >> 20), cancel=cancel)
+    finally:
+        bar.close()
+
+
+def _evaluate_and_print(model, samples, device: str, precision: str, out: TextIO, err: TextIO,
+                        cancel: CancelToken) -> int:
+    from engine.classify import Classifier
+    from engine.evaluation import evaluate
+
+    classifier = Classifier(model, device=device, precision=precision)
+    bar = ProgressBar(err, len(samples), "Evaluating")
+    try:
+        evaluation = run_to_end(evaluate(classifier, samples, cancel=cancel), lambda event: bar.update(event.done))
+    finally:
+        bar.close()
+    out.write(evaluation.format_report() + "\n")
+    return EXIT_SOME_FAILED if evaluation.failures else EXIT_OK
+
+
+def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`cardinal evaluate MODEL FOLDER`: the validation report of a saved model on a labelled folder."""
+    from engine.cli import check_device
+    from engine.models import load_model_file
+
+    check_device(args.device, args.precision)
+    token = CancelToken()
+    with cancel_on_interrupt(token, err, "after this batch"):
+        model = load_model_file(args.model)
+        report = _scan(args.folder, err, token)
+        unknown = [name for name in report.class_names if name not in model.class_names]
+        if unknown:
+            raise CardinalError(
+                f"{args.folder} has classes the model does not know: {short_list(unknown)}; the model's "
+                f"{len(model.class_names)} classes are: {short_list(model.class_names)}"
+            )
+        remap = [model.class_names.index(name) for name in report.class_names]
+        samples = [(path, remap[label]) for path, label in (report.val if report.val is not None else report.train)]
+        for path, reason in report.failures:
+            err.write(f"error: {printable(path)}: {printable(reason)}\n")
+        code = _evaluate_and_print(model, samples, args.device, args.precision, out, err, token)
+    return EXIT_SOME_FAILED if report.failures else code

@@ -1,0 +1,233 @@
+"""Find pretrained weights on this computer or download them: progress, cancel, size bound, hash, mirror.
+
+A download goes through a temp file beside its destination and is renamed only once complete and verified,
+so an interrupted, oversized or corrupt download leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import http.client
+import os
+import re
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.errors import WeightsError, WeightsUnavailable
+from engine.progress import CancelToken
+
+MIRROR_ENV = "CARDINAL_WEIGHTS_MIRROR"
+# torchvision names its files "<name>-<first hex digits of sha256>.pth", as torch.hub expects.
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")
+_CHUNK = 1 << 20
+# Without a known size a download still stops here (above any ResNeXt file), so a mirror cannot fill the disk.
+MAX_DOWNLOAD_BYTES = 4 << 30
+
+Progress = Callable[[int, int | None], None]
+
+
+def cache_path(url: str) -> Path:
+    """Where torch.hub (and so Cardinal) keeps the file downloaded from `url`."""
+    filename = Path(urllib.parse.urlparse(url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def bundled_path(url: str) -> Path | None:
+    """Where a packaged app (PyInstaller) carries weights it was built with, if it is one."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle is None:
+        return None
+    return Path(bundle) / "weights" / Path(urllib.parse.urlparse(url).path).name
+
+
+def find_local(url: str) -> Path | None:
+    """The weights file for `url` if it is already on this computer: bundled with the app, or in the cache."""
+    for candidate in (bundled_path(url), cache_path(url)):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+def mirrored_url(url: str, mirror: str | None = None) -> str:
+    """Replace the host and folder of `url` with a mirror (argument, else $CARDINAL_WEIGHTS_MIRROR).
+
+    A mirror may be an http(s)/file URL or a plain folder path holding the same file names.
+    """
+    base = mirror if mirror is not None else os.environ.get(MIRROR_ENV, "")
+    base = base.strip()
+    if not base:
+        return url
+    if "://" not in base:
+        base = Path(base).expanduser().resolve().as_uri()
+    filename = Path(urllib.parse.urlparse(url).path).name
+    return base.rstrip("/") + "/" + filename
+
+
+def expected_hash_prefix(filename: str) -> str | None:
+    """The sha256 prefix that torchvision puts in a weights file name, if there is one."""
+    match = _HASH_IN_NAME.search(filename)
+    return match.group(1) if match else None
+
+
+def resolve_pretrained(
+    url: str,
+    *,
+    mirror: str | None = None,
+    progress: Progress | None = None,
+    allow_download: bool = True,
+    timeout: float = 30.0,
+    cancel: CancelToken | None = None,
+    expected_size: int | None = None,
+) -> Path:
+    """Return the local path of the weights at `url`: bundled or cached, else download them to the cache."""
+    local = find_local(url)
+    if local is not None:
+        return local
+    destination = cache_path(url)
+    source = mirrored_url(url, mirror)
+    if not allow_download:
+        raise WeightsUnavailable(source, destination, "downloads are turned off")
+    return download(
+        source, destination, progress=progress, timeout=timeout, cancel=cancel, expected_size=expected_size
+    )
+
+
+def download(
+    url: str,
+    destination: Path,
+    *,
+    progress: Progress | None = None,
+    timeout: float = 30.0,
+    cancel: CancelToken | None = None,
+    expected_size: int | None = None,
+) -> Path:
+    """Download `url` to `destination` through a temp file, verifying the sha256 prefix in its name.
+
+    `progress(done_bytes, total_bytes_or_None)` is called per chunk; cancelling `cancel` raises
+    `Cancelled` at the next chunk. A server announcing more than `expected_size` (bytes, plus a small margin)
+    is refused at once, and one sending more is cut off (at `MAX_DOWNLOAD_BYTES` when no size is expected).
+    On any failure nothing is left at `destination`.
+    """
+    destination = Path(destination)
+    expected = expected_hash_prefix(destination.name)
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
+    except OSError as error:
+        raise WeightsUnavailable(url, destination, f"cannot create {destination.parent}: {error}") from None
+    temp = Path(temp_name)
+    job = _Download(url, destination, expected_size, progress, timeout, cancel)
+    try:
+        try:
+            with os.fdopen(handle, "wb") as out:
+                _stream(job, out)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as error:
+            raise job.write_failure(error) from None
+        if job.total is not None and job.done != job.total:
+            raise job.unavailable(f"connection lost after {_mb(job.done)} of {_mb(job.total)}")
+        actual = job.digest.hexdigest()
+        if expected and not actual.startswith(expected):
+            raise WeightsError(
+                url,
+                f"downloaded file is corrupt or not the expected one (sha256 {actual[:12]}..., expected "
+                f"{expected}...); nothing was saved. Try again, or check the mirror's copy.",
+            )
+        os.replace(temp, destination)
+    finally:
+        temp.unlink(missing_ok=True)
+    return destination
+
+
+@dataclass
+class _Download:
+    """One download in progress: where from and to, the size it may reach, and how far it got."""
+
+    url: str
+    destination: Path
+    expected_size: int | None
+    progress: Progress | None
+    timeout: float
+    cancel: CancelToken | None
+    done: int = 0
+    total: int | None = None
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    @property
+    def limit(self) -> int:
+        return MAX_DOWNLOAD_BYTES if self.expected_size is None else self.expected_size + _margin(self.expected_size)
+
+    def unavailable(self, reason: str) -> WeightsUnavailable:
+        return WeightsUnavailable(self.url, self.destination, reason)
+
+    def refuse_wrong_announcement(self) -> None:
+        """A Content-Length above the limit is refused before a byte is read (a smaller file fails the hash)."""
+        if self.total is not None and self.total > self.limit:
+            raise self.wrong_size(self.total)
+
+    def wrong_size(self, announced: int | None = None) -> WeightsUnavailable:
+        size = f"the expected {_mb(self.expected_size)}" if self.expected_size else f"the {_mb(self.limit)} limit"
+        what = f"announces {_mb(announced)}, not {size}" if announced else f"sent more than {size} and was stopped"
+        return self.unavailable(f"the server {what}; this mirror does not serve the right file")
+
+    def write_failure(self, error: OSError) -> WeightsUnavailable:
+        folder = self.destination.parent
+        if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            needed = _mb(self.total or self.expected_size or self.done)
+            return self.unavailable(f"the disk is full: {needed} needed in {folder}; free some space and try again")
+        return self.unavailable(f"cannot write in {folder}: {error.strerror or error}")
+
+
+def _margin(expected_size: int) -> int:
+    # torchvision records sizes rounded to a thousandth of a MiB; 1% more leaves room for that and no more.
+    return max(64 << 10, expected_size // 100)
+
+
+def _stream(job: _Download, out) -> None:
+    try:
+        request = urllib.request.Request(job.url, headers={"User-Agent": "cardinal-vision"})
+        with urllib.request.urlopen(request, timeout=job.timeout) as response:
+            length = response.headers.get("Content-Length")
+            job.total = int(length) if length and length.isdigit() else None
+            job.refuse_wrong_announcement()
+            if job.progress:
+                job.progress(0, job.total)
+            while chunk := response.read(_CHUNK):
+                if job.cancel is not None:
+                    job.cancel.raise_if_cancelled("the download")
+                if job.done + len(chunk) > job.limit:  # stop before the disk fills, whatever the server says
+                    raise job.wrong_size()
+                try:
+                    out.write(chunk)
+                except OSError as error:
+                    raise job.write_failure(error) from None
+                job.digest.update(chunk)
+                job.done += len(chunk)
+                if job.progress:
+                    job.progress(job.done, job.total)
+    except http.client.IncompleteRead as error:
+        job.done += len(error.partial)
+        raise job.unavailable(f"connection lost after {_mb(job.done)} of {_mb(job.total)}") from None
+    except urllib.error.HTTPError as error:
+        raise job.unavailable(f"the server answered {error.code} {error.reason}") from None
+    except urllib.error.URLError as error:
+        raise job.unavailable(f"cannot reach the server: {error.reason}") from None
+    except TimeoutError:
+        raise job.unavailable(f"no answer within {job.timeout:g} s") from None
+    except (OSError, http.client.HTTPException) as error:
+        raise job.unavailable(f"connection lost after {_mb(job.done)} ({error})") from None
+
+
+def _mb(size: int | None) -> str:
+    return "an unknown size" if size is None else f"{size / 1e6:.1f} MB"
