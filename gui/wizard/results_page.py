@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
 )
 
 from gui.wizard import jobs
-from gui.wizard.training_page import describe_stop
 
 MISTAKE_SIZE = 200
 
@@ -89,7 +88,7 @@ class ResultsPage(QWizardPage):
         evaluation, result = self.evaluation, self._wizard.result
         self.summary.setText(
             f"Validation accuracy <b>{evaluation.accuracy:.1%}</b> on {int(evaluation.confusion.sum())} images "
-            f"({_count(len(evaluation.mistakes), 'mistake')}). Training {describe_stop(result.stopped)} after "
+            f"({_count(len(evaluation.mistakes), 'mistake')}). Training {result.stopped.sentence} after "
             f"{result.epochs_run} epochs; best epoch {result.best_epoch}. "
             f"Model saved as {result.out_dir / 'best.safetensors'}."
         )

@@ -200,7 +200,7 @@ class TrainingPage(QWizardPage):
         if result.stopped != "cancelled":
             self.progress.setValue(self.progress.maximum())
         self._set_status(
-            f"Training {describe_stop(result.stopped)} after {result.epochs_run} epochs in "
+            f"Training {result.stopped.sentence} after {result.epochs_run} epochs in "
             f"{_duration(time.monotonic() - self._started)}: best validation accuracy "
             f"{result.best_val_accuracy:.1%} (epoch {result.best_epoch}). Saved in {result.out_dir}."
         )
@@ -227,19 +227,6 @@ class TrainingPage(QWizardPage):
         self._worker = None
         self.running = False
         self._timer.stop()
-
-
-STOP_REASONS = {
-    "completed": "finished",
-    "early stopping": "stopped early (no more improvement)",
-    "cancelled": "was cancelled",
-    "non-finite loss": "stopped because the loss diverged",
-}
-
-
-def describe_stop(reason: str) -> str:
-    """How a TrainingResult's `stopped` reads in a sentence."""
-    return STOP_REASONS.get(reason, reason)
 
 
 def _duration(seconds: float) -> str:
