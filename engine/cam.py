@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
+from engine.choices import CAM_METHODS
+
+METHODS: tuple[str, ...] = tuple(CAM_METHODS)
 _EPS = 1e-7
 
 

@@ -17,12 +17,11 @@ from PIL import Image
 from torch import nn
 
 from engine import cam
+from engine.choices import PRECISIONS
 from engine.errors import CardinalError, ImageLoadError
 from engine.images import ImageSource, load_image
 from engine.models import LoadedModel
 from engine.progress import CancelToken
-
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 def select_device(preference: str | None = None) -> torch.device:

@@ -35,10 +35,9 @@ class UsageError(CardinalError):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every headless sub-command."""
-    from engine.cam import METHODS as CAM_METHODS
-    from engine.classify import PRECISIONS
+    from engine.choices import CAM_METHODS, DEFAULT_MODEL, PRECISIONS
     from engine.cli_training import add_training_parsers
-    from engine.models import DEFAULT_MODEL, MODELS
+    from engine.models import MODELS
 
     parser = argparse.ArgumentParser(
         prog="cardinal",
@@ -54,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--weights", type=Path, metavar="FILE", help="a .safetensors/.pth/.pt model or weights file")
     classify.add_argument("--top-k", type=positive, default=5, metavar="N", help="classes to show per image (5)")
     classify.add_argument("--cam", type=Path, metavar="DIR", help="save a Grad-CAM overlay PNG per image here")
-    classify.add_argument("--cam-method", choices=list(CAM_METHODS), default=CAM_METHODS[0])
+    classify.add_argument("--cam-method", choices=list(CAM_METHODS), default=next(iter(CAM_METHODS)))
     classify.add_argument("--format", choices=["table", "csv", "json"], default="table")
     classify.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N or mps")
     classify.add_argument("--precision", choices=list(PRECISIONS), default="auto")
@@ -128,8 +127,9 @@ def list_models_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
 
 def list_models(out: TextIO) -> int:
     """Print each registered model, its size and where its weights are."""
+    from engine.choices import DEFAULT_MODEL
     from engine.download import cache_path
-    from engine.models import DEFAULT_MODEL, MODELS, weights_on_disk
+    from engine.models import MODELS, weights_on_disk
 
     rows = [("MODEL", "PARAMS", "WEIGHTS")]
     for name, spec in MODELS.items():
@@ -150,7 +150,8 @@ def list_models(out: TextIO) -> int:
 
 def load_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken | None = None):
     """The model `--weights`/`--model` name, downloading ImageNet weights with a progress bar if needed."""
-    from engine.models import DEFAULT_MODEL, load_model_file, load_pretrained
+    from engine.choices import DEFAULT_MODEL
+    from engine.models import load_model_file, load_pretrained
 
     if args.weights is not None:
         return load_model_file(args.weights, model=args.model)

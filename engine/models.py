@@ -27,12 +27,12 @@ from engine.checkpoints import (
     save_model_files,
     whole_number,
 )
+from engine.choices import DEFAULT_MODEL
 from engine.download import Progress, find_local, resolve_pretrained
 from engine.errors import UnknownModel, WeightsError
 from engine.progress import CancelToken
 from engine.weights import apply_state_dict, read_state_dict, state_dict_mismatches
 
-DEFAULT_MODEL = "resnext50_32x4d"
 # Far above any real task; a description listing more is refused before anything is built from it.
 MAX_CLASSES = 100_000
 

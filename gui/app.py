@@ -17,6 +17,7 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal  # noqa: E402
 from PySide6.QtGui import QIcon  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from engine.choices import PRECISIONS  # noqa: E402
 from gui.assets import asset  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 from gui.settings import Settings, app_data_dir  # noqa: E402
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="architecture to load (default: the last one used)")
     parser.add_argument("--weights", help="a .safetensors/.pth model or weights file to load")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--precision", default="auto", choices=list(PRECISIONS))
     parser.add_argument("--settings", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--report-startup", action="store_true", help=argparse.SUPPRESS)
     return parser

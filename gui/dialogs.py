@@ -14,6 +14,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gui.text import escaped
+
 
 class DownloadDialog(QDialog):
     """Progress of a weights download with its size and a Cancel button; closing it cancels too."""
@@ -25,7 +27,7 @@ class DownloadDialog(QDialog):
         self.setWindowTitle("Downloading model weights")
         self.setWindowModality(Qt.WindowModality.WindowModal)
         layout = QVBoxLayout(self)
-        heading = QLabel(f"Cardinal needs the pretrained weights of <b>{model_label}</b> once.", self)
+        heading = QLabel(f"Cardinal needs the pretrained weights of <b>{escaped(model_label)}</b> once.", self)
         heading.setWordWrap(True)
         self.bar = QProgressBar(self)
         self.bar.setRange(0, 0)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QThreadPool, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragLeaveEvent, QDropEvent, QGuiApplication, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QSplitter, QVBoxLayout, QWidget
 
+from engine.images import IMAGE_SUFFIXES
 from gui import workers
 from gui.drops import may_hold_content, read_mime
 from gui.exports import ResultExports
@@ -20,6 +21,7 @@ from gui.model_loader import ModelLoader
 from gui.model_menu import ModelMenu, request_from_settings
 from gui.selection import SelectionView
 from gui.settings import Settings
+from gui.text import plain_label, tooltip
 from gui.widgets.banner import Banner
 from gui.widgets.drop_highlight import DropHighlight
 from gui.widgets.image_view import ImageView
@@ -29,7 +31,7 @@ from gui.workspace import ImageItem, Workspace
 
 log = logging.getLogger(__name__)
 
-IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.webp *.bmp *.gif *.tif *.tiff);;All files (*)"
+IMAGE_FILTER = f"Images ({' '.join(f'*{suffix}' for suffix in sorted(IMAGE_SUFFIXES))});;All files (*)"
 
 
 class MainWindow(QMainWindow):
@@ -86,9 +88,9 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.drop_highlight = DropHighlight(central)
         self.setMinimumSize(720, 540)  # below this the side panel's controls would have to overlap
-        self.model_label = QLabel("Loading model…")
-        self.device_label = QLabel("")
-        self.progress_label = QLabel("")
+        self.model_label = plain_label("Loading model…")
+        self.device_label = plain_label("")
+        self.progress_label = plain_label("")
         status = self.statusBar()
         status.addWidget(self.progress_label, 1)
         status.addPermanentWidget(self.model_label)
@@ -159,7 +161,7 @@ class MainWindow(QMainWindow):
         if self._closing:
             return
         self.model_label.setText(f"{info.display_name} · {info.num_classes} classes")
-        self.model_label.setToolTip(info.classifier.model.source)
+        self.model_label.setToolTip(tooltip(info.classifier.model.source))
         self.device_label.setText(info.device)
         self.side.fill_layers(info.cam_layers)
         self.workspace.set_model(info)

@@ -6,6 +6,7 @@ from PySide6.QtCore import QObject
 
 from gui import workers
 from gui.heatmaps import LAST_STAGE, HeatKey, Heatmaps
+from gui.text import tooltip
 from gui.widgets.image_view import ImageView
 from gui.widgets.side_panel import SidePanel
 from gui.widgets.thumbnails import ThumbnailStrip
@@ -50,7 +51,7 @@ class SelectionView(QObject):
             side.title_label.setText("Predictions")
             return
         side.title_label.setText(item.name)
-        side.title_label.setToolTip(str(item.path))
+        side.title_label.setToolTip(tooltip(item.path))
         if item.error is not None:
             self.image_view.set_image(None, f"{item.name} could not be read:\n{item.error}")
             side.predictions.show_message(item.error)

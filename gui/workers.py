@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 from superqt.utils import thread_worker
 
+from engine.choices import DEFAULT_MODEL
 from engine.progress import CancelToken
 from gui.qimage import array_to_qimage
 
@@ -82,7 +83,7 @@ class ModelRequest:
         """How the status bar and the log name it before it has loaded."""
         if self.weights_file:
             return Path(self.weights_file).name
-        return self.name or "the default model"
+        return self.name or DEFAULT_MODEL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +121,7 @@ def load_model(request: ModelRequest, progress: DownloadProgress) -> ModelInfo:
     import torch
 
     from engine.classify import Classifier, cam_layers
-    from engine.models import DEFAULT_MODEL, MODELS, load_model_file, load_pretrained, weights_on_disk
+    from engine.models import MODELS, load_model_file, load_pretrained, weights_on_disk
 
     if request.weights_file:
         model = load_model_file(request.weights_file, model=request.name)

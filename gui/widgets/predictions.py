@@ -8,6 +8,8 @@ from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import QAbstractButton, QButtonGroup, QLabel, QVBoxLayout, QWidget
 
+from gui.text import tooltip
+
 
 class PredictionBar(QAbstractButton):
     """One class: its name, its probability as text and as a bar; checkable."""
@@ -18,7 +20,7 @@ class PredictionBar(QAbstractButton):
         self.probability = probability
         self.setCheckable(True)
         self.setText(f"{rank}. {label}")
-        self.setToolTip(f"{label}: {probability:.2%}. Click to see where the model found it.")
+        self.setToolTip(tooltip(f"{label}: {probability:.2%}. Click to see where the model found it."))
         self.setAccessibleName(f"{label} {probability:.1%}")
         self.setCursor(Qt.CursorShape.PointingHandCursor)
 

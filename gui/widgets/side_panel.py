@@ -8,7 +8,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
     QFrame,
-    QLabel,
     QScrollArea,
     QSpinBox,
     QVBoxLayout,
@@ -16,6 +15,8 @@ from PySide6.QtWidgets import (
 )
 from superqt import QCollapsible, QLabeledSlider
 
+from engine.choices import CAM_METHODS
+from gui.text import plain_label
 from gui.widgets.predictions import PredictionList
 
 LAST_STAGE = ("layer4 (last stage)", "layer4")
@@ -29,7 +30,7 @@ class SidePanel(QWidget):
         self.setMinimumWidth(260)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 0, 0, 0)
-        self.title_label = QLabel("Predictions", self)
+        self.title_label = plain_label("Predictions", self)
         font = self.title_label.font()
         font.setBold(True)
         font.setPointSizeF(font.pointSizeF() * 1.15)
@@ -53,8 +54,8 @@ class SidePanel(QWidget):
         self.opacity_slider.setRange(0, 100)
         self.opacity_slider.setValue(round(opacity * 100))
         self.method_combo = QComboBox(self)
-        self.method_combo.addItem("Grad-CAM", "gradcam")
-        self.method_combo.addItem("Grad-CAM++", "gradcam++")
+        for method, label in CAM_METHODS.items():
+            self.method_combo.addItem(label, method)
         controls.addRow("Top classes", self.k_spin)
         controls.addRow(self.overlay_check)
         controls.addRow("Opacity %", self.opacity_slider)

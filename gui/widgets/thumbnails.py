@@ -17,6 +17,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gui.text import tooltip
+
 ID_ROLE = Qt.ItemDataRole.UserRole
 RESULT_ROLE = Qt.ItemDataRole.UserRole + 1  # the second caption line: top class, or the reason it failed
 FAILED_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -142,7 +144,7 @@ class ThumbnailStrip(QListWidget):
         entry.setIcon(self._waiting_icon)
         entry.setData(RESULT_ROLE, "waiting…")
         entry.setData(FAILED_ROLE, False)
-        entry.setToolTip(f"{name}\nwaiting to be classified")
+        entry.setToolTip(tooltip(f"{name}\nwaiting to be classified"))
 
     def set_result(self, item_id: int, name: str, thumbnail: QImage | None, top_label: str, probability: float):
         entry = self._items[item_id]
@@ -151,14 +153,14 @@ class ThumbnailStrip(QListWidget):
         entry.setData(RESULT_ROLE, f"{top_label} {probability:.0%}" if probability >= 0.1 else
                       f"{top_label} {probability:.1%}")
         entry.setData(FAILED_ROLE, False)
-        entry.setToolTip(f"{name}\n{top_label}: {probability:.1%}")
+        entry.setToolTip(tooltip(f"{name}\n{top_label}: {probability:.1%}"))
 
     def set_error(self, item_id: int, name: str, reason: str) -> None:
         entry = self._items[item_id]
         entry.setIcon(self._error_icon)
         entry.setData(RESULT_ROLE, _short(reason))
         entry.setData(FAILED_ROLE, True)
-        entry.setToolTip(f"{name}\n{reason}")
+        entry.setToolTip(tooltip(f"{name}\n{reason}"))
 
     def selected_id(self) -> int | None:
         entry = self.currentItem()

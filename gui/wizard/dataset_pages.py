@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.progress import CancelToken
+from gui.text import escaped, plain_label, tooltip
 from gui.widgets.charts import new_plot
 from gui.wizard import jobs
 
@@ -134,11 +135,11 @@ class ReportPage(QWizardPage):
             return
         self.progress.setRange(0, event.total)
         self.progress.setValue(event.done)
-        self.status.setText(f"Checked {event.done} of {event.total}: {event.path.name}")
+        self.status.setText(f"Checked {event.done} of {event.total}: {escaped(event.path.name)}")
 
     def _failed(self, error) -> None:
         self.progress.setRange(0, 1)
-        self.status.setText(f"<b>Cannot use this folder:</b> {error}")
+        self.status.setText(f"<b>Cannot use this folder:</b> {escaped(error)}")
 
     def _scanned(self, report) -> None:
         self._wizard.report = report
@@ -165,7 +166,7 @@ class ReportPage(QWizardPage):
 
     def _add_problem(self, text: str, colour) -> None:
         item = QListWidgetItem(text)
-        item.setToolTip(text)
+        item.setToolTip(tooltip(text))
         if colour is not None:
             item.setForeground(colour)
         self.problems.addItem(item)
@@ -178,7 +179,7 @@ class ReportPage(QWizardPage):
 
     def _show_samples(self, report) -> None:
         for row, name in enumerate(report.class_names):
-            self.samples_layout.addWidget(QLabel(name, self.samples), row, 0)
+            self.samples_layout.addWidget(plain_label(name, self.samples), row, 0)
         worker = jobs.sample_thumbnails(report, SAMPLES_PER_CLASS, 56)
         worker.yielded.connect(self._sample_ready)
         self._samples_worker = worker
@@ -188,7 +189,7 @@ class ReportPage(QWizardPage):
         row, column, path, image = sample
         label = QLabel(self.samples)
         label.setPixmap(QPixmap.fromImage(image))
-        label.setToolTip(str(path))
+        label.setToolTip(tooltip(path))
         self.samples_layout.addWidget(label, row, column)
 
     def isComplete(self) -> bool:  # noqa: N802 - Qt's naming

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
+from gui.text import escaped, plain_label, tooltip
 from gui.wizard import jobs
 
 MISTAKE_SIZE = 200
@@ -80,7 +81,7 @@ class ResultsPage(QWizardPage):
         self.summary.setText("Evaluating the best model on the validation images…")
         worker = jobs.run_evaluation(result.model, list(result.val_samples), self._wizard.device)
         worker.returned.connect(self._evaluated)
-        worker.errored.connect(lambda error: self.summary.setText(f"<b>Evaluation failed:</b> {error}"))
+        worker.errored.connect(lambda error: self.summary.setText(f"<b>Evaluation failed:</b> {escaped(error)}"))
         worker.start()
 
     def _evaluated(self, outcome) -> None:
@@ -90,7 +91,7 @@ class ResultsPage(QWizardPage):
             f"Validation accuracy <b>{evaluation.accuracy:.1%}</b> on {int(evaluation.confusion.sum())} images "
             f"({_count(len(evaluation.mistakes), 'mistake')}). Training {result.stopped.sentence} after "
             f"{result.epochs_run} epochs; best epoch {result.best_epoch}. "
-            f"Model saved as {result.out_dir / 'best.safetensors'}."
+            f"Model saved as {escaped(result.best_path)}."
         )
         names = evaluation.class_names
         self.confusion.setRowCount(len(names))
@@ -108,7 +109,8 @@ class ResultsPage(QWizardPage):
                 tint = QColor(60, 160, 90, strength) if row == column else QColor(220, 70, 60, strength)
                 cell.setBackground(tint)
                 if row != column and count:
-                    cell.setToolTip(f"{count} {names[row]} image(s) taken for {names[column]}: click to see them")
+                    cell.setToolTip(tooltip(f"{count} {names[row]} image(s) taken for {names[column]}: "
+                                            "click to see them"))
                 self.confusion.setItem(row, column, cell)
         self.confusion.resizeColumnsToContents()
         self.per_class.setRowCount(len(evaluation.per_class))
@@ -152,13 +154,13 @@ class ResultsPage(QWizardPage):
     def _saved(self, path: Path) -> None:
         self.saving.hide()
         self.save_button.setEnabled(True)
-        self.save_status.setText(f"Saved as {path}")
+        self.save_status.setText(f"Saved as {escaped(path)}")
         self.saved.emit(str(path))
 
     def _save_failed(self, error) -> None:
         self.saving.hide()
         self.save_button.setEnabled(True)
-        self.save_status.setText(f"<b>Could not save:</b> {error}")
+        self.save_status.setText(f"<b>Could not save:</b> {escaped(error)}")
 
     def use_model(self) -> None:
         self._wizard.handed_over = True
@@ -183,8 +185,8 @@ class MistakesDialog(QDialog):
         self.setWindowTitle(f"{self.true_name} taken for {self.predicted_name}")
         body = QWidget()
         self.grid = QGridLayout(body)
-        self.grid.addWidget(QLabel(f"<b>Where it saw “{self.predicted_name}”</b>"), 0, 1)
-        self.grid.addWidget(QLabel(f"<b>Where it saw “{self.true_name}”</b>"), 0, 2)
+        self.grid.addWidget(QLabel(f"<b>Where it saw “{escaped(self.predicted_name)}”</b>"), 0, 1)
+        self.grid.addWidget(QLabel(f"<b>Where it saw “{escaped(self.true_name)}”</b>"), 0, 2)
         self.grid.setRowStretch(len(mistakes) + 1, 1)
         self.rows = 0  # images shown with their heat-maps
         self._shown = 0
@@ -212,11 +214,11 @@ class MistakesDialog(QDialog):
         position = self._shown
         self.busy.setValue(position)
         if true is None:
-            self.grid.addWidget(QLabel(predicted), position, 0, 1, 3)
+            self.grid.addWidget(plain_label(predicted), position, 0, 1, 3)
             return
-        caption = QLabel(f"{mistake.path.name}\n{self.predicted_name}: {mistake.predicted_probability:.1%}\n"
+        caption = plain_label(f"{mistake.path.name}\n{self.predicted_name}: {mistake.predicted_probability:.1%}\n"
                          f"{self.true_name}: {mistake.true_probability:.1%}")
-        caption.setToolTip(str(mistake.path))
+        caption.setToolTip(tooltip(mistake.path))
         self.grid.addWidget(caption, position, 0)
         for column, image in ((1, predicted), (2, true)):
             label = QLabel()

@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QLabel,
     QLineEdit,
     QRadioButton,
     QSpinBox,
@@ -24,6 +23,8 @@ from PySide6.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from engine.recipe import MAX_LEARNING_RATE, OPTIMIZERS
+from gui.text import plain_label
 from gui.wizard import jobs
 
 
@@ -72,10 +73,10 @@ class SettingsPage(QWizardPage):
         body = QWidget()
         advanced_form = QFormLayout(body)
         self.optimizer = QComboBox(body)
-        self.optimizer.addItems(["adamw", "sgd"])
+        self.optimizer.addItems(list(OPTIMIZERS))
         self.lr = QDoubleSpinBox(body)
         self.lr.setDecimals(5)
-        self.lr.setRange(0.0, 10.0)
+        self.lr.setRange(0.0, MAX_LEARNING_RATE)
         self.lr.setSingleStep(1e-4)
         self.lr.setSpecialValueText("automatic")
         self.batch_size = QSpinBox(body)
@@ -109,7 +110,7 @@ class SettingsPage(QWizardPage):
             advanced_form.addRow(label, widget)
         advanced.addWidget(body)
         layout.addWidget(advanced)
-        self.error = QLabel("", self)
+        self.error = plain_label("", self)
         self.error.setStyleSheet("color: #c0392b")
         self.error.setWordWrap(True)
         layout.addWidget(self.error)

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.progress import CancelToken
+from gui.text import escaped
 from gui.widgets.charts import BATCH_COLOUR, TRAIN_COLOUR, VALIDATION_COLOUR, curve, new_plot
 from gui.wizard import jobs
 
@@ -192,21 +193,23 @@ class TrainingPage(QWizardPage):
         self._batches_dirty = self._epochs_dirty = False
 
     def _finished(self, result) -> None:
-        if result.epochs_run == 0:  # stopped before any epoch ended: there is no trained model to show or use
-            self._set_status("Training was cancelled before the first epoch ended, so there is no new model. "
-                             "Go Back to change the settings, or close the wizard.")
-            return
         self._wizard.result = result
         if result.stopped != "cancelled":
             self.progress.setValue(self.progress.maximum())
         self._set_status(
             f"Training {result.stopped.sentence} after {result.epochs_run} epochs in "
             f"{_duration(time.monotonic() - self._started)}: best validation accuracy "
-            f"{result.best_val_accuracy:.1%} (epoch {result.best_epoch}). Saved in {result.out_dir}."
+            f"{result.best_val_accuracy:.1%} (epoch {result.best_epoch}). Saved in {escaped(result.out_dir)}."
         )
 
     def _failed(self, error) -> None:
-        self._set_status(f"<b>Training stopped:</b> {error}")
+        from engine.errors import Cancelled
+
+        if isinstance(error, Cancelled):  # stopped before any epoch ended: there is no model to show or use
+            self._set_status("Training was cancelled before the first epoch ended, so there is no new model. "
+                             "Go Back to change the settings, or close the wizard.")
+            return
+        self._set_status(f"<b>Training stopped:</b> {escaped(error)}")
 
     def _stopped(self) -> None:
         self.running = False

@@ -23,7 +23,7 @@ def test_first_offline_launch_never_says_none(qtbot, settings, torch_home, caplo
     window.show()
     caplog.set_level(logging.INFO)
     window.start()
-    assert "None" not in window.model_label.text() and "default model" in window.model_label.text()
+    assert "None" not in window.model_label.text() and "resnext50_32x4d" in window.model_label.text()
     qtbot.waitUntil(lambda: window.weights_choice is not None, timeout=30_000)
     assert not [record.getMessage() for record in caplog.records if "None" in record.getMessage()]
 

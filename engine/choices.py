@@ -1,0 +1,14 @@
+"""The lists a user chooses from, in one place for the CLI and the GUI, importable without torch.
+
+The GUI builds its menus and combo boxes from these before torch has loaded (the window appears first);
+the CLI builds its `choices=`; the engine checks values against them. Training's lists (modes,
+optimizers, augmentations, stages) live with the recipe in `engine.recipe`, image suffixes with the
+loader in `engine.images`; both are torch-free too.
+"""
+
+from __future__ import annotations
+
+DEFAULT_MODEL = "resnext50_32x4d"
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+# Heat-map methods: the name used in code and on the command line -> how people write it.
+CAM_METHODS: dict[str, str] = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
