@@ -227,7 +227,7 @@ def load_pretrained(
         cancel=cancel,
         expected_size=None if size is None else int(size * 2**20),
     )
-    network = spec.build(len(spec.class_names))
+    network = _empty(spec.build, len(spec.class_names))
     apply_state_dict(network, read_state_dict(path), path)
     return LoadedModel(
         network=network.eval(),
@@ -254,7 +254,7 @@ def load_model_file(path: str | Path, *, model: str | None = None) -> LoadedMode
     num_classes = _head_size(state_dict, path)
     if model is not None:
         spec = get_spec(model)
-        network = spec.build(num_classes)
+        network = _empty(spec.build, num_classes)
     else:
         spec, network = _detect(state_dict, num_classes, path)
     apply_state_dict(network, state_dict, path)
@@ -289,17 +289,22 @@ def _from_description(path: Path, description: dict[str, Any]) -> LoadedModel:
         raise WeightsError(path, "no 'fc.weight' classifier head: this is not a ResNet/ResNeXt model file")
     if head[0] != len(class_names):
         raise _invalid(path, f"lists {len(class_names)} class names but its classifier head has {head[0]} outputs")
-    with torch.device("meta"):  # shapes only: a description cannot make us allocate what its tensors do not hold
-        problems = state_dict_mismatches(
-            architecture.build(len(class_names)), {key: torch.empty(shape) for key, shape in shapes.items()}
-        )
+    # Shapes only: a description cannot make us allocate what its tensors do not hold.
+    network = _empty(architecture.build, len(class_names))
+    with torch.device("meta"):
+        problems = state_dict_mismatches(network, {key: torch.empty(shape) for key, shape in shapes.items()})
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise _invalid(path, f"does not match its weights: {'; '.join(problems[:3])}{more}")
-    state_dict = read_state_dict(path)
-    network = architecture.build(len(class_names))
-    apply_state_dict(network, state_dict, path)
+    apply_state_dict(network, read_state_dict(path), path)
     return LoadedModel(network.eval(), name, architecture, class_names, preprocess, str(path), description)
+
+
+def _empty(build: Callable[[int], nn.Module], num_classes: int) -> nn.Module:
+    """A network with no memory behind its weights (the `meta` device), for loading a file's tensors into:
+    building it for real would draw random initial values only for them to be overwritten."""
+    with torch.device("meta"):
+        return build(num_classes)
 
 
 def _invalid(path: Path, reason: str) -> WeightsError:
@@ -330,7 +335,7 @@ def _detect(state_dict: dict, num_classes: int, path: Path) -> tuple[ModelSpec, 
             candidate = spec.build(num_classes)
         problems = state_dict_mismatches(candidate, state_dict)
         if not problems:
-            return spec, spec.build(num_classes)
+            return spec, candidate
         if closest is None or len(problems) < closest[0]:
             closest = (len(problems), spec)
     raise WeightsError(

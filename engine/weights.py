@@ -182,7 +182,13 @@ def apply_state_dict(module: torch.nn.Module, state_dict: Mapping[str, torch.Ten
             f"tensor '{wrong[0]}' holds {dtype} values, not floating-point weights{more}; the file is damaged "
             "or not a model's weights. Use the original file.",
         )
-    module.load_state_dict(state_dict, strict=True)
+    on_meta = any(parameter.is_meta for parameter in module.parameters())
+    # A network built on the meta device takes the file's tensors as they are (no copy, no random init).
+    module.load_state_dict(state_dict, strict=True, assign=on_meta)
+    for name, buffer in list(module.named_buffers()):
+        if buffer.is_meta:  # a step counter the file did not have (see state_dict_mismatches)
+            owner, _, leaf = name.rpartition(".")
+            module.get_submodule(owner).register_buffer(leaf, torch.zeros_like(buffer, device="cpu"))
 
 
 def state_dict_mismatches(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:

@@ -5,6 +5,7 @@ No widgets here: the window decides which dialogs to show from these signals.
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from PySide6.QtCore import QObject, Signal
@@ -89,6 +90,9 @@ class ModelLoader(QObject):
             return
         self._worker = None
         self.model = info
+        # torch, torchvision and a network make a heap of ~300,000 long-lived objects; a full garbage
+        # collection over them holds the GIL ~200 ms and freezes the window. Exempt what exists now.
+        gc.freeze()
         self.ready.emit(info)
 
     def _failed(self, worker, request: workers.ModelRequest, error: Exception) -> None:
