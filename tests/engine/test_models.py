@@ -146,3 +146,24 @@ def test_unrelated_json_beside_bare_weights_does_not_block_loading(tmp_path, sid
     # Read as a bare file: the tiny test architecture is then simply not one of the registry's.
     with pytest.raises(WeightsError, match="do not match any known ResNeXt"):
         load_model_file(path)
+
+
+def test_a_file_without_batchnorm_step_counters_loads_onto_real_tensors(tmp_path):
+    """Old files lack `num_batches_tracked`; the network is built on `meta`, so every tensor must end up real."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    model = make_tiny_model(("a", "b", "c"))
+    saved = save_model(model, tmp_path / "new.safetensors")
+    with safe_open(str(saved), framework="pt") as handle:
+        metadata = handle.metadata()
+    weights = {key: value for key, value in model.network.state_dict().items()
+               if not key.endswith("num_batches_tracked")}
+    path = tmp_path / "old.safetensors"
+    save_file(weights, str(path), metadata=metadata)
+    loaded = load_model_file(path)
+    tensors = dict(loaded.network.named_parameters()) | dict(loaded.network.named_buffers())
+    assert not [name for name, tensor in tensors.items() if tensor.is_meta]
+    assert int(loaded.network.bn1.num_batches_tracked) == 0
+    batch = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(loaded.network.eval()(batch), model.network.eval()(batch), atol=1e-5)
