@@ -255,6 +255,8 @@ class _Run:
                 loss = self.criterion(logits.float(), labels)
             if not torch.isfinite(loss):
                 raise _NonFinite()
+            if self.cancel is not None:  # a cancelled epoch is discarded: skip the backward pass (2/3 of a step)
+                self.cancel.raise_if_cancelled("training")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
