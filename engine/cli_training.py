@@ -10,11 +10,10 @@ import argparse
 from pathlib import Path
 from typing import TextIO
 
+from engine.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
 from engine.errors import CardinalError, TrainingError, short_list
 from engine.progress import CancelToken, run_to_end
 from engine.terminal import ProgressBar, cancel_on_interrupt, printable
-
-EXIT_OK, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
 def add_training_parsers(commands, models, default_model: str, precisions) -> None:

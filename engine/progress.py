@@ -37,11 +37,6 @@ class CancelToken:
             raise Cancelled(f"{what} was cancelled")
 
 
-def is_cancelled(token: CancelToken | None) -> bool:
-    """Whether an optional token has been cancelled."""
-    return token is not None and token.cancelled
-
-
 def run_to_end(work: Generator[Event, None, Result], on_event: Callable[[Event], None] | None = None) -> Result:
     """Consume every event (passing each to `on_event`) and return the generator's result."""
     while True:
