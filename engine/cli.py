@@ -19,6 +19,7 @@ from engine.result_files import ResultWriter
 from engine.terminal import (
     ProgressBar,
     cancel_on_interrupt,
+    download_progress,
     printable,
     silence_broken_pipe,
     tolerate_any_file_name,
@@ -155,15 +156,8 @@ def load_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken | None
 
     if args.weights is not None:
         return load_model_file(args.weights, model=args.model)
-    bar = ProgressBar(err, None, "Downloading weights")
-
-    def progress(done: int, total: int | None) -> None:
-        bar.update(done // 1_000_000, None if total is None else total // 1_000_000)
-
-    try:
+    with download_progress(err) as progress:
         return load_pretrained(args.model or DEFAULT_MODEL, mirror=args.mirror, progress=progress, cancel=cancel)
-    finally:
-        bar.close()
 
 
 def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -13,7 +13,7 @@ from typing import TextIO
 from engine.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
 from engine.errors import CardinalError, TrainingError, short_list
 from engine.progress import CancelToken, run_to_end
-from engine.terminal import ProgressBar, cancel_on_interrupt, printable
+from engine.terminal import ProgressBar, cancel_on_interrupt, download_progress, printable
 
 
 def add_training_parsers(commands, models, default_model: str, precisions) -> None:
@@ -170,13 +170,9 @@ def _base_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken):
     from engine.training import load_base_model
 
     kind = args.base if args.base in ("imagenet", "scratch") else "file"
-    bar = ProgressBar(err, None, "Downloading weights")
-    try:
+    with download_progress(err) as progress:
         return load_base_model(kind, architecture=args.model, path=args.base, mirror=args.mirror, seed=args.seed,
-                               progress=lambda done, total: bar.update(done >> 20, None if total is None else
-                                                                        total >> 20), cancel=cancel)
-    finally:
-        bar.close()
+                               progress=progress, cancel=cancel)
 
 
 def _evaluate_and_print(model, samples, device: str, precision: str, out: TextIO, err: TextIO,

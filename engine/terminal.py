@@ -12,7 +12,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from engine.progress import CancelToken
@@ -86,6 +86,20 @@ class ProgressBar:
             self.stream.write("\n")
             self.stream.flush()
             self._shown = False
+
+
+@contextlib.contextmanager
+def download_progress(err: TextIO) -> Iterator[Callable[[int, int | None], None]]:
+    """A `progress(done_bytes, total_bytes)` callback drawing a download bar in MB; the bar ends on exit."""
+    bar = ProgressBar(err, None, "Downloading weights (MB)")
+
+    def progress(done: int, total: int | None) -> None:
+        bar.update(done // 1_000_000, None if total is None else total // 1_000_000)
+
+    try:
+        yield progress
+    finally:
+        bar.close()
 
 
 def silence_broken_pipe() -> None:
