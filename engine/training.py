@@ -315,9 +315,12 @@ class _Run:
         last = self.history[-1]
         self._write_model("last", last)
         if self.best_pending is not None:
-            self.mode.load_weights(self.best_pending)
+            earlier_best = self.best_pending is not self.last_good  # else the weights in place are the best
+            if earlier_best:
+                self.mode.load_weights(self.best_pending)
             self._write_model("best", self.history[self.best_epoch - 1])
-            self.mode.load_weights(self.last_good)
+            if earlier_best:
+                self.mode.load_weights(self.last_good)
             self.best_pending = None
         save_run_state(self.folder, RunState(
             class_names=self.model.class_names,
