@@ -38,7 +38,7 @@ def launch_times(model_file: Path, image: Path, settings: Path, runs: int = 3) -
     for _ in range(runs):
         started = time.perf_counter()
         process = subprocess.Popen(
-            [sys.executable, "-m", "gui.app", "--weights", str(model_file), "--settings", str(settings),
+            [sys.executable, "-m", "cardinal.gui.app", "--weights", str(model_file), "--settings", str(settings),
              "--report-startup", str(image)],
             stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
@@ -90,9 +90,9 @@ def pump_until(app, done, timeout: float = 600) -> None:
 def in_process(model_file: Path, other_model: Path, folder: Path, dataset: Path, settings: Path) -> dict:
     from PySide6.QtWidgets import QApplication
 
-    from gui.main_window import MainWindow
-    from gui.settings import Settings
-    from gui.workers import ModelRequest
+    from cardinal.gui.main_window import MainWindow
+    from cardinal.gui.settings import Settings
+    from cardinal.gui.workers import ModelRequest
 
     app = QApplication.instance() or QApplication([])
     window = MainWindow(Settings(settings), ModelRequest(weights_file=str(model_file)))
@@ -155,7 +155,7 @@ def in_process(model_file: Path, other_model: Path, folder: Path, dataset: Path,
 
 
 def main() -> None:
-    from engine.models import random_model, save_model
+    from cardinal.engine.models import random_model, save_model
 
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as temp:

@@ -35,15 +35,15 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 CLASSIFY = """
-from engine.cli import main
+from cardinal.engine.cli import main
 main(["classify", {path!r}, "--weights", {model!r}, "--device", "cpu", "--top-k", "1"])
 """
 
 EVALUATE = """
-from engine.classify import Classifier
-from engine.evaluation import evaluate
-from engine.models import load_model_file
-from engine.progress import run_to_end
+from cardinal.engine.classify import Classifier
+from cardinal.engine.evaluation import evaluate
+from cardinal.engine.models import load_model_file
+from cardinal.engine.progress import run_to_end
 import json
 samples = [(p, label) for p, label in json.load(open({samples!r}))]
 evaluation = run_to_end(evaluate(Classifier(load_model_file({model!r}), device="cpu"), samples))
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=1000)
     args = parser.parse_args()
-    from engine.models import random_model, save_model
+    from cardinal.engine.models import random_model, save_model
 
     print(machine())
     with tempfile.TemporaryDirectory() as folder:

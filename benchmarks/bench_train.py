@@ -24,11 +24,11 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import machine, photo_like_jpeg  # noqa: E402
-from engine.classify import bf16_supported, select_device  # noqa: E402
-from engine.data import ImageDataset, scan_dataset  # noqa: E402
-from engine.models import Architecture, random_model  # noqa: E402
-from engine.progress import run_to_end  # noqa: E402
-from engine.training import EpochEnd, FeatureProgress, Recipe, new_model, train, train_transform  # noqa: E402
+from cardinal.engine.classify import bf16_supported, select_device  # noqa: E402
+from cardinal.engine.data import ImageDataset, scan_dataset  # noqa: E402
+from cardinal.engine.models import Architecture, random_model  # noqa: E402
+from cardinal.engine.progress import run_to_end  # noqa: E402
+from cardinal.engine.training import EpochEnd, FeatureProgress, Recipe, new_model, train, train_transform  # noqa: E402
 
 
 def make_folder(root: Path, per_class: int, size: tuple[int, int]) -> Path:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.choices import CAM_METHODS
+from cardinal.engine.choices import CAM_METHODS
 
 METHODS: tuple[str, ...] = tuple(CAM_METHODS)
 _EPS = 1e-7
@@ -221,7 +221,7 @@ def write_overlay_png(
     """Blend the heat-map over the image and save it as PNG, atomically (CheckpointError if it cannot)."""
     from PIL import Image
 
-    from engine.checkpoints import atomic_write
+    from cardinal.engine.checkpoints import atomic_write
 
     buffer = io.BytesIO()
     Image.fromarray(overlay(image, heatmap, opacity=opacity, colormap=colormap, seen=seen)).save(buffer, "PNG")

@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import torch
 
-from engine.errors import CheckpointError, WeightsError
+from cardinal.engine.errors import CheckpointError, WeightsError
 
 if TYPE_CHECKING:
     from torchvision.transforms._presets import ImageClassification

@@ -16,12 +16,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from engine import cam
-from engine.choices import PRECISIONS
-from engine.errors import CardinalError, ImageLoadError
-from engine.images import ImageSource, load_image
-from engine.models import LoadedModel
-from engine.progress import CancelToken
+from cardinal.engine import cam
+from cardinal.engine.choices import PRECISIONS
+from cardinal.engine.errors import CardinalError, ImageLoadError
+from cardinal.engine.images import ImageSource, load_image
+from cardinal.engine.models import LoadedModel
+from cardinal.engine.progress import CancelToken
 
 
 def select_device(preference: str | None = None) -> torch.device:

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from engine import __version__
-from engine.errors import Cancelled, CardinalError
-from engine.progress import CancelToken
-from engine.result_files import ResultWriter
-from engine.terminal import (
+from cardinal.engine import __version__
+from cardinal.engine.errors import Cancelled, CardinalError
+from cardinal.engine.progress import CancelToken
+from cardinal.engine.result_files import ResultWriter
+from cardinal.engine.terminal import (
     ProgressBar,
     cancel_on_interrupt,
     download_progress,
@@ -36,9 +36,9 @@ class UsageError(CardinalError):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every headless sub-command."""
-    from engine.choices import CAM_METHODS, DEFAULT_MODEL, PRECISIONS
-    from engine.cli_training import add_training_parsers
-    from engine.models import MODELS
+    from cardinal.engine.choices import CAM_METHODS, DEFAULT_MODEL, PRECISIONS
+    from cardinal.engine.cli_training import add_training_parsers
+    from cardinal.engine.models import MODELS
 
     parser = argparse.ArgumentParser(
         prog="cardinal",
@@ -79,7 +79,7 @@ def positive(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a sub-command and return its exit code; user mistakes never end in a traceback."""
-    from engine.cli_training import evaluate_command, train_command
+    from cardinal.engine.cli_training import evaluate_command, train_command
 
     tolerate_any_file_name(sys.stdout, sys.stderr)
     parser = build_parser()
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def check_device(device: str, precision: str):
     """The torch device for `--device`/`--precision`, or a UsageError saying what to use instead."""
-    from engine.classify import resolve_precision, select_device
+    from cardinal.engine.classify import resolve_precision, select_device
 
     try:
         selected = select_device(device)
@@ -128,9 +128,9 @@ def list_models_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
 
 def list_models(out: TextIO) -> int:
     """Print each registered model, its size and where its weights are."""
-    from engine.choices import DEFAULT_MODEL
-    from engine.download import cache_path
-    from engine.models import MODELS, weights_on_disk
+    from cardinal.engine.choices import DEFAULT_MODEL
+    from cardinal.engine.download import cache_path
+    from cardinal.engine.models import MODELS, weights_on_disk
 
     rows = [("MODEL", "PARAMS", "WEIGHTS")]
     for name, spec in MODELS.items():
@@ -151,8 +151,8 @@ def list_models(out: TextIO) -> int:
 
 def load_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken | None = None):
     """The model `--weights`/`--model` name, downloading ImageNet weights with a progress bar if needed."""
-    from engine.choices import DEFAULT_MODEL
-    from engine.models import load_model_file, load_pretrained
+    from cardinal.engine.choices import DEFAULT_MODEL
+    from cardinal.engine.models import load_model_file, load_pretrained
 
     if args.weights is not None:
         return load_model_file(args.weights, model=args.model)
@@ -162,8 +162,8 @@ def load_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken | None
 
 def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal classify`: classify every image found, report bad files, keep going."""
-    from engine.classify import Classifier
-    from engine.images import iter_image_files
+    from cardinal.engine.classify import Classifier
+    from cardinal.engine.images import iter_image_files
 
     device = check_device(args.device, args.precision)
     files: list[Path] = []
@@ -205,7 +205,7 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _save_cam(result, folder: Path, method: str, used: set[str], err: TextIO) -> int:
     import numpy as np
 
-    from engine.cam import write_overlay_png
+    from cardinal.engine.cam import write_overlay_png
 
     stem = result.path.stem
     name = f"{stem}.cam.png"

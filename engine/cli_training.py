@@ -10,16 +10,16 @@ import argparse
 from pathlib import Path
 from typing import TextIO
 
-from engine.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
-from engine.errors import CardinalError, TrainingError, short_list
-from engine.progress import CancelToken, run_to_end
-from engine.terminal import ProgressBar, cancel_on_interrupt, download_progress, printable
+from cardinal.engine.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
+from cardinal.engine.errors import CardinalError, TrainingError, short_list
+from cardinal.engine.progress import CancelToken, run_to_end
+from cardinal.engine.terminal import ProgressBar, cancel_on_interrupt, download_progress, printable
 
 
 def add_training_parsers(commands, models, default_model: str, precisions) -> None:
     """The `train` and `evaluate` sub-commands, their choices taken from the engine's own lists."""
-    from engine.cli import positive
-    from engine.recipe import AUGMENTATIONS, MODES, OPTIMIZERS, TRAINABLE_FROM, Recipe
+    from cardinal.engine.cli import positive
+    from cardinal.engine.recipe import AUGMENTATIONS, MODES, OPTIMIZERS, TRAINABLE_FROM, Recipe
 
     defaults = Recipe()
     train = commands.add_parser("train", help="fine-tune on a folder with one sub-folder per class")
@@ -58,8 +58,8 @@ def add_training_parsers(commands, models, default_model: str, precisions) -> No
 
 
 def _recipe(args: argparse.Namespace):
-    from engine.cli import UsageError
-    from engine.recipe import Recipe
+    from cardinal.engine.cli import UsageError
+    from cardinal.engine.recipe import Recipe
 
     try:
         return Recipe(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
@@ -74,9 +74,9 @@ def _recipe(args: argparse.Namespace):
 
 def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal train`: check the folder, fine-tune, save best/last, print the validation report."""
-    from engine.cli import check_device
-    from engine.run_folder import claim_run_folder
-    from engine.training import StopReason, train
+    from cardinal.engine.cli import check_device
+    from cardinal.engine.run_folder import claim_run_folder
+    from cardinal.engine.training import StopReason, train
 
     recipe = _recipe(args)
     check_device(args.device, args.precision)
@@ -108,7 +108,7 @@ def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _check_resume_early(args: argparse.Namespace) -> None:
     """Before any scan: the checkpoint is Cardinal's and fits the chosen mode and model."""
-    from engine.run_state import check_resumable, load_run_state
+    from cardinal.engine.run_state import check_resumable, load_run_state
 
     state = load_run_state(Path(args.out))
     check_resumable(state, mode=args.mode, architecture=args.model if args.base in ("imagenet", "scratch") else None)
@@ -122,7 +122,7 @@ class _TrainingPrinter:
         self.bar = ProgressBar(err, None, "Training")
 
     def __call__(self, event) -> None:
-        from engine.training import BatchEnd, EpochEnd, FeatureProgress, Notice
+        from cardinal.engine.training import BatchEnd, EpochEnd, FeatureProgress, Notice
 
         if isinstance(event, FeatureProgress):
             self.bar.label = "Computing features"
@@ -143,7 +143,7 @@ class _TrainingPrinter:
 
 
 def _scan(folder: Path, err: TextIO, cancel: CancelToken):
-    from engine.data import scan_dataset
+    from cardinal.engine.data import scan_dataset
 
     bar = ProgressBar(err, None, "Checking images")
     try:
@@ -167,7 +167,7 @@ def _print_report(report, out: TextIO) -> None:
 
 
 def _base_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken):
-    from engine.training import load_base_model
+    from cardinal.engine.training import load_base_model
 
     kind = args.base if args.base in ("imagenet", "scratch") else "file"
     with download_progress(err) as progress:
@@ -177,8 +177,8 @@ def _base_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken):
 
 def _evaluate_and_print(model, samples, device: str, precision: str, out: TextIO, err: TextIO,
                         cancel: CancelToken) -> int:
-    from engine.classify import Classifier
-    from engine.evaluation import evaluate
+    from cardinal.engine.classify import Classifier
+    from cardinal.engine.evaluation import evaluate
 
     classifier = Classifier(model, device=device, precision=precision)
     bar = ProgressBar(err, len(samples), "Evaluating")
@@ -192,8 +192,8 @@ def _evaluate_and_print(model, samples, device: str, precision: str, out: TextIO
 
 def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal evaluate MODEL FOLDER`: the validation report of a saved model on a labelled folder."""
-    from engine.cli import check_device
-    from engine.models import load_model_file
+    from cardinal.engine.cli import check_device
+    from cardinal.engine.models import load_model_file
 
     check_device(args.device, args.precision)
     token = CancelToken()

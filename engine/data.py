@@ -9,9 +9,9 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import DatasetError, ImageLoadError
-from engine.images import IMAGE_SUFFIXES, load_image, open_image_file, walk_files
-from engine.progress import CancelToken
+from cardinal.engine.errors import DatasetError, ImageLoadError
+from cardinal.engine.images import IMAGE_SUFFIXES, load_image, open_image_file, walk_files
+from cardinal.engine.progress import CancelToken
 
 MIN_IMAGES_PER_CLASS = 5
 IMBALANCE_WARNING = 10.0

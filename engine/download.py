@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from engine.errors import WeightsError, WeightsUnavailable
-from engine.progress import CancelToken
+from cardinal.engine.errors import WeightsError, WeightsUnavailable
+from cardinal.engine.progress import CancelToken
 
 MIRROR_ENV = "CARDINAL_WEIGHTS_MIRROR"
 # torchvision names its files "<name>-<first hex digits of sha256>.pth", as torch.hub expects.

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.classify import Analysis, Classifier
-from engine.data import Sample
-from engine.progress import CancelToken
-from engine.terminal import printable
+from cardinal.engine.classify import Analysis, Classifier
+from cardinal.engine.data import Sample
+from cardinal.engine.progress import CancelToken
+from cardinal.engine.terminal import printable
 
 
 @dataclass(frozen=True)

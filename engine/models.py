@@ -19,7 +19,7 @@ from torchvision import models as tv
 # The preset class behind every `weights.transforms()`; our saved models rebuild theirs with it.
 from torchvision.transforms._presets import ImageClassification
 
-from engine.checkpoints import (
+from cardinal.engine.checkpoints import (
     preprocess_from_dict,
     preprocess_to_dict,
     read_model_sidecar,
@@ -27,11 +27,11 @@ from engine.checkpoints import (
     save_model_files,
     whole_number,
 )
-from engine.choices import DEFAULT_MODEL
-from engine.download import Progress, find_local, resolve_pretrained
-from engine.errors import UnknownModel, WeightsError
-from engine.progress import CancelToken
-from engine.weights import apply_state_dict, read_state_dict, state_dict_mismatches
+from cardinal.engine.choices import DEFAULT_MODEL
+from cardinal.engine.download import Progress, find_local, resolve_pretrained
+from cardinal.engine.errors import UnknownModel, WeightsError
+from cardinal.engine.progress import CancelToken
+from cardinal.engine.weights import apply_state_dict, read_state_dict, state_dict_mismatches
 
 # Far above any real task; a description listing more is refused before anything is built from it.
 MAX_CLASSES = 100_000

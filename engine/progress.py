@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Generator
 from typing import TypeVar
 
-from engine.errors import Cancelled
+from cardinal.engine.errors import Cancelled
 
 Event = TypeVar("Event")
 Result = TypeVar("Result")

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import TrainingError
+from cardinal.engine.errors import TrainingError
 
 MODES: tuple[str, ...] = ("fast", "full")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")

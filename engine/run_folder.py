@@ -14,8 +14,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from engine.errors import TrainingError
-from engine.run_state import CHECKPOINT_NAME
+from cardinal.engine.errors import TrainingError
+from cardinal.engine.run_state import CHECKPOINT_NAME
 
 LOCK_NAME = ".cardinal-run.lock"
 MODEL_NAMES = ("best", "last")

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from engine.checkpoints import atomic_write
-from engine.errors import TrainingError, WeightsError, short_list
-from engine.weights import read_torch_file
+from cardinal.engine.checkpoints import atomic_write
+from cardinal.engine.errors import TrainingError, WeightsError, short_list
+from cardinal.engine.weights import read_torch_file
 
 CHECKPOINT_NAME = "checkpoint.pt"
 STATE_VERSION = 2

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-from engine.progress import CancelToken
+from cardinal.engine.progress import CancelToken
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 

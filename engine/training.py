@@ -18,17 +18,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.checkpoints import read_model_sidecar
-from engine.classify import resolve_precision, select_device
-from engine.data import DatasetReport, train_val_split
-from engine.download import Progress
-from engine.errors import Cancelled, TrainingError
-from engine.models import LoadedModel, save_model
-from engine.progress import CancelToken
-from engine.recipe import AUGMENTATIONS, MODES, OPTIMIZERS, TRAINABLE_FROM, Recipe
-from engine.run_folder import claim_run_folder
-from engine.run_state import CHECKPOINT_NAME, RunState, check_resumable, load_run_state, save_run_state
-from engine.training_events import (
+from cardinal.engine.checkpoints import read_model_sidecar
+from cardinal.engine.classify import resolve_precision, select_device
+from cardinal.engine.data import DatasetReport, train_val_split
+from cardinal.engine.download import Progress
+from cardinal.engine.errors import Cancelled, TrainingError
+from cardinal.engine.models import LoadedModel, save_model
+from cardinal.engine.progress import CancelToken
+from cardinal.engine.recipe import AUGMENTATIONS, MODES, OPTIMIZERS, TRAINABLE_FROM, Recipe
+from cardinal.engine.run_folder import claim_run_folder
+from cardinal.engine.run_state import CHECKPOINT_NAME, RunState, check_resumable, load_run_state, save_run_state
+from cardinal.engine.training_events import (
     BatchEnd,
     EpochEnd,
     Event,
@@ -37,8 +37,8 @@ from engine.training_events import (
     StopReason,
     TrainingResult,
 )
-from engine.training_modes import MODE_TYPES, TrainingMode, train_transform
-from engine.weights import read_state_dict
+from cardinal.engine.training_modes import MODE_TYPES, TrainingMode, train_transform
+from cardinal.engine.weights import read_state_dict
 
 __all__ = [
     "AUGMENTATIONS", "CHECKPOINT_NAME", "MODES", "OPTIMIZERS", "TRAINABLE_FROM", "BatchEnd", "EpochEnd", "Event",
@@ -82,7 +82,7 @@ def load_base_model(
 ) -> LoadedModel:
     """Where fine-tuning starts: 'imagenet' weights (downloaded if needed), 'scratch' (random), or a saved
     model 'file' at `path`."""
-    from engine.models import load_model_file, load_pretrained, random_model
+    from cardinal.engine.models import load_model_file, load_pretrained, random_model
 
     if kind == "scratch":
         return random_model(architecture, seed=seed)

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from engine.data import Sample
-from engine.models import LoadedModel
+from cardinal.engine.data import Sample
+from cardinal.engine.models import LoadedModel
 
 
 class StopReason(str, Enum):

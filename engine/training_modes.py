@@ -14,13 +14,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from engine.classify import autocast_for, forward_features, preferred_memory_format
-from engine.data import ImageDataset, Sample
-from engine.errors import Cancelled
-from engine.models import LoadedModel
-from engine.progress import CancelToken
-from engine.recipe import Recipe
-from engine.training_events import FeatureProgress
+from cardinal.engine.classify import autocast_for, forward_features, preferred_memory_format
+from cardinal.engine.data import ImageDataset, Sample
+from cardinal.engine.errors import Cancelled
+from cardinal.engine.models import LoadedModel
+from cardinal.engine.progress import CancelToken
+from cardinal.engine.recipe import Recipe
+from cardinal.engine.training_events import FeatureProgress
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 StateDict = dict[str, torch.Tensor]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import WeightsError
+from cardinal.engine.errors import WeightsError
 
 # Callables a torch.save file legitimately names; any other would run when the file is unpickled.
 _SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode")

@@ -17,11 +17,11 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal  # noqa: E402
 from PySide6.QtGui import QIcon  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from engine.choices import PRECISIONS  # noqa: E402
-from gui.assets import asset  # noqa: E402
-from gui.main_window import MainWindow  # noqa: E402
-from gui.settings import Settings, app_data_dir  # noqa: E402
-from gui.workers import ModelRequest  # noqa: E402
+from cardinal.engine.choices import PRECISIONS  # noqa: E402
+from cardinal.gui.assets import asset  # noqa: E402
+from cardinal.gui.main_window import MainWindow  # noqa: E402
+from cardinal.gui.settings import Settings, app_data_dir  # noqa: E402
+from cardinal.gui.workers import ModelRequest  # noqa: E402
 
 log = logging.getLogger("cardinal")
 

@@ -1,19 +1,15 @@
-"""Where the files in assets/ are: beside the source tree, or inside a PyInstaller bundle."""
+"""The files Cardinal ships (package `cardinal.assets`), found through importlib.resources so they are the
+same in a source checkout, an installed wheel and the PyInstaller build."""
 
 from __future__ import annotations
 
-import sys
+from importlib.resources import files
 from pathlib import Path
 
 
-def assets_dir() -> Path:
-    """The assets folder of this installation (source checkout or frozen app)."""
-    bundle = getattr(sys, "_MEIPASS", None)
-    if bundle is not None:
-        return Path(bundle) / "assets"
-    return Path(__file__).resolve().parent.parent / "assets"
-
-
 def asset(name: str) -> Path:
-    """One file from assets/, e.g. 'cardinal.png'."""
-    return assets_dir() / name
+    """One shipped file, e.g. 'cardinal.png', as a path on disk."""
+    path = Path(str(files("cardinal.assets").joinpath(name)))
+    if not path.is_file():
+        raise FileNotFoundError(f"Cardinal's installation is missing {name} (expected at {path}); reinstall it")
+    return path

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gui.text import escaped
+from cardinal.gui.text import escaped
 
 
 class DownloadDialog(QDialog):

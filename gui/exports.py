@@ -12,7 +12,7 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QFileDialog
 from superqt.utils import thread_worker
 
-from gui.workers import surface_errors
+from cardinal.gui.workers import surface_errors
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Exported:
 @surface_errors
 def save_overlay(path: str, analysis, pixels, class_index: int, method: str, opacity: float) -> Path:
     """Blend the class's heat-map over the image at its shown size and write a PNG, off the GUI thread."""
-    from engine.cam import write_overlay_png
+    from cardinal.engine.cam import write_overlay_png
 
     size = (pixels.shape[1], pixels.shape[0])
     heatmap = analysis.heatmap(class_index, method, size=size)
@@ -35,9 +35,9 @@ def save_overlay(path: str, analysis, pixels, class_index: int, method: str, opa
 
 def export_results(path: str | Path, workspace, k: int) -> Exported:
     """Every open image's top-k for the model in use (and every failure) in one file; raises CardinalError."""
-    from engine.checkpoints import atomic_write
-    from engine.classify import top_k
-    from engine.result_files import ResultWriter, format_for
+    from cardinal.engine.checkpoints import atomic_write
+    from cardinal.engine.classify import top_k
+    from cardinal.engine.result_files import ResultWriter, format_for
 
     text = io.StringIO()
     writer = ResultWriter(format_for(path), text, with_errors=True)
@@ -107,7 +107,7 @@ class ResultExports(QObject):
 
     def export_results(self, path: str | None = None) -> Path | None:
         """Write every image's top-k (and every failure) to a CSV (or, for a .json name, JSON) file."""
-        from engine.errors import CardinalError
+        from cardinal.engine.errors import CardinalError
 
         window = self.window
         if window.model is None or not window.workspace.items:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
-from gui import workers
-from gui.qimage import array_to_qimage
+from cardinal.gui import workers
+from cardinal.gui.qimage import array_to_qimage
 
 CACHE_SIZE = 64
 LAST_STAGE = "layer4"
@@ -89,6 +89,6 @@ class Heatmaps(QObject):
 
 
 def _colour(heatmap, seen) -> QImage:
-    from engine.cam import heatmap_rgba
+    from cardinal.engine.cam import heatmap_rgba
 
     return array_to_qimage(heatmap_rgba(heatmap, seen=seen))

@@ -15,7 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to the desktop app or to the headless CLI."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--self-test"]:
-        from gui.selftest import run_self_test
+        from cardinal.gui.selftest import run_self_test
 
         return run_self_test()
     if not args or args[0] == "gui":
@@ -23,10 +23,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem:
             sys.stderr.write(f"error: {problem}\n")
             return 1
-        from gui.app import main as run_app
+        from cardinal.gui.app import main as run_app
 
         return run_app(args[1:])
-    from engine.cli import main as run_cli
+    from cardinal.engine.cli import main as run_cli
 
     return run_cli(args)
 

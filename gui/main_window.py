@@ -11,23 +11,23 @@ from PySide6.QtCore import Qt, QThreadPool, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragLeaveEvent, QDropEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QSplitter, QVBoxLayout, QWidget
 
-from engine.images import IMAGE_SUFFIXES
-from gui import workers
-from gui.drops import may_hold_content, read_mime
-from gui.exports import ResultExports
-from gui.heatmaps import Heatmaps
-from gui.menus import fill_menu
-from gui.model_loader import ModelLoader
-from gui.model_menu import ModelMenu, request_from_settings
-from gui.selection import SelectionView
-from gui.settings import Settings
-from gui.text import plain_label, tooltip
-from gui.widgets.banner import Banner
-from gui.widgets.drop_highlight import DropHighlight
-from gui.widgets.image_view import ImageView
-from gui.widgets.side_panel import SidePanel
-from gui.widgets.thumbnails import ThumbnailStrip
-from gui.workspace import ImageItem, Workspace
+from cardinal.engine.images import IMAGE_SUFFIXES
+from cardinal.gui import workers
+from cardinal.gui.drops import may_hold_content, read_mime
+from cardinal.gui.exports import ResultExports
+from cardinal.gui.heatmaps import Heatmaps
+from cardinal.gui.menus import fill_menu
+from cardinal.gui.model_loader import ModelLoader
+from cardinal.gui.model_menu import ModelMenu, request_from_settings
+from cardinal.gui.selection import SelectionView
+from cardinal.gui.settings import Settings
+from cardinal.gui.text import plain_label, tooltip
+from cardinal.gui.widgets.banner import Banner
+from cardinal.gui.widgets.drop_highlight import DropHighlight
+from cardinal.gui.widgets.image_view import ImageView
+from cardinal.gui.widgets.side_panel import SidePanel
+from cardinal.gui.widgets.thumbnails import ThumbnailStrip
+from cardinal.gui.workspace import ImageItem, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +172,8 @@ class MainWindow(QMainWindow):
 
     def open_wizard(self):
         """Open the fine-tune wizard; its "Use this model" loads the new model here."""
-        from gui.settings import app_data_dir
-        from gui.wizard import FineTuneWizard
+        from cardinal.gui.settings import app_data_dir
+        from cardinal.gui.wizard import FineTuneWizard
 
         architectures = self.model.model_names if self.model is not None else ()
         wizard = FineTuneWizard(self, starting_points=self.loader.starting_points(), architectures=architectures,

@@ -10,7 +10,7 @@ import logging
 
 from PySide6.QtCore import QObject, Signal
 
-from gui import workers
+from cardinal.gui import workers
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ class ModelLoader(QObject):
     def starting_points(self):
         """Where fine-tuning can start, from what this loader knows: the model in use (or the file being
         loaded), which ImageNet weights are on disk, and whether a download already failed."""
-        from engine.errors import WeightsUnavailable
-        from gui.wizard.jobs import StartingPoints
+        from cardinal.engine.errors import WeightsUnavailable
+        from cardinal.gui.wizard.jobs import StartingPoints
 
         request = self.model.request if self.model is not None else self.request
         current_file = request.weights_file if request is not None else None

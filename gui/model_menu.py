@@ -8,11 +8,11 @@ from pathlib import Path
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMainWindow, QMenu
 
-from engine.errors import Cancelled, WeightsUnavailable
-from gui import workers
-from gui.dialogs import DownloadDialog, WeightsChoice
-from gui.model_loader import ModelLoader
-from gui.settings import Settings
+from cardinal.engine.errors import Cancelled, WeightsUnavailable
+from cardinal.gui import workers
+from cardinal.gui.dialogs import DownloadDialog, WeightsChoice
+from cardinal.gui.model_loader import ModelLoader
+from cardinal.gui.settings import Settings
 
 WEIGHTS_FILTER = "Model or weights (*.safetensors *.pth *.pt);;All files (*)"
 

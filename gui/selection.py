@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject
 
-from gui import workers
-from gui.heatmaps import LAST_STAGE, HeatKey, Heatmaps
-from gui.text import tooltip
-from gui.widgets.image_view import ImageView
-from gui.widgets.side_panel import SidePanel
-from gui.widgets.thumbnails import ThumbnailStrip
-from gui.workspace import ImageItem, Workspace
+from cardinal.gui import workers
+from cardinal.gui.heatmaps import LAST_STAGE, HeatKey, Heatmaps
+from cardinal.gui.text import tooltip
+from cardinal.gui.widgets.image_view import ImageView
+from cardinal.gui.widgets.side_panel import SidePanel
+from cardinal.gui.widgets.thumbnails import ThumbnailStrip
+from cardinal.gui.workspace import ImageItem, Workspace
 
 
 class SelectionView(QObject):
@@ -67,7 +67,7 @@ class SelectionView(QObject):
         self.refresh_heatmap()
 
     def top_k(self, outcome: workers.ItemOutcome):
-        from engine.classify import top_k
+        from cardinal.engine.classify import top_k
 
         class_names = self.workspace.model.classifier.class_names
         return top_k(outcome.analysis.probabilities, class_names, self.side.k_spin.value())

@@ -31,13 +31,13 @@ def _self_test() -> str:
     import torch
     import torchvision
 
-    from engine.cam import overlay
-    from engine.classify import Classifier
-    from engine.errors import CardinalError
-    from engine.images import load_image
-    from engine.models import DEFAULT_MODEL, load_pretrained, random_model
-    from gui.assets import asset
-    from gui.qimage import array_to_qimage
+    from cardinal.engine.cam import overlay
+    from cardinal.engine.classify import Classifier
+    from cardinal.engine.errors import CardinalError
+    from cardinal.engine.images import load_image
+    from cardinal.engine.models import DEFAULT_MODEL, load_pretrained, random_model
+    from cardinal.gui.assets import asset
+    from cardinal.gui.qimage import array_to_qimage
 
     # torchvision's compiled operators: a build that forgot them fails here, not at a user's first click.
     kept = torchvision.ops.nms(torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0]]),

@@ -15,8 +15,8 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 from superqt.utils import thread_worker
 
-from gui import workers
-from gui.qimage import qimage_to_png
+from cardinal.gui import workers
+from cardinal.gui.qimage import qimage_to_png
 
 DISPLAY_CACHE_SIZE = 48  # large-view images kept in memory (~5 MB each); older ones are decoded again
 

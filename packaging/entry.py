@@ -3,7 +3,7 @@
 import multiprocessing
 import sys
 
-from gui.launch import main
+from cardinal.gui.launch import main
 
 if __name__ == "__main__":
     # Makes DataLoader worker processes safe in a frozen app (spawned children re-enter here).

@@ -15,9 +15,9 @@ from PySide6.QtWidgets import (
 )
 from superqt import QCollapsible, QLabeledSlider
 
-from engine.choices import CAM_METHODS
-from gui.text import plain_label
-from gui.widgets.predictions import PredictionList
+from cardinal.engine.choices import CAM_METHODS
+from cardinal.gui.text import plain_label
+from cardinal.gui.widgets.predictions import PredictionList
 
 LAST_STAGE = ("layer4 (last stage)", "layer4")
 

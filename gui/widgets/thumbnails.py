@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gui.text import tooltip
+from cardinal.gui.text import tooltip
 
 ID_ROLE = Qt.ItemDataRole.UserRole
 RESULT_ROLE = Qt.ItemDataRole.UserRole + 1  # the second caption line: top class, or the reason it failed

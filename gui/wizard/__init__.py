@@ -1,5 +1,5 @@
 """The fine-tune wizard: folder -> dataset report -> settings -> training -> results."""
 
-from gui.wizard.wizard import FineTuneWizard
+from cardinal.gui.wizard.wizard import FineTuneWizard
 
 __all__ = ["FineTuneWizard"]

@@ -24,10 +24,10 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from engine.progress import CancelToken
-from gui.text import escaped, plain_label, tooltip
-from gui.widgets.charts import new_plot
-from gui.wizard import jobs
+from cardinal.engine.progress import CancelToken
+from cardinal.gui.text import escaped, plain_label, tooltip
+from cardinal.gui.widgets.charts import new_plot
+from cardinal.gui.wizard import jobs
 
 SAMPLES_PER_CLASS = 4
 

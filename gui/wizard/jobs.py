@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 from superqt.utils import thread_worker
 
-from engine.progress import CancelToken
-from gui.qimage import array_to_qimage
-from gui.workers import surface_errors
+from cardinal.engine.progress import CancelToken
+from cardinal.gui.qimage import array_to_qimage
+from cardinal.gui.workers import surface_errors
 
 if TYPE_CHECKING:
-    from engine.models import LoadedModel
-    from engine.training import Recipe
+    from cardinal.engine.models import LoadedModel
+    from cardinal.engine.training import Recipe
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class BaseChoice:
     mirror: str | None = None
 
     def load(self) -> LoadedModel:
-        from engine.training import load_base_model
+        from cardinal.engine.training import load_base_model
 
         if self.kind == "current" and self.current is not None:
             return self.current
@@ -56,7 +56,7 @@ class BaseChoice:
 @surface_errors
 def scan_folder(folder: str, cancel: CancelToken):
     """Yields ScanProgress; returns the DatasetReport."""
-    from engine.data import scan_dataset
+    from cardinal.engine.data import scan_dataset
 
     return (yield from scan_dataset(folder, cancel=cancel))
 
@@ -66,7 +66,7 @@ def scan_folder(folder: str, cancel: CancelToken):
 def run_training(report, base: BaseChoice, recipe: Recipe, out_dir: Path, cancel: CancelToken,
                  device: str | None = None):
     """Yields training events; returns the TrainingResult. Setting `cancel` stops it and keeps the best model."""
-    from engine.training import train
+    from cardinal.engine.training import train
 
     model = base.load()
     return (yield from train(report, model, recipe, out_dir, device=device, cancel=cancel))
@@ -76,8 +76,8 @@ def run_training(report, base: BaseChoice, recipe: Recipe, out_dir: Path, cancel
 @surface_errors
 def run_evaluation(model: LoadedModel, samples, device: str | None = None):
     """Yields EvaluationProgress; returns (Evaluation, Classifier) so mistakes' heat-maps can be drawn."""
-    from engine.classify import Classifier
-    from engine.evaluation import evaluate
+    from cardinal.engine.classify import Classifier
+    from cardinal.engine.evaluation import evaluate
 
     classifier = Classifier(model, device=device)
     evaluation = yield from evaluate(classifier, samples)
@@ -91,8 +91,8 @@ def sample_thumbnails(report, per_class: int, side: int):
     import numpy as np
     from PIL import Image
 
-    from engine.errors import ImageLoadError
-    from engine.images import load_image
+    from cardinal.engine.errors import ImageLoadError
+    from cardinal.engine.images import load_image
 
     for row in range(len(report.class_names)):
         paths = [path for path, label in report.train if label == row][:per_class]
@@ -113,10 +113,10 @@ def mistake_overlays(mistakes, classifier, side: int):
     import numpy as np
     from PIL import Image
 
-    from engine.cam import overlay
-    from engine.errors import ImageLoadError
-    from engine.evaluation import explain
-    from engine.images import load_image
+    from cardinal.engine.cam import overlay
+    from cardinal.engine.errors import ImageLoadError
+    from cardinal.engine.evaluation import explain
+    from cardinal.engine.images import load_image
 
     for mistake in mistakes:
         try:
@@ -142,7 +142,7 @@ def mistake_overlays(mistakes, classifier, side: int):
 @surface_errors
 def save_trained_model(result, path: str, val_accuracy: float | None) -> Path:
     """Write the trained model (about 90 MB for ResNeXt-50) off the GUI thread."""
-    from engine.models import save_model
+    from cardinal.engine.models import save_model
 
     metrics = {} if val_accuracy is None else {"val_accuracy": val_accuracy}
     return save_model(result.model, path, metrics=metrics, recipe=result.model.description.get("recipe"),

@@ -24,8 +24,8 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from gui.text import escaped, plain_label, tooltip
-from gui.wizard import jobs
+from cardinal.gui.text import escaped, plain_label, tooltip
+from cardinal.gui.wizard import jobs
 
 MISTAKE_SIZE = 200
 

@@ -23,9 +23,9 @@ from PySide6.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from engine.recipe import MAX_LEARNING_RATE, OPTIMIZERS
-from gui.text import plain_label
-from gui.wizard import jobs
+from cardinal.engine.recipe import MAX_LEARNING_RATE, OPTIMIZERS
+from cardinal.gui.text import plain_label
+from cardinal.gui.wizard import jobs
 
 
 class SettingsPage(QWizardPage):
@@ -33,7 +33,7 @@ class SettingsPage(QWizardPage):
 
     def __init__(self, wizard) -> None:
         super().__init__()
-        from engine.training import AUGMENTATIONS, TRAINABLE_FROM, Recipe
+        from cardinal.engine.training import AUGMENTATIONS, TRAINABLE_FROM, Recipe
 
         self._wizard = wizard
         defaults = Recipe()
@@ -184,7 +184,7 @@ class SettingsPage(QWizardPage):
                                mirror=self._wizard.mirror)
 
     def recipe(self):
-        from engine.training import Recipe
+        from cardinal.engine.training import Recipe
 
         return Recipe(mode="fast" if self.fast.isChecked() else "full", epochs=self.epochs.value(),
                       batch_size=self.batch_size.value(), optimizer=self.optimizer.currentText(),
@@ -194,7 +194,7 @@ class SettingsPage(QWizardPage):
                       val_fraction=self.val_fraction.value(), seed=self.seed.value())
 
     def validatePage(self) -> bool:  # noqa: N802 - Qt's naming
-        from engine.training import TrainingError
+        from cardinal.engine.training import TrainingError
 
         try:
             self.recipe()

@@ -16,10 +16,10 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from engine.progress import CancelToken
-from gui.text import escaped
-from gui.widgets.charts import BATCH_COLOUR, TRAIN_COLOUR, VALIDATION_COLOUR, curve, new_plot
-from gui.wizard import jobs
+from cardinal.engine.progress import CancelToken
+from cardinal.gui.text import escaped
+from cardinal.gui.widgets.charts import BATCH_COLOUR, TRAIN_COLOUR, VALIDATION_COLOUR, curve, new_plot
+from cardinal.gui.wizard import jobs
 
 REFRESH_MS = 150  # plots redraw at most this often, however fast batches arrive
 
@@ -153,7 +153,7 @@ class TrainingPage(QWizardPage):
                          f"left{best}")
 
     def _event(self, event) -> None:
-        from engine.training import BatchEnd, EpochEnd, FeatureProgress, Notice
+        from cardinal.engine.training import BatchEnd, EpochEnd, FeatureProgress, Notice
 
         if isinstance(event, BatchEnd):
             self.batch_x.append(event.epoch - 1 + event.batch / event.batches)
@@ -203,7 +203,7 @@ class TrainingPage(QWizardPage):
         )
 
     def _failed(self, error) -> None:
-        from engine.errors import Cancelled
+        from cardinal.engine.errors import Cancelled
 
         if isinstance(error, Cancelled):  # stopped before any epoch ended: there is no model to show or use
             self._set_status("Training was cancelled before the first epoch ended, so there is no new model. "

@@ -7,12 +7,12 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget, QWizard
 
-from gui.drops import folders_in
-from gui.wizard import jobs
-from gui.wizard.dataset_pages import FolderPage, ReportPage
-from gui.wizard.results_page import ResultsPage
-from gui.wizard.settings_page import SettingsPage
-from gui.wizard.training_page import TrainingPage
+from cardinal.gui.drops import folders_in
+from cardinal.gui.wizard import jobs
+from cardinal.gui.wizard.dataset_pages import FolderPage, ReportPage
+from cardinal.gui.wizard.results_page import ResultsPage
+from cardinal.gui.wizard.settings_page import SettingsPage
+from cardinal.gui.wizard.training_page import TrainingPage
 
 
 class FineTuneWizard(QWizard):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.cli import ProgressBar, main
-from engine.models import save_model
+from cardinal.engine.cli import ProgressBar, main
+from cardinal.engine.models import save_model
 from tests.conftest import closed_port, encode, make_tiny_model, random_picture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +117,7 @@ def test_progress_bar_draws_on_a_terminal_only():
 
 def test_console_entry_point_runs_headless_without_qt(model_file, photos):
     code = (
-        "import sys; from gui.launch import main; rc = main(sys.argv[1:]); "
+        "import sys; from cardinal.gui.launch import main; rc = main(sys.argv[1:]); "
         "assert not any(m.startswith(('PySide6', 'shiboken6', 'pyqtgraph')) for m in sys.modules), 'Qt loaded'; "
         "sys.exit(rc)"
     )

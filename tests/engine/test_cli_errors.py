@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.cli import main
-from engine.models import save_model
+from cardinal.engine.cli import main
+from cardinal.engine.models import save_model
 from tests.conftest import encode, make_shapes_folder, make_tiny_model, random_picture
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-c", "import sys; from gui.launch import main; sys.exit(main(sys.argv[1:]))"]
+CLI = [sys.executable, "-c", "import sys; from cardinal.gui.launch import main; sys.exit(main(sys.argv[1:]))"]
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +203,7 @@ def test_ctrl_c_during_training_finishes_the_batch_keeps_best_and_last_and_exits
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert "Training was cancelled" in out and "--resume" in out
     state = torch.load(out_dir / "checkpoint.pt", weights_only=True)
-    from engine.models import load_model_file
+    from cardinal.engine.models import load_model_file
 
     assert load_model_file(out_dir / "last.safetensors").description["metrics"]["epoch"] == state["epoch"] >= 2
     assert (out_dir / "best.safetensors").is_file()

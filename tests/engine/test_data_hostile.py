@@ -7,18 +7,18 @@ import tracemalloc
 
 import pytest
 
-from engine.data import scan_dataset
-from engine.errors import Cancelled
-from engine.progress import CancelToken, run_to_end
+from cardinal.engine.data import scan_dataset
+from cardinal.engine.errors import Cancelled
+from cardinal.engine.progress import CancelToken, run_to_end
 from tests.conftest import deep_folder, encode, make_shapes_folder, random_picture, run_python
 
 # A regression here hangs (a FIFO waits for a writer) or eats memory, so the scan runs in a child process
 # with a time limit and a 2 GB cap on its memory; it prints every failure and the readable counts.
 SCAN_CHILD = """
 import json, sys
-from engine.data import scan_dataset
-from engine.errors import Cancelled
-from engine.progress import CancelToken, run_to_end
+from cardinal.engine.data import scan_dataset
+from cardinal.engine.errors import Cancelled
+from cardinal.engine.progress import CancelToken, run_to_end
 report = run_to_end(scan_dataset(sys.argv[1]))
 print(json.dumps({"failures": {p.name: reason for p, reason in report.failures}, "counts": report.counts()}))
 """

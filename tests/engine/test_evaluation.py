@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.classify import Classifier
-from engine.data import scan_dataset
-from engine.errors import Cancelled
-from engine.evaluation import EvaluationProgress, evaluate, explain
-from engine.progress import CancelToken, run_to_end
+from cardinal.engine.classify import Classifier
+from cardinal.engine.data import scan_dataset
+from cardinal.engine.errors import Cancelled
+from cardinal.engine.evaluation import EvaluationProgress, evaluate, explain
+from cardinal.engine.progress import CancelToken, run_to_end
 from tests.conftest import make_shapes_folder, make_tiny_model
 
 

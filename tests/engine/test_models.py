@@ -4,9 +4,9 @@ import pytest
 import torch
 from torchvision import models as tv
 
-from engine.download import cache_path
-from engine.errors import UnknownModel, WeightsError
-from engine.models import (
+from cardinal.engine.download import cache_path
+from cardinal.engine.errors import UnknownModel, WeightsError
+from cardinal.engine.models import (
     DEFAULT_MODEL,
     MODELS,
     get_spec,

@@ -6,7 +6,11 @@ import sys
 from pathlib import Path
 
 ENGINE = Path(__file__).resolve().parents[2] / "engine"
-FORBIDDEN = ("PySide6", "PyQt5", "PyQt6", "shiboken6", "pyqtgraph", "superqt", "qtpy", "gui")
+FORBIDDEN = ("PySide6", "PyQt5", "PyQt6", "shiboken6", "pyqtgraph", "superqt", "qtpy", "cardinal.gui")
+
+
+def forbidden(module: str) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in FORBIDDEN)
 
 
 def test_no_engine_file_imports_qt_or_gui():
@@ -19,21 +23,21 @@ def test_no_engine_file_imports_qt_or_gui():
                 names = [node.module or ""]
             else:
                 continue
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
+            offenders += [f"{path.name}: {n}" for n in names if forbidden(n)]
     assert offenders == []
 
 
 def test_importing_every_engine_module_loads_no_qt():
-    modules = sorted(f"engine.{p.stem}" for p in ENGINE.glob("*.py") if p.stem != "__init__")
+    modules = sorted(f"cardinal.engine.{p.stem}" for p in ENGINE.glob("*.py") if p.stem != "__init__")
     code = (
         f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; "
-        f"bad = [m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}]; print(bad); sys.exit(1 if bad else 0)"
+        f"bad = [m for m in sys.modules if m.startswith({FORBIDDEN!r})]; print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ENGINE.parent)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_importing_engine_package_is_cheap():
-    # The GUI shows its window before paying for torch; `import engine` must not pull it in.
-    code = "import sys, engine; sys.exit('torch' in sys.modules)"
+    # The GUI shows its window before paying for torch; `import cardinal.engine` must not pull it in.
+    code = "import sys, cardinal.engine; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ENGINE.parent).returncode == 0

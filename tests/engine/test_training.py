@@ -6,13 +6,13 @@ import subprocess
 import pytest
 import torch
 
-from engine.classify import Classifier
-from engine.data import scan_dataset
-from engine.errors import Cancelled, CheckpointError
-from engine.evaluation import evaluate
-from engine.models import load_model_file
-from engine.progress import CancelToken, run_to_end
-from engine.training import (
+from cardinal.engine.classify import Classifier
+from cardinal.engine.data import scan_dataset
+from cardinal.engine.errors import Cancelled, CheckpointError
+from cardinal.engine.evaluation import evaluate
+from cardinal.engine.models import load_model_file
+from cardinal.engine.progress import CancelToken, run_to_end
+from cardinal.engine.training import (
     BatchEnd,
     EpochEnd,
     FeatureProgress,
@@ -22,7 +22,7 @@ from engine.training import (
     TrainingError,
     train,
 )
-from engine.training_modes import FastMode
+from cardinal.engine.training_modes import FastMode
 from tests.conftest import make_shapes_folder, make_tiny_model
 
 FAST = Recipe(mode="fast", epochs=12, batch_size=16, lr=0.05, patience=None)

@@ -7,10 +7,10 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
-from engine.models import save_model
-from gui.main_window import MainWindow
-from gui.settings import Settings
-from gui.workers import ModelRequest
+from cardinal.engine.models import save_model
+from cardinal.gui.main_window import MainWindow
+from cardinal.gui.settings import Settings
+from cardinal.gui.workers import ModelRequest
 from tests.conftest import encode, make_tiny_model, random_picture
 
 

@@ -11,9 +11,9 @@ from PIL import Image
 from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 
-from gui.app import ErrorRelay, install_exception_hooks
-from gui.qimage import array_to_qimage, qimage_to_array
-from gui.settings import Settings
+from cardinal.gui.app import ErrorRelay, install_exception_hooks
+from cardinal.gui.qimage import array_to_qimage, qimage_to_array
+from cardinal.gui.settings import Settings
 from tests.conftest import encode, random_picture
 from tests.gui.conftest import drop, wait_classified
 
@@ -206,8 +206,8 @@ def test_corrupt_settings_are_reset_with_a_notice(qtbot, make_window, model_file
 
 
 def test_offline_without_weights_offers_choices_not_a_traceback(qtbot, settings, torch_home):
-    from gui.main_window import MainWindow
-    from gui.workers import ModelRequest
+    from cardinal.gui.main_window import MainWindow
+    from cardinal.gui.workers import ModelRequest
     from tests.conftest import closed_port
 
     request = ModelRequest(name="resnext50_32x4d", mirror=f"http://127.0.0.1:{closed_port()}/", device="cpu")
@@ -227,8 +227,8 @@ def test_offline_without_weights_offers_choices_not_a_traceback(qtbot, settings,
 
 
 def test_download_shows_progress_and_cancel_stops_it(qtbot, settings, torch_home, server):
-    from gui.main_window import MainWindow
-    from gui.workers import ModelRequest
+    from cardinal.gui.main_window import MainWindow
+    from cardinal.gui.workers import ModelRequest
 
     server.files["/resnext50_32x4d-1a0047aa.pth"] = b"\0" * (4 << 20)
     server.slow.add("/resnext50_32x4d-1a0047aa.pth")
@@ -267,7 +267,7 @@ def test_closing_mid_inference_exits_cleanly(model_files, tmp_path):
     folder.mkdir()
     for index in range(40):
         (folder / f"{index}.jpg").write_bytes(encode(random_picture(index, size=(800, 600)), "JPEG"))
-    argv = [sys.executable, "-m", "gui.app", "--weights", str(model_files["pets"]), "--device", "cpu",
+    argv = [sys.executable, "-m", "cardinal.gui.app", "--weights", str(model_files["pets"]), "--device", "cpu",
             "--settings", str(tmp_path / "s.ini"), "--report-startup", str(folder)]
     env = {**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen", "XDG_DATA_HOME": str(tmp_path / "data")}
     started = time.monotonic()

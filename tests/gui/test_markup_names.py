@@ -3,8 +3,8 @@
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel
 
-from engine.models import save_model
-from gui.text import escaped, tooltip
+from cardinal.engine.models import save_model
+from cardinal.gui.text import escaped, tooltip
 from tests.conftest import encode, make_tiny_model, random_picture
 from tests.gui.conftest import drop, wait_classified
 

@@ -2,7 +2,7 @@
 
 from PySide6.QtCore import Qt
 
-from gui.workers import ModelRequest
+from cardinal.gui.workers import ModelRequest
 from tests.gui.conftest import drop
 
 

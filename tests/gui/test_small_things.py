@@ -8,10 +8,10 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QColor, QImage, QPalette, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
-from gui.main_window import MainWindow
-from gui.qimage import array_to_qimage, qimage_to_array
-from gui.widgets.charts import new_plot
-from gui.widgets.image_view import ImageView
+from cardinal.gui.main_window import MainWindow
+from cardinal.gui.qimage import array_to_qimage, qimage_to_array
+from cardinal.gui.widgets.charts import new_plot
+from cardinal.gui.widgets.image_view import ImageView
 from tests.conftest import closed_port
 from tests.gui.conftest import drop, wait_classified
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox, QWizard
 
-from gui.main_window import MainWindow
-from gui.workers import ModelRequest
+from cardinal.gui.main_window import MainWindow
+from cardinal.gui.workers import ModelRequest
 from tests.conftest import closed_port, make_shapes_folder
 from tests.gui.conftest import drop
 from tests.gui.test_wizard import answer, next_page

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gui.qimage import array_to_qimage, qimage_to_array, qimage_to_png
-from gui.workers import WorkerError, surface_errors
+from cardinal.gui.qimage import array_to_qimage, qimage_to_array, qimage_to_png
+from cardinal.gui.workers import WorkerError, surface_errors
 
 
 def test_heavy_signal_traffic_from_a_worker_thread_arrives_intact(qtbot):

@@ -3,11 +3,11 @@ colours only what the network saw."""
 
 import numpy as np
 
-from engine.errors import WeightsError
-from gui.heatmaps import HeatKey, Heatmaps
-from gui.model_loader import ModelLoader
-from gui.workers import ModelRequest
-from gui.workspace import Workspace
+from cardinal.engine.errors import WeightsError
+from cardinal.gui.heatmaps import HeatKey, Heatmaps
+from cardinal.gui.model_loader import ModelLoader
+from cardinal.gui.workers import ModelRequest
+from cardinal.gui.workspace import Workspace
 from tests.conftest import encode, random_picture
 from tests.gui.conftest import wait_classified
 

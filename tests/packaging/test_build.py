@@ -36,7 +36,7 @@ def test_built_app_ships_no_tests_or_caches(built_app):
     names = {path.name for path in app_dir.rglob("*")}
     assert "__pycache__" not in names and "conftest.py" not in names
     assert not (app_dir / "_internal" / "tests").exists()
-    assert (app_dir / "_internal" / "assets" / "sample.jpg").is_file()
+    assert (app_dir / "_internal" / "cardinal" / "assets" / "sample.jpg").is_file()
 
 
 def test_built_app_can_fine_tune(built_app, tmp_path):
