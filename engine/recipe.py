@@ -20,6 +20,9 @@ TRAINABLE_FROM: tuple[str, ...] = ("all", "layer1", "layer2", "layer3", "layer4"
 # Above this no optimizer we offer trains anything; a value like 1e38 is a typo, not a choice.
 MAX_LEARNING_RATE = 10.0
 MAX_WORKERS = 64
+# Training crop sizes offered: below 32 px a ResNeXt's last stage has nothing left to see (it downsamples 32x);
+# above 1024 px one image no longer fits a typical GPU's memory.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Recipe:
     seed: int = 0
     val_fraction: float = 0.2
     num_workers: int | None = None  # None: none on the CPU, up to 8 with a GPU
+    image_size: int | None = None  # training (and later classifying) crop in px; None: the base model's own
 
     def __post_init__(self) -> None:
         for message in _problems(self):
@@ -86,6 +90,9 @@ def _problems(recipe: Recipe) -> list[str]:
         _range_problem("val_fraction", recipe.val_fraction, 0.0, 1.0, low_open=True, high_open=True),
         None if recipe.num_workers is None or 0 <= recipe.num_workers <= MAX_WORKERS else
         f"data-loading workers must be between 0 and {MAX_WORKERS}, not {recipe.num_workers}",
+        None if recipe.image_size is None or MIN_IMAGE_SIZE <= recipe.image_size <= MAX_IMAGE_SIZE else
+        f"image size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} px (e.g. 128 for small images), "
+        f"not {recipe.image_size}",
     ]
     return [message for message in checks if message is not None]
 

@@ -74,7 +74,7 @@ def load_run_state(folder: Path) -> RunState:
 
 
 def check_resumable(state: RunState, *, class_names: tuple[str, ...] | None = None, architecture: str | None = None,
-                    mode: str | None = None, base: str | None = None) -> None:
+                    mode: str | None = None, base: str | None = None, image_size: int | None = None) -> None:
     """Refuse to continue a run with other classes, another architecture, mode or starting point (each
     checked when given, so the CLI can check what it knows before scanning the folder)."""
     if class_names is not None and state.class_names != class_names:
@@ -90,3 +90,12 @@ def check_resumable(state: RunState, *, class_names: tuple[str, ...] | None = No
         raise TrainingError(f"cannot resume a {run_mode} run in {mode} mode; resume with --mode {run_mode}")
     if base is not None and state.base != base:
         raise TrainingError(f"cannot resume: the run started from {state.base}, not from {base}")
+    run_size = state.recipe.get("image_size")
+    if run_size != image_size:
+        flag = f"--image-size {run_size}" if run_size else "no --image-size"
+        raise TrainingError(f"cannot resume: the run trains at {_size(run_size)}, not {_size(image_size)}; "
+                            f"resume with {flag}")
+
+
+def _size(pixels: int | None) -> str:
+    return f"{pixels} px" if pixels else "the model's own image size"

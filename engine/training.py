@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.transforms._presets import ImageClassification
 
 from cardinal.engine.checkpoints import read_model_sidecar
 from cardinal.engine.classify import resolve_precision, select_device
@@ -43,12 +44,14 @@ from cardinal.engine.weights import read_state_dict
 __all__ = [
     "AUGMENTATIONS", "CHECKPOINT_NAME", "MODES", "OPTIMIZERS", "TRAINABLE_FROM", "BatchEnd", "EpochEnd", "Event",
     "FeatureProgress", "Notice", "Recipe", "StopReason", "TrainingError", "TrainingResult", "load_base_model",
-    "new_model", "train", "train_transform", "warmup_cosine",
+    "at_image_size", "new_model", "train", "train_transform", "warmup_cosine",
 ]
 
 
-def new_model(base: LoadedModel, class_names: tuple[str, ...], seed: int = 0) -> LoadedModel:
-    """A copy of `base` with a fresh head for `class_names`, initialised from `seed` alone."""
+def new_model(base: LoadedModel, class_names: tuple[str, ...], seed: int = 0,
+              image_size: int | None = None) -> LoadedModel:
+    """A copy of `base` with a fresh head for `class_names`, initialised from `seed` alone, that sees images at
+    `image_size` px (None: the base's own size)."""
     import copy
 
     network = copy.deepcopy(base.network).cpu().float()
@@ -65,9 +68,20 @@ def new_model(base: LoadedModel, class_names: tuple[str, ...], seed: int = 0) ->
         name=base.name,
         architecture=base.architecture,
         class_names=tuple(class_names),
-        preprocess=base.preprocess,
+        preprocess=at_image_size(base.preprocess, image_size),
         source=f"fine-tuned from {base.source}",
     )
+
+
+def at_image_size(preprocess: ImageClassification, size: int | None) -> ImageClassification:
+    """The same preprocessing with a `size`-px crop, resized in the same proportion first (224 of 256 becomes
+    128 of 146); the saved model keeps it, so classify, evaluate and export use the size it was trained at."""
+    crop, resize = preprocess.crop_size[0], preprocess.resize_size[0]
+    if size is None or size == crop:
+        return preprocess
+    return ImageClassification(crop_size=size, resize_size=round(size * resize / crop), mean=preprocess.mean,
+                               std=preprocess.std, interpolation=preprocess.interpolation,
+                               antialias=preprocess.antialias)
 
 
 def load_base_model(
@@ -124,14 +138,14 @@ def train(
     if not val_samples:
         raise TrainingError("the validation set is empty; add images or raise the validation share")
     with claim_run_folder(out_dir, resume=resume) as folder:
-        model = new_model(base, report.class_names, recipe.seed)
+        model = new_model(base, report.class_names, recipe.seed, recipe.image_size)
         generator = torch.Generator().manual_seed(recipe.seed)
         mode = MODE_TYPES[recipe.mode](model, recipe, device_, dtype, generator)
         run = _Run(report, recipe, model, mode, folder, cancel, base.source)
         state = load_run_state(folder) if resume else None
         if state is not None:
             check_resumable(state, class_names=model.class_names, architecture=model.name, mode=recipe.mode,
-                            base=base.source)
+                            base=base.source, image_size=recipe.image_size)
         yield from mode.prepare(train_samples, val_samples, cancel)
         run.start(state, train_samples)
         stopped = yield from run.epochs()
