@@ -126,3 +126,11 @@ CATALOG: dict[str, CatalogEntry] = {
 def catalog_entry(name: str) -> CatalogEntry | None:
     """The catalog entry of a registered model name, or None."""
     return CATALOG.get(name)
+
+
+def licence_notice(name: str) -> str | None:
+    """One line to show where a user picks `name`, when its weights restrict their use; else None."""
+    entry = CATALOG.get(name)
+    if entry is None or not entry.family.non_commercial:
+        return None
+    return f"{entry.title} weights are licensed {entry.family.licence}: non-commercial use only."

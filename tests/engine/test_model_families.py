@@ -203,3 +203,43 @@ def test_cli_classify_gives_timms_top5(name, tmp_path, capsys):
     assert [p["index"] for p in predictions] == indices
     assert [p["probability"] for p in predictions] == pytest.approx(values.tolist(), abs=2e-6)
     assert predictions[0]["label"] == MODELS[name].class_names[indices[0]]
+
+
+def test_catalog_needs_no_torch_and_listing_or_loading_the_registry_needs_no_timm():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, io\n"
+        "import cardinal.engine, cardinal.engine.model_catalog\n"
+        "assert 'torch' not in sys.modules, 'catalog imported torch'\n"
+        "from cardinal.engine.cli import main\n"
+        "assert main(['models']) == 0\n"
+        "import cardinal.engine.models, cardinal.engine.classify\n"
+        "assert 'timm' not in sys.modules, 'timm imported before a timm model was built'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_models_command_shows_family_size_top1_licence_and_non_commercial_notice(capsys):
+    from cardinal.engine.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    line = next(row for row in out.splitlines() if row.startswith("resnext50_32x4d_swsl "))
+    assert "swsl" in line and "25.0M" in line and "82.2%" in line and "CC BY-NC 4.0*" in line
+    assert "resnest101e" in out and "Apache-2.0" in out
+    assert "non-commercial use only" in out.splitlines()[-1]
+
+
+def test_picking_a_non_commercial_model_in_the_cli_says_so(capsys, torch_home):
+    from cardinal.engine.cli import main
+    from tests.conftest import closed_port
+
+    code = main(["classify", str(torch_home), "--model", "resnext50_32x4d_ssl", "--mirror",
+                 f"http://127.0.0.1:{closed_port()}"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "note: ResNeXt-50 32x4d SSL weights are licensed CC BY-NC 4.0: non-commercial use only." in err
+    assert "semi_supervised_resnext50_32x4-ddb3e555.pth" in err
