@@ -63,3 +63,23 @@ def test_picking_a_non_commercial_model_says_so(qtbot, settings, torch_home):
     action = model_actions(window)["resnext50_32x4d_ssl"]
     assert action.isChecked() and action.text().endswith("on this computer")
     assert "CC BY-NC 4.0: non-commercial use only" in window.banner.text
+
+
+def test_the_wizards_imagenet_start_says_when_its_weights_are_non_commercial(qtbot, make_window, model_files,
+                                                                             tmp_path):
+    from PySide6.QtCore import Qt
+
+    from tests.conftest import make_shapes_folder
+    from tests.gui.test_wizard import next_page, wizard_on_report
+
+    window = make_window(model_files["pets"])
+    wizard = wizard_on_report(qtbot, window, make_shapes_folder(tmp_path / "shapes", per_class=15))
+    next_page(qtbot, wizard, wizard.settings_page)
+    page = wizard.settings_page
+    imagenet = page.base.findData("imagenet")
+    page.architecture.setCurrentText("resnext101_32x8d_wsl")
+    assert page.base.itemText(imagenet).endswith("CC BY-NC 4.0: non-commercial use only")
+    swsl = page.architecture.findText("resnext50_32x4d_swsl")
+    assert "non-commercial" in page.architecture.itemData(swsl, Qt.ItemDataRole.ToolTipRole)
+    page.architecture.setCurrentText("resnest50d")
+    assert "non-commercial" not in page.base.itemText(imagenet)
