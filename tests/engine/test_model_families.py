@@ -57,6 +57,19 @@ def test_catalog_weights_and_licence_are_the_libraries(name):
     assert entry.family.non_commercial == (config.license == "cc-by-nc-4.0")
 
 
+def test_timm_models_use_torchvisions_imagenet_names_in_timms_class_order():
+    # One ImageNet-1k class list for every model: timm's index order is torchvision's (the two lists differ
+    # only in wording: torchvision renamed the second "crane" and "maillot").
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    names = get_spec("resnest50d").class_names
+    assert info.num_classes() == len(names) == 1000
+    same = [names[i].lower() in [part.strip().lower() for part in info.index_to_description(i).split(",")]
+            for i in range(1000)]
+    assert [i for i, ok in enumerate(same) if not ok] == [134, 639]
+
+
 def test_cc_by_nc_families_say_non_commercial():
     for entry in CATALOG.values():
         assert ("non-commercial" in entry.summary()) == (entry.family_key in ("wsl", "swsl", "ssl"))
