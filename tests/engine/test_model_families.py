@@ -143,12 +143,13 @@ def test_saved_timm_model_records_family_and_reopens_without_guessing(small_clas
         assert torch.allclose(reopened.network(batch), model.network.cpu()(batch), atol=1e-6)
 
 
-def test_description_naming_an_unknown_timm_model_is_refused(small_classifier, tmp_path):
+def test_description_naming_an_unknown_timm_model_is_refused(tmp_path):
     from safetensors.torch import load_file, save
 
     from cardinal.engine.errors import WeightsError
+    from tests.conftest import make_tiny_model
 
-    path = save_model(small_classifier.model, tmp_path / "m.safetensors")
+    path = save_model(make_tiny_model(), tmp_path / "m.safetensors")
     document = json.loads((tmp_path / "m.json").read_text())
     document["architecture"] = {"library": "timm", "name": "vit_huge_patch14_224"}
     path.write_bytes(save(load_file(path), metadata={"cardinal": json.dumps(document)}))
