@@ -93,14 +93,23 @@ def describe_device(device: torch.device, dtype: torch.dtype) -> str:
 
 
 def forward_features(network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """A torchvision ResNet up to its last stage: the activations Grad-CAM reads."""
+    """The network up to its last stage: the activations Grad-CAM reads (timm's own split, or torchvision's)."""
+    if hasattr(network, "forward_features"):  # timm
+        return network.forward_features(batch)
     x = network.maxpool(network.relu(network.bn1(network.conv1(batch))))
     return network.layer4(network.layer3(network.layer2(network.layer1(x))))
 
 
+def pooled_features(network: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Global average pool of last-stage activations: what the linear classifier reads (N, C)."""
+    if hasattr(network, "forward_head"):  # timm
+        return network.forward_head(features, pre_logits=True)
+    return torch.flatten(network.avgpool(features), 1)
+
+
 def forward_head(network: nn.Module, features: torch.Tensor) -> torch.Tensor:
     """Global average pool and the linear classifier: logits from last-stage activations."""
-    return network.fc(torch.flatten(network.avgpool(features), 1))
+    return network.fc(pooled_features(network, features))
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--batch-size", type=positive, default=16, metavar="N")
     classify.add_argument("--mirror", metavar="URL", help="download weights from this mirror instead")
 
-    commands.add_parser("models", help="list the models and whether their weights are on this computer")
+    commands.add_parser("models", help="list the models: family, size, top-1, licence, weights on disk")
     add_training_parsers(commands, MODELS, DEFAULT_MODEL, PRECISIONS)
     return parser
 
@@ -127,37 +127,43 @@ def list_models_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
 
 
 def list_models(out: TextIO) -> int:
-    """Print each registered model, its size and where its weights are."""
+    """Print each registered model: family, size, published top-1, licence and where its weights are."""
     from cardinal.engine.choices import DEFAULT_MODEL
     from cardinal.engine.download import cache_path
-    from cardinal.engine.models import MODELS, weights_on_disk
+    from cardinal.engine.model_catalog import CATALOG
+    from cardinal.engine.models import weights_on_disk
 
-    rows = [("MODEL", "PARAMS", "WEIGHTS")]
-    for name, spec in MODELS.items():
+    rows = [("MODEL", "FAMILY", "PARAMS", "TOP-1", "LICENCE", "WEIGHTS")]
+    for name, entry in CATALOG.items():
         label = f"{name} (default)" if name == DEFAULT_MODEL else name
-        url = spec.weights_url()
-        if url is None:
-            where = "no download: open your own weights file"
-        elif (path := weights_on_disk(name)) is not None:
+        if (path := weights_on_disk(name)) is not None:
             where = f"on disk: {path}"
         else:
-            where = f"not downloaded (will download to {cache_path(url)})"
-        rows.append((label, f"{spec.num_params / 1e6:.1f}M", where))
-    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+            where = f"not downloaded (will download to {cache_path(entry.weights_url, entry.weights_file)})"
+        licence = f"{entry.family.licence}*" if entry.family.non_commercial else entry.family.licence
+        top1 = "-" if entry.top1 is None else f"{entry.top1:.1f}%"
+        rows.append((label, entry.family_key, f"{entry.params / 1e6:.1f}M", top1, licence, where))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
-        out.write(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]}\n")
+        cells = [f"{row[i]:<{widths[i]}}" if i in (0, 1, 4) else f"{row[i]:>{widths[i]}}" for i in range(5)]
+        out.write("  ".join(cells) + f"  {row[5]}\n")
+    out.write("* CC BY-NC 4.0: these weights are for non-commercial use only.\n")
     return EXIT_OK
 
 
 def load_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken | None = None):
     """The model `--weights`/`--model` name, downloading ImageNet weights with a progress bar if needed."""
     from cardinal.engine.choices import DEFAULT_MODEL
+    from cardinal.engine.model_catalog import licence_notice
     from cardinal.engine.models import load_model_file, load_pretrained
 
     if args.weights is not None:
         return load_model_file(args.weights, model=args.model)
+    name = args.model or DEFAULT_MODEL
+    if (notice := licence_notice(name)) is not None:
+        err.write(f"note: {notice}\n")
     with download_progress(err) as progress:
-        return load_pretrained(args.model or DEFAULT_MODEL, mirror=args.mirror, progress=progress, cancel=cancel)
+        return load_pretrained(name, mirror=args.mirror, progress=progress, cancel=cancel)
 
 
 def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

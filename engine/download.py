@@ -1,7 +1,10 @@
 """Find pretrained weights on this computer or download them: progress, cancel, size bound, hash, mirror.
 
 A download goes through a temp file beside its destination and is renamed only once complete and verified,
-so an interrupted, oversized or corrupt download leaves nothing behind.
+so an interrupted, oversized or corrupt download leaves nothing behind. Integrity is checked against the
+sha256 prefix in the file's name (torchvision's and torch hub's convention) or, for files whose name carries
+none (timm's on the Hugging Face hub), against the sha256 the host reports before the download
+(`X-Linked-Etag`, the hub's header for the file's Git LFS sha256); a host that reports none is refused.
 """
 
 from __future__ import annotations
@@ -34,34 +37,42 @@ _CHUNK = 1 << 20
 MAX_DOWNLOAD_BYTES = 4 << 30
 
 Progress = Callable[[int, int | None], None]
+# The Hugging Face hub's header holding a Git LFS file's sha256 (huggingface_hub reads the same one).
+SHA256_HEADER = "X-Linked-Etag"
+_SHA256 = re.compile(r"[a-f0-9]{64}")
 
 
-def cache_path(url: str) -> Path:
-    """Where torch.hub (and so Cardinal) keeps the file downloaded from `url`."""
-    filename = Path(urllib.parse.urlparse(url).path).name
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+def _name(url: str, filename: str | None) -> str:
+    # Files with one name for every model (model.safetensors) are kept, and mirrored, under a name of their own.
+    return filename or Path(urllib.parse.urlparse(url).path).name
 
 
-def bundled_path(url: str) -> Path | None:
+def cache_path(url: str, filename: str | None = None) -> Path:
+    """Where torch.hub (and so Cardinal) keeps the file downloaded from `url` (as `filename` if given)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / _name(url, filename)
+
+
+def bundled_path(url: str, filename: str | None = None) -> Path | None:
     """Where a packaged app (PyInstaller) carries weights it was built with, if it is one."""
     bundle = getattr(sys, "_MEIPASS", None)
     if bundle is None:
         return None
-    return Path(bundle) / "weights" / Path(urllib.parse.urlparse(url).path).name
+    return Path(bundle) / "weights" / _name(url, filename)
 
 
-def find_local(url: str) -> Path | None:
+def find_local(url: str, filename: str | None = None) -> Path | None:
     """The weights file for `url` if it is already on this computer: bundled with the app, or in the cache."""
-    for candidate in (bundled_path(url), cache_path(url)):
+    for candidate in (bundled_path(url, filename), cache_path(url, filename)):
         if candidate is not None and candidate.is_file():
             return candidate
     return None
 
 
-def mirrored_url(url: str, mirror: str | None = None) -> str:
+def mirrored_url(url: str, mirror: str | None = None, filename: str | None = None) -> str:
     """Replace the host and folder of `url` with a mirror (argument, else $CARDINAL_WEIGHTS_MIRROR).
 
-    A mirror may be an http(s)/file URL or a plain folder path holding the same file names.
+    A mirror may be an http(s)/file URL or a plain folder path holding the same file names (`filename`
+    where the file is kept under a name other than the one in its URL).
     """
     base = mirror if mirror is not None else os.environ.get(MIRROR_ENV, "")
     base = base.strip()
@@ -69,8 +80,7 @@ def mirrored_url(url: str, mirror: str | None = None) -> str:
         return url
     if "://" not in base:
         base = Path(base).expanduser().resolve().as_uri()
-    filename = Path(urllib.parse.urlparse(url).path).name
-    return base.rstrip("/") + "/" + filename
+    return base.rstrip("/") + "/" + _name(url, filename)
 
 
 def expected_hash_prefix(filename: str) -> str | None:
@@ -88,17 +98,24 @@ def resolve_pretrained(
     timeout: float = 30.0,
     cancel: CancelToken | None = None,
     expected_size: int | None = None,
+    filename: str | None = None,
+    sha256_header: str | None = None,
 ) -> Path:
-    """Return the local path of the weights at `url`: bundled or cached, else download them to the cache."""
-    local = find_local(url)
+    """Return the local path of the weights at `url`: bundled or cached, else download them to the cache.
+
+    `filename` names the file in the cache and on a mirror when its URL's name is not its own; a name
+    without a sha256 prefix needs `sha256_header`, the response header in which the host reports the sha256.
+    """
+    local = find_local(url, filename)
     if local is not None:
         return local
-    destination = cache_path(url)
-    source = mirrored_url(url, mirror)
+    destination = cache_path(url, filename)
+    source = mirrored_url(url, mirror, filename)
     if not allow_download:
         raise WeightsUnavailable(source, destination, "downloads are turned off")
     return download(
-        source, destination, progress=progress, timeout=timeout, cancel=cancel, expected_size=expected_size
+        source, destination, progress=progress, timeout=timeout, cancel=cancel, expected_size=expected_size,
+        sha256_header=sha256_header,
     )
 
 
@@ -110,8 +127,10 @@ def download(
     timeout: float = 30.0,
     cancel: CancelToken | None = None,
     expected_size: int | None = None,
+    sha256_header: str | None = None,
 ) -> Path:
-    """Download `url` to `destination` through a temp file, verifying the sha256 prefix in its name.
+    """Download `url` to `destination` through a temp file, verifying the sha256 prefix in its name, or the
+    sha256 the server reports in `sha256_header` (asked first with a HEAD request, refused without one).
 
     `progress(done_bytes, total_bytes_or_None)` is called per chunk; cancelling `cancel` raises
     `Cancelled` at the next chunk. A server announcing more than `expected_size` (bytes, plus a small margin)
@@ -120,6 +139,9 @@ def download(
     """
     destination = Path(destination)
     expected = expected_hash_prefix(destination.name)
+    if expected is None and sha256_header is not None:
+        expected, reported_size = announced_sha256(url, sha256_header, timeout, destination)
+        expected_size = expected_size or reported_size
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         handle, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
@@ -187,6 +209,37 @@ class _Download:
             needed = _mb(self.total or self.expected_size or self.done)
             return self.unavailable(f"the disk is full: {needed} needed in {folder}; free some space and try again")
         return self.unavailable(f"cannot write in {folder}: {error.strerror or error}")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # the hub reports the sha256 on its redirect, not on the CDN
+        return None
+
+
+def announced_sha256(url: str, header: str, timeout: float, destination: Path) -> tuple[str, int | None]:
+    """The sha256 (and size) the server reports for `url` in `header`, from a HEAD request that follows no
+    redirect; `WeightsUnavailable` when it cannot be asked or reports none, since nothing else could check it."""
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "cardinal-vision",
+                                                                   "Accept-Encoding": "identity"})
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout) as response:
+            headers = response.headers
+    except urllib.error.HTTPError as error:
+        if not 300 <= error.code < 400:
+            raise WeightsUnavailable(url, destination, f"the server answered {error.code} {error.reason}") from None
+        headers = error.headers
+    except urllib.error.URLError as error:
+        raise WeightsUnavailable(url, destination, f"cannot reach the server: {error.reason}") from None
+    except (OSError, http.client.HTTPException) as error:
+        raise WeightsUnavailable(url, destination, f"cannot reach the server ({error})") from None
+    reported = (headers.get(header) or "").removeprefix("W/").strip('"').lower()
+    if not _SHA256.fullmatch(reported):
+        raise WeightsUnavailable(
+            url, destination,
+            f"the server does not report the file's sha256 ({header}), so its integrity cannot be checked",
+        )
+    size = headers.get("X-Linked-Size") or ""
+    return reported, int(size) if size.isdigit() else None
 
 
 def _margin(expected_size: int) -> int:

@@ -1,7 +1,8 @@
-"""Model registry: a name leads to one record (builder, weights enum, class names, preprocessing).
+"""Model registry: a name leads to one record (builder, weights, class names, preprocessing).
 
-Class names and preprocessing always come from torchvision's weights enums or, for our own saved models,
-from the model file's description; nothing here re-types a class list or a transform.
+Class names come from torchvision's weights enums; preprocessing from torchvision's enums, timm's pretrained
+configurations or, for our own saved models, the model file's description; nothing here re-types a class
+list or a transform. What a listing shows (family, size, accuracy, licence) is in engine/model_catalog.py.
 """
 
 from __future__ import annotations
@@ -19,70 +20,52 @@ from torchvision import models as tv
 # The preset class behind every `weights.transforms()`; our saved models rebuild theirs with it.
 from torchvision.transforms._presets import ImageClassification
 
+from cardinal.engine.architectures import AnyArchitecture, Architecture, TimmArchitecture, architecture_from_dict
 from cardinal.engine.checkpoints import (
     preprocess_from_dict,
     preprocess_to_dict,
     read_model_sidecar,
     read_tensor_shapes,
     save_model_files,
-    whole_number,
 )
 from cardinal.engine.choices import DEFAULT_MODEL
-from cardinal.engine.download import Progress, find_local, resolve_pretrained
+from cardinal.engine.download import SHA256_HEADER, Progress, find_local, resolve_pretrained
 from cardinal.engine.errors import UnknownModel, WeightsError
+from cardinal.engine.model_catalog import CATALOG, CatalogEntry, Family
 from cardinal.engine.progress import CancelToken
+from cardinal.engine.timm_models import timm_preprocess
 from cardinal.engine.weights import apply_state_dict, read_state_dict, state_dict_mismatches
+
+__all__ = ["Architecture", "TimmArchitecture", "MODELS", "LoadedModel", "ModelSpec", "get_spec", "load_model_file",
+           "load_pretrained", "random_model", "save_model", "weights_on_disk"]
 
 # Far above any real task; a description listing more is refused before anything is built from it.
 MAX_CLASSES = 100_000
 
 
 @dataclass(frozen=True)
-class Architecture:
-    """A ResNeXt shape: blocks per stage, cardinality (groups) and width of each group."""
-
-    layers: tuple[int, int, int, int]
-    groups: int
-    width_per_group: int
-
-    def build(self, num_classes: int) -> tv.ResNet:
-        """Build this network, randomly initialised, with a `num_classes` head."""
-        return tv.ResNet(
-            tv.resnet.Bottleneck,
-            list(self.layers),
-            num_classes=num_classes,
-            groups=self.groups,
-            width_per_group=self.width_per_group,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"layers": list(self.layers), "groups": self.groups, "width_per_group": self.width_per_group}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Architecture:
-        """The architecture a model description names, within bounds no real ResNeXt comes near."""
-        if not isinstance(data, dict):
-            raise ValueError("architecture must be an object with layers, groups and width_per_group")
-        layers = data["layers"]
-        if not isinstance(layers, list) or len(layers) != 4:
-            raise ValueError(f"layers must be four block counts, not {repr(layers)[:40]}")
-        blocks = tuple(whole_number(n, "each stage's block count", 1, 64) for n in layers)
-        groups = whole_number(data["groups"], "groups", 1, 128)
-        return cls(blocks, groups, whole_number(data["width_per_group"], "width_per_group", 1, 128))  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
 class ModelSpec:
-    """One registry entry. `reference` is the weights enum whose class names and transforms apply."""
+    """One registry entry: the catalog's facts, the network's shape, and the weights enum for class names."""
 
-    name: str
-    title: str
-    architecture: Architecture
-    reference: tv.WeightsEnum
-    pretrained: tv.WeightsEnum | None  # downloadable by default; None: the user brings the file
-    builder: Callable[..., tv.ResNet] | None = None
+    entry: CatalogEntry
+    architecture: AnyArchitecture
+    reference: tv.WeightsEnum  # ImageNet-1k class names (every listed model predicts them in this order)
+    pretrained: tv.WeightsEnum | None = None  # torchvision's enum where torchvision ships the weights
+    builder: Callable[..., nn.Module] | None = None
 
-    def build(self, num_classes: int) -> tv.ResNet:
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def title(self) -> str:
+        return self.entry.title
+
+    @property
+    def family(self) -> Family:
+        return self.entry.family
+
+    def build(self, num_classes: int) -> nn.Module:
         """A randomly initialised network of this architecture."""
         if self.builder is not None:
             return self.builder(weights=None, num_classes=num_classes)
@@ -94,57 +77,37 @@ class ModelSpec:
 
     @property
     def num_params(self) -> int:
+        return self.entry.params
+
+    def preprocess(self) -> ImageClassification:
+        """The preprocessing the pretrained weights expect: torchvision's preset, or timm's configuration."""
         if self.pretrained is not None:
-            return int(self.pretrained.meta["num_params"])
-        with torch.device("meta"):
-            network = self.build(len(self.class_names))
-        return sum(parameter.numel() for parameter in network.parameters())
+            return self.pretrained.transforms()
+        return timm_preprocess(self.entry.timm_config)
 
-    def weights_url(self) -> str | None:
-        return None if self.pretrained is None else self.pretrained.url
+    def weights_url(self) -> str:
+        return self.entry.weights_url
 
 
-def _wsl(width: int) -> ModelSpec:
-    # Facebook's weakly supervised (Instagram) ResNeXt-101 32xNd: ImageNet heads, classic preprocessing.
-    return ModelSpec(
-        name=f"resnext101_32x{width}d_wsl",
-        title=f"ResNeXt-101 32x{width}d WSL (Instagram pre-trained; open its weights file)",
-        architecture=Architecture((3, 4, 23, 3), 32, width),
-        reference=tv.ResNeXt101_32X8D_Weights.IMAGENET1K_V1,
-        pretrained=None,
-    )
-
-
-MODELS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in [
-        ModelSpec(
-            "resnext50_32x4d",
-            "ResNeXt-50 32x4d (ImageNet, V2 recipe)",
-            Architecture((3, 4, 6, 3), 32, 4),
-            tv.ResNeXt50_32X4D_Weights.IMAGENET1K_V2,
-            tv.ResNeXt50_32X4D_Weights.IMAGENET1K_V2,
-            tv.resnext50_32x4d,
-        ),
-        ModelSpec(
-            "resnext101_32x8d",
-            "ResNeXt-101 32x8d (ImageNet, V2 recipe)",
-            Architecture((3, 4, 23, 3), 32, 8),
-            tv.ResNeXt101_32X8D_Weights.IMAGENET1K_V2,
-            tv.ResNeXt101_32X8D_Weights.IMAGENET1K_V2,
-            tv.resnext101_32x8d,
-        ),
-        ModelSpec(
-            "resnext101_64x4d",
-            "ResNeXt-101 64x4d (ImageNet)",
-            Architecture((3, 4, 23, 3), 64, 4),
-            tv.ResNeXt101_64X4D_Weights.IMAGENET1K_V1,
-            tv.ResNeXt101_64X4D_Weights.IMAGENET1K_V1,
-            tv.resnext101_64x4d,
-        ),
-        *(_wsl(width) for width in (8, 16, 32, 48)),
-    ]
+_IMAGENET = tv.ResNeXt50_32X4D_Weights.IMAGENET1K_V2
+_TORCHVISION: dict[str, tuple[tv.WeightsEnum, Callable[..., tv.ResNet], Architecture]] = {
+    "resnext50_32x4d": (tv.ResNeXt50_32X4D_Weights.IMAGENET1K_V2, tv.resnext50_32x4d,
+                        Architecture((3, 4, 6, 3), 32, 4)),
+    "resnext101_32x8d": (tv.ResNeXt101_32X8D_Weights.IMAGENET1K_V2, tv.resnext101_32x8d,
+                         Architecture((3, 4, 23, 3), 32, 8)),
+    "resnext101_64x4d": (tv.ResNeXt101_64X4D_Weights.IMAGENET1K_V1, tv.resnext101_64x4d,
+                         Architecture((3, 4, 23, 3), 64, 4)),
 }
+
+
+def _spec(entry: CatalogEntry) -> ModelSpec:
+    if entry.family.library == "torchvision":
+        weights, builder, architecture = _TORCHVISION[entry.name]
+        return ModelSpec(entry, architecture, weights, weights, builder)
+    return ModelSpec(entry, TimmArchitecture(entry.architecture), _IMAGENET)
+
+
+MODELS: dict[str, ModelSpec] = {name: _spec(entry) for name, entry in CATALOG.items()}
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -161,7 +124,7 @@ class LoadedModel:
 
     network: nn.Module
     name: str
-    architecture: Architecture
+    architecture: AnyArchitecture
     class_names: tuple[str, ...]
     preprocess: ImageClassification
     source: str
@@ -173,7 +136,7 @@ class LoadedModel:
 
 
 def random_model(
-    name_or_architecture: str | Architecture,
+    name_or_architecture: str | AnyArchitecture,
     class_names: Sequence[str] | None = None,
     *,
     preprocess: ImageClassification | None = None,
@@ -182,22 +145,23 @@ def random_model(
     """A randomly initialised model (tests, and training from scratch)."""
     if seed is not None:
         torch.manual_seed(seed)
-    if isinstance(name_or_architecture, Architecture):
+    if not isinstance(name_or_architecture, str):
         spec = None
         architecture = name_or_architecture
         name = "custom"
     else:
         spec = get_spec(name_or_architecture)
         architecture, name = spec.architecture, spec.name
-    reference = spec.reference if spec else tv.ResNeXt50_32X4D_Weights.IMAGENET1K_V2
-    names = tuple(class_names) if class_names is not None else tuple(reference.meta["categories"])
+    names = tuple(class_names) if class_names is not None else tuple(_IMAGENET.meta["categories"])
     network = spec.build(len(names)) if spec else architecture.build(len(names))
+    if preprocess is None:
+        preprocess = spec.preprocess() if spec else _IMAGENET.transforms()
     return LoadedModel(
         network=network.eval(),
         name=name,
         architecture=architecture,
         class_names=names,
-        preprocess=preprocess or reference.transforms(),
+        preprocess=preprocess,
         source="random initialisation",
     )
 
@@ -212,20 +176,19 @@ def load_pretrained(
 ) -> LoadedModel:
     """The registry model with its ImageNet weights, from the hub cache or downloaded there."""
     spec = get_spec(name)
-    if spec.pretrained is None:
-        raise WeightsError(
-            None,
-            f"{spec.name} has no downloadable weights; open its weights file (.pth or .safetensors) instead",
-        )
+    entry = spec.entry
     # torchvision records each file's size in MiB: the download stops if a mirror sends much more.
-    size = spec.pretrained.meta.get("_file_size")
+    size = spec.pretrained.meta.get("_file_size") if spec.pretrained is not None else None
     path = resolve_pretrained(
-        spec.pretrained.url,
+        entry.weights_url,
+        filename=entry.weights_file,
         mirror=mirror,
         progress=progress,
         allow_download=allow_download,
         cancel=cancel,
         expected_size=None if size is None else int(size * 2**20),
+        # No hash in the name (timm's Hugging Face files): the host reports the file's sha256 instead.
+        sha256_header=None if entry.hash_in_name else SHA256_HEADER,
     )
     network = _empty(spec.build, len(spec.class_names))
     apply_state_dict(network, read_state_dict(path), path)
@@ -234,8 +197,8 @@ def load_pretrained(
         name=spec.name,
         architecture=spec.architecture,
         class_names=spec.class_names,
-        preprocess=spec.pretrained.transforms(),
-        source=f"torchvision {spec.pretrained.name} ({path})",
+        preprocess=spec.preprocess(),
+        source=f"{entry.family.library} {spec.pretrained.name if spec.pretrained else entry.timm_config} ({path})",
     )
 
 
@@ -267,7 +230,7 @@ def load_model_file(path: str | Path, *, model: str | None = None) -> LoadedMode
         name=spec.name,
         architecture=spec.architecture,
         class_names=class_names,
-        preprocess=spec.reference.transforms(),
+        preprocess=spec.preprocess(),
         source=str(path),
     )
 
@@ -275,7 +238,7 @@ def load_model_file(path: str | Path, *, model: str | None = None) -> LoadedMode
 def _from_description(path: Path, description: dict[str, Any]) -> LoadedModel:
     """Check the description against sane bounds and the file's tensor shapes, and only then build the model."""
     try:
-        architecture = Architecture.from_dict(description["architecture"])
+        architecture = architecture_from_dict(description["architecture"])
         class_names = _class_names(description["class_names"])
         preprocess = preprocess_from_dict(description["preprocessing"])
         name = str(description.get("name") or description.get("base_model") or "custom")
@@ -286,7 +249,7 @@ def _from_description(path: Path, description: dict[str, Any]) -> LoadedModel:
     shapes = read_tensor_shapes(path)
     head = shapes.get("fc.weight", ())
     if len(head) != 2:
-        raise WeightsError(path, "no 'fc.weight' classifier head: this is not a ResNet/ResNeXt model file")
+        raise WeightsError(path, "no 'fc.weight' classifier head: this is not a ResNeXt/ResNeSt model file")
     if head[0] != len(class_names):
         raise _invalid(path, f"lists {len(class_names)} class names but its classifier head has {head[0]} outputs")
     # Shapes only: a description cannot make us allocate what its tensors do not hold.
@@ -324,13 +287,17 @@ def _class_names(names: object) -> tuple[str, ...]:
 def _head_size(state_dict: dict, path: Path) -> int:
     head = state_dict.get("fc.weight")
     if head is None or head.ndim != 2:
-        raise WeightsError(path, "no 'fc.weight' classifier head: this is not a ResNet/ResNeXt weights file")
+        raise WeightsError(path, "no 'fc.weight' classifier head: this is not a ResNeXt/ResNeSt weights file")
     return int(head.shape[0])
 
 
 def _detect(state_dict: dict, num_classes: int, path: Path) -> tuple[ModelSpec, nn.Module]:
+    """The registry model whose tensor shapes the file has. Several share one shape (a WSL ResNeXt-101 32x8d
+    is torchvision's in shape); a file still named as its download says which it is, else the first listed
+    wins. timm is imported only when no torchvision model fits."""
     closest: tuple[int, ModelSpec] | None = None
-    for spec in MODELS.values():
+    by_name = [spec for spec in MODELS.values() if spec.entry.weights_file == path.name]
+    for spec in by_name + [spec for spec in MODELS.values() if spec not in by_name]:
         with torch.device("meta"):  # shapes only: no memory, no time
             candidate = spec.build(num_classes)
         problems = state_dict_mismatches(candidate, state_dict)
@@ -340,7 +307,7 @@ def _detect(state_dict: dict, num_classes: int, path: Path) -> tuple[ModelSpec, 
             closest = (len(problems), spec)
     raise WeightsError(
         path,
-        "weights do not match any known ResNeXt "
+        "weights do not match any known ResNeXt or ResNeSt "
         f"({', '.join(MODELS)}); closest is {closest[1].name if closest else '?'} with {closest[0]} differences",
     )
 
@@ -354,8 +321,10 @@ def save_model(
     provenance: dict[str, Any] | None = None,
 ) -> Path:
     """Save `model` in Cardinal's format so it reopens with its own class names and preprocessing."""
+    entry = CATALOG.get(model.name)
     description = {
         "name": model.name,
+        "family": entry.family_key if entry is not None else "custom",
         "architecture": model.architecture.to_dict(),
         "class_names": list(model.class_names),
         "preprocessing": preprocess_to_dict(model.preprocess),
@@ -373,5 +342,5 @@ def save_model(
 
 def weights_on_disk(name: str) -> Path | None:
     """The cached pretrained file of `name` if it is on this computer."""
-    url = get_spec(name).weights_url()
-    return None if url is None else find_local(url)
+    entry = get_spec(name).entry
+    return find_local(entry.weights_url, filename=entry.weights_file)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cardinal.engine.classify import autocast_for, forward_features, preferred_memory_format
+from cardinal.engine.classify import autocast_for, forward_features, pooled_features, preferred_memory_format
 from cardinal.engine.data import ImageDataset, Sample
 from cardinal.engine.errors import Cancelled
 from cardinal.engine.models import LoadedModel
@@ -108,7 +108,7 @@ class FastMode(TrainingMode):
                     raise Cancelled("training was cancelled while computing features; nothing new was saved")
                 with torch.inference_mode(), self.autocast():
                     maps = forward_features(self.network, batch.to(self.device).contiguous(memory_format=memory_format))
-                    chunks.append(torch.flatten(self.network.avgpool(maps), 1).float())
+                    chunks.append(pooled_features(self.network, maps).float())
                 labels.append(batch_labels.to(self.device))
                 done += len(batch)
                 yield FeatureProgress(done, total)

@@ -1,5 +1,10 @@
 """The Model menu and the model's dialogs (download progress; what to do when weights cannot be had),
-driven by a ModelLoader."""
+driven by a ModelLoader.
+
+The menu lists every model from the engine's static catalog (family, size, published top-1, licence), so it
+is built before torch or timm has loaded; whether each model's weights are on this computer is filled in
+once the loader has looked.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMainWindow, QMenu
 
 from cardinal.engine.errors import Cancelled, WeightsUnavailable
+from cardinal.engine.model_catalog import CATALOG, CatalogEntry, licence_notice
 from cardinal.gui import workers
 from cardinal.gui.dialogs import DownloadDialog, WeightsChoice
 from cardinal.gui.model_loader import ModelLoader
@@ -27,9 +33,9 @@ class ModelMenu:
         self.download_dialog: DownloadDialog | None = None
         self.weights_choice: WeightsChoice | None = None
         self.menu: QMenu = window.menuBar().addMenu("&Model")
+        self.menu.setToolTipsVisible(True)
         self.architectures = QActionGroup(window)
-        self._placeholder: QAction | None = self.menu.addAction("Loading models…")
-        self._placeholder.setEnabled(False)
+        self._add_models()
         self.menu.addSeparator()
         self._add("Open &Weights or Model File…", "Ctrl+M", self.open_weights)
         self._add("Weights &Mirror…", None, self.set_mirror)
@@ -45,6 +51,20 @@ class ModelMenu:
             action.setShortcut(QKeySequence(shortcut))
         action.triggered.connect(lambda *_: slot())
         return action
+
+    def _add_models(self) -> None:
+        family = None
+        for name, entry in CATALOG.items():
+            if entry.family_key != family:
+                family = entry.family_key
+                self.menu.addSection(entry.family.title)
+            action = QAction(model_label(entry), self.window)
+            action.setCheckable(True)
+            action.setData(name)
+            action.setToolTip(entry.summary())
+            action.triggered.connect(lambda _=False, n=name: self.loader.load(self.pretrained_request(n)))
+            self.architectures.addAction(action)
+            self.menu.addAction(action)
 
     def pretrained_request(self, name: str | None) -> workers.ModelRequest:
         return workers.ModelRequest(name=name, mirror=self.settings.mirror or None)
@@ -88,19 +108,13 @@ class ModelMenu:
         else:
             self.settings.weights_file = ""
             self.settings.model = info.name
-        if self._placeholder is not None:
-            self.menu.removeAction(self._placeholder)
-            self._placeholder = None
-            first = self.menu.actions()[0]
-            for name in info.model_names:
-                action = QAction(name, self.window)
-                action.setCheckable(True)
-                action.setData(name)
-                action.triggered.connect(lambda _=False, n=name: self.loader.load(self.pretrained_request(n)))
-                self.architectures.addAction(action)
-                self.menu.insertAction(first, action)
         for action in self.architectures.actions():
-            action.setChecked(not info.request.weights_file and action.data() == info.name)
+            name = action.data()
+            action.setText(model_label(CATALOG[name], on_disk=name in info.pretrained_on_disk))
+            action.setChecked(not info.request.weights_file and name == info.name)
+        notice = None if info.request.weights_file else licence_notice(info.name)
+        if notice is not None:
+            self.window.banner.show_message(notice, error=False)
 
     def _failed(self, request: workers.ModelRequest, error: Exception) -> None:
         self._close_download_dialog()
@@ -133,3 +147,15 @@ def request_from_settings(settings: Settings) -> workers.ModelRequest:
     if weights and Path(weights).is_file():
         return workers.ModelRequest(weights_file=weights, mirror=settings.mirror or None)
     return workers.ModelRequest(name=settings.model or None, mirror=settings.mirror or None)
+
+
+def model_label(entry: CatalogEntry, *, on_disk: bool | None = None) -> str:
+    """A model's menu text: title, size, published top-1, licence (non-commercial said outright), download state."""
+    parts = [entry.title, f"{entry.params / 1e6:.0f}M params"]
+    if entry.top1 is not None:
+        parts.append(f"{entry.top1:.1f}% top-1")
+    licence = entry.family.licence
+    parts.append(f"{licence}: non-commercial only" if entry.family.non_commercial else licence)
+    if on_disk is not None:
+        parts.append("on this computer" if on_disk else "downloads on first use")
+    return " · ".join(parts)

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from cardinal.engine.model_catalog import CATALOG
 from cardinal.engine.recipe import MAX_IMAGE_SIZE, MAX_LEARNING_RATE, MIN_IMAGE_SIZE, OPTIMIZERS
 from cardinal.gui.text import plain_label
 from cardinal.gui.wizard import jobs
@@ -53,6 +54,9 @@ class SettingsPage(QWizardPage):
         self.base = QComboBox(self)
         self.architecture = QComboBox(self)
         self.architecture.addItems(list(wizard.architectures))
+        for index, name in enumerate(wizard.architectures):
+            if (entry := CATALOG.get(name)) is not None:
+                self.architecture.setItemData(index, entry.summary(), Qt.ItemDataRole.ToolTipRole)
         self._fill_starting_points(wizard.starting_points)
         self.base.currentIndexChanged.connect(self._base_changed)
         self.architecture.currentIndexChanged.connect(lambda _: self._label_imagenet())
@@ -167,8 +171,11 @@ class SettingsPage(QWizardPage):
         if points.offline_reason or imagenet < 0:
             return
         here = points.pretrained_on_disk is not None and self.architecture.currentText() in points.pretrained_on_disk
-        self.base.setItemText(imagenet, "ImageNet weights" if here else
-                              "ImageNet weights (downloaded first: needs the internet once)")
+        text = "ImageNet weights" if here else "ImageNet weights (downloaded first: needs the internet once)"
+        entry = CATALOG.get(self.architecture.currentText())
+        if entry is not None and entry.family.non_commercial:
+            text += f" — {entry.family.licence}: non-commercial use only"
+        self.base.setItemText(imagenet, text)
         self.base.setItemData(imagenet, None if here else "The pretrained weights are not on this computer yet; "
                               "they are downloaded when training starts.", Qt.ItemDataRole.ToolTipRole)
 

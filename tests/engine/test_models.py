@@ -29,6 +29,10 @@ def test_registry_names_and_default():
         "resnext101_32x16d_wsl",
         "resnext101_32x32d_wsl",
         "resnext101_32x48d_wsl",
+        "resnext50_32x4d_swsl",
+        "resnext50_32x4d_ssl",
+        "resnest50d",
+        "resnest101e",
     ]
     with pytest.raises(UnknownModel, match="choose one of"):
         get_spec("resnet9000")
@@ -117,9 +121,11 @@ def test_load_pretrained_from_cache(torch_home):
     assert torch.equal(model.network.fc.weight, reference.network.fc.weight)
 
 
-def test_wsl_has_no_download():
-    with pytest.raises(WeightsError, match="open its weights file"):
-        load_pretrained("resnext101_32x16d_wsl")
+def test_wsl_downloads_torch_hubs_file(torch_home):
+    from cardinal.engine.errors import WeightsUnavailable
+
+    with pytest.raises(WeightsUnavailable, match="ig_resnext101_32x16-c6f796b0.pth"):
+        load_pretrained("resnext101_32x16d_wsl", allow_download=False)
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.bool])
