@@ -93,13 +93,17 @@ def describe_device(device: torch.device, dtype: torch.dtype) -> str:
 
 
 def forward_features(network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """A torchvision ResNet up to its last stage: the activations Grad-CAM reads."""
+    """A ResNet up to its last stage: the activations Grad-CAM reads (timm networks split it themselves)."""
+    if hasattr(network, "forward_features"):
+        return network.forward_features(batch)
     x = network.maxpool(network.relu(network.bn1(network.conv1(batch))))
     return network.layer4(network.layer3(network.layer2(network.layer1(x))))
 
 
 def forward_head(network: nn.Module, features: torch.Tensor) -> torch.Tensor:
     """Global average pool and the linear classifier: logits from last-stage activations."""
+    if hasattr(network, "forward_head"):
+        return network.forward_head(features)
     return network.fc(torch.flatten(network.avgpool(features), 1))
 
 
