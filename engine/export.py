@@ -30,7 +30,7 @@ from torch import nn
 
 from cardinal.engine import __version__
 from cardinal.engine.checkpoints import preprocess_to_dict
-from cardinal.engine.errors import Cancelled, ExportError, MissingPackages, ParityError
+from cardinal.engine.errors import CardinalError, ExportError, MissingPackages, ParityError
 from cardinal.engine.models import LoadedModel
 from cardinal.engine.parity import DEFAULT_TOLERANCE, ParityReport, check_parity
 from cardinal.engine.progress import CancelToken
@@ -221,12 +221,14 @@ def export_model(
     try:
         staged = workspace / path.name
         yield ExportProgress(2, total, f"Converting {model.name} to {export_format.title}")
-        details = _convert(export_format, wrapper, model, staged)
+        side = model.preprocess.crop_size[0]
+        example = torch.rand(2, 3, side, side)  # two, not one: a batch of one would be fixed into the graph
+        details = _library_step(f"{model.name} could not be converted to {export_format.title}",
+                                export_format.write, wrapper, example, staged)
         _stop_if_cancelled(cancel)
         yield ExportProgress(3, total, f"Checking that the {export_format.title} file gives Cardinal's answers")
-        run, runtime = export_format.load(staged)
-        report = check_parity(reference, run, tolerance=tolerance, runtime=runtime)
-        del run  # let go of the file (an ONNX Runtime session keeps it open)
+        report = _library_step(f"the exported {export_format.title} file could not be run to check it",
+                               _check, export_format, staged, reference, tolerance)
         if not report.passed:
             raise ParityError(f"{path}: the exported model does not give Cardinal's answers: {report.summary()}. "
                               "Nothing was saved.")
@@ -239,17 +241,21 @@ def export_model(
         shutil.rmtree(workspace, ignore_errors=True)
 
 
-def _convert(export_format: ExportFormat, wrapper: nn.Module, model: LoadedModel, staged: Path) -> dict[str, Any]:
-    side = model.preprocess.crop_size[0]
-    example = torch.rand(2, 3, side, side)  # two, not one: a batch of one would be fixed into the graph
+def _check(export_format: ExportFormat, staged: Path, reference: LoadedModel, tolerance: float) -> ParityReport:
+    run, runtime = export_format.load(staged)
+    return check_parity(reference, run, tolerance=tolerance, runtime=runtime)  # `run` goes: the file is let go
+
+
+def _library_step(failure: str, step: Callable[..., Any], *args: Any) -> Any:
+    """Run an exporter or runtime call; what they raise (many kinds) becomes an ExportError with the reason."""
     try:
-        return export_format.write(wrapper, example, staged)
-    except (OSError, Cancelled):
+        return step(*args)
+    except (OSError, CardinalError):
         raise
-    except Exception as error:  # the exporters raise many kinds; the user needs the reason, not the type
-        log.exception("export of %s to %s failed", model.name, export_format.name)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ExportError(f"{model.name} could not be converted to {export_format.title}: {reason}") from None
+    except Exception as error:
+        log.info("%s", failure, exc_info=True)  # the details go to the app's log, not to the user's screen
+        text = str(error).strip()
+        raise ExportError(f"{failure}: {text.splitlines()[0] if text else type(error).__name__}") from None
 
 
 def _publish(workspace: Path, path: Path, export_format: ExportFormat, model: LoadedModel, details: dict[str, Any],

@@ -138,10 +138,11 @@ def test_description_records_preprocessing_classes_and_provenance(exported):
     provenance = description["provenance"]
     assert provenance["model"] == "resnext50_32x4d" and provenance["family"] == "torchvision"
     assert provenance["weights"] == model.source and provenance["cardinal_version"] and provenance["opset"] >= 18
-    _, timm_result = exported("resnest50", "pt2")
+    timm_model, timm_result = exported("resnest50", "pt2")
     timm_description = json.loads(timm_result.description_path.read_text(encoding="utf-8"))
     assert timm_description["provenance"]["family"] == "timm"
-    assert timm_description["preprocessing"]["interpolation"] == "bicubic"
+    assert timm_description["preprocessing"].items() >= preprocess_to_dict(timm_model.preprocess).items()
+    assert timm_description["preprocessing"]["resize_size"] == [256]  # timm's crop_pct 0.875 of 224
 
 
 def test_failed_parity_check_leaves_no_file_and_exits_non_zero(pets, tmp_path, capsys):
