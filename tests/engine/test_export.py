@@ -217,3 +217,22 @@ def test_usage_mistakes_are_refused_before_any_work(arguments, message, tmp_path
     assert main(["export", *arguments]) == 2
     assert message in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def test_a_network_too_big_for_one_onnx_file_keeps_its_weights_beside_it(tmp_path, monkeypatch):
+    import onnxruntime
+
+    from cardinal.engine import export
+
+    # The real limit is ~2 GB (ResNeXt-101 32x48d needs this path); a limit of 0 takes the same path small.
+    monkeypatch.setattr(export, "_ONNX_SINGLE_FILE_BYTES", 0)
+    target = tmp_path / "pets.onnx"
+    result = run_to_end(export_model(make_tiny_model(), target))
+    weights = tmp_path / "pets.onnx.data"
+    assert sorted(os.listdir(tmp_path)) == ["pets.onnx", "pets.onnx.data", "pets.onnx.json"]
+    assert result.files == (target, weights) and target.stat().st_size < weights.stat().st_size // 10
+    description = json.loads(description_path(target).read_text(encoding="utf-8"))
+    assert description["files_sha256"] == {"pets.onnx": sha256(target), "pets.onnx.data": sha256(weights)}
+    assert description["provenance"]["weights_in"] == "pets.onnx.data"
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])  # finds the weights
+    assert session.run(None, {"pixels": np.zeros((2, 3, 64, 64), np.float32)})[0].shape == (2, 3)

@@ -34,3 +34,15 @@ def test_export_problem_is_shown_as_text_and_nothing_is_overwritten(qtbot, make_
     assert "pets.pt2 already exists" in blocker.args[0]
     assert "already exists" in window.banner.text and "Traceback" not in window.banner.text
     assert target.read_bytes() == b"precious"
+
+
+def test_cancelled_export_leaves_nothing(qtbot, make_window, model_files, tmp_path):
+    window = make_window(model_files["pets"])
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    with qtbot.waitSignal(window.model_export.failed, timeout=60_000) as blocker:
+        window.model_export.export_model(str(folder / "pets.pt2"))
+        window.model_export.cancel()  # as the progress dialog's Cancel button does
+    assert "cancelled; nothing was saved" in blocker.args[0]
+    qtbot.waitUntil(lambda: not window.model_export.busy, timeout=5_000)
+    assert list(folder.iterdir()) == []
