@@ -20,7 +20,7 @@ from cardinal.engine.errors import Cancelled
 from cardinal.engine.export import description_path, export_model
 from cardinal.engine.models import LoadedModel, random_model, save_model
 from cardinal.engine.progress import CancelToken, run_to_end
-from tests.conftest import make_tiny_model, random_picture, run_python
+from tests.conftest import closed_port, make_tiny_model, random_picture, run_python
 
 FORMATS = ("onnx", "pt2")
 
@@ -236,3 +236,12 @@ def test_a_network_too_big_for_one_onnx_file_keeps_its_weights_beside_it(tmp_pat
     assert description["provenance"]["weights_in"] == "pets.onnx.data"
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])  # finds the weights
     assert session.run(None, {"pixels": np.zeros((2, 3, 64, 64), np.float32)})[0].shape == (2, 3)
+
+
+def test_a_model_name_exports_its_pretrained_weights_or_says_which_file_to_fetch(tmp_path, capsys, torch_home):
+    target = tmp_path / "resnext.onnx"
+    mirror = f"http://127.0.0.1:{closed_port()}/"
+    assert main(["export", "resnext50_32x4d", "--out", str(target), "--mirror", mirror]) == 1
+    err = capsys.readouterr().err
+    assert "resnext50_32x4d-1a0047aa.pth" in err and str(torch_home) in err
+    assert not target.exists() and not description_path(target).exists()
