@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from cardinal.engine import __version__
+from cardinal.engine.checkpoints import _fsync_folder as fsync_folder
 from cardinal.engine.checkpoints import preprocess_to_dict
 from cardinal.engine.errors import CardinalError, ExportError, MissingPackages, ParityError
 from cardinal.engine.models import LoadedModel
@@ -268,6 +269,8 @@ def _publish(workspace: Path, path: Path, export_format: ExportFormat, model: Lo
     document = describe(model, export_format, details, report, hashes, path.name)
     sidecar = workspace / description_path(path.name)
     sidecar.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
+    for item in (*(workspace / name for name in hashes), sidecar):
+        _flush_to_disk(item)  # a rename must never publish a file whose bytes are still only in memory
     written = []
     for name in hashes:
         if name != path.name:
@@ -275,6 +278,9 @@ def _publish(workspace: Path, path: Path, export_format: ExportFormat, model: Lo
             written.append(path.parent / name)
     os.replace(sidecar, description_path(path))
     os.replace(staged, path)
+    if weights.name not in hashes:  # a replaced export's weights file would now describe nothing
+        (path.parent / weights.name).unlink(missing_ok=True)
+    fsync_folder(path.parent)
     return ExportResult(path, description_path(path), export_format.name, (path, *written), hashes[path.name], report)
 
 
@@ -317,6 +323,11 @@ def describe(model: LoadedModel, export_format: ExportFormat, details: dict[str,
         },
         "parity": report.to_dict(),
     }
+
+
+def _flush_to_disk(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def _sha256(path: Path) -> str:
