@@ -37,6 +37,7 @@ class UsageError(CardinalError):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every headless sub-command."""
     from cardinal.engine.choices import CAM_METHODS, DEFAULT_MODEL, PRECISIONS
+    from cardinal.engine.cli_export import add_export_parser
     from cardinal.engine.cli_training import add_training_parsers
     from cardinal.engine.models import MODELS
 
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("models", help="list the models: family, size, top-1, licence, weights on disk")
     add_training_parsers(commands, MODELS, DEFAULT_MODEL, PRECISIONS)
+    add_export_parser(commands, MODELS)
     return parser
 
 
@@ -79,13 +81,14 @@ def positive(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a sub-command and return its exit code; user mistakes never end in a traceback."""
+    from cardinal.engine.cli_export import export_command
     from cardinal.engine.cli_training import evaluate_command, train_command
 
     tolerate_any_file_name(sys.stdout, sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {"models": list_models_command, "train": train_command, "evaluate": evaluate_command,
-                "classify": classify_command}
+                "classify": classify_command, "export": export_command}
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -67,3 +67,15 @@ def short_list(names: Iterable[object], shown: int = 8) -> str:
     items = [str(name) for name in names]
     head = ", ".join(items[:shown])
     return head if len(items) <= shown else f"{head} and {len(items) - shown} more"
+
+
+class ExportError(CardinalError):
+    """A model could not be exported; nothing was left at the target as if it were good."""
+
+
+class ParityError(ExportError):
+    """The exported model does not give the same probabilities as Cardinal's own classifier."""
+
+
+class MissingPackages(CardinalError):
+    """An optional feature needs packages that are not installed; the message names the extra to install."""

@@ -42,7 +42,7 @@ def missing_display() -> str | None:
         return None
     return ("no display to open the Cardinal window on (neither DISPLAY nor WAYLAND_DISPLAY is set). "
             "Run it from a desktop session, use 'ssh -X' to forward the window, or use the headless "
-            "commands: cardinal classify|train|evaluate|models (cardinal --help lists them)")
+            "commands: cardinal classify|train|evaluate|export|models (cardinal --help lists them)")
 
 
 if __name__ == "__main__":

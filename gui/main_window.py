@@ -17,6 +17,7 @@ from cardinal.gui.drops import may_hold_content, read_mime
 from cardinal.gui.exports import ResultExports
 from cardinal.gui.heatmaps import Heatmaps
 from cardinal.gui.menus import fill_menu
+from cardinal.gui.model_export import ModelExport
 from cardinal.gui.model_loader import ModelLoader
 from cardinal.gui.model_menu import ModelMenu, request_from_settings
 from cardinal.gui.selection import SelectionView
@@ -85,6 +86,7 @@ class MainWindow(QMainWindow):
         self.selection = SelectionView(self.workspace, self.heatmaps, self.thumbnails, self.image_view, self.side,
                                        self)
         self.exports = ResultExports(self)
+        self.model_export = ModelExport(self)
         self.setCentralWidget(central)
         self.drop_highlight = DropHighlight(central)
         self.setMinimumSize(720, 540)  # below this the side panel's controls would have to overlap
@@ -105,6 +107,7 @@ class MainWindow(QMainWindow):
             ("&Save Overlay as PNG…", "Ctrl+S", self.exports.save_overlay),
             ("&Copy Predictions", "Ctrl+Shift+C", self.exports.copy_predictions),
             ("&Export All Results…", "Ctrl+E", self.exports.export_results),
+            ("Export &Model…", None, self.model_export.export_model),
             None,
             ("&Quit", QKeySequence.StandardKey.Quit, self.close),
         ])
@@ -297,6 +300,7 @@ class MainWindow(QMainWindow):
         self.workspace.shutdown()
         self.loader.shutdown()
         self.heatmaps.shutdown()
+        self.model_export.shutdown()
         started = time.monotonic()
         QThreadPool.globalInstance().waitForDone(30_000)
         log.info("workers stopped in %.2f s", time.monotonic() - started)

@@ -1,0 +1,141 @@
+"""File ▸ Export Model…: the model in use to ONNX or `.pt2` on a worker thread, with progress and Cancel.
+
+All the work, including the check for the export packages and for an existing file, happens in the engine's
+export generator on the worker; its errors come back as text for the banner.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtWidgets import QFileDialog, QProgressDialog
+from superqt.utils import thread_worker
+
+from cardinal.engine.progress import CancelToken
+from cardinal.gui.workers import surface_errors
+
+FILE_FILTERS = {"ONNX (*.onnx)": ".onnx", "PyTorch ExportedProgram (*.pt2)": ".pt2"}
+
+
+@thread_worker(start_thread=False, ignore_errors=True)
+@surface_errors
+def run_export(model, path: str, format_name: str, force: bool, cancel: CancelToken):
+    """The engine's export generator, off the GUI thread: yields ExportProgress, returns ExportResult."""
+    from cardinal.engine.export import export_model
+
+    return (yield from export_model(model, path, format=format_name, force=force, cancel=cancel))
+
+
+class ModelExport(QObject):
+    """Exports the window's model in use; one export at a time, cancelled if the window closes."""
+
+    exported = Signal(object)  # engine.export.ExportResult
+    failed = Signal(str)  # the message shown to the user
+
+    def __init__(self, window) -> None:
+        super().__init__(window)
+        self.window = window
+        self._worker = None
+        self._cancel: CancelToken | None = None
+        self._dialog: QProgressDialog | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def export_model(self, path: str | None = None, *, force: bool = False) -> None:
+        """Ask where (unless `path` is given) and start exporting; `force` replaces an existing file."""
+        from cardinal.engine.export import format_for
+
+        window = self.window
+        if window.model is None:
+            window.banner.show_message("No model is loaded yet; wait until it has loaded, then export it.")
+            return
+        if self.busy:
+            window.statusBar().showMessage("An export is already running.", 5_000)
+            return
+        if path is None:
+            path = self._ask_for_path()
+            if path is None:
+                return
+            force = True  # the save dialog has already asked before replacing a file
+        export_format = format_for(path)
+        if export_format is None:
+            window.banner.show_message(f"{path}: end the file name in .onnx (ONNX) or .pt2 (PyTorch) to export.")
+            return
+        self._cancel = CancelToken()
+        self._dialog = self._progress_dialog(Path(path).name)
+        worker = run_export(window.model.classifier.model, path, export_format.name, force, self._cancel)
+        worker.yielded.connect(self._progressed)
+        worker.returned.connect(self._exported)
+        worker.errored.connect(self._failed)
+        worker.finished.connect(self._finished)
+        self._worker = worker
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop the running export at its next step; nothing is left at the target."""
+        if self._cancel is not None and self._worker is not None:
+            self._cancel.cancel()
+            if self._dialog is not None:
+                self._dialog.setLabelText("Stopping after this step…")
+
+    def shutdown(self) -> None:
+        """The window is closing: stop any export (its temporary files are removed as it stops)."""
+        self.cancel()
+
+    def _ask_for_path(self) -> str | None:
+        window = self.window
+        folder = Path(window.settings.last_folder or Path.home())
+        suggestion = str(folder / f"{window.model.display_name}.onnx")
+        path, chosen = QFileDialog.getSaveFileName(window, "Export model", suggestion, ";;".join(FILE_FILTERS))
+        if not path:
+            return None
+        suffix = FILE_FILTERS.get(chosen, ".onnx")
+        return path if Path(path).suffix.lower() in FILE_FILTERS.values() else path + suffix
+
+    def _progress_dialog(self, name: str) -> QProgressDialog:
+        dialog = QProgressDialog(f"Exporting to {name}…", "Cancel", 0, 4, self.window)
+        dialog.setWindowTitle("Export model")
+        dialog.setWindowModality(Qt.WindowModality.NonModal)  # the app stays usable while the export runs
+        dialog.setMinimumDuration(0)
+        dialog.setAutoClose(False)
+        dialog.setAutoReset(False)
+        dialog.canceled.connect(self.cancel)
+        dialog.setValue(0)
+        return dialog
+
+    def _progressed(self, event) -> None:
+        if self._dialog is not None:
+            self._dialog.setValue(event.step - 1)
+            if not self._cancel.cancelled:
+                self._dialog.setLabelText(f"{event.message}…")
+        self.window.statusBar().showMessage(f"Export: {event.message}…")
+
+    def _exported(self, result) -> None:
+        self.window.statusBar().showMessage(
+            f"Exported to {result.path} (description in {result.description_path.name}). Parity with Cardinal: "
+            f"{result.parity.summary()}", 30_000)
+        self.exported.emit(result)
+
+    def _failed(self, error: Exception) -> None:
+        from cardinal.engine.errors import Cancelled
+
+        if isinstance(error, Cancelled):
+            message = "The export was cancelled; nothing was saved."
+            self.window.banner.show_message(message, error=False)
+        else:
+            message = f"Could not export the model: {error}"
+            self.window.banner.show_message(message)
+        self.window.statusBar().clearMessage()
+        self.failed.emit(message)
+
+    def _finished(self) -> None:
+        self._worker = None
+        self._cancel = None
+        dialog, self._dialog = self._dialog, None
+        if dialog is not None:
+            dialog.canceled.disconnect(self.cancel)
+            dialog.close()
+            dialog.deleteLater()
