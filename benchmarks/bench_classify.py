@@ -109,7 +109,8 @@ def main() -> None:
         pipeline_rate = len(paths) / folder_times["pipeline"].median
         print(f"3. folder of {len(paths)}, batch {args.batch_size}: bare batched forward {bare_rate:.1f} img/s "
               f"({folder_times['bare'].describe('ms', 1e3)}), classify_files {pipeline_rate:.1f} img/s "
-              f"({folder_times['pipeline'].describe('ms', 1e3)}): ratio {pipeline_rate / bare_rate:.3f} (target >= 0.90)")
+              f"({folder_times['pipeline'].describe('ms', 1e3)}): ratio {pipeline_rate / bare_rate:.3f} "
+              f"(target >= 0.90)")
 
 
 if __name__ == "__main__":

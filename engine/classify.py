@@ -265,6 +265,7 @@ class Classifier:
         decode_workers: int | None = None,
         draft_size: int | None = None,
         cancel: CancelToken | None = None,
+        on_device: bool | None = None,
     ) -> Iterator[FileResult]:
         """Classify files in order, decoding ahead on threads while the model computes.
 
@@ -272,11 +273,16 @@ class Classifier:
         `cancel` raises `Cancelled` before the next batch; closing the generator also stops the work.
         Decoding uses 2 threads on the CPU (more would starve the model's own threads) and up to 8 when a
         GPU does the model's work. JPEGs decode at reduced size, no smaller than `draft_size` (default: what
-        the model resizes to); `keep_images` returns them.
+        the model resizes to); `keep_images` returns them. `on_device` decodes JPEGs and preprocesses on the
+        model's device (engine.device_images); by default it does so on CUDA unless images are kept.
         """
         if decode_workers is None:
             decode_workers = 2 if self.device.type == "cpu" else min(8, os.cpu_count() or 2)
         draft_size = draft_size or self.model.preprocess.resize_size[0]
+        if on_device if on_device is not None else (self.device.type == "cuda" and not keep_images):
+            yield from self._classify_on_device(paths, k, batch_size, keep_features, decode_workers, draft_size,
+                                                cancel)
+            return
 
         def decode(path: Path) -> tuple[Image.Image, torch.Tensor]:
             image = load_image(path, draft_size=draft_size)
@@ -304,6 +310,24 @@ class Classifier:
             finally:
                 for _, future in queue:
                     future.cancel()
+
+    def _classify_on_device(self, paths, k: int, batch_size: int, keep_features: bool, workers: int,
+                            draft_size: int, cancel: CancelToken | None) -> Iterator[FileResult]:
+        from cardinal.engine.device_images import device_batches
+
+        batches = device_batches(paths, self.model.preprocess, self.device, batch_size=batch_size,
+                                 draft_size=draft_size, workers=workers)
+        with contextlib.closing(batches):
+            for entries, batch in batches:
+                if cancel is not None:
+                    cancel.raise_if_cancelled("classification")
+                sizes = [size for _, size in entries if not isinstance(size, ImageLoadError)]
+                analyses = iter(self._analyze_batch(batch, sizes, k, keep_features) if batch is not None else ())
+                for path, size in entries:
+                    if isinstance(size, ImageLoadError):
+                        yield FileResult(path, error=size)
+                    else:
+                        yield FileResult(path, analysis=next(analyses))
 
     def _run_decoded(self, items, k: int, keep_features: bool, keep_images: bool) -> Iterator[FileResult]:
         outcomes: list[FileResult | None] = [None] * len(items)
