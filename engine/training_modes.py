@@ -22,6 +22,14 @@ from cardinal.engine.errors import Cancelled
 from cardinal.engine.models import LoadedModel
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.recipe import Recipe
+from cardinal.engine.train_cache import (
+    TrainCache,
+    augment_batch,
+    device_augmentation,
+    device_pipeline_wanted,
+    image_seed,
+    ram_budget,
+)
 from cardinal.engine.training_events import FeatureProgress
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -201,6 +209,11 @@ class FullMode(TrainingMode):
         augment = train_transform(preprocess, self.recipe.augmentation)
         self.train_dataset = _SeededImages(ImageDataset(train_samples, augment, preprocess.resize_size[0]),
                                            self.recipe.seed)
+        self.cache = None
+        if device_pipeline_wanted(self.device):  # decode once into RAM, augment on the device
+            self.cache = TrainCache(train_samples, preprocess.resize_size[0], budget_bytes=ram_budget(),
+                                    workers=max(self.workers(), 2))
+            self.device_augment = device_augmentation(preprocess, self.recipe.augmentation)
         self.val_dataset = ImageDataset(val_samples, preprocess, preprocess.resize_size[0])
         return iter(())
 
@@ -210,6 +223,9 @@ class FullMode(TrainingMode):
     def train_batches(self, batch_size, epoch):
         self.train_dataset.epoch = epoch
         drop_last = self.train_size() > batch_size
+        if self.cache is not None:
+            yield from self._cached_batches(batch_size, epoch, drop_last)
+            return
         if self.team is None:
             loader = DataLoader(self.train_dataset, batch_size=batch_size, shuffle=True,
                                 generator=self.generator, num_workers=self.workers(), drop_last=drop_last)
@@ -222,6 +238,20 @@ class FullMode(TrainingMode):
         for batch, labels, indices in loader:
             self._saw(indices)
             yield batch.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+
+    def _cached_batches(self, batch_size: int, epoch: int, drop_last: bool) -> Iterator[Batch]:
+        if self.team is None:
+            order = torch.randperm(len(self.cache), generator=self.generator).tolist()
+        else:
+            sampler = DistributedSampler(range(len(self.cache)), num_replicas=self.team.world_size,
+                                         rank=self.team.rank, shuffle=True, seed=self.recipe.seed)
+            sampler.set_epoch(epoch)
+            order = list(sampler)
+        for images, labels, indices in self.cache.batches(order, batch_size, drop_last=drop_last):
+            self._saw(indices)
+            seeds = [image_seed(self.recipe.seed, epoch, index) for index in indices.tolist()]
+            batch = augment_batch(images, seeds, self.device_augment, self.model.preprocess, self.device)
+            yield batch, labels.to(self.device, non_blocking=True)
 
     def val_batches(self):
         loader = DataLoader(self.val_dataset, batch_size=self.recipe.eval_batch_size, num_workers=self.workers(),
@@ -277,5 +307,5 @@ class _SeededImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF)
+            torch.manual_seed(image_seed(self.seed, self.epoch, index))
             return (*self.dataset[index], index)  # the index lets a rank record which images it trained on
