@@ -274,12 +274,17 @@ class Classifier:
         Decoding uses 2 threads on the CPU (more would starve the model's own threads) and up to 8 when a
         GPU does the model's work. JPEGs decode at reduced size, no smaller than `draft_size` (default: what
         the model resizes to); `keep_images` returns them. `on_device` decodes JPEGs and preprocesses on the
-        model's device (engine.device_images); by default it does so on CUDA unless images are kept.
+        model's device (engine.device_images); by default it does so on CUDA (CARDINAL_DEVICE_PIPELINE decides)
+        unless images are kept.
         """
         if decode_workers is None:
             decode_workers = 2 if self.device.type == "cpu" else min(8, os.cpu_count() or 2)
         draft_size = draft_size or self.model.preprocess.resize_size[0]
-        if on_device if on_device is not None else (self.device.type == "cuda" and not keep_images):
+        if on_device is None:
+            from cardinal.engine.device_images import device_pipeline_wanted
+
+            on_device = device_pipeline_wanted(self.device) and not keep_images
+        if on_device:
             yield from self._classify_on_device(paths, k, batch_size, keep_features, decode_workers, draft_size,
                                                 cancel)
             return

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import os
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,6 +35,7 @@ from cardinal.engine.images import (
     open_image_file,
 )
 
+PIPELINE_VARIABLE = "CARDINAL_DEVICE_PIPELINE"  # auto (CUDA only), on, off
 EXIF_ORIENTATION = 0x0112
 DEVICE_MODES = ("RGB", "L")  # JPEG modes nvJPEG turns into the same RGB as Pillow (not CMYK)
 
@@ -58,6 +60,16 @@ class CpuImage:
 
 Prepared = DeviceJpeg | CpuImage | ImageLoadError
 Entry = tuple[Path, tuple[int, int] | ImageLoadError]  # a file's picture size, or why it cannot be read
+
+
+def device_pipeline_wanted(device: torch.device) -> bool:
+    """Whether to decode and augment on the device: on CUDA by default; CARDINAL_DEVICE_PIPELINE=on/off decides."""
+    choice = os.environ.get(PIPELINE_VARIABLE, "auto").strip().lower()
+    if choice in ("on", "1", "yes"):
+        return True
+    if choice in ("off", "0", "no"):
+        return False
+    return device.type == "cuda"
 
 
 def check_for_device(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DeviceJpeg | None:

@@ -8,7 +8,7 @@ augmentation (random resized crop, flip, TrivialAugment: torchvision's v2 transf
 tensors) runs on the device, image by image under a seed made of (run seed, epoch, index) so runs are
 reproducible; scaling and normalisation run once per batch.
 
-Cardinal uses this on CUDA (see `device_pipeline_wanted`); on the CPU the DataLoader path stays, since
+Cardinal uses this on CUDA (see `device_images.device_pipeline_wanted`); on the CPU the DataLoader path stays, since
 there decoding and augmenting cost the same wherever they run.
 """
 
@@ -25,24 +25,14 @@ import torch
 from cardinal.engine.data import Sample
 from cardinal.engine.images import load_image
 
-PIPELINE_VARIABLE = "CARDINAL_DEVICE_PIPELINE"  # auto (CUDA only), on, off
 DEFAULT_RAM_SHARE = 0.25
 
 
-def device_pipeline_wanted(device: torch.device) -> bool:
-    """Whether to decode and augment on the device: on CUDA by default; CARDINAL_DEVICE_PIPELINE=on/off decides."""
-    choice = os.environ.get(PIPELINE_VARIABLE, "auto").strip().lower()
-    if choice in ("on", "1", "yes"):
-        return True
-    if choice in ("off", "0", "no"):
-        return False
-    return device.type == "cuda"
-
-
-def ram_budget(share: float = DEFAULT_RAM_SHARE) -> int:
-    """`share` of this computer's physical memory, in bytes (0 where it cannot be told)."""
+def ram_budget(share: float = DEFAULT_RAM_SHARE, processes: int = 1) -> int:
+    """One process's part of `share` of this computer's physical memory, in bytes (0 where it cannot be told);
+    `processes` training processes on this machine (torchrun) divide it."""
     try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * share)
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * share / max(processes, 1))
     except (ValueError, OSError, AttributeError):  # not POSIX: psutil is not a dependency, so stream
         return 0
 

@@ -244,6 +244,9 @@ class _Run:
             try:
                 return (yield from self._epoch_once(epoch))
             except torch.cuda.OutOfMemoryError:
+                if self.team is not None:  # every rank must step with the same batch: no halving alone
+                    raise TrainingError(f"process {self.team.rank} ran out of GPU memory; lower --batch-size "
+                                        "(it is per process)") from None
                 if self.batch_size == 1:
                     raise TrainingError("the GPU ran out of memory even with a batch of one image") from None
                 self.batch_size //= 2

@@ -17,19 +17,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from cardinal.engine.classify import autocast_for, forward_features, preferred_memory_format
 from cardinal.engine.data import ImageDataset, Sample
+from cardinal.engine.device_images import device_pipeline_wanted
 from cardinal.engine.distributed import Team
 from cardinal.engine.errors import Cancelled
 from cardinal.engine.models import LoadedModel
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.recipe import Recipe
-from cardinal.engine.train_cache import (
-    TrainCache,
-    augment_batch,
-    device_augmentation,
-    device_pipeline_wanted,
-    image_seed,
-    ram_budget,
-)
+from cardinal.engine.train_cache import TrainCache, augment_batch, device_augmentation, image_seed, ram_budget
 from cardinal.engine.training_events import FeatureProgress
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -211,8 +205,9 @@ class FullMode(TrainingMode):
                                            self.recipe.seed)
         self.cache = None
         if device_pipeline_wanted(self.device):  # decode once into RAM, augment on the device
-            self.cache = TrainCache(train_samples, preprocess.resize_size[0], budget_bytes=ram_budget(),
-                                    workers=max(self.workers(), 2))
+            local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if self.team is not None else 1
+            self.cache = TrainCache(train_samples, preprocess.resize_size[0],
+                                    budget_bytes=ram_budget(processes=local_processes), workers=max(self.workers(), 2))
             self.device_augment = device_augmentation(preprocess, self.recipe.augmentation)
         self.val_dataset = ImageDataset(val_samples, preprocess, preprocess.resize_size[0])
         return iter(())

@@ -8,15 +8,10 @@ import textwrap
 import torch
 
 from cardinal.engine.data import scan_dataset, train_val_split
+from cardinal.engine.device_images import device_pipeline_wanted
 from cardinal.engine.images import load_image
 from cardinal.engine.progress import run_to_end
-from cardinal.engine.train_cache import (
-    TrainCache,
-    augment_batch,
-    device_augmentation,
-    device_pipeline_wanted,
-    image_seed,
-)
+from cardinal.engine.train_cache import TrainCache, augment_batch, device_augmentation, image_seed
 from tests.conftest import make_shapes_folder, make_tiny_model, run_python
 
 
