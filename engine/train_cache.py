@@ -119,10 +119,11 @@ def augment_batch(images: Sequence[torch.Tensor], seeds: Sequence[int], augment:
     rows = []
     for image, seed in zip(images, seeds, strict=True):
         on_device = image.to(device, non_blocking=True)
-        # v2 transforms draw their parameters from torch's global generator (on the CPU): seed it per image
-        # inside fork_rng, so the result depends on (seed, epoch, index) only and no other random state moves.
+        # v2 transforms draw their parameters from torch's default CPU generator: seed it (and only it: not the
+        # GPU's, as torch.manual_seed would) per image inside fork_rng, so the result depends on (seed, epoch,
+        # index) alone and no other random state moves.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             rows.append(augment(on_device))
     batch = F.convert_image_dtype(torch.stack(rows), torch.float)
     return F.normalize(batch, mean=preprocess.mean, std=preprocess.std)
