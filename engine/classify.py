@@ -217,6 +217,12 @@ class Classifier:
 
     def analyze_source(self, source: ImageSource, k: int = 5, *, keep_features: bool = True) -> Analysis:
         """Decode one file (or its bytes) at the size the model needs and analyse it: the one-image path."""
+        from cardinal.engine.device_images import device_pipeline_wanted, one_on_device
+
+        if device_pipeline_wanted(self.device):  # a JPEG decodes and preprocesses on the GPU
+            prepared = one_on_device(source, self.model.preprocess, self.device)
+            if prepared is not None:
+                return self._analyze_batch(prepared[0], [prepared[1]], k, keep_features)[0]
         image = load_image(source, draft_size=self.model.preprocess.resize_size[0])
         return self.analyze([image], k, keep_features=keep_features)[0]
 

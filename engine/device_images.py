@@ -30,6 +30,7 @@ from cardinal.engine.errors import ImageLoadError
 from cardinal.engine.images import (
     DEFAULT_MAX_PIXELS,
     MAX_ASPECT_RATIO,
+    MAX_FILE_BYTES,
     _sniff_format,
     load_image,
     open_image_file,
@@ -44,7 +45,7 @@ DEVICE_MODES = ("RGB", "L")  # JPEG modes nvJPEG turns into the same RGB as Pill
 class DeviceJpeg:
     """A JPEG checked for decoding on the device: its bytes (a 1-D uint8 CPU tensor) and its size (w, h)."""
 
-    path: Path
+    path: Path | None  # None for bytes given directly
     data: torch.Tensor
     size: tuple[int, int]
 
@@ -72,14 +73,20 @@ def device_pipeline_wanted(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def check_for_device(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DeviceJpeg | None:
-    """The file's bytes when the device can decode it to exactly what `load_image` gives, else None (the
-    CPU path then decodes it, or says why it cannot)."""
-    try:
-        with open_image_file(path) as file:
-            data = file.read()
-    except (ImageLoadError, OSError):
-        return None
+def check_for_device(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DeviceJpeg | None:
+    """The file's bytes (or the given bytes) when the device can decode them to exactly what `load_image`
+    gives, else None (the CPU path then decodes it, or says why it cannot)."""
+    if isinstance(source, bytes):
+        data, path = source, None
+        if len(data) > MAX_FILE_BYTES:
+            return None
+    else:
+        try:
+            with open_image_file(source) as file:
+                data = file.read()
+        except (ImageLoadError, OSError):
+            return None
+        path = Path(source)
     if _sniff_format(data[:16]) != "JPEG":
         return None
     try:
@@ -94,7 +101,18 @@ def check_for_device(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) 
         return None
     if mode not in DEVICE_MODES or orientation != 1:
         return None
-    return DeviceJpeg(Path(path), torch.frombuffer(bytearray(data), dtype=torch.uint8), (width, height))
+    return DeviceJpeg(path, torch.frombuffer(bytearray(data), dtype=torch.uint8), (width, height))
+
+
+def one_on_device(source: str | Path | bytes, preprocess: Callable, device: torch.device
+                  ) -> tuple[torch.Tensor, tuple[int, int]] | None:
+    """One image decoded and preprocessed on `device`: a (1, 3, H, W) batch and the picture's size, or None
+    when it must take the CPU path (not a plain JPEG, or the decoder refuses it)."""
+    jpeg = check_for_device(source)
+    decoded = None if jpeg is None else decode_jpegs([jpeg], device)
+    if decoded is None:
+        return None
+    return preprocess_tensors(decoded, preprocess), jpeg.size
 
 
 def decode_jpegs(items: Sequence[DeviceJpeg], device: torch.device) -> list[torch.Tensor] | None:

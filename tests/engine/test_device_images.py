@@ -15,6 +15,7 @@ from cardinal.engine.device_images import (
     check_for_device,
     decode_jpegs,
     device_batches,
+    one_on_device,
     preprocess_tensors,
 )
 from cardinal.engine.images import load_image
@@ -110,6 +111,19 @@ def test_folder_results_agree_with_the_pil_path(pictures):
         assert width >= their_width and width / height == pytest.approx(their_width / their_height, rel=0.01)
     # The text and the truncated file fail; the PNG, CMYK and rotated pictures classify through the CPU path.
     assert sorted(r.path.name for r in device if r.error is not None) == ["text.jpg", "truncated.jpg"]
+
+
+def test_one_image_takes_the_device_path_when_asked(pictures, monkeypatch):
+    classifier = Classifier(make_tiny_model(), device="cpu", precision="fp32")
+    photo, rotated = pictures[1], next(path for path in pictures if path.name == "rotated.jpg")
+    reference = [classifier.analyze_source(path, k=1) for path in (photo, rotated)]
+    monkeypatch.setenv("CARDINAL_DEVICE_PIPELINE", "on")
+    assert one_on_device(photo.read_bytes(), classifier.model.preprocess, torch.device("cpu"))[1] == (640, 480)
+    assert one_on_device(rotated, classifier.model.preprocess, torch.device("cpu")) is None  # the CPU path turns it
+    for path, theirs in zip((photo, rotated), reference, strict=True):
+        ours = classifier.analyze_source(path.read_bytes(), k=1)
+        assert ours.predictions[0].index == theirs.predictions[0].index
+        assert np.abs(ours.probabilities - theirs.probabilities).max() < PROBABILITY_TOLERANCE
 
 
 def test_closing_early_stops_the_reading(pictures):
