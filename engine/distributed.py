@@ -90,10 +90,9 @@ class Team:
 
     def main_first(self, action: Callable[[], Value]) -> Value:
         """Run `action` on rank 0 first (a download, say), then on the others once it has succeeded."""
-        if self.is_main:
-            return self.from_main(action)
-        self.from_main(lambda: None)
-        return action()
+        result: list[Value] = []
+        self.from_main(lambda: result.append(action()))  # only success or failure travels, not the result
+        return result[0] if self.is_main else action()
 
     @contextlib.contextmanager
     def main_only(self, enter: Callable[[], contextlib.AbstractContextManager[Value]]) -> Iterator[Value | None]:
@@ -101,13 +100,10 @@ class Team:
 
         Whether rank 0 got in is shared, so a refused lock stops every process with rank 0's reason.
         """
-        if not self.is_main:
-            self.from_main(lambda: None)
-            yield None
-            return
         with contextlib.ExitStack() as stack:
-            value = self.from_main(lambda: stack.enter_context(enter()))
-            yield value
+            entered: list[Value] = []
+            self.from_main(lambda: entered.append(stack.enter_context(enter())))
+            yield entered[0] if self.is_main else None
 
     # --- meeting points inside the loop -------------------------------------------------------------------
     def sum(self, *values: float) -> tuple[float, ...]:
