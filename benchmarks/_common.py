@@ -7,6 +7,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,16 +27,52 @@ def median_seconds(action: Callable[[], object], repeats: int, warmup: int = 2) 
 
 def interleaved_medians(actions: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
     """Median seconds of each action, run in turn round after round so drift hits all of them alike."""
-    for action in actions.values():
-        for _ in range(warmup):
-            action()
-    times: dict[str, list[float]] = {name: [] for name in actions}
-    for _ in range(repeats):
-        for name, action in actions.items():
+    samples = interleaved_seconds(actions, repeats, warmup)
+    return {name: values.median for name, values in samples.items()}
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Repeated measurements of one side of a comparison: its median and how far the samples spread."""
+
+    values: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median: how much one sample can be trusted."""
+        return (max(self.values) - min(self.values)) / self.median if self.median else 0.0
+
+    def describe(self, unit: str, scale: float = 1.0) -> str:
+        return (f"{self.median * scale:.1f} {unit} (median of {len(self.values)}, "
+                f"{min(self.values) * scale:.1f}-{max(self.values) * scale:.1f}, spread {self.spread:.0%})")
+
+
+def interleaved_seconds(actions: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, Samples]:
+    """Seconds of each action, taken A, B, A, B... after `warmup` unmeasured rounds of every action."""
+    def timed(action: Callable[[], object]) -> Callable[[], float]:
+        def run() -> float:
             start = time.perf_counter()
             action()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            return time.perf_counter() - start
+        return run
+
+    return interleaved_measures({name: timed(action) for name, action in actions.items()}, repeats, warmup)
+
+
+def interleaved_measures(actions: dict[str, Callable[[], float]], repeats: int, warmup: int = 1) -> dict[str, Samples]:
+    """What each action reports about itself (a rate, a time), taken A, B, A, B... after warming every one."""
+    for _ in range(warmup):
+        for action in actions.values():
+            action()
+    values: dict[str, list[float]] = {name: [] for name in actions}
+    for _ in range(repeats):
+        for name, action in actions.items():
+            values[name].append(float(action()))
+    return {name: Samples(tuple(measured)) for name, measured in values.items()}
 
 
 def machine() -> str:

@@ -5,7 +5,9 @@
    (autograd Grad-CAM, what hook-based libraries do, is printed beside it)
 3. a folder of 64 JPEGs through classify_files / the bare batched forward, in images/s       target >= 0.90
 
-Uses ResNeXt-50 32x4d with random weights (the timing does not depend on the weight values).
+Uses ResNeXt-50 32x4d with random weights (the timing does not depend on the weight values). Each ratio's
+two sides run in turn (A, B, A, B, ...) after warming both, and are reported as medians with their range
+and spread; the bare side gets the same batch size, threads, input size and memory format as Cardinal.
 Run: python benchmarks/bench_classify.py [--precision fp32|bf16|auto] [--device cpu|cuda]
 """
 
@@ -20,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import interleaved_medians, machine, photo_like_jpeg  # noqa: E402
+from benchmarks._common import interleaved_seconds, machine, photo_like_jpeg  # noqa: E402
 from cardinal.engine import cam  # noqa: E402
 from cardinal.engine.classify import Classifier, forward_features, forward_head  # noqa: E402
 from cardinal.engine.images import load_image  # noqa: E402
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--folder-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--folder-repeats", type=int, default=3)
     args = parser.parse_args()
 
     classifier = Classifier(random_model("resnext50_32x4d", seed=0), device=args.device, precision=args.precision)
@@ -42,7 +45,9 @@ def main() -> None:
     print(f"model: resnext50_32x4d on {classifier.description}")
     sync = torch.cuda.synchronize if classifier.device.type == "cuda" else (lambda: None)
     jpeg = photo_like_jpeg(0)
+    memory_format = classifier.memory_format
     tensor = classifier.preprocess(load_image(jpeg)).unsqueeze(0).to(classifier.device)
+    tensor = tensor.contiguous(memory_format=memory_format)
 
     def bare_forward() -> None:
         with torch.inference_mode(), classifier.autocast():
@@ -66,14 +71,14 @@ def main() -> None:
         cam.heatmap_at_image_size(raw, image.size, classifier.crop_box(image.size))
         sync()
 
-    best = interleaved_medians(
-        {"bare": bare_forward, "e2e": end_to_end, "cam": classify_with_cam}, args.repeats
-    )
-    autograd = interleaved_medians({"e2e": end_to_end, "autograd": classify_with_autograd_cam}, 5)
-    print(f"1. bare forward {best['bare'] * 1e3:.1f} ms, end to end {best['e2e'] * 1e3:.1f} ms: "
+    times = interleaved_seconds({"bare": bare_forward, "e2e": end_to_end, "cam": classify_with_cam}, args.repeats)
+    best = {name: samples.median for name, samples in times.items()}
+    autograd = interleaved_seconds({"e2e": end_to_end, "autograd": classify_with_autograd_cam}, 5)
+    print(f"1. bare forward {times['bare'].describe('ms', 1e3)}, end to end {times['e2e'].describe('ms', 1e3)}: "
           f"ratio {best['e2e'] / best['bare']:.3f} (target <= 1.15)")
-    print(f"2. classify+Grad-CAM {best['cam'] * 1e3:.1f} ms: ratio {best['cam'] / best['e2e']:.3f} to classify "
-          f"(target <= 1.20); autograd Grad-CAM instead: {autograd['autograd'] / autograd['e2e']:.2f}x")
+    print(f"2. classify+Grad-CAM {times['cam'].describe('ms', 1e3)}: ratio {best['cam'] / best['e2e']:.3f} to "
+          f"classify (target <= 1.20); autograd Grad-CAM instead: "
+          f"{autograd['autograd'].median / autograd['e2e'].median:.2f}x")
 
     with tempfile.TemporaryDirectory() as folder:
         paths = []
@@ -83,13 +88,14 @@ def main() -> None:
             paths.append(path)
         batches = [
             torch.stack([classifier.preprocess(load_image(p)) for p in paths[i : i + args.batch_size]])
+            .to(classifier.device).contiguous(memory_format=memory_format)
             for i in range(0, len(paths), args.batch_size)
         ]
 
         def bare_batched() -> None:
             with torch.inference_mode(), classifier.autocast():
                 for batch in batches:
-                    forward_head(network, forward_features(network, batch.to(classifier.device)))
+                    forward_head(network, forward_features(network, batch))
             sync()
 
         def folder_pipeline() -> None:
@@ -97,11 +103,14 @@ def main() -> None:
             assert all(r.error is None for r in results)
             sync()
 
-        folder_times = interleaved_medians({"bare": bare_batched, "pipeline": folder_pipeline}, 3, warmup=1)
-        bare_rate = len(paths) / folder_times["bare"]
-        pipeline_rate = len(paths) / folder_times["pipeline"]
-        print(f"3. folder of {len(paths)}: bare batched forward {bare_rate:.1f} img/s, classify_files "
-              f"{pipeline_rate:.1f} img/s: ratio {pipeline_rate / bare_rate:.3f} (target >= 0.90)")
+        folder_times = interleaved_seconds({"bare": bare_batched, "pipeline": folder_pipeline}, args.folder_repeats,
+                                           warmup=1)
+        bare_rate = len(paths) / folder_times["bare"].median
+        pipeline_rate = len(paths) / folder_times["pipeline"].median
+        print(f"3. folder of {len(paths)}, batch {args.batch_size}: bare batched forward {bare_rate:.1f} img/s "
+              f"({folder_times['bare'].describe('ms', 1e3)}), classify_files {pipeline_rate:.1f} img/s "
+              f"({folder_times['pipeline'].describe('ms', 1e3)}): ratio {pipeline_rate / bare_rate:.3f} "
+              f"(target >= 0.90)")
 
 
 if __name__ == "__main__":

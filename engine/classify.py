@@ -226,6 +226,12 @@ class Classifier:
 
     def analyze_source(self, source: ImageSource, k: int = 5, *, keep_features: bool = True) -> Analysis:
         """Decode one file (or its bytes) at the size the model needs and analyse it: the one-image path."""
+        from cardinal.engine.device_images import device_pipeline_wanted, one_on_device
+
+        if device_pipeline_wanted(self.device):  # a JPEG decodes and preprocesses on the GPU
+            prepared = one_on_device(source, self.model.preprocess, self.device)
+            if prepared is not None:
+                return self._analyze_batch(prepared[0], [prepared[1]], k, keep_features)[0]
         image = load_image(source, draft_size=self.model.preprocess.resize_size[0])
         return self.analyze([image], k, keep_features=keep_features)[0]
 
@@ -274,6 +280,7 @@ class Classifier:
         decode_workers: int | None = None,
         draft_size: int | None = None,
         cancel: CancelToken | None = None,
+        on_device: bool | None = None,
     ) -> Iterator[FileResult]:
         """Classify files in order, decoding ahead on threads while the model computes.
 
@@ -281,11 +288,21 @@ class Classifier:
         `cancel` raises `Cancelled` before the next batch; closing the generator also stops the work.
         Decoding uses 2 threads on the CPU (more would starve the model's own threads) and up to 8 when a
         GPU does the model's work. JPEGs decode at reduced size, no smaller than `draft_size` (default: what
-        the model resizes to); `keep_images` returns them.
+        the model resizes to); `keep_images` returns them. `on_device` decodes JPEGs and preprocesses on the
+        model's device (engine.device_images); by default it does so on CUDA (CARDINAL_DEVICE_PIPELINE decides)
+        unless images are kept.
         """
         if decode_workers is None:
             decode_workers = 2 if self.device.type == "cpu" else min(8, os.cpu_count() or 2)
         draft_size = draft_size or self.model.preprocess.resize_size[0]
+        if on_device is None:
+            from cardinal.engine.device_images import device_pipeline_wanted
+
+            on_device = device_pipeline_wanted(self.device) and not keep_images
+        if on_device:
+            yield from self._classify_on_device(paths, k, batch_size, keep_features, decode_workers, draft_size,
+                                                cancel)
+            return
 
         def decode(path: Path) -> tuple[Image.Image, torch.Tensor]:
             image = load_image(path, draft_size=draft_size)
@@ -313,6 +330,24 @@ class Classifier:
             finally:
                 for _, future in queue:
                     future.cancel()
+
+    def _classify_on_device(self, paths, k: int, batch_size: int, keep_features: bool, workers: int,
+                            draft_size: int, cancel: CancelToken | None) -> Iterator[FileResult]:
+        from cardinal.engine.device_images import device_batches
+
+        batches = device_batches(paths, self.model.preprocess, self.device, batch_size=batch_size,
+                                 draft_size=draft_size, workers=workers)
+        with contextlib.closing(batches):
+            for entries, batch in batches:
+                if cancel is not None:
+                    cancel.raise_if_cancelled("classification")
+                sizes = [size for _, size in entries if not isinstance(size, ImageLoadError)]
+                analyses = iter(self._analyze_batch(batch, sizes, k, keep_features) if batch is not None else ())
+                for path, size in entries:
+                    if isinstance(size, ImageLoadError):
+                        yield FileResult(path, error=size)
+                    else:
+                        yield FileResult(path, analysis=next(analyses))
 
     def _run_decoded(self, items, k: int, keep_features: bool, keep_images: bool) -> Iterator[FileResult]:
         outcomes: list[FileResult | None] = [None] * len(items)

@@ -7,6 +7,7 @@ once rather than after minutes of work; Ctrl-C ends training after the batch in 
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 from typing import TextIO
 
@@ -78,29 +79,63 @@ def _recipe(args: argparse.Namespace):
 
 
 def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """`cardinal train`: check the folder, fine-tune, save best/last, print the validation report."""
-    from cardinal.engine.cli import check_device
-    from cardinal.engine.run_folder import claim_run_folder
-    from cardinal.engine.training import StopReason, train
+    """`cardinal train`: check the folder, fine-tune, save best/last, print the validation report.
+
+    Started by torchrun as one of several processes, it trains data-parallel (engine.distributed): rank 0
+    scans, prints, writes and evaluates; the other ranks train their share and print nothing but errors.
+    """
+    from cardinal.engine.cli import UsageError, check_device
+    from cardinal.engine.distributed import start_team
 
     recipe = _recipe(args)
     check_device(args.device, args.precision)
+    try:
+        team = start_team(args.device)
+    except CardinalError as error:
+        raise UsageError(str(error)) from None
+    if team is None:
+        return _train(args, recipe, out, err, None)
+    try:
+        quiet = _Discard()
+        return _train(args, recipe, out if team.is_main else quiet, err, team, err if team.is_main else quiet)
+    finally:
+        team.close()
+
+
+def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, chatter: TextIO | None = None) -> int:
+    """Train as one process or as one rank of a team; `chatter` takes progress bars and notes (default `err`)."""
+    from cardinal.engine.run_folder import claim_run_folder
+    from cardinal.engine.training import StopReason, train
+
+    chatter = err if chatter is None else chatter
     token = CancelToken()
-    with claim_run_folder(args.out, resume=args.resume), cancel_on_interrupt(token, err, "after this batch"):
+
+    def claim():
+        return claim_run_folder(args.out, resume=args.resume)
+
+    def scan_and_report():
         if args.resume:
             _check_resume_early(args)
-        report = _scan(args.folder, err, token)
+        report = _scan(args.folder, chatter, token)
         _print_report(report, out)
+        return report
+
+    with claim() if team is None else team.main_only(claim), cancel_on_interrupt(token, chatter, "after this batch"):
+        report = scan_and_report() if team is None else team.from_main(scan_and_report)
         if not report.ok:
-            err.write(f"error: {printable(report.root)} cannot be used for training: fix the problems above\n")
+            if team is None or team.is_main:
+                err.write(f"error: {printable(report.root)} cannot be used for training: fix the problems above\n")
             return EXIT_SOME_FAILED
-        base = _base_model(args, err, token)
-        show = _TrainingPrinter(out, err)
+        base = (_base_model(args, chatter, token) if team is None else
+                team.main_first(lambda: _base_model(args, chatter, token)))
+        show = _TrainingPrinter(out, chatter)
         try:
             result = run_to_end(train(report, base, recipe, args.out, device=args.device, cancel=token,
-                                      resume=args.resume), show)
+                                      resume=args.resume, team=team), show)
         finally:
             show.bar.close()
+    if team is not None and not team.is_main:  # rank 0 reports and evaluates for the team
+        return EXIT_INTERRUPTED if result.stopped is StopReason.CANCELLED else EXIT_OK
     out.write(f"Training {result.stopped.sentence} after {result.epochs_run} epochs; best validation accuracy "
               f"{result.best_val_accuracy:.2%} (epoch {result.best_epoch})\n")
     out.write(f"saved {result.best_path} (best) and {result.out_dir / 'last.safetensors'} (last)\n")
@@ -109,6 +144,13 @@ def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_INTERRUPTED
     out.write("\n")
     return _evaluate_and_print(result.model, result.val_samples, args.device, args.precision, out, err, token)
+
+
+class _Discard(io.TextIOBase):
+    """Where a non-main rank's output goes: rank 0 speaks for the team."""
+
+    def write(self, text: str) -> int:
+        return len(text)
 
 
 def _check_resume_early(args: argparse.Namespace) -> None:

@@ -22,6 +22,7 @@ from torchvision.transforms._presets import ImageClassification
 from cardinal.engine.checkpoints import read_model_sidecar
 from cardinal.engine.classify import resolve_precision, select_device
 from cardinal.engine.data import DatasetReport, train_val_split
+from cardinal.engine.distributed import ShardRecord, Team
 from cardinal.engine.download import Progress
 from cardinal.engine.errors import Cancelled, TrainingError
 from cardinal.engine.models import LoadedModel, save_model
@@ -125,24 +126,31 @@ def train(
     device: str | None = None,
     cancel: CancelToken | None = None,
     resume: bool = False,
+    team: Team | None = None,
 ) -> Generator[Event, None, TrainingResult]:
     """Fine-tune `base` on the scanned folder, yielding events; returns the result with the best model.
 
     Raises `Cancelled` (nothing saved) when cancelled before the first epoch ends, and `TrainingError`
     when the loss diverges in the first epoch; otherwise best and last are on disk when it returns.
+    With a `team` (under torchrun) every rank trains on its share and rank 0 alone writes the run folder.
     """
     report.raise_for_errors()
-    device_ = select_device(device)
+    device_ = select_device(device) if team is None else team.device
     dtype = resolve_precision(recipe.precision, device_)
     train_samples, val_samples = train_val_split(report, recipe.val_fraction, recipe.seed)
     if not val_samples:
         raise TrainingError("the validation set is empty; add images or raise the validation share")
-    with claim_run_folder(out_dir, resume=resume) as folder:
+    claim = (claim_run_folder(out_dir, resume=resume) if team is None else
+             team.main_only(lambda: claim_run_folder(out_dir, resume=resume)))
+    with claim as folder:
+        folder = folder or Path(out_dir).expanduser().absolute()
         model = new_model(base, report.class_names, recipe.seed, recipe.image_size)
         generator = torch.Generator().manual_seed(recipe.seed)
-        mode = MODE_TYPES[recipe.mode](model, recipe, device_, dtype, generator)
+        mode = MODE_TYPES[recipe.mode](model, recipe, device_, dtype, generator, team)
         run = _Run(report, recipe, model, mode, folder, cancel, base.source)
-        state = load_run_state(folder) if resume else None
+        state = None
+        if resume:
+            state = load_run_state(folder) if team is None else team.from_main(lambda: load_run_state(folder))
         if state is not None:
             check_resumable(state, class_names=model.class_names, architecture=model.name, mode=recipe.mode,
                             base=base.source, image_size=recipe.image_size)
@@ -172,7 +180,11 @@ class _Run:
     def __init__(self, report: DatasetReport, recipe: Recipe, model: LoadedModel, mode: TrainingMode,
                  folder: Path, cancel: CancelToken | None, base_source: str) -> None:
         self.report, self.recipe, self.model, self.mode, self.folder = report, recipe, model, mode, folder
-        self.cancel, self.base_source = cancel, base_source
+        self.team = mode.team
+        # In a team the loop sees a stop only at a step every rank agreed on (see Team.agree).
+        self.cancel = cancel if self.team is None else self.team.agreed_cancel(cancel)
+        self.shards = None if self.team is None else ShardRecord(self.team)
+        self.base_source = base_source
         self.history: list[EpochEnd] = []
         self.best_accuracy, self.best_epoch = 0.0, 0
         self.batch_size = recipe.batch_size
@@ -246,6 +258,9 @@ class _Run:
             try:
                 return (yield from self._epoch_once(epoch))
             except torch.cuda.OutOfMemoryError:
+                if self.team is not None:  # every rank must step with the same batch: no halving alone
+                    raise TrainingError(f"process {self.team.rank} ran out of GPU memory; lower --batch-size "
+                                        "(it is per process)") from None
                 if self.batch_size == 1:
                     raise TrainingError("the GPU ran out of memory even with a batch of one image") from None
                 self.batch_size //= 2
@@ -267,7 +282,8 @@ class _Run:
             with self.mode.autocast():
                 logits = self.mode.forward(inputs)
                 loss = self.criterion(logits.float(), labels)
-            if not torch.isfinite(loss):
+            finite = torch.isfinite(loss) if self.team is None else self.team.agree(loss, self.cancel)
+            if not finite:
                 raise _NonFinite()
             if self.cancel is not None:  # a cancelled epoch is discarded: skip the backward pass (2/3 of a step)
                 self.cancel.raise_if_cancelled("training")
@@ -281,9 +297,14 @@ class _Run:
             elapsed = time.perf_counter() - started
             per_batch = elapsed / (index + 1)
             left = per_batch * (batches - index - 1 + batches * (self.recipe.epochs - epoch - 1))
+            ranks = 1 if self.team is None else self.team.world_size  # every rank runs batches alike
             yield BatchEnd(epoch + 1, index + 1, batches, batch_loss, self.optimizer.param_groups[0]["lr"],
-                           images_per_second=seen / max(elapsed, 1e-9), eta_seconds=left)
+                           images_per_second=ranks * seen / max(elapsed, 1e-9), eta_seconds=left)
         train_seconds = time.perf_counter() - started
+        if self.team is not None:
+            total_loss, correct, seen = self.team.sum(total_loss, correct, seen)
+            self.shards.add(epoch + 1, self.mode.seen_indices)
+            self.mode.seen_indices = []
         val_loss, val_accuracy = self._validate()
         improved = not self.history or val_accuracy > self.best_accuracy
         epoch_end = EpochEnd(
@@ -312,6 +333,8 @@ class _Run:
             total_loss += float(self.criterion(logits, labels)) * len(labels)
             correct += float((logits.argmax(1) == labels).sum())
             seen += len(labels)
+        if self.team is not None:
+            total_loss, correct, seen = self.team.sum(total_loss, correct, seen)
         return total_loss / max(seen, 1), correct / max(seen, 1)
 
     # --- saving ----------------------------------------------------------------------------------------------
@@ -327,6 +350,11 @@ class _Run:
     def _save(self) -> None:
         """Write last (and best, if it changed) and then the checkpoint: models are never older than it."""
         last = self.history[-1]
+        if self.team is not None and not self.team.is_main:  # rank 0 writes for everyone
+            self.best_pending, self.saved_epoch, self.last_save = None, last.epoch, time.monotonic()
+            return
+        if self.shards is not None:
+            self.shards.write(self.folder)
         self._write_model("last", last)
         if self.best_pending is not None:
             earlier_best = self.best_pending is not self.last_good  # else the weights in place are the best
@@ -367,6 +395,10 @@ class _Run:
             self._save()
         best = self.folder / "best.safetensors"
         network = self.mode.network
-        network.load_state_dict(read_state_dict(best))
+        if self.team is None:
+            network.load_state_dict(read_state_dict(best))
+        else:  # the other ranks may not see rank 0's disk (several machines): it sends them the weights
+            network.load_state_dict(self.team.from_main(lambda: read_state_dict(best)))
         network.to("cpu").to(memory_format=torch.contiguous_format).eval()
-        self.model = dataclasses.replace(self.model, network=network, description=read_model_sidecar(best) or {})
+        description = (read_model_sidecar(best) or {}) if self.team is None or self.team.is_main else {}
+        self.model = dataclasses.replace(self.model, network=network, description=description)

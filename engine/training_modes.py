@@ -7,19 +7,23 @@ A mode says what trains, where batches come from, how a batch becomes logits, an
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from cardinal.engine.classify import autocast_for, forward_features, pooled_features, preferred_memory_format
 from cardinal.engine.data import ImageDataset, Sample
+from cardinal.engine.device_images import device_pipeline_wanted
+from cardinal.engine.distributed import Team
 from cardinal.engine.errors import Cancelled
 from cardinal.engine.models import LoadedModel
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.recipe import Recipe
+from cardinal.engine.train_cache import TrainCache, augment_batch, device_augmentation, image_seed, ram_budget
 from cardinal.engine.training_events import FeatureProgress
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -33,11 +37,16 @@ class TrainingMode:
     save_interval_s: float = 0.0
 
     def __init__(self, model: LoadedModel, recipe: Recipe, device: torch.device, dtype: torch.dtype,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, team: Team | None = None) -> None:
         self.model, self.recipe, self.device, self.dtype = model, recipe, device, dtype
         self.network = model.network.to(device)
         self.generator = generator
         self.trainable: list[nn.Parameter] = []
+        # Under torchrun: this process's place, the DDP wrapper that trains, and the training images (indices
+        # into the training split) that reached this rank's model this epoch.
+        self.team = team
+        self.trainer: nn.Module | None = None
+        self.seen_indices: list[int] = []
 
     def prepare(self, train_samples: Sequence[Sample], val_samples: Sequence[Sample],
                 cancel: CancelToken | None) -> Iterator[FeatureProgress]:
@@ -76,6 +85,17 @@ class TrainingMode:
     def autocast(self):
         return autocast_for(self.device, self.dtype)
 
+    def _through(self, module: nn.Module) -> nn.Module:
+        """The DDP wrapper while training in a team (it averages gradients), else `module` itself."""
+        return self.trainer if self.trainer is not None and torch.is_grad_enabled() else module
+
+    def _saw(self, indices: torch.Tensor) -> None:
+        if self.team is not None:
+            self.seen_indices += indices.tolist()
+
+    def _shard_size(self, count: int) -> int:
+        return count if self.team is None else math.ceil(count / self.team.world_size)
+
     def workers(self) -> int:
         """Data-loading processes: the recipe's choice, else none on the CPU and up to 8 with a GPU."""
         if self.recipe.num_workers is not None:
@@ -96,6 +116,8 @@ class FastMode(TrainingMode):
         for parameter in self.network.parameters():
             parameter.requires_grad_(False)
         preprocess = self.model.preprocess
+        if self.team is not None:  # each rank computes its share of the features; all ranks get them all
+            train_samples, val_samples = self.team.shard(train_samples), self.team.shard(val_samples)
         total, done = len(train_samples) + len(val_samples), 0
         cached = []
         for samples in (train_samples, val_samples):
@@ -112,30 +134,48 @@ class FastMode(TrainingMode):
                 labels.append(batch_labels.to(self.device))
                 done += len(batch)
                 yield FeatureProgress(done, total)
-            cached.append((torch.cat(chunks), torch.cat(labels)))
+            if not chunks:  # a rank's share of a tiny split can be empty
+                chunks = [torch.empty(0, self.network.fc.in_features, device=self.device)]
+                labels = [torch.empty(0, dtype=torch.long, device=self.device)]
+            cached.append(self._everyones(torch.cat(chunks), torch.cat(labels)))
         self.train_data, self.val_data = cached
         for parameter in self.network.fc.parameters():
             parameter.requires_grad_(True)
         self.trainable = list(self.network.fc.parameters())
+        if self.team is not None:
+            self.trainer = self.team.wrap(self.network.fc)
+
+    def _everyones(self, features: torch.Tensor, labels: torch.Tensor) -> Batch:
+        if self.team is None:
+            return features, labels
+        shares = self.team.gather((features.cpu(), labels.cpu()))
+        return (self.team.unshard([f for f, _ in shares]).to(self.device),
+                self.team.unshard([label for _, label in shares]).to(self.device))
 
     def train_size(self) -> int:
-        return len(self.train_data[1])
+        return self._shard_size(len(self.train_data[1]))
 
     def train_batches(self, batch_size, epoch):
         features, labels = self.train_data
-        order = torch.randperm(len(labels), generator=self.generator).to(features.device)
+        order = torch.randperm(len(labels), generator=self.generator)
+        if self.team is not None:
+            order = self.team.shard_order(order)
+        order = order.to(features.device)
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
+            self._saw(index)
             yield features[index], labels[index]
 
     def val_batches(self):
         features, labels = self.val_data
+        if self.team is not None:  # each rank validates its share; the loop sums the counts
+            features, labels = self.team.shard(features), self.team.shard(labels)
         size = self.recipe.eval_batch_size
         for start in range(0, len(labels), size):
             yield features[start : start + size], labels[start : start + size]
 
     def forward(self, inputs):
-        return self.network.fc(inputs)
+        return self._through(self.network.fc)(inputs)
 
     def trained_module(self):
         return self.network.fc
@@ -156,23 +196,57 @@ class FullMode(TrainingMode):
             for parameter in module.parameters():
                 parameter.requires_grad_(False)
         self.trainable = [p for p in self.network.parameters() if p.requires_grad]
+        if self.team is not None:
+            self.trainer = self.team.wrap(self.network)
+            val_samples = self.team.shard(val_samples)
         preprocess = self.model.preprocess
         augment = train_transform(preprocess, self.recipe.augmentation)
         self.train_dataset = _SeededImages(ImageDataset(train_samples, augment, preprocess.resize_size[0]),
                                            self.recipe.seed)
+        self.cache = None
+        if device_pipeline_wanted(self.device):  # decode once into RAM, augment on the device
+            local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if self.team is not None else 1
+            self.cache = TrainCache(train_samples, preprocess.resize_size[0],
+                                    budget_bytes=ram_budget(processes=local_processes), workers=max(self.workers(), 2))
+            self.device_augment = device_augmentation(preprocess, self.recipe.augmentation)
         self.val_dataset = ImageDataset(val_samples, preprocess, preprocess.resize_size[0])
         return iter(())
 
     def train_size(self) -> int:
-        return len(self.train_dataset)
+        return self._shard_size(len(self.train_dataset))
 
     def train_batches(self, batch_size, epoch):
         self.train_dataset.epoch = epoch
-        loader = DataLoader(self.train_dataset, batch_size=batch_size, shuffle=True,
-                            generator=self.generator, num_workers=self.workers(),
-                            drop_last=len(self.train_dataset) > batch_size)
-        for batch, labels in loader:
+        drop_last = self.train_size() > batch_size
+        if self.cache is not None:
+            yield from self._cached_batches(batch_size, epoch, drop_last)
+            return
+        if self.team is None:
+            loader = DataLoader(self.train_dataset, batch_size=batch_size, shuffle=True,
+                                generator=self.generator, num_workers=self.workers(), drop_last=drop_last)
+        else:  # the rank's seeded share of a shuffle that changes with the epoch, the same on every rank
+            sampler = DistributedSampler(self.train_dataset, num_replicas=self.team.world_size, rank=self.team.rank,
+                                         shuffle=True, seed=self.recipe.seed)
+            sampler.set_epoch(epoch)
+            loader = DataLoader(self.train_dataset, batch_size=batch_size, sampler=sampler,
+                                num_workers=self.workers(), drop_last=drop_last)
+        for batch, labels, indices in loader:
+            self._saw(indices)
             yield batch.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+
+    def _cached_batches(self, batch_size: int, epoch: int, drop_last: bool) -> Iterator[Batch]:
+        if self.team is None:
+            order = torch.randperm(len(self.cache), generator=self.generator).tolist()
+        else:
+            sampler = DistributedSampler(range(len(self.cache)), num_replicas=self.team.world_size,
+                                         rank=self.team.rank, shuffle=True, seed=self.recipe.seed)
+            sampler.set_epoch(epoch)
+            order = list(sampler)
+        for images, labels, indices in self.cache.batches(order, batch_size, drop_last=drop_last):
+            self._saw(indices)
+            seeds = [image_seed(self.recipe.seed, epoch, index) for index in indices.tolist()]
+            batch = augment_batch(images, seeds, self.device_augment, self.model.preprocess, self.device)
+            yield batch, labels.to(self.device, non_blocking=True)
 
     def val_batches(self):
         loader = DataLoader(self.val_dataset, batch_size=self.recipe.eval_batch_size, num_workers=self.workers(),
@@ -181,7 +255,7 @@ class FullMode(TrainingMode):
             yield batch.to(self.device), labels.to(self.device)
 
     def forward(self, inputs):
-        return self.network(inputs.contiguous(memory_format=torch.channels_last))
+        return self._through(self.network)(inputs.contiguous(memory_format=torch.channels_last))
 
     def trained_module(self):
         return self.network
@@ -228,5 +302,5 @@ class _SeededImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF)
-            return self.dataset[index]
+            torch.manual_seed(image_seed(self.seed, self.epoch, index))
+            return (*self.dataset[index], index)  # the index lets a rank record which images it trained on
