@@ -183,3 +183,22 @@ def write_run_report(model: LoadedModel, samples: Sequence[Sample], folder: Path
         # Leave the model as training handed it over: on the CPU, in the ordinary memory layout.
         model.network.to("cpu").to(memory_format=torch.contiguous_format)
     return evaluation
+
+
+def write_evaluation_report(classifier: Classifier, evaluation: Evaluation, directory: str | Path, *,
+                            dataset: DatasetReport, evaluated: str, run_folder: Path | None = None,
+                            cancel: CancelToken | None = None) -> Generator[ReportProgress, None, Path]:
+    """Write report.html in `directory` for an evaluation already made on `dataset`; with `run_folder` (the
+    training run the model comes from) the page also shows the run's curves and recipe. Returns its path."""
+    pictures = yield from picture_mistakes(classifier, worst_mistakes(evaluation), cancel=cancel)
+    description = classifier.model.description
+    run: dict[str, Any] = {}
+    if run_folder is not None:
+        metrics = description.get("metrics") or {}
+        epoch = metrics.get("epoch")
+        run = {"history": read_history(run_folder), "recipe": description.get("recipe") or None,
+               "best_epoch": epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None}
+    title = (f"Training run “{run_folder.name}” on {dataset.root.name}" if run_folder is not None
+             else f"{classifier.model.name} on {dataset.root.name}")
+    content = content_for(classifier, evaluation, pictures, title=title, evaluated=evaluated, dataset=dataset, **run)
+    return write_report(Path(directory) / REPORT_NAME, content)
