@@ -56,7 +56,7 @@ def line_chart(title: str, epochs: Sequence[int], series: Sequence[Series], *, y
         return f"{value:.0%}" if percent else f"{value:.3g}"
 
     parts = [f'<svg class="chart" id="{escape(chart_id)}" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
-             f'height="{HEIGHT}" role="img" aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+             f'height="{HEIGHT}" role="img" aria-label="{escape(title)}">',
              f'<text x="{LEFT}" y="20" class="chart-title">{escape(title)}</text>']
     for tick in nice_ticks(low, high):
         y = y_of(tick)

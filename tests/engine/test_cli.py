@@ -47,7 +47,7 @@ def test_json_for_a_folder_recurses(capsys, model_file, photos):
     for result in results:
         assert [p["rank"] for p in result["predictions"]] == [1, 2]
         assert {p["label"] for p in result["predictions"]} <= {"cat", "dog", "fish"}
-    assert "custom (3 classes) on CPU" in err
+    assert "custom (3 classes) on CPU" in err and len(err.splitlines()) == 1  # no progress bar off a terminal
 
 
 def test_bad_file_is_one_line_and_the_rest_still_classify(capsys, model_file, photos):
@@ -161,6 +161,8 @@ def test_train_then_evaluate_from_the_command_line(capsys, model_file, tmp_path)
     assert "epoch 3/3" in stdout and "best validation accuracy" in stdout
     assert "confusion matrix" in stdout
     assert (out / "best.safetensors").is_file()
+    assert f"report: {out / 'report.html'}" in stdout and (out / "history.csv").is_file()
+    assert err == ""  # not a terminal: no progress bars, nothing but the lines a script reads
     code, stdout, err = run(capsys, "evaluate", out / "best.safetensors", data)
     assert code == 1  # the unreadable file is reported and counts as a failure
     assert "broken.jpg" in err
