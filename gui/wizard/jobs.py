@@ -74,13 +74,27 @@ def run_training(report, base: BaseChoice, recipe: Recipe, out_dir: Path, cancel
 
 @thread_worker(start_thread=False, ignore_errors=True)
 @surface_errors
-def run_evaluation(model: LoadedModel, samples, device: str | None = None):
-    """Yields EvaluationProgress; returns (Evaluation, Classifier) so mistakes' heat-maps can be drawn."""
+def run_evaluation(model: LoadedModel, samples, device: str | None = None, *, result=None, dataset=None):
+    """Yields progress; returns (Evaluation, Classifier) so mistakes' heat-maps can be drawn. Given a run's
+    `result`, its own evaluation is used when it has one; when it has none (the run was cancelled), the run's
+    report.html is written with the new one (`dataset`: the scanned folder the run trained on)."""
     from cardinal.engine.classify import Classifier
+    from cardinal.engine.errors import CardinalError
     from cardinal.engine.evaluation import evaluate
+    from cardinal.engine.report import write_evaluation_report
+    from cardinal.engine.training_events import Notice
 
     classifier = Classifier(model, device=device)
+    if result is not None and result.evaluation is not None:
+        return result.evaluation, classifier
     evaluation = yield from evaluate(classifier, samples)
+    if result is not None and dataset is not None:
+        try:
+            yield from write_evaluation_report(classifier, evaluation, result.out_dir, dataset=dataset,
+                                               evaluated=f"the {len(samples)} validation images, which training "
+                                                         "never saw", run_folder=result.out_dir)
+        except CardinalError as error:  # the evaluation stands; the page says why there is no report
+            yield Notice(f"The report could not be written: {error}")
     return evaluation, classifier
 
 
