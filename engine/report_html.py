@@ -81,7 +81,7 @@ def _header(content: ReportContent) -> str:
     links += [("dataset", "Dataset")] if content.dataset is not None else []
     links += [("recipe", "Recipe")] if content.recipe else []
     return (f"<header><h1>{esc(content.title)}</h1>"
-            f"<p class=\"sub\">Model {esc(content.model_name)} ({esc(content.model_source)}), measured on "
+            f"<p class=\"sub\">Model {esc(content.model_name)}, {esc(content.model_source)}. Measured on "
             f"{esc(content.evaluated)}. Images are resized to {content.resize_size} px and the network sees the "
             f"centre {content.crop_size}×{content.crop_size} px.</p>"
             + (f"<p><b>{esc(content.outcome)}</b></p>" if content.outcome else "")
@@ -183,9 +183,9 @@ def _mistake_card(number: int, pictures: MistakePictures, class_names: tuple[str
 
     mistake = pictures.mistake
     true, predicted = class_names[mistake.true_index], class_names[mistake.predicted_index]
-    caption = (f"<div class=\"file\">{esc(mistake.path.name)}</div><div><b>{esc(true)}</b> taken for "
-               f"<b>{esc(predicted)}</b> ({mistake.predicted_probability:.1%}; {esc(true)} "
-               f"{mistake.true_probability:.1%})</div>")
+    caption = (f"<div class=\"file\">{esc(mistake.path.parent.name)}/{esc(mistake.path.name)}</div><div><b>"
+               f"{esc(true)}</b> taken for <b>{esc(predicted)}</b></div><div class=\"sub\">predicted with "
+               f"{mistake.predicted_probability:.1%}; the true class got {mistake.true_probability:.1%}</div>")
     if pictures.problem is not None or pictures.image is None:
         body = f"<p class=\"error\">Cannot show this image: {esc(pictures.problem)}</p>"
     else:

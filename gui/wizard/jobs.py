@@ -124,32 +124,16 @@ def sample_thumbnails(report, per_class: int, side: int):
 def mistake_overlays(mistakes, classifier, side: int):
     """Yields (mistake, overlay of the predicted class, overlay of the true class) as QImages, or (mistake,
     reason, None) for an image that cannot be read: two heat-maps per image, off the GUI thread."""
-    import numpy as np
-    from PIL import Image
-
-    from cardinal.engine.cam import overlay
     from cardinal.engine.errors import ImageLoadError
-    from cardinal.engine.evaluation import explain
-    from cardinal.engine.images import load_image
+    from cardinal.engine.report import mistake_pictures
 
     for mistake in mistakes:
         try:
-            image = load_image(mistake.path, draft_size=side)
+            _, predicted, true = mistake_pictures(classifier, mistake, side)
         except ImageLoadError as error:
             yield mistake, str(error), None
             continue
-        image.thumbnail((side, side), Image.Resampling.BILINEAR)
-        if max(image.size) < side:  # small images are enlarged so the heat-map can be read
-            scale = side / max(image.size)
-            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
-        pixels = np.asarray(image)
-        analysis = explain(classifier, mistake)  # the evaluation keeps no activations: classify this one again
-        seen = analysis.seen_box(image.size)
-        overlays = [
-            array_to_qimage(overlay(pixels, analysis.heatmap(index, size=image.size), opacity=0.5, seen=seen))
-            for index in (mistake.predicted_index, mistake.true_index)
-        ]
-        yield mistake, *overlays
+        yield mistake, array_to_qimage(predicted), array_to_qimage(true)
 
 
 @thread_worker(start_thread=False, ignore_errors=True)
