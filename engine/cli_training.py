@@ -136,10 +136,10 @@ class _TrainingPrinter:
         self.bar = None
         self.label = ""
 
-    def _bar(self, label: str, total: int):
+    def _bar(self, label: str, total: int, unit: str):
         if self.bar is None or self.label != label:
             self.close()
-            self.bar, self.label = progress_bar(self.err, label, total), label
+            self.bar, self.label = progress_bar(self.err, label, total, unit=unit), label
         return self.bar
 
     def close(self) -> None:
@@ -152,11 +152,11 @@ class _TrainingPrinter:
         from cardinal.engine.training_events import BatchEnd, EpochEnd, FeatureProgress, Notice, ReportProgress
 
         if isinstance(event, FeatureProgress):
-            advance(self._bar("Computing features", event.total), event.done)
+            advance(self._bar("Computing features", event.total, "img"), event.done)
         elif isinstance(event, BatchEnd):
-            advance(self._bar(f"Epoch {event.epoch}", event.batches), event.batch, event.batches)
+            advance(self._bar(f"Epoch {event.epoch}", event.batches, "batch"), event.batch, event.batches)
         elif isinstance(event, ReportProgress):
-            advance(self._bar(event.stage.capitalize(), event.total), event.done)
+            advance(self._bar(event.stage.capitalize(), event.total, "img"), event.done)
         elif isinstance(event, EpochEnd):
             self.close()
             self.out.write(f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f} "

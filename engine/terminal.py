@@ -75,16 +75,20 @@ def advance(bar: tqdm, done: int, total: int | None = None) -> None:
 
 @contextlib.contextmanager
 def download_progress(err: TextIO) -> Iterator[Callable[[int, int | None], None]]:
-    """A `progress(done_bytes, total_bytes)` callback drawing a download bar; the bar is gone on exit."""
-    bar = progress_bar(err, "Downloading weights", unit="B", unit_scale=True, unit_divisor=1024)
+    """A `progress(done_bytes, total_bytes)` callback drawing a download bar from the first bytes on (nothing
+    when no download happens); the bar is gone on exit."""
+    bars: list[tqdm] = []
 
     def progress(done: int, total: int | None) -> None:
-        advance(bar, done, total)
+        if not bars:
+            bars.append(progress_bar(err, "Downloading weights", unit="B", unit_scale=True, unit_divisor=1024))
+        advance(bars[0], done, total)
 
     try:
         yield progress
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
 @contextlib.contextmanager
