@@ -34,7 +34,9 @@ th{background:#eef0f3}td.name,th.name{text-align:left;max-width:260px;overflow-w
 max-width:100%;height:auto}.chart .grid{stroke:#e3e6ea}.chart .axis{stroke:#5b636b}.chart .best{stroke:#999;
 stroke-dasharray:4 3}.chart text{font:12px system-ui,sans-serif;fill:#3a4046}.chart .chart-title{font-size:14px;
 font-weight:600}.chart .axis-label{fill:#5b636b}
-.confusion td{text-align:center;min-width:38px}.confusion td a{color:inherit;display:block}
+.scroll{overflow-x:auto}.confusion td,.confusion th{text-align:center;min-width:30px;padding:4px 6px}
+.confusion th.name{white-space:nowrap;
+max-width:none;text-align:left}.confusion td a{color:inherit;display:block}
 .mistakes{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:14px}
 .mistake{background:#fff;border:1px solid #d8dce1;border-radius:8px;padding:10px}
 .mistake .pics{display:flex;gap:8px}.mistake figure{margin:0;text-align:center;font-size:12px;color:#5b636b}
@@ -152,8 +154,8 @@ def _confusion(content: ReportContent) -> str:
     return ("<section id=\"confusion\"><h2>Confusion matrix</h2><p class=\"sub\">Rows: the true class; columns: the "
             f"predicted class (numbered as the rows). {int(evaluation.confusion.sum())} images in all; a red cell "
             "links to its mistakes below when they are shown.</p>"
-            f"<table class=\"confusion\"><tr><th class=\"name\">true \\ predicted</th>{header}</tr>{''.join(body)}"
-            "</table></section>")
+            f"<div class=\"scroll\"><table class=\"confusion\"><tr><th class=\"name\">true \\ predicted</th>{header}"
+            f"</tr>{''.join(body)}</table></div></section>")
 
 
 def _index_label(index: int, name: str) -> str:

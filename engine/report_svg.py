@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-WIDTH, HEIGHT = 520, 300
-LEFT, RIGHT, TOP, BOTTOM = 58, 16, 34, 44
+WIDTH, HEIGHT = 520, 316
+LEFT, RIGHT, TOP, BOTTOM = 58, 16, 50, 44
+LEGEND_Y = 34
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def line_chart(title: str, epochs: Sequence[int], series: Sequence[Series], *, y
 
     parts = [f'<svg class="chart" id="{escape(chart_id)}" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
              f'height="{HEIGHT}" role="img" aria-label="{escape(title)}">',
-             f'<text x="{LEFT}" y="20" class="chart-title">{escape(title)}</text>']
+             f'<text x="{LEFT}" y="18" class="chart-title">{escape(title)}</text>']
     for tick in nice_ticks(low, high):
         y = y_of(tick)
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
@@ -73,8 +74,11 @@ def line_chart(title: str, epochs: Sequence[int], series: Sequence[Series], *, y
                  f'transform="rotate(-90 14 {TOP + plot_h / 2:.1f})">{escape(y_label)}</text>')
     if marked_epoch is not None and first <= marked_epoch <= last:
         x = x_of(marked_epoch)
+        legend_x = LEFT + 110 * len(series)
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{TOP}" y2="{TOP + plot_h}" class="best"/>'
-                     f'<text x="{x + 4:.1f}" y="{TOP + 11}" class="tick">best</text>')
+                     f'<line x1="{legend_x}" x2="{legend_x + 14}" y1="{LEGEND_Y - 3}" y2="{LEGEND_Y - 3}" '
+                     'class="best"/>'
+                     f'<text x="{legend_x + 19}" y="{LEGEND_Y}" class="tick">best epoch ({marked_epoch})</text>')
     for index, one in enumerate(series):
         points = [(epoch, value) for epoch, value in zip(epochs, one.values, strict=True)
                   if value is not None and math.isfinite(value)]
@@ -85,13 +89,17 @@ def line_chart(title: str, epochs: Sequence[int], series: Sequence[Series], *, y
                   f'<title>{escape(one.name)}, epoch {e}: {label(v) if percent else f"{v:.4f}"}</title></circle>'
                   for e, v in points]
         parts.append("</g>")
-        legend_x = WIDTH - RIGHT - 100 * (len(series) - index)
-        parts.append(f'<rect x="{legend_x}" y="11" width="14" height="4" fill="{one.colour}"/>'
-                     f'<text x="{legend_x + 19}" y="17" class="tick">{escape(one.name)}</text>')
+        legend_x = LEFT + 110 * index
+        parts.append(f'<rect x="{legend_x}" y="{LEGEND_Y - 5}" width="14" height="4" fill="{one.colour}"/>'
+                     f'<text x="{legend_x + 19}" y="{LEGEND_Y}" class="tick">{escape(one.name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
 def _epoch_ticks(first: int, last: int) -> list[int]:
-    step = max(1, math.ceil((last - first + 1) / 10))
-    return list(range(first, last + 1, step))
+    """The first and last epoch and round epochs between them, at most about ten."""
+    span = last - first
+    step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000) if s * 10 >= span or s == 1000)
+    between = [tick for tick in range(step * (first // step + 1), last, step) if tick - first >= step / 2
+               and last - tick >= step / 2]
+    return sorted({first, *between, last})
