@@ -7,7 +7,6 @@ epoch trained twice is listed once.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
@@ -98,9 +97,6 @@ def record_history(epochs: Generator[Event, None, StopReason], folder: Path,
     `earlier` are the epochs a resumed run's checkpoint holds: their rows are kept from the file (or rebuilt
     from the checkpoint when the file lacks them) and every row after them is dropped.
     """
-    for temp in folder.glob(f".{HISTORY_NAME}.*.tmp"):  # left by a killed write; only the run's owner writes here
-        with contextlib.suppress(OSError):
-            temp.unlink()
     on_disk = {row.epoch: row for row in read_history(folder)}
     rows = [on_disk.get(epoch.epoch) or HistoryRow.from_epoch(epoch) for epoch in earlier]
     if rows or on_disk:
