@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 TRAIN_COLOUR, VALIDATION_COLOUR = "#1f77b4", "#d62728"
 LISTED_PROBLEMS = 50  # unreadable files listed one by one; the rest are counted
+MATRIX_LIMIT = 60  # classes in a confusion matrix; above it the page lists the most frequent confusions
+TOP_CONFUSIONS = 40
 
 STYLE = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2125;margin:0;background:#f6f7f9}
@@ -123,10 +125,18 @@ def _optional(value: float | None, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
+def _classes_seen(content: ReportContent) -> list[int]:
+    """The classes that are a true or a predicted class of some image: a model may know 1,000 classes while the
+    folder has five, and the other rows and columns would all be zero."""
+    confusion = content.evaluation.confusion
+    return [index for index in range(len(confusion)) if confusion[index].sum() or confusion[:, index].sum()]
+
+
 def _per_class(content: ReportContent) -> str:
+    metrics = content.evaluation.per_class
     rows = "".join(
         f"<tr><td class=\"name\">{esc(m.name)}</td><td>{m.precision:.3f}</td><td>{m.recall:.3f}</td>"
-        f"<td>{m.f1:.3f}</td><td>{m.support}</td></tr>" for m in content.evaluation.per_class)
+        f"<td>{m.f1:.3f}</td><td>{m.support}</td></tr>" for m in (metrics[index] for index in _classes_seen(content)))
     return ("<section id=\"per-class\"><h2>Per class</h2><table class=\"per-class\"><tr><th class=\"name\">class</th>"
             "<th>precision</th><th>recall</th><th>F1</th><th>images</th></tr>" + rows + "</table></section>")
 
@@ -134,15 +144,19 @@ def _per_class(content: ReportContent) -> str:
 def _confusion(content: ReportContent) -> str:
     evaluation = content.evaluation
     names = evaluation.class_names
+    classes = _classes_seen(content)
+    total = int(evaluation.confusion.sum())
+    if len(classes) > MATRIX_LIMIT:
+        return _top_confusions(content, classes)
     shown = {}
     for number, pictures in enumerate(content.mistakes, start=1):
         shown.setdefault((pictures.mistake.true_index, pictures.mistake.predicted_index), number)
     peak = max(int(evaluation.confusion.max(initial=0)), 1)
-    header = "".join(f"<th title=\"{esc(name)}\">{index}</th>" for index, name in enumerate(names))
+    header = "".join(f"<th title=\"{esc(names[index])}\">{index}</th>" for index in classes)
     body = []
-    for row, name in enumerate(names):
+    for row in classes:
         cells = []
-        for column in range(len(names)):
+        for column in classes:
             count = int(evaluation.confusion[row, column])
             strength = 0.75 * count / peak
             tint = f"rgba(60,160,90,{strength:.2f})" if row == column else f"rgba(220,70,60,{strength:.2f})"
@@ -150,12 +164,27 @@ def _confusion(content: ReportContent) -> str:
             if (row, column) in shown:
                 text = f"<a href=\"#mistake-{shown[(row, column)]}\" title=\"see these mistakes\">{count}</a>"
             cells.append(f"<td style=\"background:{tint}\" data-count=\"{count}\">{text}</td>")
-        body.append(f"<tr><th class=\"name\">{_index_label(row, name)}</th>{''.join(cells)}</tr>")
+        body.append(f"<tr><th class=\"name\">{_index_label(row, names[row])}</th>{''.join(cells)}</tr>")
     return ("<section id=\"confusion\"><h2>Confusion matrix</h2><p class=\"sub\">Rows: the true class; columns: the "
-            f"predicted class (numbered as the rows). {int(evaluation.confusion.sum())} images in all; a red cell "
-            "links to its mistakes below when they are shown.</p>"
+            f"predicted class (numbered as the rows). {total} images in all; a red cell links to its mistakes below "
+            "when they are shown.</p>"
             f"<div class=\"scroll\"><table class=\"confusion\"><tr><th class=\"name\">true \\ predicted</th>{header}"
             f"</tr>{''.join(body)}</table></div></section>")
+
+
+def _top_confusions(content: ReportContent, classes: list[int]) -> str:
+    """Instead of a matrix too large to read: the most frequent confusions."""
+    evaluation = content.evaluation
+    names = evaluation.class_names
+    pairs = sorted(((int(evaluation.confusion[row, column]), row, column) for row in classes for column in classes
+                    if row != column and evaluation.confusion[row, column]), reverse=True)[:TOP_CONFUSIONS]
+    rows = "".join(f"<tr><td class=\"name\">{esc(names[row])}</td><td class=\"name\">{esc(names[column])}</td>"
+                   f"<td>{count}</td></tr>" for count, row, column in pairs)
+    return ("<section id=\"confusion\"><h2>Most frequent confusions</h2><p class=\"sub\">"
+            f"{len(classes)} classes take part: too many for a matrix to be read, so here are the "
+            f"{len(pairs)} most frequent confusions of {int(evaluation.confusion.sum())} images.</p>"
+            "<table><tr><th class=\"name\">true class</th><th class=\"name\">taken for</th><th>images</th></tr>"
+            f"{rows}</table></section>")
 
 
 def _index_label(index: int, name: str) -> str:
@@ -165,7 +194,9 @@ def _index_label(index: int, name: str) -> str:
 def _mistakes(content: ReportContent) -> str:
     evaluation = content.evaluation
     total = len(evaluation.mistakes)
-    if not total:
+    if not evaluation.confusion.sum():
+        intro = "<p>No image could be evaluated.</p>"
+    elif not total:
         intro = "<p>No mistakes: every evaluated image was classified correctly.</p>"
     else:
         intro = (f"<p class=\"sub\">The {len(content.mistakes)} most confident of {total} mistakes. Grad-CAM shows "

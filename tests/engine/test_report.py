@@ -163,3 +163,40 @@ def test_evaluate_on_a_folder_without_a_model_says_so(capsys, tmp_path):
     code, out, err = run_cli(capsys, "evaluate", empty, data)
     assert code == 1 and out == ""
     assert err.startswith("error: ") and "no model in it (best.safetensors is missing)" in err
+
+
+def synthetic_page(confusion):
+    import numpy as np
+
+    from cardinal.engine.evaluation import ClassMetrics, Evaluation
+    from cardinal.engine.report import ReportContent
+    from cardinal.engine.report_html import render_report
+
+    confusion = np.asarray(confusion)
+    names = tuple(f"class {index}" for index in range(len(confusion)))
+    evaluation = Evaluation(names, 0.5, tuple(ClassMetrics(name, 0.5, 0.5, 0.5, 1) for name in names), confusion,
+                            (), ())
+    content = ReportContent("t", "m", "s", 64, 72, "images", evaluation, ())
+    return Page(render_report(content))
+
+
+def test_the_matrix_keeps_only_classes_that_occur():
+    import numpy as np
+
+    confusion = np.zeros((1000, 1000), int)  # an ImageNet model evaluated on a three-class folder
+    confusion[3, 3], confusion[3, 7], confusion[500, 500], confusion[999, 3] = 5, 2, 4, 1
+    page = synthetic_page(confusion)
+    counts = [int(cell["data-count"]) for cell in page.all("td") if "data-count" in cell]
+    assert len(counts) == 16 and sum(counts) == 12  # classes 3, 7, 500 and 999
+    assert len(page.all("tr")) == (1 + 4) + (1 + 4)  # per-class table and matrix: a header and 4 rows each
+
+
+def test_too_many_classes_for_a_matrix_lists_the_most_frequent_confusions():
+    import numpy as np
+
+    confusion = np.eye(80, dtype=int) * 3
+    confusion[4, 9] = 7
+    page = synthetic_page(confusion)
+    assert not [cell for cell in page.all("td") if "data-count" in cell]
+    text = " ".join(page.text)
+    assert "Most frequent confusions" in text and "80 classes take part" in text
