@@ -17,10 +17,11 @@ from cardinal.engine.errors import Cancelled, CardinalError
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.result_files import ResultWriter
 from cardinal.engine.terminal import (
-    ProgressBar,
+    above_bars,
     cancel_on_interrupt,
     download_progress,
     printable,
+    progress_bar,
     silence_broken_pipe,
     tolerate_any_file_name,
 )
@@ -190,21 +191,21 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"{printable(model.name)} ({model.num_classes} classes) on {classifier.description}\n")
         writer = ResultWriter(args.format, out, printable=printable)
         cam_names: set[str] = set()
-        bar = ProgressBar(err, len(files), "Classifying", enabled=err.isatty() and len(files) > 1)
+        bar = progress_bar(err, "Classifying", len(files), enabled=err.isatty() and len(files) > 1, unit="img")
         want_cam = args.cam is not None
         results = classifier.classify_files(files, args.top_k, batch_size=args.batch_size, keep_features=want_cam,
                                             keep_images=want_cam, cancel=token)
         try:
-            for done, result in enumerate(results, start=1):
-                if result.error is not None:
-                    failures += 1
-                    bar.close()
-                    err.write(f"error: {printable(result.error)}\n")
-                else:
-                    writer.write(result.path, result.analysis.predictions)
-                    if want_cam:
-                        failures += _save_cam(result, args.cam, args.cam_method, cam_names, err)
-                bar.update(done)
+            for result in results:
+                with above_bars(out):  # the bar (on err) steps aside for each line
+                    if result.error is not None:
+                        failures += 1
+                        err.write(f"error: {printable(result.error)}\n")
+                    else:
+                        writer.write(result.path, result.analysis.predictions)
+                        if want_cam:
+                            failures += _save_cam(result, args.cam, args.cam_method, cam_names, err)
+                bar.update()
         finally:
             bar.close()
             writer.finish()

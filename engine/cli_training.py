@@ -14,7 +14,7 @@ from typing import TextIO
 from cardinal.engine.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
 from cardinal.engine.errors import CardinalError, TrainingError, short_list
 from cardinal.engine.progress import CancelToken, run_to_end
-from cardinal.engine.terminal import ProgressBar, cancel_on_interrupt, download_progress, printable
+from cardinal.engine.terminal import advance, cancel_on_interrupt, download_progress, printable, progress_bar
 
 
 def add_training_parsers(commands, models, default_model: str, precisions) -> None:
@@ -56,8 +56,11 @@ def add_training_parsers(commands, models, default_model: str, precisions) -> No
     train.add_argument("--mirror", metavar="URL", help="download ImageNet weights from this mirror")
 
     evaluate = commands.add_parser("evaluate", help="accuracy, per-class metrics and mistakes on a labelled folder")
-    evaluate.add_argument("model", type=Path, metavar="MODEL", help="a model saved by Cardinal (.safetensors)")
+    evaluate.add_argument("model", type=Path, metavar="MODEL",
+                          help="a model saved by Cardinal (.safetensors), or a training run's folder (its best model)")
     evaluate.add_argument("folder", type=Path, metavar="FOLDER", help="one sub-folder per class (or train/ + val/)")
+    evaluate.add_argument("--report", type=Path, metavar="DIR",
+                          help="also write report.html here: metrics, confusion matrix, worst mistakes with Grad-CAM")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--precision", choices=list(precisions), default="auto")
 
@@ -133,17 +136,22 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
             result = run_to_end(train(report, base, recipe, args.out, device=args.device, cancel=token,
                                       resume=args.resume, team=team), show)
         finally:
-            show.bar.close()
+            show.close()
     if team is not None and not team.is_main:  # rank 0 reports and evaluates for the team
         return EXIT_INTERRUPTED if result.stopped is StopReason.CANCELLED else EXIT_OK
     out.write(f"Training {result.stopped.sentence} after {result.epochs_run} epochs; best validation accuracy "
               f"{result.best_val_accuracy:.2%} (epoch {result.best_epoch})\n")
-    out.write(f"saved {result.best_path} (best) and {result.out_dir / 'last.safetensors'} (last)\n")
+    out.write(f"saved {printable(result.best_path)} (best) and {printable(result.out_dir / 'last.safetensors')} "
+              f"(last); history in {printable(result.out_dir / 'history.csv')}\n")
     if result.stopped is StopReason.CANCELLED:
-        out.write(f"Continue it with: cardinal train {args.folder} --out {args.out} --resume\n")
+        out.write(f"Continue it with: cardinal train {printable(args.folder)} --out {printable(args.out)} --resume\n")
         return EXIT_INTERRUPTED
-    out.write("\n")
-    return _evaluate_and_print(result.model, result.val_samples, args.device, args.precision, out, err, token)
+    if result.evaluation is None:  # stopped while evaluating for the report (a note said so)
+        return EXIT_INTERRUPTED
+    if result.report_path.is_file():
+        out.write(f"report: {printable(result.report_path)}\n")
+    out.write(f"\n{result.evaluation.format_report()}\n")
+    return EXIT_SOME_FAILED if result.evaluation.failures else EXIT_OK
 
 
 class _Discard(io.TextIOBase):
@@ -163,41 +171,51 @@ def _check_resume_early(args: argparse.Namespace) -> None:
 
 
 class _TrainingPrinter:
-    """Turns training events into a progress bar and one line per epoch."""
+    """Turns training events into progress bars (on a terminal) and one line per epoch."""
 
     def __init__(self, out: TextIO, err: TextIO) -> None:
         self.out, self.err = out, err
-        self.bar = ProgressBar(err, None, "Training")
+        self.bar = None
+        self.label = ""
+
+    def _bar(self, label: str, total: int, unit: str):
+        if self.bar is None or self.label != label:
+            self.close()
+            self.bar, self.label = progress_bar(self.err, label, total, unit=unit), label
+        return self.bar
+
+    def close(self) -> None:
+        """Clear the bar in hand, if any."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def __call__(self, event) -> None:
-        from cardinal.engine.training import BatchEnd, EpochEnd, FeatureProgress, Notice
+        from cardinal.engine.training_events import BatchEnd, EpochEnd, FeatureProgress, Notice, ReportProgress
 
         if isinstance(event, FeatureProgress):
-            self.bar.label = "Computing features"
-            self.bar.update(event.done, event.total)
+            advance(self._bar("Computing features", event.total, "img"), event.done)
         elif isinstance(event, BatchEnd):
-            self.bar.label = f"Epoch {event.epoch}"
-            self.bar.update(event.batch, event.batches)
+            advance(self._bar(f"Epoch {event.epoch}", event.batches, "batch"), event.batch, event.batches)
+        elif isinstance(event, ReportProgress):
+            advance(self._bar(event.stage.capitalize(), event.total, "img"), event.done)
         elif isinstance(event, EpochEnd):
-            self.bar.close()
+            self.close()
             self.out.write(f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f} "
                            f"acc {event.train_accuracy:.2%} | val loss {event.val_loss:.4f} "
                            f"acc {event.val_accuracy:.2%} | {event.images_per_second:.1f} img/s"
                            f"{'  *best' if event.improved else ''}\n")
             self.out.flush()
         elif isinstance(event, Notice):
-            self.bar.close()
-            self.err.write(f"note: {event.message}\n")
+            self.close()
+            self.err.write(f"note: {printable(event.message)}\n")
 
 
 def _scan(folder: Path, err: TextIO, cancel: CancelToken):
     from cardinal.engine.data import scan_dataset
 
-    bar = ProgressBar(err, None, "Checking images")
-    try:
-        return run_to_end(scan_dataset(folder, cancel=cancel), lambda event: bar.update(event.done, event.total))
-    finally:
-        bar.close()
+    with progress_bar(err, "Checking images", unit="file") as bar:
+        return run_to_end(scan_dataset(folder, cancel=cancel), lambda event: advance(bar, event.done, event.total))
 
 
 def _print_report(report, out: TextIO) -> None:
@@ -223,30 +241,17 @@ def _base_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken):
                                progress=progress, cancel=cancel)
 
 
-def _evaluate_and_print(model, samples, device: str, precision: str, out: TextIO, err: TextIO,
-                        cancel: CancelToken) -> int:
-    from cardinal.engine.classify import Classifier
-    from cardinal.engine.evaluation import evaluate
-
-    classifier = Classifier(model, device=device, precision=precision)
-    bar = ProgressBar(err, len(samples), "Evaluating")
-    try:
-        evaluation = run_to_end(evaluate(classifier, samples, cancel=cancel), lambda event: bar.update(event.done))
-    finally:
-        bar.close()
-    out.write(evaluation.format_report() + "\n")
-    return EXIT_SOME_FAILED if evaluation.failures else EXIT_OK
-
-
 def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """`cardinal evaluate MODEL FOLDER`: the validation report of a saved model on a labelled folder."""
+    """`cardinal evaluate MODEL FOLDER [--report DIR]`: a saved model's (or a run's best model's) metrics on a
+    labelled folder, and optionally the report page."""
     from cardinal.engine.cli import check_device
     from cardinal.engine.models import load_model_file
 
     check_device(args.device, args.precision)
+    model_file, run_folder = _model_file(args.model)
     token = CancelToken()
     with cancel_on_interrupt(token, err, "after this batch"):
-        model = load_model_file(args.model)
+        model = load_model_file(model_file)
         report = _scan(args.folder, err, token)
         unknown = [name for name in report.class_names if name not in model.class_names]
         if unknown:
@@ -255,8 +260,56 @@ def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 f"{len(model.class_names)} classes are: {short_list(model.class_names)}"
             )
         remap = [model.class_names.index(name) for name in report.class_names]
-        samples = [(path, remap[label]) for path, label in (report.val if report.val is not None else report.train)]
+        own_split = report.val is not None
+        samples = [(path, remap[label]) for path, label in (report.val if own_split else report.train)]
         for path, reason in report.failures:
             err.write(f"error: {printable(path)}: {printable(reason)}\n")
-        code = _evaluate_and_print(model, samples, args.device, args.precision, out, err, token)
+        if _trained_on(model, args.folder) and not own_split:
+            err.write(f"note: {printable(args.folder)} is the folder this model was trained on; most of its images "
+                      "were seen in training, so these numbers are optimistic\n")
+        evaluated = (f"the {len(samples)} images of the validation folder of {report.root}" if own_split
+                     else f"all {len(samples)} images of {report.root}")
+        code = _evaluate_and_print(model, samples, args.device, args.precision, out, err, token,
+                                   report_dir=args.report, dataset=report, run_folder=run_folder, evaluated=evaluated)
     return EXIT_SOME_FAILED if report.failures else code
+
+
+def _model_file(path: Path) -> tuple[Path, Path | None]:
+    """The model file MODEL names and, when MODEL is a training run's folder, that folder (its best model)."""
+    from cardinal.engine.run_folder import MODEL_NAMES
+
+    if not path.is_dir():
+        return path, None
+    best = path / f"{MODEL_NAMES[0]}.safetensors"
+    if not best.is_file():
+        raise CardinalError(f"{path} is a folder with no model in it ({best.name} is missing): give a model file "
+                            "(.safetensors) or the folder of a training run that finished at least one epoch")
+    return best, path
+
+
+def _trained_on(model, folder: Path) -> bool:
+    """Whether the model's description says it was trained on `folder`."""
+    dataset = (model.description.get("provenance") or {}).get("dataset")
+    try:
+        return isinstance(dataset, str) and Path(dataset).resolve() == Path(folder).resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def _evaluate_and_print(model, samples, device: str, precision: str, out: TextIO, err: TextIO,
+                        cancel: CancelToken, *, report_dir: Path | None = None, **report) -> int:
+    from cardinal.engine.classify import Classifier
+    from cardinal.engine.report import evaluate_for_report, write_evaluation_report
+
+    classifier = Classifier(model, device=device, precision=precision)
+    show = _TrainingPrinter(out, err)
+    try:
+        evaluation = run_to_end(evaluate_for_report(classifier, samples, cancel=cancel), show)
+        out.write(evaluation.format_report() + "\n")
+        if report_dir is not None:
+            writing = write_evaluation_report(classifier, evaluation, report_dir, cancel=cancel, **report)
+            path = run_to_end(writing, show)
+            out.write(f"report: {printable(path)}\n")
+    finally:
+        show.close()
+    return EXIT_SOME_FAILED if evaluation.failures else EXIT_OK

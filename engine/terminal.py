@@ -1,4 +1,4 @@
-"""What the command line needs of a terminal: safe text, a progress bar, Ctrl-C that stops cleanly.
+"""What the command line needs of a terminal: safe text, progress bars (tqdm), Ctrl-C that stops cleanly.
 
 Names of files and classes come from users' folders and from model files; printed raw, an ANSI escape or
 a newline in one could repaint the terminal or forge output lines, so everything we print about them goes
@@ -13,7 +13,9 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import TextIO
+from typing import Any, TextIO
+
+from tqdm import tqdm
 
 from cardinal.engine.progress import CancelToken
 
@@ -56,50 +58,44 @@ def cancel_on_interrupt(token: CancelToken, err: TextIO, what: str) -> Iterator[
         signal.signal(signal.SIGINT, previous)
 
 
-class ProgressBar:
-    """A one-line progress bar on a terminal stream; silent when the stream is not a terminal."""
+def progress_bar(stream: TextIO, label: str, total: int | None = None, *, enabled: bool | None = None,
+                 **options: Any) -> tqdm:
+    """A tqdm bar on `stream`, its label made printable; drawn only on a terminal, and cleared when closed."""
+    shown = stream.isatty() if enabled is None else enabled
+    return tqdm(total=total, desc=printable(label), file=stream, leave=False, dynamic_ncols=True,
+                disable=not shown, **options)
 
-    def __init__(self, stream: TextIO, total: int | None, label: str, *, enabled: bool | None = None) -> None:
-        self.stream = stream
-        self.total = total
-        self.label = label
-        self.enabled = stream.isatty() if enabled is None else enabled
-        self._shown = False
 
-    def update(self, done: int, total: int | None = None) -> None:
-        """Redraw the bar at `done` of `total` (or of the total given at creation)."""
-        if not self.enabled:
-            return
-        total = total if total is not None else self.total
-        if total:
-            filled = int(30 * done / total)
-            text = f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}"
-        else:
-            text = f"\r{self.label} {done}"
-        self.stream.write(text)
-        self.stream.flush()
-        self._shown = True
-
-    def close(self) -> None:
-        """End the bar's line, if one was drawn."""
-        if self._shown:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._shown = False
+def advance(bar: tqdm, done: int, total: int | None = None) -> None:
+    """Move `bar` to `done` (of `total`, when known only now): events say where work is, not how far it moved."""
+    if total is not None and bar.total != total:
+        bar.total = total
+    bar.update(done - bar.n)
 
 
 @contextlib.contextmanager
 def download_progress(err: TextIO) -> Iterator[Callable[[int, int | None], None]]:
-    """A `progress(done_bytes, total_bytes)` callback drawing a download bar in MB; the bar ends on exit."""
-    bar = ProgressBar(err, None, "Downloading weights (MB)")
+    """A `progress(done_bytes, total_bytes)` callback drawing a download bar from the first bytes on (nothing
+    when no download happens); the bar is gone on exit."""
+    bars: list[tqdm] = []
 
     def progress(done: int, total: int | None) -> None:
-        bar.update(done // 1_000_000, None if total is None else total // 1_000_000)
+        if not bars:
+            bars.append(progress_bar(err, "Downloading weights", unit="B", unit_scale=True, unit_divisor=1024))
+        advance(bars[0], done, total)
 
     try:
         yield progress
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
+
+
+@contextlib.contextmanager
+def above_bars(stream: TextIO) -> Iterator[None]:
+    """Write to `stream` while any bar on the terminal steps aside (it is drawn again after)."""
+    with tqdm.external_write_mode(file=stream):
+        yield
 
 
 def silence_broken_pipe() -> None:

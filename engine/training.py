@@ -25,9 +25,11 @@ from cardinal.engine.data import DatasetReport, train_val_split
 from cardinal.engine.distributed import ShardRecord, Team
 from cardinal.engine.download import Progress
 from cardinal.engine.errors import Cancelled, TrainingError
+from cardinal.engine.history import record_history
 from cardinal.engine.models import LoadedModel, save_model
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.recipe import AUGMENTATIONS, MODES, OPTIMIZERS, TRAINABLE_FROM, Recipe
+from cardinal.engine.report import write_run_report
 from cardinal.engine.run_folder import claim_run_folder
 from cardinal.engine.run_state import CHECKPOINT_NAME, RunState, check_resumable, load_run_state, save_run_state
 from cardinal.engine.training_events import (
@@ -156,8 +158,14 @@ def train(
                             base=base.source, image_size=recipe.image_size)
         yield from mode.prepare(train_samples, val_samples, cancel)
         run.start(state, train_samples)
-        stopped = yield from run.epochs()
+        writes = team is None or team.is_main  # in a team, rank 0 alone writes history and report
+        stopped = yield from (record_history(run.epochs(), folder, run.history) if writes else run.epochs())
         run.finish()
+        evaluation = None
+        if writes:
+            evaluation = yield from write_run_report(run.model, val_samples, folder, dataset=report, recipe=recipe,
+                                                     device=device_, stopped=stopped, best_epoch=run.best_epoch,
+                                                     cancel=cancel)
     return TrainingResult(
         model=run.model,
         best_epoch=run.best_epoch,
@@ -167,6 +175,7 @@ def train(
         history=tuple(run.history),
         out_dir=folder,
         val_samples=tuple(val_samples),
+        evaluation=evaluation,
     )
 
 

@@ -7,6 +7,7 @@ from enum import Enum
 from pathlib import Path
 
 from cardinal.engine.data import Sample
+from cardinal.engine.evaluation import Evaluation
 from cardinal.engine.models import LoadedModel
 
 
@@ -63,6 +64,15 @@ class EpochEnd:
 
 
 @dataclass(frozen=True)
+class ReportProgress:
+    """Writing report.html at the end of a run: 'evaluating' the validation images, then 'explaining mistakes'."""
+
+    stage: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
 class Notice:
     """Something the user should know that does not stop training (or says why it stopped)."""
 
@@ -81,6 +91,14 @@ class TrainingResult:
     history: tuple[EpochEnd, ...]
     out_dir: Path
     val_samples: tuple[Sample, ...] = field(default=())
+    evaluation: Evaluation | None = None  # the best model on val_samples, as report.html shows it
+
+    @property
+    def report_path(self) -> Path:
+        """Where the run's report is (written at the end of a run that was not cancelled)."""
+        from cardinal.engine.report import REPORT_NAME
+
+        return self.out_dir / REPORT_NAME
 
     @property
     def best_path(self) -> Path:
@@ -88,4 +106,4 @@ class TrainingResult:
         return self.out_dir / "best.safetensors"
 
 
-Event = FeatureProgress | BatchEnd | EpochEnd | Notice
+Event = FeatureProgress | BatchEnd | EpochEnd | Notice | ReportProgress

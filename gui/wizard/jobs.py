@@ -74,13 +74,27 @@ def run_training(report, base: BaseChoice, recipe: Recipe, out_dir: Path, cancel
 
 @thread_worker(start_thread=False, ignore_errors=True)
 @surface_errors
-def run_evaluation(model: LoadedModel, samples, device: str | None = None):
-    """Yields EvaluationProgress; returns (Evaluation, Classifier) so mistakes' heat-maps can be drawn."""
+def run_evaluation(model: LoadedModel, samples, device: str | None = None, *, result=None, dataset=None):
+    """Yields progress; returns (Evaluation, Classifier) so mistakes' heat-maps can be drawn. Given a run's
+    `result`, its own evaluation is used when it has one; when it has none (the run was cancelled), the run's
+    report.html is written with the new one (`dataset`: the scanned folder the run trained on)."""
     from cardinal.engine.classify import Classifier
+    from cardinal.engine.errors import CardinalError
     from cardinal.engine.evaluation import evaluate
+    from cardinal.engine.report import write_evaluation_report
+    from cardinal.engine.training_events import Notice
 
     classifier = Classifier(model, device=device)
+    if result is not None and result.evaluation is not None:
+        return result.evaluation, classifier
     evaluation = yield from evaluate(classifier, samples)
+    if result is not None and dataset is not None:
+        try:
+            yield from write_evaluation_report(classifier, evaluation, result.out_dir, dataset=dataset,
+                                               evaluated=f"the {len(samples)} validation images, which training "
+                                                         "never saw", run_folder=result.out_dir)
+        except CardinalError as error:  # the evaluation stands; the page says why there is no report
+            yield Notice(f"The report could not be written: {error}")
     return evaluation, classifier
 
 
@@ -110,32 +124,16 @@ def sample_thumbnails(report, per_class: int, side: int):
 def mistake_overlays(mistakes, classifier, side: int):
     """Yields (mistake, overlay of the predicted class, overlay of the true class) as QImages, or (mistake,
     reason, None) for an image that cannot be read: two heat-maps per image, off the GUI thread."""
-    import numpy as np
-    from PIL import Image
-
-    from cardinal.engine.cam import overlay
     from cardinal.engine.errors import ImageLoadError
-    from cardinal.engine.evaluation import explain
-    from cardinal.engine.images import load_image
+    from cardinal.engine.report import mistake_pictures
 
     for mistake in mistakes:
         try:
-            image = load_image(mistake.path, draft_size=side)
+            _, predicted, true = mistake_pictures(classifier, mistake, side)
         except ImageLoadError as error:
             yield mistake, str(error), None
             continue
-        image.thumbnail((side, side), Image.Resampling.BILINEAR)
-        if max(image.size) < side:  # small images are enlarged so the heat-map can be read
-            scale = side / max(image.size)
-            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
-        pixels = np.asarray(image)
-        analysis = explain(classifier, mistake)  # the evaluation keeps no activations: classify this one again
-        seen = analysis.seen_box(image.size)
-        overlays = [
-            array_to_qimage(overlay(pixels, analysis.heatmap(index, size=image.size), opacity=0.5, seen=seen))
-            for index in (mistake.predicted_index, mistake.true_index)
-        ]
-        yield mistake, *overlays
+        yield mistake, array_to_qimage(predicted), array_to_qimage(true)
 
 
 @thread_worker(start_thread=False, ignore_errors=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QPixmap
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QColor, QDesktopServices, QPixmap
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -49,6 +49,8 @@ class ResultsPage(QWizardPage):
         self.per_class.setHorizontalHeaderLabels(["class", "precision", "recall", "F1", "images"])
         self.per_class.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         buttons = QHBoxLayout()
+        self.report_button = QPushButton("Open Report", self)
+        self.report_button.clicked.connect(self.open_report)
         self.save_button = QPushButton("Save Model As…", self)
         self.save_button.clicked.connect(lambda: self.save_model())
         self.use_button = QPushButton("Use This Model", self)
@@ -62,6 +64,7 @@ class ResultsPage(QWizardPage):
         self.save_status = QLabel("", self)
         buttons.addWidget(self.save_status, 1)
         buttons.addWidget(self.saving)
+        buttons.addWidget(self.report_button)
         buttons.addWidget(self.save_button)
         buttons.addWidget(self.use_button)
         layout.addWidget(self.summary)
@@ -72,17 +75,26 @@ class ResultsPage(QWizardPage):
         self.evaluation = None
         self.classifier = None
         self.mistakes_dialog = None
+        self.report_problem = ""  # why the report could not be written, when a worker said so
 
     def initializePage(self) -> None:  # noqa: N802 - Qt's naming
         result = self._wizard.result
         self.evaluation = None
         self.save_button.setEnabled(False)
         self.use_button.setEnabled(False)
+        self.report_problem = ""
+        self._show_report_state(pending=True)
         self.summary.setText("Evaluating the best model on the validation images…")
-        worker = jobs.run_evaluation(result.model, list(result.val_samples), self._wizard.device)
+        worker = jobs.run_evaluation(result.model, list(result.val_samples), self._wizard.device, result=result,
+                                     dataset=self._wizard.report)
+        worker.yielded.connect(self._progress)
         worker.returned.connect(self._evaluated)
-        worker.errored.connect(lambda error: self.summary.setText(f"<b>Evaluation failed:</b> {escaped(error)}"))
+        worker.errored.connect(self._evaluation_failed)
         worker.start()
+
+    def _evaluation_failed(self, error) -> None:
+        self.summary.setText(f"<b>Evaluation failed:</b> {escaped(error)}")
+        self._show_report_state()
 
     def _evaluated(self, outcome) -> None:
         self.evaluation, self.classifier = outcome
@@ -121,6 +133,35 @@ class ResultsPage(QWizardPage):
                 self.per_class.setItem(row, column, QTableWidgetItem(value))
         self.save_button.setEnabled(True)
         self.use_button.setEnabled(True)
+        self._show_report_state()
+
+    def _progress(self, event) -> None:
+        from cardinal.engine.training_events import Notice
+
+        if isinstance(event, Notice):
+            self.report_problem = event.message
+
+    def report_path(self) -> Path:
+        """The run's report.html (written by the run, or by this page's worker for a cancelled run)."""
+        return self._wizard.result.report_path
+
+    def _show_report_state(self, pending: bool = False) -> None:
+        """Open Report works once the report exists; until then its tooltip says why it does not."""
+        exists = not pending and self.report_path().is_file()
+        self.report_button.setEnabled(exists)
+        if exists:
+            self.report_button.setToolTip(tooltip(f"Open {self.report_path()} in your web browser: curves, "
+                                                  "per-class metrics, confusion matrix and the worst mistakes."))
+        elif pending:
+            self.report_button.setToolTip("The report is being written…")
+        else:
+            self.report_button.setToolTip(tooltip(self.report_problem or f"There is no report: {self.report_path()} "
+                                                                         "is missing."))
+
+    def open_report(self) -> None:
+        """Show report.html in the browser."""
+        if self.report_path().is_file():
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.report_path())))
 
     def open_cell(self, row: int, column: int) -> None:
         """Show the images of one confusion cell, each with heat-maps of the predicted and the true class."""

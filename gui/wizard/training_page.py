@@ -154,6 +154,7 @@ class TrainingPage(QWizardPage):
 
     def _event(self, event) -> None:
         from cardinal.engine.training import BatchEnd, EpochEnd, FeatureProgress, Notice
+        from cardinal.engine.training_events import ReportProgress
 
         if isinstance(event, BatchEnd):
             self.batch_x.append(event.epoch - 1 + event.batch / event.batches)
@@ -178,6 +179,8 @@ class TrainingPage(QWizardPage):
             self._epochs_dirty = True
         elif isinstance(event, FeatureProgress):
             self._set_status(f"Computing features once per image: {event.done} of {event.total}")
+        elif isinstance(event, ReportProgress):
+            self._set_status(f"Writing the report ({event.stage}): {event.done} of {event.total}")
         elif isinstance(event, Notice):
             self.notices.addItem(event.message)
 

@@ -2,14 +2,16 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from cardinal.engine.cli import ProgressBar, main
+from cardinal.engine.cli import main
 from cardinal.engine.models import save_model
+from cardinal.engine.terminal import advance, download_progress, progress_bar
 from tests.conftest import closed_port, encode, make_tiny_model, random_picture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +47,7 @@ def test_json_for_a_folder_recurses(capsys, model_file, photos):
     for result in results:
         assert [p["rank"] for p in result["predictions"]] == [1, 2]
         assert {p["label"] for p in result["predictions"]} <= {"cat", "dog", "fish"}
-    assert "custom (3 classes) on CPU" in err
+    assert "custom (3 classes) on CPU" in err and len(err.splitlines()) == 1  # no progress bar off a terminal
 
 
 def test_bad_file_is_one_line_and_the_rest_still_classify(capsys, model_file, photos):
@@ -104,15 +106,37 @@ def test_models_lists_every_model(capsys):
     assert "resnext50_32x4d (default)" in out and "resnext101_32x48d_wsl" in out
 
 
-def test_progress_bar_draws_on_a_terminal_only():
-    stream = io.StringIO()
-    bar = ProgressBar(stream, 4, "Classifying", enabled=True)
-    bar.update(2)
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bars_draw_on_a_terminal_only_with_printable_labels():
+    stream = _Terminal()
+    bar = progress_bar(stream, "Classifying \x1b[31mred", 4, mininterval=0)
+    advance(bar, 2)
     bar.close()
-    assert "[###############...............] 2/4" in stream.getvalue()
-    quiet = io.StringIO()
-    ProgressBar(quiet, 4, "x").update(1)  # StringIO is not a TTY
+    drawn = stream.getvalue()
+    assert "Classifying \\x1b[31mred" in drawn and "2/4" in drawn and "\x1b[31m" not in drawn
+    quiet = io.StringIO()  # not a terminal: nothing at all
+    bar = progress_bar(quiet, "x", 4)
+    advance(bar, 1)
+    bar.close()
+    with download_progress(quiet) as progress:
+        progress(1_000_000, 3_000_000)
     assert quiet.getvalue() == ""
+
+
+def test_download_bar_counts_bytes_and_learns_the_total_late():
+    stream = _Terminal()
+    with download_progress(stream):
+        pass  # the weights were already here: no download, no bar
+    assert stream.getvalue() == ""
+    with download_progress(stream) as progress:
+        progress(512 * 1024, None)
+        time.sleep(0.15)  # past tqdm's shortest redraw interval
+        progress(2 * 1024 * 1024, 4 * 1024 * 1024)
+    assert "Downloading weights" in stream.getvalue() and "2.00M/4.00M" in stream.getvalue()
 
 
 def test_console_entry_point_runs_headless_without_qt(model_file, photos):
@@ -140,6 +164,8 @@ def test_train_then_evaluate_from_the_command_line(capsys, model_file, tmp_path)
     assert "epoch 3/3" in stdout and "best validation accuracy" in stdout
     assert "confusion matrix" in stdout
     assert (out / "best.safetensors").is_file()
+    assert f"report: {out / 'report.html'}" in stdout and (out / "history.csv").is_file()
+    assert err == ""  # not a terminal: no progress bars, nothing but the lines a script reads
     code, stdout, err = run(capsys, "evaluate", out / "best.safetensors", data)
     assert code == 1  # the unreadable file is reported and counts as a failure
     assert "broken.jpg" in err

@@ -83,7 +83,8 @@ def test_the_lock_of_a_killed_run_is_taken_over(shapes, tmp_path):
 def test_stale_temp_files_of_a_killed_save_are_removed_by_the_next_run(shapes, tmp_path):
     out = tmp_path / "run"
     run(shapes, out)
-    stale = [out / ".best.safetensors.k1ll3d.tmp", out / ".checkpoint.pt.abc123.tmp"]
+    stale = [out / ".best.safetensors.k1ll3d.tmp", out / ".checkpoint.pt.abc123.tmp", out / ".history.csv.0ff.tmp",
+             out / ".report.html.dead.tmp"]
     for path in stale:
         path.write_bytes(b"\0" * 1024)
     theirs = out / ".notes.txt.tmp"  # not a file Cardinal writes: left alone

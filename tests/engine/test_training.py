@@ -242,7 +242,7 @@ def test_save_into_read_only_folder_fails_clearly_and_old_checkpoint_loads(shape
     assert (out / "best.safetensors").read_bytes() == before
     assert load_model_file(out / "best.safetensors").class_names == shapes.class_names
     assert sorted(p.name for p in out.iterdir() if p.name != ".cardinal-run.lock") == [
-        "best.json", "best.safetensors", "checkpoint.pt", "last.json", "last.safetensors"]
+        "best.json", "best.safetensors", "checkpoint.pt", "history.csv", "last.json", "last.safetensors", "report.html"]
 
 
 def test_read_only_run_folder_is_refused_before_training(shapes, tmp_path):

@@ -1,0 +1,105 @@
+"""Inline SVG charts for report.html: per-epoch curves with one marked point per epoch, no script, no fonts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+
+WIDTH, HEIGHT = 520, 316
+LEFT, RIGHT, TOP, BOTTOM = 58, 16, 50, 44
+LEGEND_Y = 34
+
+
+@dataclass(frozen=True)
+class Series:
+    """One curve: its name in the legend, its colour and a value per x (None where unknown)."""
+
+    name: str
+    colour: str
+    values: Sequence[float | None]
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """About `count` round tick values covering [low, high]."""
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return [low]
+    raw = (high - low) / max(count, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.ceil(low / step - 1e-9) * step
+    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+
+
+def line_chart(title: str, epochs: Sequence[int], series: Sequence[Series], *, y_label: str,
+               y_range: tuple[float, float] | None = None, percent: bool = False, marked_epoch: int | None = None,
+               chart_id: str = "") -> str:
+    """An SVG line chart over epochs; every epoch's value is a circle with a tooltip (`data-epoch` names it)."""
+    known = [v for s in series for v in s.values if v is not None and math.isfinite(v)]
+    if y_range is None:
+        low, high = (min(known), max(known)) if known else (0.0, 1.0)
+        margin = (high - low) * 0.08 or abs(high) * 0.1 or 1.0
+        low, high = max(0.0, low - margin) if low >= 0 else low - margin, high + margin
+    else:
+        low, high = y_range
+    first, last = (min(epochs), max(epochs)) if epochs else (1, 1)
+    x_span = max(last - first, 1)
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def x_of(epoch: float) -> float:
+        return LEFT + (epoch - first) / x_span * plot_w if last > first else LEFT + plot_w / 2
+
+    def y_of(value: float) -> float:
+        return TOP + (1 - (value - low) / (high - low)) * plot_h
+
+    def label(value: float) -> str:
+        return f"{value:.0%}" if percent else f"{value:.3g}"
+
+    parts = [f'<svg class="chart" id="{escape(chart_id)}" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
+             f'height="{HEIGHT}" role="img" aria-label="{escape(title)}">',
+             f'<text x="{LEFT}" y="18" class="chart-title">{escape(title)}</text>']
+    for tick in nice_ticks(low, high):
+        y = y_of(tick)
+        parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+                     f'<text x="{LEFT - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{label(tick)}</text>')
+    for tick in _epoch_ticks(first, last):
+        x = x_of(tick)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{TOP + plot_h}" y2="{TOP + plot_h + 4}" class="axis"/>'
+                     f'<text x="{x:.1f}" y="{TOP + plot_h + 17}" class="tick" text-anchor="middle">{tick}</text>')
+    parts.append(f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + plot_h}" class="axis"/>'
+                 f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{TOP + plot_h}" y2="{TOP + plot_h}" class="axis"/>'
+                 f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 6}" class="axis-label" text-anchor="middle">epoch'
+                 f'</text><text x="14" y="{TOP + plot_h / 2:.1f}" class="axis-label" text-anchor="middle" '
+                 f'transform="rotate(-90 14 {TOP + plot_h / 2:.1f})">{escape(y_label)}</text>')
+    if marked_epoch is not None and first <= marked_epoch <= last:
+        x = x_of(marked_epoch)
+        legend_x = LEFT + 110 * len(series)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{TOP}" y2="{TOP + plot_h}" class="best"/>'
+                     f'<line x1="{legend_x}" x2="{legend_x + 14}" y1="{LEGEND_Y - 3}" y2="{LEGEND_Y - 3}" '
+                     'class="best"/>'
+                     f'<text x="{legend_x + 19}" y="{LEGEND_Y}" class="tick">best epoch ({marked_epoch})</text>')
+    for index, one in enumerate(series):
+        points = [(epoch, value) for epoch, value in zip(epochs, one.values, strict=True)
+                  if value is not None and math.isfinite(value)]
+        path = " ".join(f"{x_of(e):.1f},{y_of(v):.1f}" for e, v in points)
+        parts.append(f'<g class="series" data-series="{escape(one.name)}">'
+                     f'<polyline points="{path}" fill="none" stroke="{one.colour}" stroke-width="2"/>')
+        parts += [f'<circle cx="{x_of(e):.1f}" cy="{y_of(v):.1f}" r="3" fill="{one.colour}" data-epoch="{e}">'
+                  f'<title>{escape(one.name)}, epoch {e}: {label(v) if percent else f"{v:.4f}"}</title></circle>'
+                  for e, v in points]
+        parts.append("</g>")
+        legend_x = LEFT + 110 * index
+        parts.append(f'<rect x="{legend_x}" y="{LEGEND_Y - 5}" width="14" height="4" fill="{one.colour}"/>'
+                     f'<text x="{legend_x + 19}" y="{LEGEND_Y}" class="tick">{escape(one.name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _epoch_ticks(first: int, last: int) -> list[int]:
+    """The first and last epoch and round epochs between them, at most about ten."""
+    span = last - first
+    step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000) if s * 10 >= span or s == 1000)
+    between = [tick for tick in range(step * (first // step + 1), last, step) if tick - first >= step / 2
+               and last - tick >= step / 2]
+    return sorted({first, *between, last})

@@ -1,0 +1,81 @@
+import pytest
+from PySide6.QtCore import QObject, Qt, QUrl, Slot
+from PySide6.QtGui import QDesktopServices
+
+from cardinal.engine.data import scan_dataset
+from cardinal.engine.progress import CancelToken, run_to_end
+from cardinal.engine.training import EpochEnd, Recipe, train
+from cardinal.gui.wizard.wizard import FineTuneWizard
+from tests.conftest import make_shapes_folder, make_tiny_model
+
+RECIPE = Recipe(mode="fast", epochs=2, batch_size=8, lr=0.05, patience=None)
+
+
+class Browser(QObject):
+    """Stands in for the web browser: Qt hands it the file URLs that would open there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: list[QUrl] = []
+
+    @Slot(QUrl)
+    def open(self, url: QUrl) -> None:
+        self.opened.append(url)
+
+
+@pytest.fixture
+def browser():
+    handler = Browser()
+    QDesktopServices.setUrlHandler("file", handler, "open")  # type: ignore[arg-type]
+    yield handler
+    QDesktopServices.unsetUrlHandler("file")
+
+
+def run(tmp_path, cancel_after: int | None = None):
+    report = run_to_end(scan_dataset(make_shapes_folder(tmp_path / "shapes", per_class=6)))
+    token = CancelToken()
+
+    def watch(event):
+        if cancel_after is not None and isinstance(event, EpochEnd) and event.epoch == cancel_after:
+            token.cancel()
+
+    result = run_to_end(train(report, make_tiny_model(), RECIPE, tmp_path / "run", device="cpu", cancel=token), watch)
+    return report, result
+
+
+def results_page(qtbot, report, result):
+    wizard = FineTuneWizard(device="cpu")
+    qtbot.addWidget(wizard)
+    wizard.report, wizard.result = report, result
+    page = wizard.results_page
+    page.initializePage()
+    assert not page.report_button.isEnabled()  # until the page knows the report is there
+    qtbot.waitUntil(lambda: page.evaluation is not None, timeout=60_000)
+    return page
+
+
+def test_open_report_opens_the_runs_page_in_the_browser(qtbot, tmp_path, browser):
+    report, result = run(tmp_path)
+    page = results_page(qtbot, report, result)
+    assert page.evaluation is result.evaluation  # the run's own evaluation, not a second pass
+    assert page.report_button.isEnabled()
+    qtbot.mouseClick(page.report_button, Qt.MouseButton.LeftButton)
+    assert browser.opened == [QUrl.fromLocalFile(str(tmp_path / "run" / "report.html"))]
+
+
+def test_a_cancelled_run_gets_its_report_from_the_results_page(qtbot, tmp_path, browser):
+    report, result = run(tmp_path, cancel_after=1)
+    assert result.stopped == "cancelled" and not result.report_path.exists()
+    page = results_page(qtbot, report, result)
+    assert result.report_path.is_file() and page.report_button.isEnabled()
+    assert "loss-chart" in result.report_path.read_text(encoding="utf-8")
+
+
+def test_open_report_says_why_it_is_disabled(qtbot, tmp_path, browser):
+    report, result = run(tmp_path)
+    result.report_path.unlink()
+    page = results_page(qtbot, report, result)
+    assert not page.report_button.isEnabled()
+    assert "report.html is missing" in page.report_button.toolTip()
+    page.open_report()
+    assert browser.opened == []
