@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import venv
 import zipfile
 from pathlib import Path
@@ -55,7 +54,8 @@ def fresh_environment(folder: Path) -> Path:
     python = folder / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
-    libraries = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    # Every site folder this interpreter imports from (a virtual environment's and the base one's alike).
+    libraries = {entry for entry in sys.path if Path(entry).name in ("site-packages", "dist-packages")}
     Path(site, "system_libraries.pth").write_text("\n".join(sorted(libraries)) + "\n")
     return python
 
