@@ -72,11 +72,12 @@ def existing_run_files(folder: Path) -> list[str]:
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
     """Delete the hidden `.NAME.*.tmp` files of a run's own file names (left by a save that was killed)."""
+    from cardinal.engine.distributed import RECORD_NAME
     from cardinal.engine.history import HISTORY_NAME
     from cardinal.engine.report import REPORT_NAME
 
     removed = []
-    for name in (*RUN_FILES, HISTORY_NAME, REPORT_NAME):
+    for name in (*RUN_FILES, HISTORY_NAME, REPORT_NAME, RECORD_NAME):
         for temp in folder.glob(f".{name}.*.tmp"):
             with contextlib.suppress(OSError):
                 temp.unlink()

@@ -97,8 +97,10 @@ def test_two_processes_train_full_mode_on_disjoint_shards_and_resume(dataset, tm
     assert ".cardinal-run.lock" in written
     assert any(name.startswith(".best.safetensors.") for name in written)
     assert any(name.startswith(".last.safetensors.") for name in written)
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "best.json", "best.safetensors", "checkpoint.pt", RECORD_NAME, "last.json", "last.safetensors"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted([
+        "best.json", "best.safetensors", "checkpoint.pt", RECORD_NAME, "last.json", "last.safetensors",
+        "history.csv", "report.html"])
+    assert len((out / "history.csv").read_text().splitlines()) == 1 + 2  # a header and one row per epoch, once
 
     # Each rank trained on its own half of the training split; the halves cover it.
     report = run_to_end(scan_dataset(folder))

@@ -84,7 +84,7 @@ def test_stale_temp_files_of_a_killed_save_are_removed_by_the_next_run(shapes, t
     out = tmp_path / "run"
     run(shapes, out)
     stale = [out / ".best.safetensors.k1ll3d.tmp", out / ".checkpoint.pt.abc123.tmp", out / ".history.csv.0ff.tmp",
-             out / ".report.html.dead.tmp"]
+             out / ".report.html.dead.tmp", out / ".distributed.json.c0ffee.tmp"]
     for path in stale:
         path.write_bytes(b"\0" * 1024)
     theirs = out / ".notes.txt.tmp"  # not a file Cardinal writes: left alone
