@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cardinal.engine.classify import Analysis, Classifier
 from cardinal.engine.data import Sample
@@ -38,8 +39,11 @@ class Mistake:
     predicted_probability: float
 
 
-def explain(classifier: Classifier, mistake: Mistake) -> Analysis:
-    """Classify the mistaken image again, keeping what heat-maps of its true and predicted class need."""
+def explain(classifier: Classifier, mistake: Mistake, image: Image.Image | None = None) -> Analysis:
+    """Classify the mistaken image again (`image`: already decoded from its file), keeping what heat-maps of its
+    true and predicted class need."""
+    if image is not None:
+        return classifier.analyze([image], k=1, keep_features=True)[0]
     return classifier.analyze_source(mistake.path, k=1, keep_features=True)
 
 

@@ -79,13 +79,14 @@ def mistake_pictures(classifier: Classifier, mistake: Mistake, side: int) -> tup
     from cardinal.engine.cam import overlay
     from cardinal.engine.images import load_image
 
-    image = load_image(mistake.path, draft_size=side)
+    decoded = load_image(mistake.path)  # once, for the network and the picture alike
+    analysis = explain(classifier, mistake, decoded)
+    image = decoded.copy()
     image.thumbnail((side, side), Image.Resampling.BILINEAR)
     if max(image.size) < side:
         scale = side / max(image.size)
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
     pixels = np.asarray(image)
-    analysis = explain(classifier, mistake)  # the evaluation keeps no activations: classify this one again
     seen = analysis.seen_box(image.size)
     predicted, true = (overlay(pixels, analysis.heatmap(index, size=image.size), opacity=0.5, seen=seen)
                        for index in (mistake.predicted_index, mistake.true_index))
