@@ -287,6 +287,9 @@ def _publish(workspace: Path, path: Path, export_format: ExportFormat, model: Lo
 def describe(model: LoadedModel, export_format: ExportFormat, details: dict[str, Any], report: ParityReport,
              hashes: dict[str, str], file_name: str) -> dict[str, Any]:
     """The JSON description of an export: what to feed it, what it answers, where it came from."""
+    from cardinal.engine.model_catalog import catalog_entry
+
+    entry = catalog_entry(model.name)
     preprocess = model.preprocess
     preprocessing = {**preprocess_to_dict(preprocess), "antialias": preprocess.antialias}
     resize, crop = preprocessing["resize_size"][0], preprocessing["crop_size"][0]
@@ -313,7 +316,8 @@ def describe(model: LoadedModel, export_format: ExportFormat, details: dict[str,
         "class_names": list(model.class_names),
         "provenance": {
             "model": model.name,
-            "family": network_class.__module__.split(".")[0],
+            "family": entry.family_key if entry is not None else network_class.__module__.split(".")[0],
+            **({"weights_licence": entry.family.licence} if entry is not None else {}),
             "network": f"{network_class.__module__}.{network_class.__qualname__}",
             "weights": model.source,
             **({"saved_model": model.description["provenance"]} if "provenance" in model.description else {}),

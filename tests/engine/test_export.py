@@ -25,26 +25,6 @@ from tests.conftest import closed_port, make_tiny_model, random_picture, run_pyt
 FORMATS = ("onnx", "pt2")
 
 
-def resnest50() -> LoadedModel:
-    """timm's ResNeSt-50, randomly initialised, with the preprocessing of timm's own pretrained configuration."""
-    import timm
-    from timm.data import resolve_data_config
-    from torchvision.models import ResNeXt50_32X4D_Weights
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms._presets import ImageClassification
-
-    torch.manual_seed(0)
-    network = timm.create_model("resnest50d", pretrained=False).eval()
-    config = resolve_data_config({}, model=network)
-    side = config["input_size"][-1]
-    preprocess = ImageClassification(
-        crop_size=side, resize_size=int(side / config["crop_pct"]), mean=config["mean"], std=config["std"],
-        interpolation=InterpolationMode(config["interpolation"]),
-    )
-    class_names = tuple(ResNeXt50_32X4D_Weights.IMAGENET1K_V2.meta["categories"])
-    return LoadedModel(network, "resnest50d", None, class_names, preprocess, "random initialisation (timm)")
-
-
 def confident(model: LoadedModel) -> LoadedModel:
     """A randomly initialised network answers ~1/1000 for every class, where a 1e-4 tolerance would prove little;
     a larger head gives a trained model's confidence (top-1 0.4-0.9 on the probe images) to check against."""
@@ -54,7 +34,7 @@ def confident(model: LoadedModel) -> LoadedModel:
 
 
 BUILDERS = {"resnext50": lambda: confident(random_model("resnext50_32x4d", seed=0)),
-            "resnest50": lambda: confident(resnest50())}
+            "resnest50": lambda: confident(random_model("resnest50d", seed=0))}
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +129,8 @@ def test_description_records_preprocessing_classes_and_provenance(exported):
     assert provenance["weights"] == model.source and provenance["cardinal_version"] and provenance["opset"] >= 18
     timm_model, timm_result = exported("resnest50", "pt2")
     timm_description = json.loads(timm_result.description_path.read_text(encoding="utf-8"))
-    assert timm_description["provenance"]["family"] == "timm"
+    assert timm_description["provenance"]["family"] == "resnest"
+    assert timm_description["provenance"]["weights_licence"] == "Apache-2.0"
     assert timm_description["preprocessing"].items() >= preprocess_to_dict(timm_model.preprocess).items()
     assert timm_description["preprocessing"]["resize_size"] == [256]  # timm's crop_pct 0.875 of 224
 
