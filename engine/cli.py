@@ -137,20 +137,23 @@ def list_models(out: TextIO) -> int:
     from cardinal.engine.model_catalog import CATALOG
     from cardinal.engine.models import weights_on_disk
 
-    rows = [("MODEL", "FAMILY", "PARAMS", "TOP-1", "LICENCE", "WEIGHTS")]
+    rows = [("MODEL", "FAMILY", "PARAMS", "TOP-1", "LICENCE", "WEIGHTS", "FILE")]
+    folder = None
     for name, entry in CATALOG.items():
         label = f"{name} (default)" if name == DEFAULT_MODEL else name
-        if (path := weights_on_disk(name)) is not None:
-            where = f"on disk: {path}"
-        else:
-            where = f"not downloaded (will download to {cache_path(entry.weights_url, entry.weights_file)})"
+        cached = cache_path(entry.weights_url, entry.weights_file)
+        folder = cached.parent
+        path = weights_on_disk(name)
+        where = "not downloaded" if path is None else "on disk" if path == cached else f"on disk: {path}"
         licence = f"{entry.family.licence}*" if entry.family.non_commercial else entry.family.licence
         top1 = "-" if entry.top1 is None else f"{entry.top1:.1f}%"
-        rows.append((label, entry.family_key, f"{entry.params / 1e6:.1f}M", top1, licence, where))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        rows.append((label, entry.family_key, f"{entry.params / 1e6:.1f}M", top1, licence, where,
+                     entry.weights_file))
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
     for row in rows:
-        cells = [f"{row[i]:<{widths[i]}}" if i in (0, 1, 4) else f"{row[i]:>{widths[i]}}" for i in range(5)]
-        out.write("  ".join(cells) + f"  {row[5]}\n")
+        cells = [f"{row[i]:<{widths[i]}}" if i in (0, 1, 4, 5) else f"{row[i]:>{widths[i]}}" for i in range(6)]
+        out.write("  ".join(cells) + f"  {row[6]}\n")
+    out.write(f"Weights folder: {folder}; a missing file downloads on first use, or copy it there.\n")
     out.write("* CC BY-NC 4.0: these weights are for non-commercial use only.\n")
     return EXIT_OK
 

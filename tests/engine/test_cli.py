@@ -106,6 +106,19 @@ def test_models_lists_every_model(capsys):
     assert "resnext50_32x4d (default)" in out and "resnext101_32x48d_wsl" in out
 
 
+def test_models_says_which_weights_are_here_and_which_file_and_folder_the_rest_need(capsys, torch_home):
+    folder = torch_home / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "resnest50d.in1k.safetensors").write_bytes(b"not ours")  # a name that is not the catalog's
+    (folder / "timm-resnest50d.in1k.safetensors").write_bytes(b"weights")
+    code, out, _ = run(capsys, "models")
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "on disk" in rows["resnest50d"] and "timm-resnest50d.in1k.safetensors" in rows["resnest50d"]
+    assert "not downloaded" in rows["resnest101e"] and "timm-resnest101e.in1k.safetensors" in rows["resnest101e"]
+    assert f"Weights folder: {folder};" in out
+
+
 class _Terminal(io.StringIO):
     def isatty(self):
         return True
