@@ -264,11 +264,13 @@ def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         samples = [(path, remap[label]) for path, label in (report.val if own_split else report.train)]
         for path, reason in report.failures:
             err.write(f"error: {printable(path)}: {printable(reason)}\n")
-        if _trained_on(model, args.folder) and not own_split:
-            err.write(f"note: {printable(args.folder)} is the folder this model was trained on; most of its images "
-                      "were seen in training, so these numbers are optimistic\n")
         evaluated = (f"the {len(samples)} images of the validation folder of {report.root}" if own_split
                      else f"all {len(samples)} images of {report.root}")
+        if _trained_on(model, args.folder) and not own_split:
+            caveat = "the folder this model was trained on; most of its images were seen in training, so these " \
+                     "numbers are optimistic"
+            err.write(f"note: {printable(args.folder)} is {caveat}\n")
+            evaluated += f", {caveat}"  # the report says it too
         code = _evaluate_and_print(model, samples, args.device, args.precision, out, err, token,
                                    report_dir=args.report, dataset=report, run_folder=run_folder, evaluated=evaluated)
     return EXIT_SOME_FAILED if report.failures else code

@@ -143,6 +143,7 @@ def test_evaluate_report_on_any_folder_has_no_run_parts(trained, capsys, tmp_pat
     counts = [int(cell["data-count"]) for cell in page.all("td") if "data-count" in cell]
     assert sum(counts) == 30  # all of the folder's images
     assert "this model was trained on" in err  # its numbers are optimistic, and it says so
+    assert "seen in training, so these numbers are optimistic" in text  # on the page a colleague reads too
 
 
 def test_evaluate_takes_a_run_folder_and_reports_its_curves(trained, capsys, tmp_path):
