@@ -53,13 +53,18 @@ def line_chart(title: str, epochs: Sequence[int], series: Sequence[Series], *, y
     def y_of(value: float) -> float:
         return TOP + (1 - (value - low) / (high - low)) * plot_h
 
+    ticks = nice_ticks(low, high)
+    scale, unit = (100, "%") if percent else (1, "")
+    # As few decimals as tell the ticks apart (losses of 1.0875 and 1.09 must not both read 1.09).
+    decimals = next((d for d in range(9) if len({f"{t * scale:.{d}f}" for t in ticks}) == len(ticks)), 9)
+
     def label(value: float) -> str:
-        return f"{value:.0%}" if percent else f"{value:.3g}"
+        return f"{value * scale:.{decimals}f}{unit}"
 
     parts = [f'<svg class="chart" id="{escape(chart_id)}" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
              f'height="{HEIGHT}" role="img" aria-label="{escape(title)}">',
              f'<text x="{LEFT}" y="18" class="chart-title">{escape(title)}</text>']
-    for tick in nice_ticks(low, high):
+    for tick in ticks:
         y = y_of(tick)
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
                      f'<text x="{LEFT - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{label(tick)}</text>')
@@ -86,7 +91,7 @@ def line_chart(title: str, epochs: Sequence[int], series: Sequence[Series], *, y
         parts.append(f'<g class="series" data-series="{escape(one.name)}">'
                      f'<polyline points="{path}" fill="none" stroke="{one.colour}" stroke-width="2"/>')
         parts += [f'<circle cx="{x_of(e):.1f}" cy="{y_of(v):.1f}" r="3" fill="{one.colour}" data-epoch="{e}">'
-                  f'<title>{escape(one.name)}, epoch {e}: {label(v) if percent else f"{v:.4f}"}</title></circle>'
+                  f'<title>{escape(one.name)}, epoch {e}: {f"{v:.1%}" if percent else f"{v:.4f}"}</title></circle>'
                   for e, v in points]
         parts.append("</g>")
         legend_x = LEFT + 110 * index

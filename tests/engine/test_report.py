@@ -1,5 +1,6 @@
 import base64
 import io
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -201,3 +202,14 @@ def test_too_many_classes_for_a_matrix_lists_the_most_frequent_confusions():
     assert not [cell for cell in page.all("td") if "data-count" in cell]
     text = " ".join(page.text)
     assert "Most frequent confusions" in text and "80 classes take part" in text
+
+
+def test_chart_ticks_of_close_losses_read_differently():
+    from cardinal.engine.report_svg import Series, line_chart
+
+    svg = line_chart("loss", [1, 2, 3], [Series("train", "#000", [1.0962, 1.0911, 1.0884])], y_label="loss")
+    ticks = re.findall(r'class="tick" text-anchor="end">([^<]+)<', svg)
+    assert len(ticks) >= 3 and len(set(ticks)) == len(ticks), ticks
+    accuracy = line_chart("acc", [1, 2], [Series("val", "#000", [0.5, 0.75])], y_label="accuracy",
+                          y_range=(0.0, 1.0), percent=True)
+    assert re.findall(r'class="tick" text-anchor="end">([^<]+)<', accuracy)[:3] == ["0%", "20%", "40%"]
