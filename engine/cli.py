@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--batch-size", type=positive, default=16, metavar="N")
     classify.add_argument("--mirror", metavar="URL", help="download weights from this mirror instead")
 
-    commands.add_parser("models", help="list the models: family, size, top-1, licence, weights on disk")
+    models = commands.add_parser("models", help="list the models: family, size, top-1, licence, weights on disk")
+    models.add_argument("--files", action="store_true",
+                        help="list each model's weights file and where it downloads from (to fetch them by hand)")
     add_training_parsers(commands, MODELS, DEFAULT_MODEL, PRECISIONS)
     add_export_parser(commands, MODELS)
     return parser
@@ -126,8 +128,8 @@ def check_device(device: str, precision: str):
 
 
 def list_models_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """`cardinal models`."""
-    return list_models(out)
+    """`cardinal models [--files]`."""
+    return list_weights_files(out) if args.files else list_models(out)
 
 
 def list_models(out: TextIO) -> int:
@@ -137,7 +139,7 @@ def list_models(out: TextIO) -> int:
     from cardinal.engine.model_catalog import CATALOG
     from cardinal.engine.models import weights_on_disk
 
-    rows = [("MODEL", "FAMILY", "PARAMS", "TOP-1", "LICENCE", "WEIGHTS", "FILE")]
+    rows = [("MODEL", "FAMILY", "PARAMS", "TOP-1", "LICENCE", "WEIGHTS")]
     folder = None
     for name, entry in CATALOG.items():
         label = f"{name} (default)" if name == DEFAULT_MODEL else name
@@ -147,14 +149,23 @@ def list_models(out: TextIO) -> int:
         where = "not downloaded" if path is None else "on disk" if path == cached else f"on disk: {path}"
         licence = f"{entry.family.licence}*" if entry.family.non_commercial else entry.family.licence
         top1 = "-" if entry.top1 is None else f"{entry.top1:.1f}%"
-        rows.append((label, entry.family_key, f"{entry.params / 1e6:.1f}M", top1, licence, where,
-                     entry.weights_file))
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+        rows.append((label, entry.family_key, f"{entry.params / 1e6:.1f}M", top1, licence, where))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
-        cells = [f"{row[i]:<{widths[i]}}" if i in (0, 1, 4, 5) else f"{row[i]:>{widths[i]}}" for i in range(6)]
-        out.write("  ".join(cells) + f"  {row[6]}\n")
-    out.write(f"Weights folder: {folder}; a missing file downloads on first use, or copy it there.\n")
+        cells = [f"{row[i]:<{widths[i]}}" if i in (0, 1, 4) else f"{row[i]:>{widths[i]}}" for i in range(5)]
+        out.write("  ".join(cells) + f"  {row[5]}\n")
+    out.write(f"Weights folder: {folder}\nA missing file downloads on first use; `cardinal models --files` says "
+              "from where.\n")
     out.write("* CC BY-NC 4.0: these weights are for non-commercial use only.\n")
+    return EXIT_OK
+
+
+def list_weights_files(out: TextIO) -> int:
+    """Print each model's weights file name and download address, for fetching them on another computer."""
+    from cardinal.engine.model_catalog import CATALOG
+
+    for name, entry in CATALOG.items():
+        out.write(f"{name}: {entry.weights_url}\n    save as {entry.weights_file}\n")
     return EXIT_OK
 
 
