@@ -136,12 +136,19 @@ class MainWindow(QMainWindow):
         space.problem.connect(self.banner.show_message)
         self.loader.loading.connect(lambda label: self.model_label.setText(f"Loading {label}…"))
         self.loader.ready.connect(self._model_ready)
-        self.loader.failed.connect(lambda *_: self.model_label.setText("No model loaded"))
+        self.loader.failed.connect(lambda *_: self._show_model_in_use())
         self.heatmaps.ready.connect(lambda *_: self.progress_label.setText(space.progress_text()))
         self.heatmaps.computing.connect(self.progress_label.setText)
         self.heatmaps.failed.connect(self.banner.show_message)
 
     # ----- the model ---------------------------------------------------------------------------------------
+    def _show_model_in_use(self) -> None:
+        """The status bar names the model in use: after a model that failed to load, the one still working."""
+        info = self.model
+        self.model_label.setText("No model loaded" if info is None else
+                                 f"{info.display_name} · {info.num_classes} classes")
+        self.model_label.setToolTip("" if info is None else tooltip(info.classifier.model.source))
+
     @property
     def model(self) -> workers.ModelInfo | None:
         """The model in use (the workspace's), or None before the first one loaded."""
@@ -163,11 +170,10 @@ class MainWindow(QMainWindow):
     def _model_ready(self, info: workers.ModelInfo) -> None:
         if self._closing:
             return
-        self.model_label.setText(f"{info.display_name} · {info.num_classes} classes")
-        self.model_label.setToolTip(tooltip(info.classifier.model.source))
         self.device_label.setText(info.device)
         self.side.fill_layers(info.cam_layers)
         self.workspace.set_model(info)
+        self._show_model_in_use()
         for item in self.workspace.items.values():
             self._show_thumbnail(item)
         self.model_changed.emit(info.request.key)

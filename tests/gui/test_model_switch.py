@@ -23,3 +23,20 @@ def test_switching_to_a_model_with_fewer_classes_keeps_heatmaps_working(qtbot, m
     assert checked == [window.predictions.bars[0].label]  # the new model's own top class
     assert window.banner.text == ""
     assert window.model_label.text().startswith("pets")  # the model in use by its own name
+
+
+def test_a_model_that_fails_to_load_leaves_the_one_in_use_named_and_working(qtbot, make_window, pictures,
+                                                                           model_files, torch_home):
+    from tests.conftest import closed_port
+
+    window = make_window(model_files["pets"])
+    assert window.model_label.text().startswith("pets")
+    with qtbot.waitSignal(window.loader.failed, timeout=60_000):
+        window.load_model(ModelRequest(name="resnest50d", mirror=f"http://127.0.0.1:{closed_port()}/", device="cpu"))
+    qtbot.waitUntil(lambda: window.weights_choice is not None, timeout=30_000)
+    assert "timm-resnest50d.in1k.safetensors" in window.weights_choice.informativeText()  # names the file
+    window.weights_choice.close()
+    assert window.model_label.text() == "pets · 3 classes"  # not "No model loaded": pets is still in use
+    _, paths = pictures
+    drop(window, paths[:1])
+    qtbot.waitUntil(lambda: {bar.label for bar in window.predictions.bars} == {"cat", "dog", "fish"}, timeout=60_000)
