@@ -114,9 +114,11 @@ class ModelExport(QObject):
         self.window.statusBar().showMessage(f"Export: {event.message}…")
 
     def _exported(self, result) -> None:
-        self.window.statusBar().showMessage(
+        # A banner, not a passing status message: the parity figures are what says the file can be trusted.
+        self.window.banner.show_message(
             f"Exported to {result.path} (description in {result.description_path.name}). Parity with Cardinal: "
-            f"{result.parity.summary()}", 30_000)
+            f"{result.parity.summary()}", error=False)
+        self.window.statusBar().showMessage(f"Exported to {result.path.name}", 10_000)
         self.exported.emit(result)
 
     def _failed(self, error: Exception) -> None:

@@ -21,7 +21,7 @@ def test_export_model_writes_a_checked_file_while_the_window_stays_responsive(qt
     assert result.parity.passed and result.parity.top1_agreement == result.parity.images
     description = json.loads(description_path(target).read_text(encoding="utf-8"))
     assert description["class_names"] == ["cat", "dog", "fish"]
-    assert "Parity with Cardinal" in window.statusBar().currentMessage()
+    assert "Parity with Cardinal" in window.banner.text and "top-1 agreement" in window.banner.text
     qtbot.waitUntil(lambda: not window.model_export.busy, timeout=5_000)
 
 
