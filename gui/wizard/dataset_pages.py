@@ -74,7 +74,7 @@ class ReportPage(QWizardPage):
         self.progress = QProgressBar(self)
         self.status = QLabel("", self)
         self.status.setWordWrap(True)
-        self.chart = new_plot("Images per class (training)", "images")
+        self.chart = new_plot("Images per class", "images")
         self.chart.setMinimumHeight(160)
         self.chart.showGrid(x=False, y=True, alpha=0.2)
         self.chart.setMouseEnabled(False, False)

@@ -160,8 +160,12 @@ class ResultsPage(QWizardPage):
 
     def open_report(self) -> None:
         """Show report.html in the browser."""
-        if self.report_path().is_file():
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.report_path())))
+        path = self.report_path()
+        if not path.is_file():
+            return
+        # The browser starts on its own (or fails there, out of our sight): say where the file is either way.
+        opened = QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+        self.save_status.setText(f"{'Opening' if opened else 'No browser to open'} the report: {escaped(path)}")
 
     def open_cell(self, row: int, column: int) -> None:
         """Show the images of one confusion cell, each with heat-maps of the predicted and the true class."""

@@ -218,9 +218,10 @@ class SettingsPage(QWizardPage):
         except TrainingError as error:
             self.error.setText(str(error))
             return False
-        if self.out_dir.text() == self._auto_folder:
-            self._fresh_run_folder()  # each run gets its own folder (Back, Next starts a new run)
         out = Path(self.out_dir.text()).expanduser()
+        if self.out_dir.text() == self._auto_folder and out.exists() and any(out.iterdir()):
+            self._fresh_run_folder()  # the proposed folder holds an earlier run (Back, Next): propose another
+            out = Path(self.out_dir.text()).expanduser()
         if out.exists() and any(out.iterdir()):
             self.error.setText(f"{out} is not empty; choose a new folder so no earlier run is overwritten.")
             return False

@@ -61,6 +61,8 @@ def test_open_report_opens_the_runs_page_in_the_browser(qtbot, tmp_path, browser
     assert page.report_button.isEnabled()
     qtbot.mouseClick(page.report_button, Qt.MouseButton.LeftButton)
     assert browser.opened == [QUrl.fromLocalFile(str(tmp_path / "run" / "report.html"))]
+    # Whether or not a browser shows up, the page says where the report is.
+    assert f"Opening the report: {tmp_path / 'run' / 'report.html'}" in page.save_status.text()
 
 
 def test_a_cancelled_run_gets_its_report_from_the_results_page(qtbot, tmp_path, browser):

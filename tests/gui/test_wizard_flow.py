@@ -1,6 +1,7 @@
 """The wizard as a newcomer meets it: starting points that can really start, remembered folders, a fresh run
 folder per run, folders dropped on it, and closing without losing work by accident."""
 
+import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -72,10 +73,13 @@ def test_dropped_folder_remembered_folder_fresh_run_folders_and_closing(qtbot, m
     wizard.settings_page.fast.setChecked(True)
     wizard.settings_page.epochs.setValue(2)
     wizard.settings_page.lr.setValue(1e-5)
+    proposed = Path(wizard.settings_page.out_dir.text())
+    time.sleep(1.1)  # a person reads the page; the folder shown is still the one used (its name has the time)
     next_page(qtbot, wizard, wizard.training_page)
     training = wizard.training_page
     qtbot.waitUntil(training.isComplete, timeout=120_000)
     first_run = wizard.result.out_dir
+    assert first_run == proposed
     qtbot.mouseClick(wizard.button(QWizard.WizardButton.BackButton), Qt.MouseButton.LeftButton)
     next_page(qtbot, wizard, wizard.training_page)  # no "folder is not empty": a fresh folder per run
     qtbot.waitUntil(training.isComplete, timeout=120_000)
