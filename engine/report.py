@@ -46,6 +46,7 @@ class MistakePictures:
     predicted: bytes | None = None
     true: bytes | None = None
     problem: str | None = None
+    no_evidence: frozenset[str] = frozenset()  # "predicted"/"true": Grad-CAM found nothing for that class
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,9 +74,20 @@ def worst_mistakes(evaluation: Evaluation, limit: int = WORST_MISTAKES) -> list[
     return sorted(evaluation.mistakes, key=lambda m: (-m.predicted_probability, str(m.path)))[:limit]
 
 
-def mistake_pictures(classifier: Classifier, mistake: Mistake, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True, eq=False)
+class MistakeOverlays:
+    """A mistaken image at picture size and its Grad-CAM overlays for the predicted and the true class (RGB
+    arrays); `no_evidence` names the classes whose map is empty (drawn flat, which would look like a map)."""
+
+    image: np.ndarray
+    predicted: np.ndarray
+    true: np.ndarray
+    no_evidence: frozenset[str]
+
+
+def mistake_pictures(classifier: Classifier, mistake: Mistake, side: int) -> MistakeOverlays:
     """The image at about `side` px (small ones enlarged so the heat-map can be read) and its Grad-CAM overlays
-    for the predicted and the true class, as RGB arrays; `ImageLoadError` if the file cannot be read."""
+    for the predicted and the true class; `ImageLoadError` if the file cannot be read."""
     from cardinal.engine.cam import overlay
     from cardinal.engine.images import load_image
 
@@ -88,9 +100,10 @@ def mistake_pictures(classifier: Classifier, mistake: Mistake, side: int) -> tup
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
     pixels = np.asarray(image)
     seen = analysis.seen_box(image.size)
-    predicted, true = (overlay(pixels, analysis.heatmap(index, size=image.size), opacity=0.5, seen=seen)
-                       for index in (mistake.predicted_index, mistake.true_index))
-    return pixels, predicted, true
+    maps = {role: analysis.heatmap(index, size=image.size)
+            for role, index in (("predicted", mistake.predicted_index), ("true", mistake.true_index))}
+    predicted, true = (overlay(pixels, maps[role], opacity=0.5, seen=seen) for role in ("predicted", "true"))
+    return MistakeOverlays(pixels, predicted, true, frozenset(role for role, heat in maps.items() if heat.max() <= 0))
 
 
 def picture_mistakes(classifier: Classifier, mistakes: Sequence[Mistake], *, side: int = PICTURE_SIDE,
@@ -101,8 +114,9 @@ def picture_mistakes(classifier: Classifier, mistakes: Sequence[Mistake], *, sid
         if cancel is not None:
             cancel.raise_if_cancelled("the report")
         try:
-            pixels, predicted, true = mistake_pictures(classifier, mistake, side)
-            pictures.append(MistakePictures(mistake, _jpeg(pixels), _jpeg(predicted), _jpeg(true)))
+            drawn = mistake_pictures(classifier, mistake, side)
+            pictures.append(MistakePictures(mistake, _jpeg(drawn.image), _jpeg(drawn.predicted), _jpeg(drawn.true),
+                                            no_evidence=drawn.no_evidence))
         except ImageLoadError as error:
             pictures.append(MistakePictures(mistake, problem=error.reason))
         yield ReportProgress("explaining mistakes", done, len(mistakes))

@@ -222,8 +222,12 @@ def _mistake_card(number: int, pictures: MistakePictures, class_names: tuple[str
     if pictures.problem is not None or pictures.image is None:
         body = f"<p class=\"error\">Cannot show this image: {esc(pictures.problem)}</p>"
     else:
-        figures = [(pictures.image, "the image"), (pictures.predicted, f"where it saw “{predicted}”"),
-                   (pictures.true, f"where it saw “{true}”")]
+        def seen(role: str, name: str) -> str:
+            return (f"no evidence for “{name}” anywhere" if role in pictures.no_evidence
+                    else f"where it saw “{name}”")
+
+        figures = [(pictures.image, "the image"), (pictures.predicted, seen("predicted", predicted)),
+                   (pictures.true, seen("true", true))]
         body = "<div class=\"pics\">" + "".join(
             f"<figure><img src=\"{data_uri(image)}\" alt=\"{esc(text)}\"><figcaption>{esc(text)}</figcaption></figure>"
             for image, text in figures if image is not None) + "</div>"

@@ -129,11 +129,11 @@ def mistake_overlays(mistakes, classifier, side: int):
 
     for mistake in mistakes:
         try:
-            _, predicted, true = mistake_pictures(classifier, mistake, side)
+            drawn = mistake_pictures(classifier, mistake, side)
         except ImageLoadError as error:
             yield mistake, str(error), None
             continue
-        yield mistake, array_to_qimage(predicted), array_to_qimage(true)
+        yield mistake, array_to_qimage(drawn.predicted), array_to_qimage(drawn.true)
 
 
 @thread_worker(start_thread=False, ignore_errors=True)

@@ -213,3 +213,25 @@ def test_chart_ticks_of_close_losses_read_differently():
     accuracy = line_chart("acc", [1, 2], [Series("val", "#000", [0.5, 0.75])], y_label="accuracy",
                           y_range=(0.0, 1.0), percent=True)
     assert re.findall(r'class="tick" text-anchor="end">([^<]+)<', accuracy)[:3] == ["0%", "20%", "40%"]
+
+
+def test_a_class_with_no_evidence_is_said_so_not_drawn_as_a_cold_map(tmp_path):
+    import torch
+
+    from cardinal.engine.classify import Classifier
+    from cardinal.engine.evaluation import Mistake
+    from cardinal.engine.report import picture_mistakes
+    from cardinal.engine.report_html import _mistake_card
+    from tests.conftest import encode, random_picture
+
+    model = make_tiny_model(("cat", "dog", "fish"))
+    with torch.no_grad():  # activations after the last ReLU are >= 0: all-positive weights see "dog" somewhere,
+        model.network.fc.weight[1].abs_()  # all-zero weights see "cat" nowhere
+        model.network.fc.weight[0].zero_()
+    path = tmp_path / "cat.png"
+    path.write_bytes(encode(random_picture(1), "PNG"))
+    mistake = Mistake(path, true_index=0, predicted_index=1, true_probability=0.2, predicted_probability=0.6)
+    (pictures,) = run_to_end(picture_mistakes(Classifier(model, device="cpu"), [mistake]))
+    assert pictures.no_evidence == frozenset({"true"})
+    card = _mistake_card(1, pictures, model.class_names)
+    assert "no evidence for “cat” anywhere" in card and "where it saw “dog”" in card
