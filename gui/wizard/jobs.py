@@ -122,8 +122,9 @@ def sample_thumbnails(report, per_class: int, side: int):
 @thread_worker(start_thread=False, ignore_errors=True)
 @surface_errors
 def mistake_overlays(mistakes, classifier, side: int):
-    """Yields (mistake, overlay of the predicted class, overlay of the true class) as QImages, or (mistake,
-    reason, None) for an image that cannot be read: two heat-maps per image, off the GUI thread."""
+    """Yields (mistake, overlay of the predicted class, overlay of the true class, the roles whose map is empty)
+    with QImages, or (mistake, reason, None, ()) for an image that cannot be read: two heat-maps per image, off
+    the GUI thread."""
     from cardinal.engine.errors import ImageLoadError
     from cardinal.engine.report import mistake_pictures
 
@@ -131,9 +132,9 @@ def mistake_overlays(mistakes, classifier, side: int):
         try:
             drawn = mistake_pictures(classifier, mistake, side)
         except ImageLoadError as error:
-            yield mistake, str(error), None
+            yield mistake, str(error), None, frozenset()
             continue
-        yield mistake, array_to_qimage(drawn.predicted), array_to_qimage(drawn.true)
+        yield mistake, array_to_qimage(drawn.predicted), array_to_qimage(drawn.true), drawn.no_evidence
 
 
 @thread_worker(start_thread=False, ignore_errors=True)

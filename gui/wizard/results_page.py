@@ -254,20 +254,26 @@ class MistakesDialog(QDialog):
         self._worker.start()
 
     def _add_row(self, row) -> None:
-        mistake, predicted, true = row
+        mistake, predicted, true, no_evidence = row
         self._shown += 1
         position = self._shown
         self.busy.setValue(position)
         if true is None:
             self.grid.addWidget(plain_label(predicted), position, 0, 1, 3)
             return
+        names = {"predicted": self.predicted_name, "true": self.true_name}
+        # An empty map is drawn flat, which reads as a map: say it instead.
+        notes = "".join(f"\nno evidence for “{names[role]}” anywhere" for role in ("predicted", "true")
+                        if role in no_evidence)
         caption = plain_label(f"{mistake.path.name}\n{self.predicted_name}: {mistake.predicted_probability:.1%}\n"
-                         f"{self.true_name}: {mistake.true_probability:.1%}")
+                              f"{self.true_name}: {mistake.true_probability:.1%}{notes}")
         caption.setToolTip(tooltip(mistake.path))
         self.grid.addWidget(caption, position, 0)
-        for column, image in ((1, predicted), (2, true)):
+        for column, image, role in ((1, predicted, "predicted"), (2, true, "true")):
             label = QLabel()
             label.setPixmap(QPixmap.fromImage(image))
+            if role in no_evidence:
+                label.setToolTip(f"Grad-CAM found no evidence for “{names[role]}” anywhere in this image")
             self.grid.addWidget(label, position, column)
         self.rows += 1
 

@@ -81,3 +81,28 @@ def test_open_report_says_why_it_is_disabled(qtbot, tmp_path, browser):
     assert "report.html is missing" in page.report_button.toolTip()
     page.open_report()
     assert browser.opened == []
+
+
+def test_mistakes_window_says_when_a_class_has_no_evidence(qtbot, tmp_path):
+    import torch
+
+    from cardinal.engine.classify import Classifier
+    from cardinal.engine.evaluation import Mistake
+    from cardinal.gui.wizard.results_page import MistakesDialog
+    from tests.conftest import encode, random_picture
+
+    model = make_tiny_model(("cat", "dog", "fish"))
+    with torch.no_grad():  # non-negative activations: positive weights see "dog", zero weights see no "cat"
+        model.network.fc.weight[1].abs_()
+        model.network.fc.weight[0].zero_()
+    path = tmp_path / "cat.png"
+    path.write_bytes(encode(random_picture(1), "PNG"))
+    mistake = Mistake(path, true_index=0, predicted_index=1, true_probability=0.2, predicted_probability=0.6)
+    dialog = MistakesDialog([mistake], model.class_names, Classifier(model, device="cpu"))
+    qtbot.addWidget(dialog)
+    with qtbot.waitSignal(dialog.loaded, timeout=30_000):
+        pass
+    caption = dialog.grid.itemAtPosition(1, 0).widget().text()
+    assert "no evidence for “cat” anywhere" in caption and "no evidence for “dog”" not in caption
+    assert "no evidence" in dialog.grid.itemAtPosition(1, 2).widget().toolTip()
+    assert dialog.grid.itemAtPosition(1, 1).widget().toolTip() == ""
