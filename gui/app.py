@@ -68,13 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def name_application(app: QApplication) -> None:
+    """The names Qt builds per-user folders from: one "Cardinal" (no organisation, which would double it)."""
+    app.setApplicationName("Cardinal")
+    app.setApplicationDisplayName("Cardinal")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Open the main window; returns the application's exit code."""
     args = build_parser().parse_args(list(argv or []))
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setApplicationName("Cardinal")
-    app.setOrganizationName("Cardinal")
-    app.setApplicationDisplayName("Cardinal")
+    name_application(app)
     app.setWindowIcon(QIcon(str(asset("cardinal.png"))))
     log_path = configure_logging(app_data_dir())
     relay = ErrorRelay()

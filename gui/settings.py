@@ -14,9 +14,14 @@ DEFAULT_OPACITY = 0.5
 
 
 def app_data_dir() -> Path:
-    """The per-user folder for Cardinal's settings and log."""
+    """The per-user folder for Cardinal's settings, log and runs (e.g. ~/.local/share/Cardinal on Linux)."""
     folder = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
     path = Path(folder or Path.home() / ".cardinal")
+    # Earlier versions also set an organisation name, which doubled the folder (Cardinal/Cardinal); a person
+    # who has one keeps it, with their settings, log and runs.
+    earlier = path / path.name
+    if (earlier / "settings.ini").is_file():
+        return earlier
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -2,8 +2,10 @@
 and a word about where an export went."""
 
 import logging
+import sys
 
 import numpy as np
+import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QColor, QImage, QPalette, QWheelEvent
 from PySide6.QtWidgets import QApplication
@@ -76,3 +78,22 @@ def test_export_says_where_it_went(qtbot, make_window, pictures, model_files, tm
     window.exports.export_results(str(path))
     message = window.statusBar().currentMessage()
     assert str(path) in message and "2 images" in message
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG_DATA_HOME places the folder on Linux")
+def test_app_data_folder_is_not_doubled_and_an_earlier_one_is_kept(qapp, tmp_path, monkeypatch):
+    from cardinal.gui.app import name_application
+    from cardinal.gui.settings import app_data_dir
+
+    before = qapp.applicationName(), qapp.organizationName()
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    try:
+        name_application(qapp)
+        assert app_data_dir() == tmp_path / "Cardinal"  # not Cardinal/Cardinal
+        earlier = tmp_path / "Cardinal" / "Cardinal"
+        earlier.mkdir()
+        (earlier / "settings.ini").write_text("[model]\nname=resnext50_32x4d\n")
+        assert app_data_dir() == earlier  # an existing user's settings, log and runs stay where they are
+    finally:
+        qapp.setApplicationName(before[0])
+        qapp.setOrganizationName(before[1])
