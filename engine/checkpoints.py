@@ -43,7 +43,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, path)
-        _fsync_folder(path.parent)
+        fsync_folder(path.parent)
     except OSError as error:
         raise CheckpointError(_write_failure(path, error)) from None
     finally:
@@ -63,7 +63,8 @@ def _create_temp(path: Path) -> tuple[int, Path]:
     raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make a rename inside `folder` durable (POSIX; elsewhere the rename itself is)."""
     if os.name != "posix":
         return
     descriptor = os.open(folder, os.O_RDONLY)

@@ -29,8 +29,7 @@ import torch
 from torch import nn
 
 from cardinal.engine import __version__
-from cardinal.engine.checkpoints import _fsync_folder as fsync_folder
-from cardinal.engine.checkpoints import preprocess_to_dict
+from cardinal.engine.checkpoints import fsync_folder, preprocess_to_dict
 from cardinal.engine.errors import CardinalError, ExportError, MissingPackages, ParityError
 from cardinal.engine.models import LoadedModel
 from cardinal.engine.parity import DEFAULT_TOLERANCE, ParityReport, check_parity

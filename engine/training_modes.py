@@ -224,24 +224,26 @@ class FullMode(TrainingMode):
         if self.team is None:
             loader = DataLoader(self.train_dataset, batch_size=batch_size, shuffle=True,
                                 generator=self.generator, num_workers=self.workers(), drop_last=drop_last)
-        else:  # the rank's seeded share of a shuffle that changes with the epoch, the same on every rank
-            sampler = DistributedSampler(self.train_dataset, num_replicas=self.team.world_size, rank=self.team.rank,
-                                         shuffle=True, seed=self.recipe.seed)
-            sampler.set_epoch(epoch)
-            loader = DataLoader(self.train_dataset, batch_size=batch_size, sampler=sampler,
+        else:
+            loader = DataLoader(self.train_dataset, batch_size=batch_size, sampler=self._rank_share(epoch),
                                 num_workers=self.workers(), drop_last=drop_last)
         for batch, labels, indices in loader:
             self._saw(indices)
             yield batch.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
+    def _rank_share(self, epoch: int) -> DistributedSampler:
+        """This rank's seeded share of a shuffle of the training images that changes with the epoch and is the
+        same on every rank."""
+        sampler = DistributedSampler(range(len(self.train_dataset)), num_replicas=self.team.world_size,
+                                     rank=self.team.rank, shuffle=True, seed=self.recipe.seed)
+        sampler.set_epoch(epoch)
+        return sampler
+
     def _cached_batches(self, batch_size: int, epoch: int, drop_last: bool) -> Iterator[Batch]:
         if self.team is None:
             order = torch.randperm(len(self.cache), generator=self.generator).tolist()
         else:
-            sampler = DistributedSampler(range(len(self.cache)), num_replicas=self.team.world_size,
-                                         rank=self.team.rank, shuffle=True, seed=self.recipe.seed)
-            sampler.set_epoch(epoch)
-            order = list(sampler)
+            order = list(self._rank_share(epoch))
         for images, labels, indices in self.cache.batches(order, batch_size, drop_last=drop_last):
             self._saw(indices)
             seeds = [image_seed(self.recipe.seed, epoch, index) for index in indices.tolist()]
