@@ -91,7 +91,8 @@ def mistake_pictures(classifier: Classifier, mistake: Mistake, side: int) -> Mis
     from cardinal.engine.cam import overlay
     from cardinal.engine.images import load_image
 
-    decoded = load_image(mistake.path)  # once, for the network and the picture alike
+    # Decoded once, for the network and the picture alike; a JPEG at reduced size, as the classifier does.
+    decoded = load_image(mistake.path, draft_size=max(side, classifier.model.preprocess.resize_size[0]))
     analysis = explain(classifier, mistake, decoded)
     image = decoded.copy()
     image.thumbnail((side, side), Image.Resampling.BILINEAR)
