@@ -1,6 +1,6 @@
 import pytest
 
-from cardinal.engine.data import DatasetError, scan_dataset, split_samples, train_val_split
+from cardinal.engine.data.datasets import DatasetError, scan_dataset, split_samples, train_val_split
 from cardinal.engine.errors import Cancelled
 from cardinal.engine.progress import CancelToken, run_to_end
 from tests.conftest import encode, make_shapes_folder, random_picture

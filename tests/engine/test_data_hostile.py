@@ -7,7 +7,7 @@ import tracemalloc
 
 import pytest
 
-from cardinal.engine.data import scan_dataset
+from cardinal.engine.data.datasets import scan_dataset
 from cardinal.engine.errors import Cancelled
 from cardinal.engine.progress import CancelToken, run_to_end
 from tests.conftest import deep_folder, encode, make_shapes_folder, random_picture, run_python
@@ -16,7 +16,7 @@ from tests.conftest import deep_folder, encode, make_shapes_folder, random_pictu
 # with a time limit and a 2 GB cap on its memory; it prints every failure and the readable counts.
 SCAN_CHILD = """
 import json, sys
-from cardinal.engine.data import scan_dataset
+from cardinal.engine.data.datasets import scan_dataset
 from cardinal.engine.errors import Cancelled
 from cardinal.engine.progress import CancelToken, run_to_end
 report = run_to_end(scan_dataset(sys.argv[1]))
