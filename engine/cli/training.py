@@ -151,7 +151,7 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
     if result.report_path.is_file():
         out.write(f"report: {printable(result.report_path)}\n")
     out.write(f"\n{result.evaluation.format_report()}\n")
-    return EXIT_SOME_FAILED if result.evaluation.failures else EXIT_OK
+    return EXIT_SOME_FAILED if result.evaluation.unreadable else EXIT_OK
 
 
 class _Discard(io.TextIOBase):
@@ -224,11 +224,11 @@ def _print_report(report, out: TextIO) -> None:
     for name, count in report.counts().items():
         extra = f" (+{val_counts[name]} validation)" if val_counts is not None else ""
         out.write(f"  {printable(name)}: {count} images{extra}\n")
-    for path, reason in report.failures:
+    for path, reason in report.unreadable:
         out.write(f"  skipped {printable(path)}: {printable(reason)}\n")
     for warning in report.warnings:
         out.write(f"warning: {printable(warning)}\n")
-    for error in report.errors:
+    for error in report.problems:
         out.write(f"error: {printable(error)}\n")
 
 
@@ -262,7 +262,7 @@ def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         remap = [model.class_names.index(name) for name in report.class_names]
         own_split = report.val is not None
         samples = [(path, remap[label]) for path, label in (report.val if own_split else report.train)]
-        for path, reason in report.failures:
+        for path, reason in report.unreadable:
             err.write(f"error: {printable(path)}: {printable(reason)}\n")
         evaluated = (f"the {len(samples)} images of the validation folder of {report.root}" if own_split
                      else f"all {len(samples)} images of {report.root}")
@@ -273,7 +273,7 @@ def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             evaluated += f", {caveat}"  # the report says it too
         code = _evaluate_and_print(model, samples, args.device, args.precision, out, err, token,
                                    report_dir=args.report, dataset=report, run_folder=run_folder, evaluated=evaluated)
-    return EXIT_SOME_FAILED if report.failures else code
+    return EXIT_SOME_FAILED if report.unreadable else code
 
 
 def _model_file(path: Path) -> tuple[Path, Path | None]:
@@ -314,4 +314,4 @@ def _evaluate_and_print(model, samples, device: str, precision: str, out: TextIO
             out.write(f"report: {printable(path)}\n")
     finally:
         show.close()
-    return EXIT_SOME_FAILED if evaluation.failures else EXIT_OK
+    return EXIT_SOME_FAILED if evaluation.unreadable else EXIT_OK

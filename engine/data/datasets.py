@@ -33,21 +33,21 @@ class ScanProgress:
 
 
 @dataclass(frozen=True)
-class DatasetReport:
+class DatasetScan:
     """What a scan found: classes, readable samples, every unreadable file and every problem."""
 
     root: Path
     class_names: tuple[str, ...]
     train: tuple[Sample, ...]
     val: tuple[Sample, ...] | None  # the folder's own split, if it has one
-    failures: tuple[tuple[Path, str], ...]
-    errors: tuple[str, ...]
+    unreadable: tuple[tuple[Path, str], ...]
+    problems: tuple[str, ...]  # what blocks training, in words
     warnings: tuple[str, ...]
     duplicates: tuple[tuple[Path, Path], ...] = field(default=())
 
     @property
     def ok(self) -> bool:
-        return not self.errors
+        return not self.problems
 
     def counts(self, split: str = "train") -> dict[str, int]:
         """Readable images per class in a split ('train' or 'val')."""
@@ -55,9 +55,9 @@ class DatasetReport:
         counter = Counter(label for _, label in samples)
         return {name: counter.get(index, 0) for index, name in enumerate(self.class_names)}
 
-    def raise_for_errors(self) -> None:
-        if self.errors:
-            raise DatasetError(f"{self.root} cannot be used for training:\n- " + "\n- ".join(self.errors))
+    def raise_for_problems(self) -> None:
+        if self.problems:
+            raise DatasetError(f"{self.root} cannot be used for training:\n- " + "\n- ".join(self.problems))
 
 
 def _class_folders(folder: Path) -> list[Path]:
@@ -88,7 +88,7 @@ def scan_dataset(
     min_per_class: int = MIN_IMAGES_PER_CLASS,
     val_fraction: float = 0.2,
     cancel: CancelToken | None = None,
-) -> Generator[ScanProgress, None, DatasetReport]:
+) -> Generator[ScanProgress, None, DatasetScan]:
     """Check every file of an ImageFolder-style folder, yielding progress; returns the report.
 
     Every file that cannot be used is listed with its reason; nothing is dropped silently.
@@ -164,13 +164,13 @@ def scan_dataset(
         warnings.append(f"{len(duplicates)} identical file(s) appear in different classes: {shown}{more}")
     if failures:
         warnings.append(f"{len(failures)} file(s) cannot be read and will be skipped (listed with reasons)")
-    return DatasetReport(
+    return DatasetScan(
         root=root,
         class_names=class_names,
         train=tuple(samples["train"]),
         val=tuple(samples["val"]) if val_dir is not None else None,
-        failures=tuple(failures),
-        errors=tuple(errors),
+        unreadable=tuple(failures),
+        problems=tuple(errors),
         warnings=tuple(warnings),
         duplicates=tuple(duplicates),
     )
@@ -223,7 +223,7 @@ def split_samples(samples: Sequence[Sample], val_fraction: float = 0.2, seed: in
     return train, val
 
 
-def train_val_split(report: DatasetReport, val_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
+def train_val_split(report: DatasetScan, val_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
     """The folder's own split if it has one, else a stratified seeded split of its images."""
     if report.val is not None:
         return list(report.train), list(report.val)

@@ -54,7 +54,7 @@ class Evaluation:
     per_class: tuple[ClassMetrics, ...]
     confusion: np.ndarray  # rows: true class, columns: predicted class
     mistakes: tuple[Mistake, ...]
-    failures: tuple[tuple[Path, str], ...]
+    unreadable: tuple[tuple[Path, str], ...]
 
     def mistakes_for(self, true_index: int, predicted_index: int) -> list[Mistake]:
         """The images of one confusion-matrix cell."""
@@ -81,7 +81,7 @@ class Evaluation:
                 lines.append(f"  {printable(mistake.path)}: {names[mistake.true_index]} taken for "
                              f"{names[mistake.predicted_index]} ({mistake.predicted_probability:.1%}; "
                              f"true class {mistake.true_probability:.1%})")
-        for path, reason in self.failures:
+        for path, reason in self.unreadable:
             lines.append(f"  could not read {printable(path)}: {printable(reason)}")
         return "\n".join(lines)
 

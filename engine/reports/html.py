@@ -14,7 +14,7 @@ from cardinal.engine import __version__
 from cardinal.engine.reports.svg import Series, line_chart
 
 if TYPE_CHECKING:
-    from cardinal.engine.data.datasets import DatasetReport
+    from cardinal.engine.data.datasets import DatasetScan
     from cardinal.engine.reports.report import MistakePictures, ReportContent
 
 TRAIN_COLOUR, VALIDATION_COLOUR = "#1f77b4", "#d62728"
@@ -204,9 +204,9 @@ def _mistakes(content: ReportContent) -> str:
     cards = "".join(_mistake_card(number, pictures, evaluation.class_names)
                     for number, pictures in enumerate(content.mistakes, start=1))
     failures = ""
-    if evaluation.failures:
-        failures = (f"<p class=\"error\">{len(evaluation.failures)} image(s) could not be read and were not "
-                    f"evaluated:</p>{_problem_list(evaluation.failures)}")
+    if evaluation.unreadable:
+        failures = (f"<p class=\"error\">{len(evaluation.unreadable)} image(s) could not be read and were not "
+                    f"evaluated:</p>{_problem_list(evaluation.unreadable)}")
     return (f"<section id=\"mistakes\"><h2>Worst mistakes</h2>{intro}<div class=\"mistakes\">{cards}</div>"
             f"{failures}</section>")
 
@@ -242,7 +242,7 @@ def _problem_list(problems: Iterable[tuple[Any, str]]) -> str:
     return f"<ul>{items}{more}</ul>"
 
 
-def _dataset(dataset: DatasetReport) -> str:
+def _dataset(dataset: DatasetScan) -> str:
     train_counts = dataset.counts("train")
     val_counts = dataset.counts("val") if dataset.val is not None else None
     peak = max([*train_counts.values(), 1])
@@ -252,12 +252,12 @@ def _dataset(dataset: DatasetReport) -> str:
         rows.append(f"<tr><td class=\"name\">{esc(name)}</td><td>{count}</td>{val}<td style=\"text-align:left\">"
                     f"<span class=\"bar\" style=\"width:{200 * count / peak:.0f}px\"></span></td></tr>")
     split = "<th>in val/</th>" if val_counts is not None else ""
-    notes = "".join(f"<li class=\"error\">{esc(error)}</li>" for error in dataset.errors)
+    notes = "".join(f"<li class=\"error\">{esc(error)}</li>" for error in dataset.problems)
     notes += "".join(f"<li class=\"warning\">{esc(warning)}</li>" for warning in dataset.warnings)
     failures = ""
-    if dataset.failures:
-        failures = (f"<details><summary>{len(dataset.failures)} file(s) skipped, with the reason</summary>"
-                    f"{_problem_list(dataset.failures)}</details>")
+    if dataset.unreadable:
+        failures = (f"<details><summary>{len(dataset.unreadable)} file(s) skipped, with the reason</summary>"
+                    f"{_problem_list(dataset.unreadable)}</details>")
     images = len(dataset.train) + len(dataset.val or ())
     return (f"<section id=\"dataset\"><h2>Dataset</h2><p><span class=\"file\">{esc(dataset.root)}</span>: "
             f"{len(dataset.class_names)} classes, {images} readable images.</p>"

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cardinal.engine.data.datasets import DatasetReport, Sample
+from cardinal.engine.data.datasets import DatasetScan, Sample
 from cardinal.engine.errors import Cancelled, CardinalError, ImageLoadError
 from cardinal.engine.inference.classifier import Classifier
 from cardinal.engine.inference.evaluation import Evaluation, Mistake, evaluate, explain
@@ -61,7 +61,7 @@ class ReportContent:
     evaluated: str  # which images were evaluated, in words
     evaluation: Evaluation
     mistakes: tuple[MistakePictures, ...]
-    dataset: DatasetReport | None = None
+    dataset: DatasetScan | None = None
     recipe: Mapping[str, Any] | None = None
     history: tuple[HistoryRow, ...] = ()
     best_epoch: int | None = None
@@ -167,7 +167,7 @@ def write_report(path: str | Path, content: ReportContent) -> Path:
     return atomic_write(path, lambda out: out.write(data))
 
 
-def write_run_report(model: LoadedModel, samples: Sequence[Sample], folder: Path, *, dataset: DatasetReport,
+def write_run_report(model: LoadedModel, samples: Sequence[Sample], folder: Path, *, dataset: DatasetScan,
                      recipe: Recipe, device: str | torch.device | None, stopped: StopReason, best_epoch: int,
                      cancel: CancelToken | None = None) -> Generator[ReportProgress | Notice, None, Evaluation | None]:
     """Evaluate a finished run's best model on its validation images and write the run's report.html; returns
@@ -202,7 +202,7 @@ def write_run_report(model: LoadedModel, samples: Sequence[Sample], folder: Path
 
 
 def write_evaluation_report(classifier: Classifier, evaluation: Evaluation, directory: str | Path, *,
-                            dataset: DatasetReport, evaluated: str, run_folder: Path | None = None,
+                            dataset: DatasetScan, evaluated: str, run_folder: Path | None = None,
                             cancel: CancelToken | None = None) -> Generator[ReportProgress, None, Path]:
     """Write report.html in `directory` for an evaluation already made on `dataset`; with `run_folder` (the
     training run the model comes from) the page also shows the run's curves and recipe. Returns its path."""

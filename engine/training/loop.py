@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cardinal.engine.data.datasets import DatasetReport, train_val_split
+from cardinal.engine.data.datasets import DatasetScan, train_val_split
 from cardinal.engine.errors import Cancelled, TrainingError
 from cardinal.engine.inference.classifier import resolve_precision, select_device
 from cardinal.engine.models.model_file import read_model_sidecar
@@ -60,7 +60,7 @@ def warmup_cosine(progress: float, epochs: int, warmup_epochs: int) -> float:
 
 
 def train(
-    report: DatasetReport,
+    scan: DatasetScan,
     base: LoadedModel,
     recipe: Recipe,
     out_dir: str | Path,
@@ -76,20 +76,20 @@ def train(
     when the loss diverges in the first epoch; otherwise best and last are on disk when it returns.
     With a `team` (under torchrun) every rank trains on its share and rank 0 alone writes the run folder.
     """
-    report.raise_for_errors()
+    scan.raise_for_problems()
     device_ = select_device(device) if team is None else team.device
     dtype = resolve_precision(recipe.precision, device_)
-    train_samples, val_samples = train_val_split(report, recipe.val_fraction, recipe.seed)
+    train_samples, val_samples = train_val_split(scan, recipe.val_fraction, recipe.seed)
     if not val_samples:
         raise TrainingError("the validation set is empty; add images or raise the validation share")
     claim = (claim_run_folder(out_dir, resume=resume) if team is None else
              team.main_only(lambda: claim_run_folder(out_dir, resume=resume)))
     with claim as folder:
         folder = folder or Path(out_dir).expanduser().absolute()
-        model = new_model(base, report.class_names, recipe.seed, recipe.image_size)
+        model = new_model(base, scan.class_names, recipe.seed, recipe.image_size)
         generator = torch.Generator().manual_seed(recipe.seed)
         mode = MODE_TYPES[recipe.mode](model, recipe, device_, dtype, generator, team)
-        run = _Run(report, recipe, model, mode, folder, cancel, base.source)
+        run = _Run(scan, recipe, model, mode, folder, cancel, base.source)
         state = None
         if resume:
             state = load_run_state(folder) if team is None else team.from_main(lambda: load_run_state(folder))
@@ -98,12 +98,12 @@ def train(
                             base=base.source, image_size=recipe.image_size)
         yield from mode.prepare(train_samples, val_samples, cancel)
         run.start(state, train_samples)
-        writes = team is None or team.is_main  # in a team, rank 0 alone writes history and report
+        writes = team is None or team.is_main  # in a team, rank 0 alone writes history and scan
         stopped = yield from (record_history(run.epochs(), folder, run.history) if writes else run.epochs())
         run.finish()
         evaluation = None
         if writes:
-            evaluation = yield from write_run_report(run.model, val_samples, folder, dataset=report, recipe=recipe,
+            evaluation = yield from write_run_report(run.model, val_samples, folder, dataset=scan, recipe=recipe,
                                                      device=device_, stopped=stopped, best_epoch=run.best_epoch,
                                                      cancel=cancel)
     return TrainingResult(
@@ -126,9 +126,9 @@ class _NonFinite(Exception):
 class _Run:
     """One run's progress over its epochs; `train()` is its only user, `mode` does the mode's part."""
 
-    def __init__(self, report: DatasetReport, recipe: Recipe, model: LoadedModel, mode: TrainingMode,
+    def __init__(self, scan: DatasetScan, recipe: Recipe, model: LoadedModel, mode: TrainingMode,
                  folder: Path, cancel: CancelToken | None, base_source: str) -> None:
-        self.report, self.recipe, self.model, self.mode, self.folder = report, recipe, model, mode, folder
+        self.scan, self.recipe, self.model, self.mode, self.folder = scan, recipe, model, mode, folder
         self.team = mode.team
         # In a team the loop sees a stop only at a step every rank agreed on (see Team.agree).
         self.cancel = cancel if self.team is None else self.team.agreed_cancel(cancel)
@@ -334,7 +334,7 @@ class _Run:
         metrics: dict[str, Any] = {"epoch": epoch_end.epoch, "val_accuracy": epoch_end.val_accuracy,
                                    "val_loss": epoch_end.val_loss, "train_accuracy": epoch_end.train_accuracy,
                                    "train_loss": epoch_end.train_loss}
-        provenance = {"dataset": str(self.report.root), "mode": self.recipe.mode}
+        provenance = {"dataset": str(self.scan.root), "mode": self.recipe.mode}
         save_model(self.model, self.folder / f"{which}.safetensors", metrics=metrics,
                    recipe=self.recipe.to_dict(), provenance=provenance)
 

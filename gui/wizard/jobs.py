@@ -55,7 +55,7 @@ class BaseChoice:
 @thread_worker(start_thread=False, ignore_errors=True)
 @surface_errors
 def scan_folder(folder: str, cancel: CancelToken):
-    """Yields ScanProgress; returns the DatasetReport."""
+    """Yields ScanProgress; returns the DatasetScan."""
     from cardinal.engine.data.datasets import scan_dataset
 
     return (yield from scan_dataset(folder, cancel=cancel))

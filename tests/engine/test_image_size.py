@@ -44,7 +44,7 @@ def test_a_model_trained_at_48_px_is_saved_classified_and_evaluated_at_48_px(sha
     classifier = Classifier(saved, device="cpu")
     assert tuple(classifier.preprocess(Image.new("RGB", (300, 200))).shape) == (3, 48, 48)
     metrics = run_to_end(evaluate(classifier, result.val_samples))
-    assert int(metrics.confusion.sum()) == len(result.val_samples) and not metrics.failures
+    assert int(metrics.confusion.sum()) == len(result.val_samples) and not metrics.unreadable
 
 
 def test_cli_trains_at_the_size_asked_and_resume_must_ask_the_same(capsys, shapes, tmp_path):
