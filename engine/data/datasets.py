@@ -44,6 +44,7 @@ class DatasetScan:
     problems: tuple[str, ...]  # what blocks training, in words
     warnings: tuple[str, ...]
     duplicates: tuple[tuple[Path, Path], ...] = field(default=())
+    imbalanced: bool = False  # the largest class has over IMBALANCE_WARNING times the smallest's images
 
     @property
     def ok(self) -> bool:
@@ -145,7 +146,8 @@ def scan_dataset(
         elif count < min_per_class:
             errors.append(f"class '{name}' has only {count} readable image(s); add at least {min_per_class}")
     present = [count for count in train_counts.values() if count > 0]
-    if present and max(present) > IMBALANCE_WARNING * min(present):
+    imbalanced = bool(present) and max(present) > IMBALANCE_WARNING * min(present)
+    if imbalanced:
         largest = class_names[max(train_counts, key=train_counts.get)]
         smallest = class_names[min(train_counts, key=train_counts.get)]
         warnings.append(
@@ -173,6 +175,7 @@ def scan_dataset(
         problems=tuple(errors),
         warnings=tuple(warnings),
         duplicates=tuple(duplicates),
+        imbalanced=imbalanced,
     )
 
 

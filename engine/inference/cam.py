@@ -22,7 +22,14 @@ from torch import nn
 from cardinal.engine.choices import CAM_METHODS
 
 METHODS: tuple[str, ...] = tuple(CAM_METHODS)
+LAST_STAGE = "layer4"  # the stage that feeds global average pooling and the linear head
 _EPS = 1e-7
+
+
+def needs_backward(layer: str) -> bool:
+    """Whether a heat-map at `layer` costs a backward pass: every layer but the last stage, whose heat-maps
+    follow in closed form from the classification's own activations."""
+    return layer != LAST_STAGE
 
 
 def channel_weights(method: str, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from cardinal.engine.models.model_file import atomic_write
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.runs.history import HistoryRow, read_history
-from cardinal.engine.training.events import Notice, ReportProgress, StopReason
+from cardinal.engine.training.events import Notice, ReportProgress, StopReason, TrainingResult
 from cardinal.engine.training.recipe import Recipe
 
 REPORT_NAME = "report.html"
@@ -218,3 +218,23 @@ def write_evaluation_report(classifier: Classifier, evaluation: Evaluation, dire
              else f"{classifier.model.name} on {dataset.root.name}")
     content = content_for(classifier, evaluation, pictures, title=title, evaluated=evaluated, dataset=dataset, **run)
     return write_report(Path(directory) / REPORT_NAME, content)
+
+
+def evaluate_run(result: TrainingResult, classifier: Classifier, *, dataset: DatasetScan,
+                 cancel: CancelToken | None = None) -> Generator[ReportProgress | Notice, None, Evaluation]:
+    """The evaluation to show for a finished run: its own, or, for a run that stopped without one (it was
+    cancelled), a new one on its validation images, and then its report.html too. A report that cannot be
+    written is a notice: the evaluation stands."""
+    if result.evaluation is not None:
+        return result.evaluation
+    samples = list(result.val_samples)
+    evaluation = yield from evaluate_for_report(classifier, samples, cancel=cancel)
+    try:
+        yield from write_evaluation_report(classifier, evaluation, result.out_dir, dataset=dataset,
+                                           evaluated=f"the {len(samples)} validation images, which training never "
+                                                     "saw", run_folder=result.out_dir, cancel=cancel)
+    except Cancelled:
+        raise
+    except CardinalError as error:
+        yield Notice(f"The report could not be written: {error}")
+    return evaluation
