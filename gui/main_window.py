@@ -1,5 +1,6 @@
-"""The main window: layout, menus and wiring. The Workspace owns images and results, the ModelLoader the
-model, Heatmaps the heat-map images; engine work happens on their workers, never on this thread."""
+"""The main window: layout, menus and wiring. The ModelLoader owns the model in use, the Workspace the images
+and results, Heatmaps the heat-map images; engine work happens on their background jobs, never on this
+thread."""
 
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.setWindowTitle("Cardinal")
         self.setAcceptDrops(True)
-        self.workspace = Workspace(self)
         self.loader = ModelLoader(self)
+        self.workspace = Workspace(self.loader, self)
         self.heatmaps = Heatmaps(self)
         self._request = request or request_from_settings(settings)
         self._closing = False
@@ -73,9 +74,6 @@ class MainWindow(QMainWindow):
         splitter = QSplitter(Qt.Orientation.Horizontal, central)
         self.image_view = ImageView(splitter)
         self.side = SidePanel(self.settings.top_k, self.settings.opacity, splitter)
-        for name in ("title_label", "predictions", "k_spin", "overlay_check", "opacity_slider", "method_combo",
-                     "layer_combo"):
-            setattr(self, name, getattr(self.side, name))
         splitter.setChildrenCollapsible(False)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
@@ -85,8 +83,8 @@ class MainWindow(QMainWindow):
         outer.addWidget(self.thumbnails)
         self.selection = SelectionView(self.workspace, self.heatmaps, self.thumbnails, self.image_view, self.side,
                                        self)
-        self.exports = ResultExports(self)
-        self.model_export = ModelExport(self)
+        self.exports = ResultExports(self.workspace, self.selection, self.side, self.banner, self.settings, self)
+        self.model_export = ModelExport(self.loader, self.banner, self.settings, self)
         self.setCentralWidget(central)
         self.drop_highlight = DropHighlight(central)
         self.setMinimumSize(720, 540)  # below this the side panel's controls would have to overlap
@@ -123,9 +121,12 @@ class MainWindow(QMainWindow):
         self._update_edit_actions()
 
     def _connect(self) -> None:
-        self.k_spin.valueChanged.connect(self._k_changed)
-        self.overlay_check.toggled.connect(self.image_view.set_overlay_visible)
-        self.opacity_slider.valueChanged.connect(self._opacity_changed)
+        side = self.side
+        side.k_spin.valueChanged.connect(self._k_changed)
+        side.overlay_check.toggled.connect(self.image_view.set_overlay_visible)
+        side.opacity_slider.valueChanged.connect(self._opacity_changed)
+        for source in (self.exports, self.model_export):
+            source.status.connect(self.statusBar().showMessage)
         space = self.workspace
         space.items_added.connect(self._items_added)
         space.items_removed.connect(self._items_removed)
@@ -151,8 +152,8 @@ class MainWindow(QMainWindow):
 
     @property
     def model(self) -> workers.ModelInfo | None:
-        """The model in use (the workspace's), or None before the first one loaded."""
-        return self.workspace.model
+        """The model in use (the loader's), or None before the first one loaded."""
+        return self.loader.model
 
     @property
     def weights_choice(self):
@@ -171,8 +172,7 @@ class MainWindow(QMainWindow):
         if self._closing:
             return
         self.device_label.setText(info.device)
-        self.side.fill_layers(info.cam_layers)
-        self.workspace.set_model(info)
+        self.side.fill_layers(info.cam_layers, info.instant_cam_layers)
         self._show_model_in_use()
         for item in self.workspace.items.values():
             self._show_thumbnail(item)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject
 
 from cardinal.gui import workers
-from cardinal.gui.heatmaps import LAST_STAGE, HeatKey, Heatmaps
+from cardinal.gui.heatmaps import HeatKey, Heatmaps
 from cardinal.gui.text import tooltip
 from cardinal.gui.widgets.image_view import ImageView
 from cardinal.gui.widgets.side_panel import SidePanel
@@ -80,11 +80,11 @@ class SelectionView(QObject):
 
     def heat_key(self) -> HeatKey | None:
         """What the heat-map shown now is of: image, model, class, method and layer."""
-        item, outcome = self.current_item(), self.current_outcome()
-        if outcome is None:
+        item, outcome, layer = self.current_item(), self.current_outcome(), self.side.layer_combo.currentData()
+        if outcome is None or layer is None:
             return None
         return HeatKey(item.item_id, outcome.model_key, self.workspace.chosen_class(item),
-                       self.side.method_combo.currentData(), self.side.layer_combo.currentData() or LAST_STAGE)
+                       self.side.method_combo.currentData(), layer)
 
     def refresh_heatmap(self) -> None:
         """Draw the heat-map of the chosen class, method and layer over the large image."""

@@ -19,8 +19,6 @@ from cardinal.engine.choices import CAM_METHODS
 from cardinal.gui.text import plain_label
 from cardinal.gui.widgets.predictions import PredictionList
 
-LAST_STAGE = ("layer4 (last stage)", "layer4")
-
 
 class SidePanel(QWidget):
     """Widgets only; the window connects them."""
@@ -64,8 +62,7 @@ class SidePanel(QWidget):
         self.advanced = QCollapsible("Advanced", self)
         body = QWidget()
         advanced_form = QFormLayout(body)
-        self.layer_combo = QComboBox(body)
-        self.layer_combo.addItem(*LAST_STAGE)
+        self.layer_combo = QComboBox(body)  # filled with the model's layers once it has loaded
         self.layer_combo.setToolTip("Earlier layers show finer, less class-specific detail.")
         advanced_form.addRow("Layer", self.layer_combo)
         self.advanced.addWidget(body)
@@ -75,14 +72,16 @@ class SidePanel(QWidget):
         layout.addLayout(controls)
         layout.addWidget(self.advanced)
 
-    def fill_layers(self, layers: tuple[str, ...]) -> None:
-        """Offer the model's layers, keeping the current choice when the new model has it too."""
+    def fill_layers(self, layers: tuple[str, ...], instant: tuple[str, ...]) -> None:
+        """Offer the model's layers, those whose heat-maps are `instant` (no backward pass) first; keep the
+        current choice when the new model has it too."""
         current = self.layer_combo.currentData()
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
-        self.layer_combo.addItem(*LAST_STAGE)
+        for layer in instant:
+            self.layer_combo.addItem(f"{layer} (last stage)", layer)
         for layer in layers:
-            if layer != LAST_STAGE[1]:
+            if layer not in instant:
                 self.layer_combo.addItem(layer, layer)
         self.layer_combo.setCurrentIndex(max(self.layer_combo.findData(current), 0))
         self.layer_combo.blockSignals(False)

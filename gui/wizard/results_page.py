@@ -24,18 +24,21 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
+from cardinal.gui.background import Job
 from cardinal.gui.text import escaped, plain_label, tooltip
 from cardinal.gui.wizard import jobs
+from cardinal.gui.wizard.state import WizardState
 
 MISTAKE_SIZE = 200
 
 
 class ResultsPage(QWizardPage):
     saved = Signal(str)  # path of a model written by Save Model As
+    use_requested = Signal(str)  # "Use This Model": the path of the run's best model
 
-    def __init__(self, wizard) -> None:
+    def __init__(self, state: WizardState) -> None:
         super().__init__()
-        self._wizard = wizard
+        self._state = state
         self.setTitle("Results")
         self.setSubTitle("Measured on the validation images, which training never saw. Click a cell of the "
                          "confusion matrix to see those images.")
@@ -53,6 +56,7 @@ class ResultsPage(QWizardPage):
         self.report_button.clicked.connect(self.open_report)
         self.save_button = QPushButton("Save Model As…", self)
         self.save_button.clicked.connect(lambda: self.save_model())
+        self._evaluating: Job | None = None
         self.use_button = QPushButton("Use This Model", self)
         self.use_button.setToolTip("Close the wizard and classify with the new model from now on.")
         self.use_button.setDefault(True)
@@ -78,19 +82,15 @@ class ResultsPage(QWizardPage):
         self.report_problem = ""  # why the report could not be written, when a worker said so
 
     def initializePage(self) -> None:  # noqa: N802 - Qt's naming
-        result = self._wizard.result
+        state = self._state
         self.evaluation = None
         self.save_button.setEnabled(False)
         self.use_button.setEnabled(False)
         self.report_problem = ""
         self._show_report_state(pending=True)
         self.summary.setText("Evaluating the best model on the validation images…")
-        worker = jobs.run_evaluation(result.model, list(result.val_samples), self._wizard.device, result=result,
-                                     dataset=self._wizard.report)
-        worker.yielded.connect(self._progress)
-        worker.returned.connect(self._evaluated)
-        worker.errored.connect(self._evaluation_failed)
-        worker.start()
+        self._evaluating = jobs.run_evaluation(state.result, state.scan, state.device, on_event=self._progress,
+                                               on_result=self._evaluated, on_error=self._evaluation_failed)
 
     def _evaluation_failed(self, error) -> None:
         self.summary.setText(f"<b>Evaluation failed:</b> {escaped(error)}")
@@ -98,7 +98,7 @@ class ResultsPage(QWizardPage):
 
     def _evaluated(self, outcome) -> None:
         self.evaluation, self.classifier = outcome
-        evaluation, result = self.evaluation, self._wizard.result
+        evaluation, result = self.evaluation, self._state.result
         self.summary.setText(
             f"Validation accuracy <b>{evaluation.accuracy:.1%}</b> on {int(evaluation.confusion.sum())} images "
             f"({_count(len(evaluation.mistakes), 'mistake')}). Training {result.stopped.sentence} after "
@@ -143,7 +143,7 @@ class ResultsPage(QWizardPage):
 
     def report_path(self) -> Path:
         """The run's report.html (written by the run, or by this page's worker for a cancelled run)."""
-        return self._wizard.result.report_path
+        return self._state.result.report_path
 
     def _show_report_state(self, pending: bool = False) -> None:
         """Open Report works once the report exists; until then its tooltip says why it does not."""
@@ -178,7 +178,7 @@ class ResultsPage(QWizardPage):
         self.mistakes_dialog.show()
 
     def best_path(self) -> Path:
-        return self._wizard.result.out_dir / "best.safetensors"
+        return self._state.result.best_path
 
     def save_model(self, path: str | None = None) -> None:
         """Write the trained model to a file of the user's choice, on a worker; `saved` follows."""
@@ -188,13 +188,10 @@ class ResultsPage(QWizardPage):
             if not path:
                 return
         accuracy = None if self.evaluation is None else self.evaluation.accuracy
-        worker = jobs.save_trained_model(self._wizard.result, path, accuracy)
-        worker.returned.connect(self._saved)
-        worker.errored.connect(self._save_failed)
         self.save_button.setEnabled(False)
         self.saving.show()
-        worker.start()
-        self._save_worker = worker
+        jobs.save_trained_model(self._state.result, path, accuracy, on_result=self._saved,
+                                on_error=self._save_failed)
 
     def _saved(self, path: Path) -> None:
         self.saving.hide()
@@ -208,9 +205,7 @@ class ResultsPage(QWizardPage):
         self.save_status.setText(f"<b>Could not save:</b> {escaped(error)}")
 
     def use_model(self) -> None:
-        self._wizard.handed_over = True
-        self._wizard.use_model.emit(str(self.best_path()))
-        self._wizard.accept()
+        self.use_requested.emit(str(self.best_path()))
 
     def close_mistakes(self) -> None:
         if self.mistakes_dialog is not None:
@@ -248,10 +243,8 @@ class MistakesDialog(QDialog):
         layout.addWidget(scroll)
         layout.addWidget(close)
         self.resize(3 * MISTAKE_SIZE + 220, min(700, 120 + MISTAKE_SIZE * len(mistakes)))
-        self._worker = jobs.mistake_overlays(list(mistakes), classifier, MISTAKE_SIZE)
-        self._worker.yielded.connect(self._add_row)
-        self._worker.finished.connect(self._finished)
-        self._worker.start()
+        self._job = jobs.mistake_overlays(list(mistakes), classifier, MISTAKE_SIZE, on_event=self._add_row,
+                                          on_error=self._failed, on_done=self._finished)
 
     def _add_row(self, row) -> None:
         mistake, predicted, true, no_evidence = row
@@ -277,12 +270,15 @@ class MistakesDialog(QDialog):
             self.grid.addWidget(label, position, column)
         self.rows += 1
 
+    def _failed(self, error: Exception) -> None:
+        self.grid.addWidget(plain_label(f"The heat-maps could not be computed: {error}"), self._shown + 1, 0, 1, 3)
+
     def _finished(self) -> None:
         self.busy.hide()
         self.loaded.emit()
 
     def done(self, result: int) -> None:
-        self._worker.quit()
+        self._job.cancel()
         super().done(result)
 
 

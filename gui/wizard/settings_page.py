@@ -26,17 +26,17 @@ from superqt import QCollapsible
 from cardinal.engine.models.catalog import CATALOG
 from cardinal.engine.training.recipe import MAX_IMAGE_SIZE, MAX_LEARNING_RATE, MIN_IMAGE_SIZE, OPTIMIZERS
 from cardinal.gui.text import plain_label
-from cardinal.gui.wizard import jobs
+from cardinal.gui.wizard.state import BaseChoice, StartingPoints, TrainingPlan, WizardState
 
 
 class SettingsPage(QWizardPage):
     """Mode, starting point and epochs up front; the full recipe behind Advanced."""
 
-    def __init__(self, wizard) -> None:
+    def __init__(self, state: WizardState) -> None:
         super().__init__()
         from cardinal.engine.training.loop import AUGMENTATIONS, TRAINABLE_FROM, Recipe
 
-        self._wizard = wizard
+        self._state = state
         defaults = Recipe()
         self.setTitle("Training settings")
         self.setSubTitle("The defaults work well; Fast takes seconds to minutes, Full can take hours on a CPU.")
@@ -53,11 +53,11 @@ class SettingsPage(QWizardPage):
         form.addRow("", self.full)
         self.base = QComboBox(self)
         self.architecture = QComboBox(self)
-        self.architecture.addItems(list(wizard.architectures))
-        for index, name in enumerate(wizard.architectures):
+        self.architecture.addItems(list(state.architectures))
+        for index, name in enumerate(state.architectures):
             if (entry := CATALOG.get(name)) is not None:
                 self.architecture.setItemData(index, entry.summary(), Qt.ItemDataRole.ToolTipRole)
-        self._fill_starting_points(wizard.starting_points)
+        self._fill_starting_points(state.starting_points)
         self.base.currentIndexChanged.connect(self._base_changed)
         self.architecture.currentIndexChanged.connect(lambda _: self._label_imagenet())
         self.base_file = ""
@@ -131,24 +131,24 @@ class SettingsPage(QWizardPage):
         self._base_changed()
 
     def initializePage(self) -> None:  # noqa: N802 - Qt's naming
-        report = self._wizard.report
+        scan = self._state.scan
         if self.out_dir.text() in ("", self._auto_folder):
             self._fresh_run_folder()
-        if report is not None and any("imbalanced" in warning for warning in report.warnings):
+        if scan is not None and scan.imbalanced:
             self.class_weighted.setChecked(True)
 
     def _fresh_run_folder(self) -> None:
         """A new, empty folder name under the runs folder: <dataset>-<date>-<time>[-n]."""
-        report = self._wizard.report
-        name = report.root.name if report is not None else "run"
+        scan, runs = self._state.scan, self._state.runs_folder
+        name = scan.root.name if scan is not None else "run"
         stem = f"{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        folder, number = self._wizard.runs_folder / stem, 2
+        folder, number = runs / stem, 2
         while folder.exists() and any(folder.iterdir()):
-            folder, number = self._wizard.runs_folder / f"{stem}-{number}", number + 1
+            folder, number = runs / f"{stem}-{number}", number + 1
         self._auto_folder = str(folder)
         self.out_dir.setText(self._auto_folder)
 
-    def _fill_starting_points(self, points: jobs.StartingPoints) -> None:
+    def _fill_starting_points(self, points: StartingPoints) -> None:
         """Offer only what can start: the model in use, ImageNet weights (saying when they download first, or
         disabled with the reason when offline), random weights, a model file; the first that can start is chosen."""
         if points.has_current:
@@ -166,7 +166,7 @@ class SettingsPage(QWizardPage):
         self.base.setCurrentIndex(0 if points.has_current or not points.offline_reason else imagenet + 1)
 
     def _label_imagenet(self) -> None:
-        points = self._wizard.starting_points
+        points = self._state.starting_points
         imagenet = self.base.findData("imagenet")
         if points.offline_reason or imagenet < 0:
             return
@@ -191,13 +191,13 @@ class SettingsPage(QWizardPage):
 
     def _base_path(self) -> str | None:
         if self.base.currentData() == "current":
-            return self._wizard.starting_points.current_file
+            return self._state.starting_points.current_file
         return self.base_file or None
 
-    def base_choice(self) -> jobs.BaseChoice:
-        return jobs.BaseChoice(kind=self.base.currentData(), architecture=self.architecture.currentText(),
-                               path=self._base_path(), current=self._wizard.starting_points.current_model,
-                               mirror=self._wizard.mirror)
+    def base_choice(self) -> BaseChoice:
+        return BaseChoice(kind=self.base.currentData(), architecture=self.architecture.currentText(),
+                          path=self._base_path(), current=self._state.starting_points.current_model,
+                          mirror=self._state.mirror)
 
     def recipe(self):
         from cardinal.engine.training.loop import Recipe
@@ -213,8 +213,9 @@ class SettingsPage(QWizardPage):
     def validatePage(self) -> bool:  # noqa: N802 - Qt's naming
         from cardinal.engine.training.loop import TrainingError
 
+        self._state.plan = None
         try:
-            self.recipe()
+            recipe = self.recipe()
         except TrainingError as error:
             self.error.setText(str(error))
             return False
@@ -226,4 +227,5 @@ class SettingsPage(QWizardPage):
             self.error.setText(f"{out} is not empty; choose a new folder so no earlier run is overwritten.")
             return False
         self.error.setText("")
+        self._state.plan = TrainingPlan(recipe, self.base_choice(), out)
         return True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (
@@ -16,10 +15,11 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from cardinal.engine.progress import CancelToken
+from cardinal.gui.background import Job
 from cardinal.gui.text import escaped
 from cardinal.gui.widgets.charts import BATCH_COLOUR, TRAIN_COLOUR, VALIDATION_COLOUR, curve, new_plot
 from cardinal.gui.wizard import jobs
+from cardinal.gui.wizard.state import WizardState
 
 REFRESH_MS = 150  # plots redraw at most this often, however fast batches arrive
 
@@ -28,9 +28,9 @@ class TrainingPage(QWizardPage):
     stopped = Signal()  # the run's worker has finished (completed, cancelled or failed)
     status_changed = Signal(str)  # the line under the progress bar
 
-    def __init__(self, wizard) -> None:
+    def __init__(self, state: WizardState) -> None:
         super().__init__()
-        self._wizard = wizard
+        self._state = state
         self.setTitle("Training")
         self.setSubTitle("You can cancel at any time: the best model so far is kept.")
         layout = QVBoxLayout(self)
@@ -64,8 +64,7 @@ class TrainingPage(QWizardPage):
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self._redraw)
-        self._worker = None
-        self._cancel = CancelToken()
+        self._job: Job | None = None
         self.running = False
         self.stopping = False
         self._reset()
@@ -79,43 +78,44 @@ class TrainingPage(QWizardPage):
         self.train_acc: list[float] = []
         self.val_acc: list[float] = []
         self._batches_dirty = self._epochs_dirty = False
-        self._first_batch_at: float | None = None
-        self._batches_seen = 0
-        self._status_at = 0.0
+        self._status_at: float | None = None
 
     def initializePage(self) -> None:  # noqa: N802 - Qt's naming
         self._reset()
         self._redraw(force=True)
         self.notices.clear()
-        self._wizard.result = None
-        settings = self._wizard.settings_page
-        recipe = settings.recipe()
-        self._recipe = recipe
-        self._set_ranges(recipe.epochs)
-        self.progress.setRange(0, recipe.epochs * 100)
+        state = self._state
+        state.result = None
+        plan = state.plan
+        self._epochs_planned = plan.recipe.epochs
+        self._set_ranges(plan.recipe.epochs)
+        self.progress.setRange(0, plan.recipe.epochs * 100)
         self.progress.setValue(0)
         self._set_status("Preparing…")
-        self._cancel = CancelToken()
-        worker = jobs.run_training(self._wizard.report, settings.base_choice(), recipe,
-                                   Path(settings.out_dir.text()).expanduser(), self._cancel, self._wizard.device)
-        worker.yielded.connect(lambda event, w=worker: w is self._worker and self._event(event))
-        worker.returned.connect(lambda result, w=worker: w is self._worker and self._finished(result))
-        worker.errored.connect(lambda error, w=worker: w is self._worker and self._failed(error))
-        worker.finished.connect(lambda w=worker: w is self._worker and self._stopped())
-        self._worker = worker
         self.running = True
         self.stopping = False
         self.cancel_button.setEnabled(True)
         self.cancel_button.setText("Cancel Training")
         self._started = time.monotonic()
         self._timer.start()
-        worker.start()
+        job: Job | None = None
+
+        def current() -> bool:
+            return job is self._job
+
+        self._job = job = jobs.run_training(
+            state.scan, plan, state.device,
+            on_event=lambda event: current() and self._event(event),
+            on_result=lambda result: current() and self._finished(result),
+            on_error=lambda error: current() and self._failed(error),
+            on_cancelled=lambda error: current() and self._failed(error),
+            on_done=lambda: current() and self._stopped())
         self.completeChanged.emit()
 
     def cancel(self) -> None:
         """Ask the run to stop after the current batch; returns at once, `stopped` follows."""
         if self.running:
-            self._cancel.cancel()
+            self._job.cancel()
             self.stopping = True
             self.cancel_button.setEnabled(False)
             self.cancel_button.setText("Stopping…")
@@ -135,22 +135,13 @@ class TrainingPage(QWizardPage):
         self.accuracy_plot.setYRange(0, 1)
 
     def _batch_progress(self, event) -> None:
-        """Images per second and time left from the first batches on (Full mode's first epoch can be long)."""
+        """Images per second and time left as the engine measured them, from the first batches on (Full mode's
+        first epoch can be long); the line changes at most twice a second."""
         now = time.monotonic()
-        if self._first_batch_at is None:
-            self._first_batch_at = now  # the first batch pays for warm-up; measure from its end
-            return
-        self._batches_seen += 1
-        if self.stopping or now - self._status_at < 0.5 and self._batches_seen > 1:
+        if self.stopping or self._status_at is not None and now - self._status_at < 0.5:
             return
         self._status_at = now
-        seconds_per_batch = (now - self._first_batch_at) / self._batches_seen
-        batches_left = (self._recipe.epochs - event.epoch) * event.batches + event.batches - event.batch
-        images_per_second = self._recipe.batch_size / max(seconds_per_batch, 1e-9)
-        best = f"; best validation accuracy so far {max(self.val_acc):.1%}" if self.val_acc else ""
-        self._set_status(f"Epoch {event.epoch} of {self._recipe.epochs}, batch {event.batch} of {event.batches}: "
-                         f"{images_per_second:.0f} images/s, about {_duration(batches_left * seconds_per_batch)} "
-                         f"left{best}")
+        self._set_status(batch_line(event, self._epochs_planned, max(self.val_acc, default=None)))
 
     def _event(self, event) -> None:
         from cardinal.engine.training.events import ReportProgress
@@ -196,7 +187,7 @@ class TrainingPage(QWizardPage):
         self._batches_dirty = self._epochs_dirty = False
 
     def _finished(self, result) -> None:
-        self._wizard.result = result
+        self._state.result = result
         if result.stopped != "cancelled":
             self.progress.setValue(self.progress.maximum())
         self._set_status(
@@ -225,14 +216,22 @@ class TrainingPage(QWizardPage):
         self.stopped.emit()
 
     def isComplete(self) -> bool:  # noqa: N802 - Qt's naming
-        return not self.running and self._wizard.result is not None
+        return not self.running and self._state.result is not None
 
     def cleanupPage(self) -> None:  # noqa: N802 - Qt's naming (Back was pressed)
         # The old run stops in the background; its late events are ignored (they belong to another worker).
         self.cancel()
-        self._worker = None
+        self._job = None
         self.running = False
         self._timer.stop()
+
+
+def batch_line(event, epochs: int, best_accuracy: float | None) -> str:
+    """The status line during an epoch: where the run is, and the engine's own throughput and time left (right
+    after a batch-size halving too)."""
+    best = "" if best_accuracy is None else f"; best validation accuracy so far {best_accuracy:.1%}"
+    return (f"Epoch {event.epoch} of {epochs}, batch {event.batch} of {event.batches}: "
+            f"{event.images_per_second:.0f} images/s, about {_duration(event.eta_seconds)} left{best}")
 
 
 def _duration(seconds: float) -> str:

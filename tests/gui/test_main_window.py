@@ -27,7 +27,7 @@ def test_dropped_files_get_thumbnails_predictions_and_a_heatmap(qtbot, make_wind
     wait_classified(qtbot, window, 2)
     assert window.thumbnails.count() == 2
     assert "CPU" in window.device_label.text() and "3 classes" in window.model_label.text()
-    bars = window.predictions.bars
+    bars = window.side.predictions.bars
     assert len(bars) == 3  # k = 5, but the model has three classes
     assert {bar.label for bar in bars} == {"cat", "dog", "fish"}
     assert window.image_view.heatmap_shown
@@ -59,7 +59,7 @@ def test_bad_file_shows_its_reason_and_the_rest_classify(qtbot, make_window, pic
     key = window.model.request.key
     assert key in items["one.png"].outcomes and key in items["two.jpg"].outcomes
     window.thumbnails.select(items["holiday.jpg"].item_id)
-    assert window.predictions.bars == []  # the reason shows instead of bars
+    assert window.side.predictions.bars == []  # the reason shows instead of bars
     assert not window.banner.isVisible()  # no dialog or banner per bad file
 
 
@@ -78,12 +78,12 @@ def test_clicking_a_prediction_changes_the_heatmap(qtbot, make_window, pictures,
     item = next(item for item in window.workspace.items.values() if heatmaps_differ(item))
     window.thumbnails.select(item.item_id)
     first = qimage_to_array(window.image_view.heatmap_image)
-    bars = window.predictions.bars
+    bars = window.side.predictions.bars
     qtbot.mouseClick(bars[-1], Qt.MouseButton.LeftButton)
     assert bars[-1].isChecked() and not bars[0].isChecked()
     second = qimage_to_array(window.image_view.heatmap_image)
     assert not np.array_equal(first, second)
-    qtbot.mouseClick(window.predictions.bars[0], Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(window.side.predictions.bars[0], Qt.MouseButton.LeftButton)
     assert np.array_equal(qimage_to_array(window.image_view.heatmap_image), first)  # cached, and the same
 
 
@@ -93,16 +93,16 @@ def test_chosen_layer_and_method_compute_off_the_gui_thread(qtbot, make_window, 
     wait_classified(qtbot, window, 1)
     last_stage = qimage_to_array(window.image_view.heatmap_image)
     with qtbot.waitSignal(window.heatmaps.computing, timeout=5_000) as computing:
-        window.layer_combo.setCurrentIndex(window.layer_combo.findData("layer3"))
+        window.side.layer_combo.setCurrentIndex(window.side.layer_combo.findData("layer3"))
     # Nothing was computed in that call (a backward pass runs on a worker): no heat-map yet, a notice instead.
     assert window.image_view.heatmap_image is None and "layer3" in computing.args[0]
     assert "layer3" in window.progress_label.text()
     qtbot.waitUntil(lambda: window.image_view.heatmap_image is not None, timeout=30_000)
     assert not np.array_equal(qimage_to_array(window.image_view.heatmap_image), last_stage)
     assert "layer3" not in window.progress_label.text()
-    window.layer_combo.setCurrentIndex(0)
+    window.side.layer_combo.setCurrentIndex(0)
     assert np.array_equal(qimage_to_array(window.image_view.heatmap_image), last_stage)  # cached
-    window.method_combo.setCurrentIndex(window.method_combo.findData("gradcam++"))
+    window.side.method_combo.setCurrentIndex(window.side.method_combo.findData("gradcam++"))
     plus_plus = qimage_to_array(window.image_view.heatmap_image)
     assert not np.array_equal(plus_plus, last_stage)  # Grad-CAM++ really is another map
 
@@ -114,7 +114,7 @@ def test_model_switch_reclassifies_with_the_new_classes(qtbot, make_window, pict
     with qtbot.waitSignal(window.model_changed, timeout=60_000):
         window.load_model(type(window.model.request)(weights_file=str(model_files["fruit"]), device="cpu"))
     wait_classified(qtbot, window, 3)
-    assert {bar.label for bar in window.predictions.bars} <= {"apple", "pear", "plum", "kiwi"}
+    assert {bar.label for bar in window.side.predictions.bars} <= {"apple", "pear", "plum", "kiwi"}
     assert "4 classes" in window.model_label.text()
     # Results for the first model are kept: switching back shows them without reclassifying.
     assert all(len(item.outcomes) == 2 for item in window.workspace.items.values())
@@ -124,14 +124,14 @@ def test_k_opacity_and_overlay_controls(qtbot, make_window, pictures, model_file
     window = make_window(model_files["fruit"])
     drop(window, pictures[1][:1])
     wait_classified(qtbot, window, 1)
-    window.k_spin.setValue(2)
-    assert len(window.predictions.bars) == 2
-    window.opacity_slider.setValue(0)
+    window.side.k_spin.setValue(2)
+    assert len(window.side.predictions.bars) == 2
+    window.side.opacity_slider.setValue(0)
     assert not window.image_view.heatmap_shown
-    window.opacity_slider.setValue(70)
-    window.overlay_check.setChecked(False)
+    window.side.opacity_slider.setValue(70)
+    window.side.overlay_check.setChecked(False)
     assert not window.image_view.heatmap_shown
-    window.overlay_check.setChecked(True)
+    window.side.overlay_check.setChecked(True)
     assert window.image_view.heatmap_shown
     window.close()
     reopened = Settings(settings.path)
@@ -293,6 +293,6 @@ def test_only_recent_large_images_stay_in_memory_and_others_reload(qtbot, make_w
     first = next(item for item in window.workspace.items.values() if item.path == paths[0])
     assert first.item_id not in window.workspace.displays_in_memory()
     window.thumbnails.select(first.item_id)
-    assert window.predictions.bars  # results show at once, from the cache
+    assert window.side.predictions.bars  # results show at once, from the cache
     qtbot.waitUntil(lambda: window.image_view.image is not None and window.image_view.heatmap_shown, timeout=30_000)
     assert window.image_view.image.size().width() == 150

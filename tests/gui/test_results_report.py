@@ -44,19 +44,20 @@ def run(tmp_path, cancel_after: int | None = None):
 
 
 def results_page(qtbot, report, result):
+    """The results page and its wizard (which the test must keep: the page is the wizard's child)."""
     wizard = FineTuneWizard(device="cpu")
     qtbot.addWidget(wizard)
-    wizard.report, wizard.result = report, result
+    wizard.state.scan, wizard.state.result = report, result
     page = wizard.results_page
     page.initializePage()
     assert not page.report_button.isEnabled()  # until the page knows the report is there
     qtbot.waitUntil(lambda: page.evaluation is not None, timeout=60_000)
-    return page
+    return wizard, page
 
 
 def test_open_report_opens_the_runs_page_in_the_browser(qtbot, tmp_path, browser):
     report, result = run(tmp_path)
-    page = results_page(qtbot, report, result)
+    wizard, page = results_page(qtbot, report, result)
     assert page.evaluation is result.evaluation  # the run's own evaluation, not a second pass
     assert page.report_button.isEnabled()
     qtbot.mouseClick(page.report_button, Qt.MouseButton.LeftButton)
@@ -68,7 +69,7 @@ def test_open_report_opens_the_runs_page_in_the_browser(qtbot, tmp_path, browser
 def test_a_cancelled_run_gets_its_report_from_the_results_page(qtbot, tmp_path, browser):
     report, result = run(tmp_path, cancel_after=1)
     assert result.stopped == "cancelled" and not result.report_path.exists()
-    page = results_page(qtbot, report, result)
+    wizard, page = results_page(qtbot, report, result)
     assert result.report_path.is_file() and page.report_button.isEnabled()
     assert "loss-chart" in result.report_path.read_text(encoding="utf-8")
 
@@ -76,7 +77,7 @@ def test_a_cancelled_run_gets_its_report_from_the_results_page(qtbot, tmp_path, 
 def test_open_report_says_why_it_is_disabled(qtbot, tmp_path, browser):
     report, result = run(tmp_path)
     result.report_path.unlink()
-    page = results_page(qtbot, report, result)
+    wizard, page = results_page(qtbot, report, result)
     assert not page.report_button.isEnabled()
     assert "report.html is missing" in page.report_button.toolTip()
     page.open_report()

@@ -94,6 +94,6 @@ def test_remove_with_delete_clear_all_and_undo(qtbot, make_window, pictures, mod
     assert window.workspace.outcome(window.workspace.items[first]) is not None  # results came back too
     window.clear_all_action.trigger()
     assert strip.count() == 0 and not window.workspace.items
-    assert window.predictions.bars == [] and window.image_view.image is None
+    assert window.side.predictions.bars == [] and window.image_view.image is None
     window.undo_action.trigger()
     assert strip.count() == 3 and window.progress_label.text() == "3 images classified"

@@ -18,8 +18,8 @@ def wizard_on_report(qtbot, window, data):
     wizard = window.open_wizard()
     qtbot.addWidget(wizard)
     wizard.folder_page.path_edit.setText(str(data))
-    next_page(qtbot, wizard, wizard.report_page)
-    qtbot.waitUntil(lambda: wizard.report is not None, timeout=60_000)
+    next_page(qtbot, wizard, wizard.check_page)
+    qtbot.waitUntil(lambda: wizard.state.scan is not None, timeout=60_000)
     return wizard
 
 
@@ -37,9 +37,9 @@ def test_wizard_end_to_end_trains_evaluates_and_hands_over(qtbot, make_window, m
     (data / "blue_bars" / "note.txt").write_text("not an image")
     window = make_window(model_files["pets"])
     wizard = wizard_on_report(qtbot, window, data)
-    problems = [wizard.report_page.problems.item(i).text() for i in range(wizard.report_page.problems.count())]
+    problems = [wizard.check_page.problems.item(i).text() for i in range(wizard.check_page.problems.count())]
     assert any("note.txt" in text and "not an image file type" in text for text in problems)
-    qtbot.waitUntil(lambda: wizard.report_page.samples_layout.count() == 3 + 3 * 4, timeout=30_000)  # off-thread
+    qtbot.waitUntil(lambda: wizard.check_page.samples_layout.count() == 3 + 3 * 4, timeout=30_000)  # off-thread
     next_page(qtbot, wizard, wizard.settings_page)
     settings_for(wizard, tmp_path / "run", lr=1e-5)
     next_page(qtbot, wizard, wizard.training_page)
@@ -54,7 +54,7 @@ def test_wizard_end_to_end_trains_evaluates_and_hands_over(qtbot, make_window, m
     results = wizard.results_page
     qtbot.waitUntil(lambda: results.evaluation is not None, timeout=60_000)
     total = sum(int(results.confusion.item(r, c).text()) for r in range(3) for c in range(3))
-    assert total == len(wizard.result.val_samples) == 9
+    assert total == len(wizard.state.result.val_samples) == 9
     assert results.per_class.rowCount() == 3
     mistakes = results.evaluation.mistakes
     assert mistakes  # a barely trained head (lr 1e-5) gets several validation images wrong
@@ -82,9 +82,9 @@ def test_wizard_end_to_end_trains_evaluates_and_hands_over(qtbot, make_window, m
 def test_report_with_problems_blocks_next(qtbot, make_window, model_files, tmp_path):
     data = make_shapes_folder(tmp_path / "shapes", counts={"red_circles": 6, "green_squares": 0, "blue_bars": 6})
     wizard = wizard_on_report(qtbot, make_window(model_files["pets"]), data)
-    assert not wizard.report_page.isComplete()
+    assert not wizard.check_page.isComplete()
     assert not wizard.button(QWizard.WizardButton.NextButton).isEnabled()
-    assert wizard.report_page.problems.item(0).text().startswith("✖ class 'green_squares' has no readable images")
+    assert wizard.check_page.problems.item(0).text().startswith("✖ class 'green_squares' has no readable images")
 
 
 def answer(button):
@@ -182,7 +182,7 @@ def test_a_run_cancelled_before_its_first_epoch_says_so_and_offers_no_model(qtbo
     settings_for(wizard, tmp_path / "run", mode="full", epochs=50, lr=1e-3)
     wizard.settings_page.batch_size.setValue(2)
     training = wizard.training_page
-    training.status_changed.connect(lambda text: "batch 2 of" in text and training.cancel())
+    training.status_changed.connect(lambda text: "batch 1 of" in text and training.cancel())
     next_page(qtbot, wizard, wizard.training_page)
     qtbot.waitUntil(lambda: not training.running, timeout=60_000)
     assert training.epochs == []

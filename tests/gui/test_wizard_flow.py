@@ -67,8 +67,8 @@ def test_dropped_folder_remembered_folder_fresh_run_folders_and_closing(qtbot, m
     qtbot.addWidget(wizard)
     assert drop(wizard, [data])  # a folder dropped on the wizard is the dataset folder
     assert wizard.folder_page.path_edit.text() == str(data)
-    next_page(qtbot, wizard, wizard.report_page)
-    qtbot.waitUntil(lambda: wizard.report is not None, timeout=60_000)
+    next_page(qtbot, wizard, wizard.check_page)
+    qtbot.waitUntil(lambda: wizard.state.scan is not None, timeout=60_000)
     next_page(qtbot, wizard, wizard.settings_page)
     wizard.settings_page.fast.setChecked(True)
     wizard.settings_page.epochs.setValue(2)
@@ -78,12 +78,12 @@ def test_dropped_folder_remembered_folder_fresh_run_folders_and_closing(qtbot, m
     next_page(qtbot, wizard, wizard.training_page)
     training = wizard.training_page
     qtbot.waitUntil(training.isComplete, timeout=120_000)
-    first_run = wizard.result.out_dir
+    first_run = wizard.state.result.out_dir
     assert first_run == proposed
     qtbot.mouseClick(wizard.button(QWizard.WizardButton.BackButton), Qt.MouseButton.LeftButton)
     next_page(qtbot, wizard, wizard.training_page)  # no "folder is not empty": a fresh folder per run
     qtbot.waitUntil(training.isComplete, timeout=120_000)
-    assert wizard.result.out_dir != first_run and (wizard.result.out_dir / "best.safetensors").is_file()
+    assert wizard.state.result.out_dir != first_run and (wizard.state.result.out_dir / "best.safetensors").is_file()
     next_page(qtbot, wizard, wizard.results_page)
     results = wizard.results_page
     qtbot.waitUntil(lambda: results.evaluation is not None, timeout=60_000)
