@@ -181,10 +181,6 @@ class ThumbnailStrip(QListWidget):
             if entry is not None:
                 self.takeItem(self.row(entry))
 
-    def remove_all(self) -> None:
-        self.clear()
-        self._items.clear()
-
     def _context_menu(self, position) -> None:
         menu = QMenu(self)
         ids = self.selected_ids()
