@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as _dt
-import hashlib
 import importlib
 import json
 import logging
@@ -29,9 +28,10 @@ import torch
 from torch import nn
 
 from cardinal.engine import __version__
+from cardinal.engine.durable import flush_to_disk, fsync_folder, sha256_file
 from cardinal.engine.errors import CardinalError, ExportError, MissingPackages, ParityError
 from cardinal.engine.export.parity import DEFAULT_TOLERANCE, ParityReport, check_parity
-from cardinal.engine.models.model_file import fsync_folder, preprocess_to_dict
+from cardinal.engine.models.model_file import preprocess_to_dict
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
 
@@ -264,12 +264,12 @@ def _publish(workspace: Path, path: Path, export_format: ExportFormat, model: Lo
     staged = workspace / path.name
     # Only what the model needs travels: an exporter may leave other files (reports) in its folder.
     weights = workspace / f"{path.name}.data"
-    hashes = {item.name: _sha256(item) for item in (staged, weights) if item.is_file()}
+    hashes = {item.name: sha256_file(item) for item in (staged, weights) if item.is_file()}
     document = describe(model, export_format, details, report, hashes, path.name)
     sidecar = workspace / description_path(path.name)
     sidecar.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
     for item in (*(workspace / name for name in hashes), sidecar):
-        _flush_to_disk(item)  # a rename must never publish a file whose bytes are still only in memory
+        flush_to_disk(item)  # a rename must never publish a file whose bytes are still only in memory
     written = []
     for name in hashes:
         if name != path.name:
@@ -326,19 +326,6 @@ def describe(model: LoadedModel, export_format: ExportFormat, details: dict[str,
         },
         "parity": report.to_dict(),
     }
-
-
-def _flush_to_disk(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _stop_if_cancelled(cancel: CancelToken | None) -> None:

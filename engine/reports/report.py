@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 
 from cardinal.engine.data.datasets import DatasetScan, Sample
+from cardinal.engine.durable import atomic_write
 from cardinal.engine.errors import Cancelled, CardinalError, ImageLoadError
 from cardinal.engine.inference.classifier import Classifier
 from cardinal.engine.inference.evaluation import Evaluation, Mistake, evaluate, explain
-from cardinal.engine.models.model_file import atomic_write
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.runs.history import HistoryRow, read_history

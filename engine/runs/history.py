@@ -15,7 +15,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
-from cardinal.engine.models.model_file import atomic_write
+from cardinal.engine.durable import atomic_write
 from cardinal.engine.training.events import BatchEnd, EpochEnd, Event, StopReason
 
 HISTORY_NAME = "history.csv"

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
+from cardinal.engine.durable import atomic_write
 from cardinal.engine.errors import TrainingError, WeightsError, short_list
-from cardinal.engine.models.model_file import atomic_write
 from cardinal.engine.models.weights import read_torch_file
 
 CHECKPOINT_NAME = "checkpoint.pt"

@@ -234,7 +234,7 @@ class ShardRecord:
 
     def write(self, folder: Path) -> Path | None:
         """Rank 0 writes the record atomically; the other ranks write nothing."""
-        from cardinal.engine.models.model_file import atomic_write
+        from cardinal.engine.durable import atomic_write
 
         if not self.team.is_main:
             return None
