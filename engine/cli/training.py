@@ -108,7 +108,8 @@ def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, chatter: TextIO | None = None) -> int:
     """Train as one process or as one rank of a team; `chatter` takes progress bars and notes (default `err`)."""
     from cardinal.engine.runs.folder import claim_run_folder
-    from cardinal.engine.training.loop import StopReason, train
+    from cardinal.engine.training.events import StopReason
+    from cardinal.engine.training.loop import train
 
     chatter = err if chatter is None else chatter
     token = CancelToken()
@@ -141,15 +142,15 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
         return EXIT_INTERRUPTED if result.stopped is StopReason.CANCELLED else EXIT_OK
     out.write(f"Training {result.stopped.sentence} after {result.epochs_run} epochs; best validation accuracy "
               f"{result.best_val_accuracy:.2%} (epoch {result.best_epoch})\n")
-    out.write(f"saved {printable(result.best_path)} (best) and {printable(result.out_dir / 'last.safetensors')} "
-              f"(last); history in {printable(result.out_dir / 'history.csv')}\n")
+    out.write(f"saved {printable(result.paths.best)} (best) and {printable(result.paths.last)} "
+              f"(last); history in {printable(result.paths.history)}\n")
     if result.stopped is StopReason.CANCELLED:
         out.write(f"Continue it with: cardinal train {printable(args.folder)} --out {printable(args.out)} --resume\n")
         return EXIT_INTERRUPTED
     if result.evaluation is None:  # stopped while evaluating for the report (a note said so)
         return EXIT_INTERRUPTED
-    if result.report_path.is_file():
-        out.write(f"report: {printable(result.report_path)}\n")
+    if result.paths.report.is_file():
+        out.write(f"report: {printable(result.paths.report)}\n")
     out.write(f"\n{result.evaluation.format_report()}\n")
     return EXIT_SOME_FAILED if result.evaluation.unreadable else EXIT_OK
 
@@ -191,7 +192,8 @@ class _TrainingPrinter:
             self.bar = None
 
     def __call__(self, event) -> None:
-        from cardinal.engine.training.events import BatchEnd, EpochEnd, FeatureProgress, Notice, ReportProgress
+        from cardinal.engine.reports.report import ReportProgress
+        from cardinal.engine.training.events import BatchEnd, EpochEnd, FeatureProgress, Notice
 
         if isinstance(event, FeatureProgress):
             advance(self._bar("Computing features", event.total, "img"), event.done)
@@ -233,7 +235,7 @@ def _print_report(report, out: TextIO) -> None:
 
 
 def _base_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken):
-    from cardinal.engine.training.loop import load_base_model
+    from cardinal.engine.training.starting_point import load_base_model
 
     kind = args.base if args.base in ("imagenet", "scratch") else "file"
     with download_progress(err) as progress:
@@ -278,11 +280,11 @@ def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _model_file(path: Path) -> tuple[Path, Path | None]:
     """The model file MODEL names and, when MODEL is a training run's folder, that folder (its best model)."""
-    from cardinal.engine.runs.folder import MODEL_NAMES
+    from cardinal.engine.runs.layout import RunPaths
 
     if not path.is_dir():
         return path, None
-    best = path / f"{MODEL_NAMES[0]}.safetensors"
+    best = RunPaths(path).best
     if not best.is_file():
         raise CardinalError(f"{path} is a folder with no model in it ({best.name} is missing): give a model file "
                             "(.safetensors) or the folder of a training run that finished at least one epoch")

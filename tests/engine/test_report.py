@@ -10,10 +10,11 @@ from PIL import Image
 from cardinal.engine.cli.main import main
 from cardinal.engine.data.datasets import scan_dataset
 from cardinal.engine.progress import run_to_end
-from cardinal.engine.reports.report import REPORT_NAME
+from cardinal.engine.reports.report import ReportProgress
 from cardinal.engine.runs.history import read_history
-from cardinal.engine.training.events import ReportProgress
-from cardinal.engine.training.loop import Recipe, train
+from cardinal.engine.runs.layout import REPORT_NAME
+from cardinal.engine.training.loop import train
+from cardinal.engine.training.recipe import Recipe
 from tests.conftest import make_shapes_folder, make_tiny_model
 
 MARKUP_CLASS = "<img src=x onerror=alert(1)>"  # a legal folder name
@@ -65,7 +66,7 @@ def page_of(folder) -> tuple[str, Page]:
 
 def test_a_run_ends_with_its_report_and_hands_over_the_evaluation(trained):
     _, result, events = trained
-    assert result.report_path.is_file() and result.evaluation is not None
+    assert result.paths.report.is_file() and result.evaluation is not None
     stages = {event.stage for event in events if isinstance(event, ReportProgress)}
     assert stages == {"evaluating", "explaining mistakes"}
     assert int(result.evaluation.confusion.sum()) == len(result.val_samples)
@@ -135,7 +136,7 @@ def run_cli(capsys, *argv):
 
 def test_evaluate_report_on_any_folder_has_no_run_parts(trained, capsys, tmp_path):
     data, result, _ = trained
-    code, out, err = run_cli(capsys, "evaluate", result.best_path, data, "--report", tmp_path / "pages",
+    code, out, err = run_cli(capsys, "evaluate", result.paths.best, data, "--report", tmp_path / "pages",
                              "--device", "cpu")
     assert code == 0, err
     text, page = page_of(tmp_path / "pages")
