@@ -19,12 +19,8 @@ from cardinal.engine.data.datasets import ImageDataset, Sample
 from cardinal.engine.data.device_images import device_pipeline_wanted
 from cardinal.engine.data.train_cache import TrainCache, augment_batch, device_augmentation, image_seed, ram_budget
 from cardinal.engine.errors import Cancelled
-from cardinal.engine.inference.classifier import (
-    autocast_for,
-    forward_features,
-    pooled_features,
-    preferred_memory_format,
-)
+from cardinal.engine.inference.device import autocast_for, preferred_memory_format
+from cardinal.engine.inference.network import forward_features, pooled_features
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.training.distributed import Team

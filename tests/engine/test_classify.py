@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from cardinal.engine.errors import Cancelled, CardinalError
-from cardinal.engine.inference.classifier import Classifier, bf16_supported, resolve_precision, select_device
+from cardinal.engine.inference.classifier import Classifier
+from cardinal.engine.inference.device import bf16_supported, resolve_precision, select_device
 from cardinal.engine.progress import CancelToken
 from tests.conftest import encode, make_tiny_model, random_picture
 
