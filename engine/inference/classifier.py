@@ -131,10 +131,6 @@ class Classifier:
             probabilities = torch.softmax(logits.float(), dim=1)
         return probabilities, features
 
-    def predict(self, images: Sequence[Image.Image], k: int = 5) -> list[tuple[Prediction, ...]]:
-        """Top-k predictions for each image, in one batch."""
-        return [analysis.predictions for analysis in self.analyze(images, k, keep_features=False)]
-
     def analyze(self, images: Sequence[Image.Image], k: int = 5, *, keep_features: bool = True) -> list[Analysis]:
         """Top-k for each image, keeping the activations so heat-maps for any class are instant."""
         if not images:
