@@ -85,7 +85,8 @@ def load_model(request: ModelRequest, progress: DownloadProgress, cancel: Cancel
     import torch
 
     from cardinal.engine.inference.cam import needs_backward
-    from cardinal.engine.inference.classifier import Classifier, cam_layers
+    from cardinal.engine.inference.classifier import Classifier
+    from cardinal.engine.inference.network import cam_layers
     from cardinal.engine.models.registry import MODELS, load_model_file, load_pretrained, weights_on_disk
 
     if request.weights_file:

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cardinal.engine.cli.terminal import printable
 from cardinal.engine.data.datasets import Sample
 from cardinal.engine.inference.classifier import Analysis, Classifier
 from cardinal.engine.progress import CancelToken
@@ -59,31 +58,6 @@ class Evaluation:
     def mistakes_for(self, true_index: int, predicted_index: int) -> list[Mistake]:
         """The images of one confusion-matrix cell."""
         return [m for m in self.mistakes if m.true_index == true_index and m.predicted_index == predicted_index]
-
-    def format_report(self) -> str:
-        """The same numbers as text, for the terminal (names escaped: they come from folders and files)."""
-        names = [printable(name) for name in self.class_names]
-        width = max(len(name) for name in [*names, "class"])
-        lines = [f"accuracy {self.accuracy:.2%} on {int(self.confusion.sum())} images", ""]
-        lines.append(f"{'class':<{width}}  precision  recall     f1  images")
-        for name, metrics in zip(names, self.per_class, strict=True):
-            lines.append(f"{name:<{width}}  {metrics.precision:9.3f}  {metrics.recall:6.3f}  "
-                         f"{metrics.f1:5.3f}  {metrics.support:6d}")
-        lines += ["", "confusion matrix (rows: true class, columns: predicted class)"]
-        cell = max(5, len(str(int(self.confusion.max(initial=0)))) + 1)
-        lines.append(" " * (width + 2) + "".join(f"{i:>{cell}}" for i in range(len(names))))
-        for index, name in enumerate(names):
-            row = "".join(f"{int(v):>{cell}}" for v in self.confusion[index])
-            lines.append(f"{name:<{width}}  {row}   ({index})")
-        if self.mistakes:
-            lines += ["", f"{len(self.mistakes)} misclassified:"]
-            for mistake in self.mistakes:
-                lines.append(f"  {printable(mistake.path)}: {names[mistake.true_index]} taken for "
-                             f"{names[mistake.predicted_index]} ({mistake.predicted_probability:.1%}; "
-                             f"true class {mistake.true_probability:.1%})")
-        for path, reason in self.unreadable:
-            lines.append(f"  could not read {printable(path)}: {printable(reason)}")
-        return "\n".join(lines)
 
 
 @dataclass(frozen=True)

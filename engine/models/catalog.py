@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")
+HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class CatalogEntry:
     @property
     def hash_in_name(self) -> bool:
         """Whether the file name carries its sha256 prefix (else the host must report the sha256)."""
-        return _HASH_IN_NAME.search(self.weights_file) is not None
+        return HASH_IN_NAME.search(self.weights_file) is not None
 
     def summary(self) -> str:
         """One line for a menu or a listing: family, size, top-1 and licence."""

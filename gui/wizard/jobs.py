@@ -39,7 +39,7 @@ def run_evaluation(result: TrainingResult, dataset: DatasetScan, device: str | N
     """Yields progress; returns (Evaluation, Classifier) so mistakes' heat-maps can be drawn. Which evaluation
     (the run's own, or a new one with its report for a cancelled run) is the engine's decision."""
     from cardinal.engine.inference.classifier import Classifier
-    from cardinal.engine.reports.report import evaluate_run
+    from cardinal.engine.training.run_outputs import evaluate_run
 
     classifier = Classifier(result.model, device=device)
     evaluation = yield from evaluate_run(result, classifier, dataset=dataset, cancel=cancel)

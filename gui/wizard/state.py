@@ -43,7 +43,7 @@ class BaseChoice:
     mirror: str | None = None
 
     def load(self) -> LoadedModel:
-        from cardinal.engine.training.loop import load_base_model
+        from cardinal.engine.training.starting_point import load_base_model
 
         if self.kind == "current" and self.current is not None:
             return self.current

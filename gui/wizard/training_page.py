@@ -144,8 +144,8 @@ class TrainingPage(QWizardPage):
         self._set_status(batch_line(event, self._epochs_planned, max(self.val_acc, default=None)))
 
     def _event(self, event) -> None:
-        from cardinal.engine.training.events import ReportProgress
-        from cardinal.engine.training.loop import BatchEnd, EpochEnd, FeatureProgress, Notice
+        from cardinal.engine.reports.report import ReportProgress
+        from cardinal.engine.training.events import BatchEnd, EpochEnd, FeatureProgress, Notice
 
         if isinstance(event, BatchEnd):
             self.batch_x.append(event.epoch - 1 + event.batch / event.batches)

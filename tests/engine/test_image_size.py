@@ -5,11 +5,14 @@ from PIL import Image
 
 from cardinal.engine.cli.main import main
 from cardinal.engine.data.datasets import scan_dataset
+from cardinal.engine.errors import TrainingError
 from cardinal.engine.inference.classifier import Classifier
 from cardinal.engine.inference.evaluation import evaluate
 from cardinal.engine.models.registry import load_model_file, save_model
 from cardinal.engine.progress import run_to_end
-from cardinal.engine.training.loop import Recipe, TrainingError, at_image_size, train
+from cardinal.engine.training.loop import train
+from cardinal.engine.training.recipe import Recipe
+from cardinal.engine.training.starting_point import at_image_size
 from tests.conftest import make_shapes_folder, make_tiny_model, tiny_preprocess
 
 

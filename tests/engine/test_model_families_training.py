@@ -7,7 +7,8 @@ from cardinal.engine.inference.classifier import Classifier
 from cardinal.engine.inference.evaluation import evaluate
 from cardinal.engine.models.registry import load_model_file, random_model
 from cardinal.engine.progress import run_to_end
-from cardinal.engine.training.loop import Recipe, train
+from cardinal.engine.training.loop import train
+from cardinal.engine.training.recipe import Recipe
 from tests.conftest import make_shapes_folder, tiny_preprocess
 
 

@@ -10,10 +10,11 @@ from PIL import Image
 from cardinal.engine.cli.main import main
 from cardinal.engine.data.datasets import scan_dataset
 from cardinal.engine.progress import run_to_end
-from cardinal.engine.reports.report import REPORT_NAME
+from cardinal.engine.reports.report import ReportProgress
 from cardinal.engine.runs.history import read_history
-from cardinal.engine.training.events import ReportProgress
-from cardinal.engine.training.loop import Recipe, train
+from cardinal.engine.runs.layout import REPORT_NAME
+from cardinal.engine.training.loop import train
+from cardinal.engine.training.recipe import Recipe
 from tests.conftest import make_shapes_folder, make_tiny_model
 
 MARKUP_CLASS = "<img src=x onerror=alert(1)>"  # a legal folder name
@@ -65,7 +66,7 @@ def page_of(folder) -> tuple[str, Page]:
 
 def test_a_run_ends_with_its_report_and_hands_over_the_evaluation(trained):
     _, result, events = trained
-    assert result.report_path.is_file() and result.evaluation is not None
+    assert result.paths.report.is_file() and result.evaluation is not None
     stages = {event.stage for event in events if isinstance(event, ReportProgress)}
     assert stages == {"evaluating", "explaining mistakes"}
     assert int(result.evaluation.confusion.sum()) == len(result.val_samples)
@@ -135,7 +136,7 @@ def run_cli(capsys, *argv):
 
 def test_evaluate_report_on_any_folder_has_no_run_parts(trained, capsys, tmp_path):
     data, result, _ = trained
-    code, out, err = run_cli(capsys, "evaluate", result.best_path, data, "--report", tmp_path / "pages",
+    code, out, err = run_cli(capsys, "evaluate", result.paths.best, data, "--report", tmp_path / "pages",
                              "--device", "cpu")
     assert code == 0, err
     text, page = page_of(tmp_path / "pages")
@@ -171,8 +172,8 @@ def synthetic_page(confusion):
     import numpy as np
 
     from cardinal.engine.inference.evaluation import ClassMetrics, Evaluation
+    from cardinal.engine.reports.content import ReportContent
     from cardinal.engine.reports.html import render_report
-    from cardinal.engine.reports.report import ReportContent
 
     confusion = np.asarray(confusion)
     names = tuple(f"class {index}" for index in range(len(confusion)))
@@ -241,7 +242,7 @@ def test_the_run_s_own_evaluation_is_shown_and_a_cancelled_run_gets_one_and_its_
     import dataclasses
 
     from cardinal.engine.inference.classifier import Classifier
-    from cardinal.engine.reports.report import evaluate_run
+    from cardinal.engine.training.run_outputs import evaluate_run
 
     data, result, _ = trained
     scan = run_to_end(scan_dataset(data))

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from cardinal.engine.data.datasets import scan_dataset
+from cardinal.engine.errors import TrainingError
 from cardinal.engine.progress import run_to_end
 from cardinal.engine.runs.folder import claim_run_folder
-from cardinal.engine.training.loop import Recipe, TrainingError, train
+from cardinal.engine.training.loop import train
+from cardinal.engine.training.recipe import Recipe
 from tests.conftest import make_shapes_folder, make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -90,7 +90,8 @@ sys.addaudithook(lambda event, args: event == "open" and str(args[0]).startswith
                  and opened.append(str(args[0])))
 from cardinal.engine.progress import run_to_end
 from cardinal.engine.data.datasets import scan_dataset
-from cardinal.engine.training.loop import Recipe, train
+from cardinal.engine.training.loop import train
+from cardinal.engine.training.recipe import Recipe
 from cardinal.engine.models.weights import read_state_dict
 from tests.conftest import make_tiny_model
 report = run_to_end(scan_dataset(folder))
