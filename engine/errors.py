@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,6 +31,16 @@ class WeightsUnavailable(CardinalError):
         self.url = url
         self.path = Path(path)
         self.reason = reason
+        parts = urllib.parse.urlparse(url)
+        if parts.scheme == "file":  # a mirror folder: nothing to download, a file to put there
+            from urllib.request import url2pathname  # only here: urllib.request costs 0.1 s to import
+
+            mirrored = Path(url2pathname(parts.path))
+            super().__init__(
+                f"Weights are not on this computer and could not be copied from the mirror folder ({reason}).\n"
+                f"Put {mirrored.name} in {mirrored.parent}\nor save it as {self.path}."
+            )
+            return
         super().__init__(
             f"Weights are not on this computer and could not be downloaded ({reason}).\n"
             f"Download {url}\nand save it as {self.path}\n"

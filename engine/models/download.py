@@ -229,7 +229,7 @@ def announced_sha256(url: str, header: str, timeout: float, destination: Path) -
             raise WeightsUnavailable(url, destination, f"the server answered {error.code} {error.reason}") from None
         headers = error.headers
     except urllib.error.URLError as error:
-        raise WeightsUnavailable(url, destination, f"cannot reach the server: {error.reason}") from None
+        raise WeightsUnavailable(url, destination, _unreachable(url, error.reason)) from None
     except (OSError, http.client.HTTPException) as error:
         raise WeightsUnavailable(url, destination, f"cannot reach the server ({error})") from None
     reported = (headers.get(header) or "").removeprefix("W/").strip('"').lower()
@@ -275,11 +275,22 @@ def _stream(job: _Download, out) -> None:
     except urllib.error.HTTPError as error:
         raise job.unavailable(f"the server answered {error.code} {error.reason}") from None
     except urllib.error.URLError as error:
-        raise job.unavailable(f"cannot reach the server: {error.reason}") from None
+        raise job.unavailable(_unreachable(job.url, error.reason)) from None
     except TimeoutError:
         raise job.unavailable(f"no answer within {job.timeout:g} s") from None
     except (OSError, http.client.HTTPException) as error:
         raise job.unavailable(f"connection lost after {_mb(job.done)} ({error})") from None
+
+
+def _unreachable(url: str, reason: object) -> str:
+    """Why `url` could not be had, in the words of where it is: a server, or a mirror folder on this computer."""
+    parts = urllib.parse.urlparse(url)
+    if parts.scheme != "file":
+        return f"cannot reach the server: {reason}"
+    path = Path(urllib.request.url2pathname(parts.path))
+    if isinstance(reason, FileNotFoundError):
+        return f"the mirror folder {path.parent} has no {path.name}"
+    return f"cannot read {path} in the mirror folder ({getattr(reason, 'strerror', None) or reason})"
 
 
 def _mb(size: int | None) -> str:
