@@ -34,6 +34,7 @@ from cardinal.engine.training.events import (
     EpochEnd,
     Event,
     Notice,
+    Preparing,
     StopReason,
     TrainingResult,
 )
@@ -79,6 +80,7 @@ def train(
              team.main_only(lambda: claim_run_folder(out_dir, resume=resume)))
     with claim as folder:
         folder = folder or Path(out_dir).expanduser().absolute()
+        yield Preparing(f"building the model for {len(scan.class_names)} classes")
         model = new_model(base, scan.class_names, recipe.seed, recipe.image_size)
         generator = torch.Generator().manual_seed(recipe.seed)
         mode = MODE_TYPES[recipe.mode](model, recipe, device_, dtype, generator, team)
@@ -89,8 +91,10 @@ def train(
         if state is not None:
             check_resumable(state, class_names=model.class_names, architecture=model.name, mode=recipe.mode,
                             base=base.source, image_size=recipe.image_size)
+        yield Preparing("getting the images ready")
         yield from mode.prepare(train_samples, val_samples, cancel)
         run.start(state, train_samples)
+        yield Preparing("training the first batch (the slowest: it also warms up)")
         writes = team is None or team.is_main  # in a team, rank 0 alone writes history and scan
         stopped = yield from (record_history(run.epochs(), folder, run.history) if writes else run.epochs())
         run.finish()
