@@ -4,6 +4,7 @@ selected image's predictions as text; `ResultExports` is what the File menu call
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from cardinal.gui.settings import Settings
 from cardinal.gui.widgets.banner import Banner
 from cardinal.gui.widgets.side_panel import SidePanel
 from cardinal.gui.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,12 +96,20 @@ class ResultExports(QObject):
         side = self.side
         opacity = side.opacity_slider.value() / 100 if side.overlay_check.isChecked() else 0.0
         save_overlay(path, selection.current_outcome().analysis, display.pixels, key.class_index, key.method,
-                     opacity, on_result=self._overlay_written,
-                     on_error=lambda error: self.banner.show_message(str(error)))
+                     opacity, on_result=lambda written: self._overlay_written(written, with_heatmap=opacity > 0),
+                     on_error=lambda error: self._failed("overlay", path, error))
 
-    def _overlay_written(self, path: Path) -> None:
-        self.status.emit(f"Saved the overlay as {path}", 10_000)
+    def _overlay_written(self, path: Path, *, with_heatmap: bool) -> None:
+        if with_heatmap:
+            self.status.emit(f"Saved the overlay as {path}", 10_000)
+        else:  # what was asked for is not what the file holds: say so
+            self.status.emit(f"Saved the image without the heat-map (Show heat-map is off, or its opacity 0) as "
+                             f"{path}", 15_000)
         self.overlay_saved.emit(str(path))
+
+    def _failed(self, what: str, path: str | Path, error: Exception) -> None:
+        log.warning("%s export to %s failed: %s", what, path, error)
+        self.banner.show_message(str(error))
 
     def copy_predictions(self) -> str:
         """Put the selected image's predictions on the clipboard as text."""
@@ -127,7 +138,7 @@ class ResultExports(QObject):
         try:
             exported = export_results(path, self.workspace, self.side.k_spin.value())
         except CardinalError as error:
-            self.banner.show_message(str(error))
+            self._failed("results", path, error)
             return None
         failed = f" ({exported.failed} could not be read)" if exported.failed else ""
         self.status.emit(f"Exported {exported.images} images{failed} to {exported.path}", 15_000)

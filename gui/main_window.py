@@ -55,7 +55,7 @@ class MainWindow(QMainWindow):
         self.wizard = None  # the fine-tune wizard, once opened
         self._build_ui()
         self._build_menus()
-        self.model_menu = ModelMenu(self, self.loader, settings, self.open_wizard)
+        self.model_menu = ModelMenu(self, self.loader, settings, self.banner, self.open_wizard)
         self._connect()
         if settings.geometry is not None:
             self.restoreGeometry(settings.geometry)
@@ -73,7 +73,7 @@ class MainWindow(QMainWindow):
         outer.addWidget(self.banner)
         splitter = QSplitter(Qt.Orientation.Horizontal, central)
         self.image_view = ImageView(splitter)
-        self.side = SidePanel(self.settings.top_k, self.settings.opacity, splitter)
+        self.side = SidePanel(self.settings.top_k, self.settings.opacity, self.settings.cam_method, splitter)
         splitter.setChildrenCollapsible(False)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
@@ -110,14 +110,16 @@ class MainWindow(QMainWindow):
             ("&Quit", QKeySequence.StandardKey.Quit, self.close),
         ])
         self.undo_action, remove, self.clear_all_action = fill_menu(self.menuBar().addMenu("&Edit"), [
-            ("&Undo Remove", QKeySequence.StandardKey.Undo, self.workspace.undo_remove),
+            ("&Undo Remove", QKeySequence.StandardKey.Undo, self.undo_remove),
             None,
             ("&Remove Selected Images", QKeySequence.StandardKey.Delete,
              lambda: self.workspace.remove(self.thumbnails.selected_ids())),
             ("&Clear All", None, self.workspace.clear),
         ])
-        remove.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)  # Delete acts on the strip only
+        # Delete acts where the images are (the strip, or the large view of the selected one), never in a text field.
+        remove.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.thumbnails.addAction(remove)
+        self.image_view.addAction(remove)
         self._update_edit_actions()
 
     def _connect(self) -> None:
@@ -134,13 +136,18 @@ class MainWindow(QMainWindow):
         self.thumbnails.clear_requested.connect(space.clear)
         space.item_classified.connect(self._item_classified)
         space.progress.connect(self.progress_label.setText)
-        space.problem.connect(self.banner.show_message)
+        # A red banner stays only while what it says holds: a later success of the same kind clears it.
+        space.problem.connect(lambda text: self.banner.show_message(text, topic="images"))
+        space.item_classified.connect(lambda _: self.banner.clear("images"))
         self.loader.loading.connect(lambda label: self.model_label.setText(f"Loading {label}…"))
         self.loader.ready.connect(self._model_ready)
         self.loader.failed.connect(lambda *_: self._show_model_in_use())
         self.heatmaps.ready.connect(lambda *_: self.progress_label.setText(space.progress_text()))
+        self.heatmaps.ready.connect(lambda *_: self.banner.clear("heat-map"))
         self.heatmaps.computing.connect(self.progress_label.setText)
-        self.heatmaps.failed.connect(self.banner.show_message)
+        self.heatmaps.failed.connect(lambda text: self.banner.show_message(text, topic="heat-map"))
+        side.method_combo.currentIndexChanged.connect(self._heatmap_choice_changed)
+        side.layer_combo.currentIndexChanged.connect(self._heatmap_choice_changed)
 
     # ----- the model ---------------------------------------------------------------------------------------
     def _show_model_in_use(self) -> None:
@@ -155,10 +162,6 @@ class MainWindow(QMainWindow):
         """The model in use (the loader's), or None before the first one loaded."""
         return self.loader.model
 
-    @property
-    def weights_choice(self):
-        return self.model_menu.weights_choice
-
     def start(self) -> None:
         """Load the initial model; call once the window is visible."""
         self.load_model(self._request)
@@ -172,7 +175,7 @@ class MainWindow(QMainWindow):
         if self._closing:
             return
         self.device_label.setText(info.device)
-        self.side.fill_layers(info.cam_layers, info.instant_cam_layers)
+        self.side.fill_layers(info.cam_layers, info.instant_cam_layers, preferred=self.settings.cam_layer)
         self._show_model_in_use()
         for item in self.workspace.items.values():
             self._show_thumbnail(item)
@@ -217,11 +220,21 @@ class MainWindow(QMainWindow):
 
     def _items_removed(self, item_ids: list[int]) -> None:
         self.thumbnails.remove(item_ids)
+        shown = self.thumbnails.selected_id()  # Qt moves to a neighbour without selecting it: select what is shown
+        if shown is not None:
+            self.thumbnails.select(shown)
         self.heatmaps.forget(set(item_ids))
         self.selection.show()
         self.statusBar().showMessage(f"Removed {len(item_ids)} image{'s' if len(item_ids) != 1 else ''} "
                                      "(Edit ▸ Undo Remove brings them back).", 10_000)
         self._update_edit_actions()
+
+    def undo_remove(self) -> None:
+        """Bring back the images removed last, and say so (the "Removed" message no longer holds)."""
+        restored = self.workspace.undo_remove()
+        if restored:
+            self.statusBar().showMessage(f"Brought back {len(restored)} image{'s' if len(restored) != 1 else ''}.",
+                                         10_000)
 
     def _update_edit_actions(self) -> None:
         self.undo_action.setEnabled(self.workspace.can_undo)
@@ -277,6 +290,11 @@ class MainWindow(QMainWindow):
         folder = QFileDialog.getExistingDirectory(self, "Open a folder of images", self.settings.last_folder)
         if folder:
             self.add_paths([folder])
+
+    def _heatmap_choice_changed(self, *_) -> None:
+        """Method and layer are remembered for the next launch (a layer the next model lacks falls back)."""
+        self.settings.cam_method = self.side.method_combo.currentData() or ""
+        self.settings.cam_layer = self.side.layer_combo.currentData() or ""
 
     def _k_changed(self, k: int) -> None:
         self.settings.top_k = k

@@ -6,6 +6,7 @@ export generator on the worker; its errors come back as text for the banner.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, Signal
@@ -16,6 +17,8 @@ from cardinal.gui.background import Job, background
 from cardinal.gui.model_loader import ModelLoader
 from cardinal.gui.settings import Settings
 from cardinal.gui.widgets.banner import Banner
+
+log = logging.getLogger(__name__)
 
 FILE_FILTERS = {"ONNX (*.onnx)": ".onnx", "PyTorch ExportedProgram (*.pt2)": ".pt2"}
 
@@ -40,6 +43,7 @@ class ModelExport(QObject):
         self.loader, self.banner, self.settings = loader, banner, settings
         self._parent = parent  # the dialogs' parent
         self._job: Job | None = None
+        self._target: str | None = None
         self._dialog: QProgressDialog | None = None
 
     @property
@@ -67,6 +71,7 @@ class ModelExport(QObject):
             self.banner.show_message(f"{path}: end the file name in .onnx (ONNX) or .pt2 (PyTorch) to export.")
             return
         self._dialog = self._progress_dialog(Path(path).name)
+        self._target = path
         self._job = run_export(model.classifier.model, path, export_format.name, force, on_event=self._progressed,
                                on_result=self._exported, on_error=self._failed, on_cancelled=self._failed,
                                on_done=self._finished)
@@ -111,6 +116,7 @@ class ModelExport(QObject):
         self.status.emit(f"Export: {event.message}…", 0)
 
     def _exported(self, result) -> None:
+        log.info("exported the model to %s: %s", result.path, result.parity.summary())
         # A banner, not a passing status message: the parity figures are what says the file can be trusted.
         self.banner.show_message(
             f"Exported to {result.path} (description in {result.description_path.name}). Parity with Cardinal: "
@@ -123,9 +129,11 @@ class ModelExport(QObject):
 
         if isinstance(error, Cancelled):
             message = "The export was cancelled; nothing was saved."
+            log.info("model export to %s was cancelled", self._target)
             self.banner.show_message(message, error=False)
         else:
             message = f"Could not export the model: {error}"
+            log.warning("model export to %s failed: %s", self._target, error)
             self.banner.show_message(message)
         self.status.emit("", 0)
         self.failed.emit(message)

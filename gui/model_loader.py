@@ -30,6 +30,9 @@ class ModelLoader(QObject):
         self.request: workers.ModelRequest | None = None  # the latest request (loading, loaded or failed)
         self.model: workers.ModelInfo | None = None  # the model in use: the app's one record of it
         self.error: Exception | None = None  # why the latest request failed, if it did
+        # Why ImageNet weights could not be had, until a pretrained model loads: loading a model file in
+        # between does not bring the internet back.
+        self.download_problem: Exception | None = None
         self._job: Job | None = None
         self._progress: workers.DownloadProgress | None = None
         self._closed = False
@@ -79,7 +82,7 @@ class ModelLoader(QObject):
         current_file = request.weights_file if request is not None else None
         label = self.model.display_name if self.model is not None else (
             workers.display_name(request, "") if current_file else "")
-        offline = str(self.error) if isinstance(self.error, WeightsUnavailable) else None
+        offline = str(self.download_problem) if isinstance(self.download_problem, WeightsUnavailable) else None
         return StartingPoints(
             current_model=None if self.model is None else self.model.classifier.model,
             current_file=current_file,
@@ -90,6 +93,8 @@ class ModelLoader(QObject):
 
     def _loaded(self, info: workers.ModelInfo) -> None:
         self._job = None
+        if not info.request.weights_file:
+            self.download_problem = None
         self.model = info
         # torch, torchvision and a network make a heap of ~300,000 long-lived objects; a full garbage
         # collection over them holds the GIL ~200 ms and freezes the window. Exempt what exists now.
@@ -99,5 +104,7 @@ class ModelLoader(QObject):
     def _failed(self, request: workers.ModelRequest, error: Exception) -> None:
         self._job = None
         self.error = error
+        if not request.weights_file:
+            self.download_problem = error
         log.warning("model %s failed to load: %s", request.label(), error)
         self.failed.emit(request, error)

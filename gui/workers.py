@@ -144,6 +144,14 @@ def make_display(image) -> tuple[Display, QImage]:
     pixels = np.asarray(display)
     thumbnail = display.copy()
     thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BILINEAR)
+    longest = max(thumbnail.size)
+    if longest < THUMBNAIL_SIZE:  # icons and tiles (16-28 px) would be a speck in their cell: enlarge them
+        factor = THUMBNAIL_SIZE // longest
+        # Whole-number factors keep pixels crisp (an icon stays an icon); a near-size image is smoothed instead.
+        resample = Image.Resampling.NEAREST if factor >= 2 else Image.Resampling.BICUBIC
+        scale = factor if factor >= 2 else THUMBNAIL_SIZE / longest
+        size = (max(1, round(thumbnail.width * scale)), max(1, round(thumbnail.height * scale)))
+        thumbnail = thumbnail.resize(size, resample)
     return Display(array_to_qimage(pixels), pixels), array_to_qimage(np.asarray(thumbnail))
 
 

@@ -63,6 +63,7 @@ class Workspace(QObject):
         self._closed = False
 
         loader.ready.connect(self._model_changed)
+        loader.failed.connect(lambda *_: self._report_progress())
 
     # ----- the model -------------------------------------------------------------------------------------
     @property
@@ -173,6 +174,7 @@ class Workspace(QObject):
 
     def _queue_missing(self) -> None:
         if self.model is None or self._closed:
+            self._report_progress()  # what waits for a model says so
             return
         waiting = set(self._waiting)
         for item in self.items.values():
@@ -225,8 +227,13 @@ class Workspace(QObject):
         total = len(self.items)
         done = sum(1 for item in self.items.values() if self.is_done(item))
         failed = sum(1 for item in self.items.values() if item.error is not None)
-        if total == 0 or self.model is None:
+        if total == 0:
             return ""
+        if self.model is None:
+            images = f"{total} image{'' if total == 1 else 's'} wait{'s' if total == 1 else ''}"
+            if self.loader.error is None:
+                return f"{images} for the model to load"
+            return f"{images} for a model: open one (Model ▸ Open Weights or Model File…) or fine-tune one"
         if done < total:
             return f"Classifying {done}/{total}…"
         classified = total - failed

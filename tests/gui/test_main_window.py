@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QApplication
 
 from cardinal.gui.app import ErrorRelay, install_exception_hooks
 from cardinal.gui.qimage import array_to_qimage, qimage_to_array
@@ -179,7 +180,8 @@ def test_corrupt_settings_are_reset_with_a_notice(qtbot, make_window, model_file
     assert "reset to defaults" in window.banner.text
 
 
-def test_offline_without_weights_offers_choices_not_a_traceback(qtbot, settings, torch_home):
+def offline_window(qtbot, settings):
+    """A window launched for the first time on a computer that cannot download: no model, no weights."""
     from cardinal.gui.main_window import MainWindow
     from cardinal.gui.workers import ModelRequest
     from tests.conftest import closed_port
@@ -188,16 +190,59 @@ def test_offline_without_weights_offers_choices_not_a_traceback(qtbot, settings,
     window = MainWindow(settings, request)
     qtbot.addWidget(window)
     window.show()
-    window.start()
-    qtbot.waitUntil(lambda: window.weights_choice is not None, timeout=30_000)
-    box = window.weights_choice
-    assert "resnext50_32x4d-1a0047aa.pth" in box.informativeText()
-    assert str(torch_home) in box.informativeText()
-    assert {b.text() for b in box.buttons()} >= {"Retry", "Open Weights File…", "Set Mirror URL…"}
-    assert "Traceback" not in box.informativeText()
-    with qtbot.waitSignal(window.loader.loading, timeout=5_000):  # Retry really tries again
-        qtbot.mouseClick(box.retry_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: window.weights_choice is not box, timeout=30_000)
+    with qtbot.waitSignal(window.loader.failed, timeout=30_000):
+        window.start()
+    return window
+
+
+def test_offline_first_launch_is_a_banner_with_choices_in_a_window_that_stays_usable(qtbot, settings, torch_home):
+    window = offline_window(qtbot, settings)
+    assert QApplication.activeModalWidget() is None  # no box blocks the window (or its close button)
+    text = window.banner.text
+    assert "resnext50_32x4d-1a0047aa.pth" in text and str(torch_home) in text and "Traceback" not in text
+    assert {"Retry", "Open Weights File…", "Set Mirror…"} <= set(window.banner.action_labels())
+    with qtbot.waitSignal(window.loader.failed, timeout=30_000):  # Retry really tries again
+        with qtbot.waitSignal(window.loader.loading, timeout=5_000):
+            qtbot.mouseClick(window.banner.button("Retry"), Qt.MouseButton.LeftButton)
+    assert "resnext50_32x4d-1a0047aa.pth" in window.banner.text  # and says so again
+    window.close()
+    assert not window.isVisible()
+
+
+def test_images_opened_without_a_model_wait_visibly_with_a_hint(qtbot, settings, torch_home, pictures):
+    window = offline_window(qtbot, settings)
+    _, paths = pictures
+    drop(window, paths[:2])
+    qtbot.waitUntil(lambda: window.thumbnails.count() == 2, timeout=10_000)
+    hint = window.side.predictions.message
+    assert "Open Weights" in hint and "Fine-Tune" in hint and "Classifying" not in hint
+    assert "2 images wait for a model" in window.progress_label.text()
+    qtbot.waitUntil(lambda: window.image_view.image is not None, timeout=30_000)  # the image itself shows
+    assert window.image_view.image.width() == 160
+
+
+def test_an_error_banner_goes_once_a_later_model_loads(qtbot, make_window, model_files, tmp_path):
+    from cardinal.gui.workers import ModelRequest
+
+    window = make_window(model_files["pets"])
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a model")
+    with qtbot.waitSignal(window.loader.failed, timeout=60_000):
+        window.load_model(ModelRequest(weights_file=str(broken), device="cpu"))
+    assert "Could not load broken.safetensors" in window.banner.text
+    with qtbot.waitSignal(window.model_changed, timeout=60_000):
+        window.load_model(ModelRequest(weights_file=str(model_files["fruit"]), device="cpu"))
+    assert window.banner.text == ""  # fruit loaded: the error no longer holds
+
+
+def test_heatmap_method_and_layer_are_remembered(qtbot, make_window, model_files, pictures, settings):
+    window = make_window(model_files["pets"])
+    window.side.method_combo.setCurrentIndex(window.side.method_combo.findData("gradcam++"))
+    window.side.layer_combo.setCurrentIndex(window.side.layer_combo.findData("layer3"))
+    window.close()
+    again = make_window(model_files["pets"], window_settings=Settings(settings.path))
+    assert again.side.method_combo.currentData() == "gradcam++"
+    assert again.side.layer_combo.currentData() == "layer3"
 
 
 def test_download_shows_progress_and_cancel_stops_it(qtbot, settings, torch_home, server):
@@ -214,9 +259,10 @@ def test_download_shows_progress_and_cancel_stops_it(qtbot, settings, torch_home
     qtbot.waitUntil(lambda: menu.download_dialog is not None and menu.download_dialog.bar.value() > 0,
                     timeout=30_000)
     assert "of 4.2 MB" in menu.download_dialog.size_label.text()
-    menu.download_dialog.reject()  # the Cancel button
-    qtbot.waitUntil(lambda: window.weights_choice is not None, timeout=30_000)
-    assert "cancelled" in window.weights_choice.informativeText()
+    assert QApplication.activeModalWidget() is None  # the window stays usable while it downloads
+    with qtbot.waitSignal(window.loader.failed, timeout=30_000):
+        menu.download_dialog.reject()  # the Cancel button
+    assert "cancelled" in window.banner.text and "Retry" in window.banner.action_labels()
     assert list((torch_home / "hub" / "checkpoints").iterdir()) == []
 
 
