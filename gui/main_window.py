@@ -190,7 +190,8 @@ class MainWindow(QMainWindow):
         architectures = self.model.model_names if self.model is not None else ()
         wizard = FineTuneWizard(self, starting_points=self.loader.starting_points(), architectures=architectures,
                                 runs_folder=app_data_dir() / "runs", mirror=self.settings.mirror or None,
-                                device=self._request.device, dataset_folder=self.settings.dataset_folder)
+                                device=self._request.device, dataset_folder=self.settings.dataset_folder,
+                                settings=self.settings)
         wizard.use_model.connect(lambda path: self.load_model(workers.ModelRequest(weights_file=path)))
         wizard.folder_chosen.connect(lambda folder: setattr(self.settings, "dataset_folder", folder))
         self.wizard = wizard

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from PySide6.QtGui import QImage
 
 from cardinal.engine.progress import CancelToken
 from cardinal.gui.background import background
@@ -12,6 +15,7 @@ from cardinal.gui.qimage import array_to_qimage
 
 if TYPE_CHECKING:
     from cardinal.engine.data.datasets import DatasetScan
+    from cardinal.engine.inference.evaluation import Mistake
     from cardinal.engine.models.registry import LoadedModel
     from cardinal.engine.training.events import TrainingResult
     from cardinal.gui.wizard.state import TrainingPlan
@@ -28,8 +32,10 @@ def scan_folder(folder: str, cancel: CancelToken):
 @background
 def run_training(scan: DatasetScan, plan: TrainingPlan, device: str | None, cancel: CancelToken):
     """Yields training events; returns the TrainingResult. Cancelling stops it and keeps the best model."""
+    from cardinal.engine.training.events import Preparing
     from cardinal.engine.training.loop import train
 
+    yield Preparing("loading the starting model")
     model = plan.base.load()
     return (yield from train(scan, model, plan.recipe, plan.out_dir, device=device, cancel=cancel))
 
@@ -67,11 +73,22 @@ def sample_thumbnails(scan: DatasetScan, per_class: int, side: int, cancel: Canc
             yield row, column, path, array_to_qimage(np.asarray(image))
 
 
+@dataclass(frozen=True, eq=False)
+class MistakeRow:
+    """One mistake as the Mistakes window shows it: the image and its heat-maps of the predicted and the true
+    class (QImages, with the roles whose map is empty), or why the image cannot be shown."""
+
+    mistake: Mistake
+    image: QImage | None = None
+    predicted: QImage | None = None
+    true: QImage | None = None
+    no_evidence: frozenset[str] = frozenset()
+    problem: str | None = None
+
+
 @background
 def mistake_overlays(mistakes, classifier, side: int, cancel: CancelToken):
-    """Yields (mistake, overlay of the predicted class, overlay of the true class, the roles whose map is empty)
-    with QImages, or (mistake, reason, None, ()) for an image that cannot be read: two heat-maps per image, off
-    the GUI thread."""
+    """Yields a MistakeRow per mistake: the image decoded and two heat-maps computed, off the GUI thread."""
     from cardinal.engine.errors import ImageLoadError
     from cardinal.engine.reports.report import mistake_pictures
 
@@ -80,9 +97,10 @@ def mistake_overlays(mistakes, classifier, side: int, cancel: CancelToken):
         try:
             drawn = mistake_pictures(classifier, mistake, side)
         except ImageLoadError as error:
-            yield mistake, str(error), None, frozenset()
+            yield MistakeRow(mistake, problem=str(error))
             continue
-        yield mistake, array_to_qimage(drawn.predicted), array_to_qimage(drawn.true), drawn.no_evidence
+        yield MistakeRow(mistake, array_to_qimage(drawn.image), array_to_qimage(drawn.predicted),
+                         array_to_qimage(drawn.true), drawn.no_evidence)
 
 
 @background

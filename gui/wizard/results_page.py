@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QColor, QDesktopServices, QPixmap
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QPixmap
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -25,11 +26,14 @@ from PySide6.QtWidgets import (
 )
 
 from cardinal.gui.background import Job
+from cardinal.gui.browser import open_in_browser
 from cardinal.gui.text import escaped, plain_label, tooltip
 from cardinal.gui.wizard import jobs
 from cardinal.gui.wizard.state import WizardState
 
 MISTAKE_SIZE = 200
+
+log = logging.getLogger(__name__)
 
 
 class ResultsPage(QWizardPage):
@@ -65,8 +69,10 @@ class ResultsPage(QWizardPage):
         self.saving.setRange(0, 0)  # busy: the size of a model file is written in one go
         self.saving.setMaximumWidth(120)
         self.saving.hide()
-        self.save_status = QLabel("", self)
-        buttons.addWidget(self.save_status, 1)
+        self.save_status = QLabel("", self)  # a line of its own: it names files, whose paths are long
+        self.save_status.setWordWrap(True)
+        self.save_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        buttons.addStretch(1)
         buttons.addWidget(self.saving)
         buttons.addWidget(self.report_button)
         buttons.addWidget(self.save_button)
@@ -75,6 +81,7 @@ class ResultsPage(QWizardPage):
         layout.addWidget(QLabel("Confusion matrix (rows: true class, columns: predicted)", self))
         layout.addWidget(self.confusion, 2)
         layout.addWidget(self.per_class, 1)
+        layout.addWidget(self.save_status)
         layout.addLayout(buttons)
         self.evaluation = None
         self.classifier = None
@@ -163,9 +170,15 @@ class ResultsPage(QWizardPage):
         path = self.report_path()
         if not path.is_file():
             return
-        # The browser starts on its own (or fails there, out of our sight): say where the file is either way.
-        opened = QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
-        self.save_status.setText(f"{'Opening' if opened else 'No browser to open'} the report: {escaped(path)}")
+        # Say where the file is either way: a browser can take a while to show up, or never does.
+        self.save_status.setText(f"Opening the report: {escaped(path)}")
+        open_in_browser(path, self, self._report_not_opened)
+
+    def _report_not_opened(self, reason: str) -> None:
+        path = self.report_path()
+        log.warning("the report %s could not be opened: %s", path, reason)
+        self.save_status.setText(f"<b>The report could not be opened</b> ({escaped(reason)}): open {escaped(path)} "
+                                 "in a web browser yourself.")
 
     def open_cell(self, row: int, column: int) -> None:
         """Show the images of one confusion cell, each with heat-maps of the predicted and the true class."""
@@ -213,8 +226,8 @@ class ResultsPage(QWizardPage):
 
 
 class MistakesDialog(QDialog):
-    """Each misclassified image twice: heat-map of the predicted class, and of the true class. The images are
-    decoded and the heat-maps computed on a worker; rows appear as they are ready."""
+    """Each misclassified image as it is, then with the heat-map of the predicted class and of the true class.
+    The images are decoded and the heat-maps computed on a job; rows appear as they are ready."""
 
     loaded = Signal()  # every row is shown
 
@@ -225,8 +238,9 @@ class MistakesDialog(QDialog):
         self.setWindowTitle(f"{self.true_name} taken for {self.predicted_name}")
         body = QWidget()
         self.grid = QGridLayout(body)
-        self.grid.addWidget(QLabel(f"<b>Where it saw “{escaped(self.predicted_name)}”</b>"), 0, 1)
-        self.grid.addWidget(QLabel(f"<b>Where it saw “{escaped(self.true_name)}”</b>"), 0, 2)
+        self.grid.addWidget(QLabel("<b>The image</b>"), 0, 1)
+        self.grid.addWidget(QLabel(f"<b>Where it saw “{escaped(self.predicted_name)}”</b>"), 0, 2)
+        self.grid.addWidget(QLabel(f"<b>Where it saw “{escaped(self.true_name)}”</b>"), 0, 3)
         self.grid.setRowStretch(len(mistakes) + 1, 1)
         self.rows = 0  # images shown with their heat-maps
         self._shown = 0
@@ -242,17 +256,17 @@ class MistakesDialog(QDialog):
         layout.addWidget(self.busy)
         layout.addWidget(scroll)
         layout.addWidget(close)
-        self.resize(3 * MISTAKE_SIZE + 220, min(700, 120 + MISTAKE_SIZE * len(mistakes)))
+        self.resize(4 * MISTAKE_SIZE + 240, min(700, 120 + MISTAKE_SIZE * len(mistakes)))
         self._job = jobs.mistake_overlays(list(mistakes), classifier, MISTAKE_SIZE, on_event=self._add_row,
                                           on_error=self._failed, on_done=self._finished)
 
-    def _add_row(self, row) -> None:
-        mistake, predicted, true, no_evidence = row
+    def _add_row(self, row: jobs.MistakeRow) -> None:
+        mistake, no_evidence = row.mistake, row.no_evidence
         self._shown += 1
         position = self._shown
         self.busy.setValue(position)
-        if true is None:
-            self.grid.addWidget(plain_label(predicted), position, 0, 1, 3)
+        if row.problem is not None:
+            self.grid.addWidget(plain_label(row.problem), position, 0, 1, 4)
             return
         names = {"predicted": self.predicted_name, "true": self.true_name}
         # An empty map is drawn flat, which reads as a map: say it instead.
@@ -262,7 +276,7 @@ class MistakesDialog(QDialog):
                               f"{self.true_name}: {mistake.true_probability:.1%}{notes}")
         caption.setToolTip(tooltip(mistake.path))
         self.grid.addWidget(caption, position, 0)
-        for column, image, role in ((1, predicted, "predicted"), (2, true, "true")):
+        for column, image, role in ((1, row.image, "image"), (2, row.predicted, "predicted"), (3, row.true, "true")):
             label = QLabel()
             label.setPixmap(QPixmap.fromImage(image))
             if role in no_evidence:
@@ -271,7 +285,7 @@ class MistakesDialog(QDialog):
         self.rows += 1
 
     def _failed(self, error: Exception) -> None:
-        self.grid.addWidget(plain_label(f"The heat-maps could not be computed: {error}"), self._shown + 1, 0, 1, 3)
+        self.grid.addWidget(plain_label(f"The heat-maps could not be computed: {error}"), self._shown + 1, 0, 1, 4)
 
     def _finished(self) -> None:
         self.busy.hide()

@@ -21,22 +21,25 @@ from PySide6.QtWidgets import (
     QWidget,
     QWizardPage,
 )
-from superqt import QCollapsible
 
 from cardinal.engine.models.catalog import CATALOG
 from cardinal.engine.training.recipe import MAX_IMAGE_SIZE, MAX_LEARNING_RATE, MIN_IMAGE_SIZE, OPTIMIZERS
+from cardinal.gui.settings import Settings
 from cardinal.gui.text import plain_label
+from cardinal.gui.widgets.collapsible import collapsible
+from cardinal.gui.wizard import remembered
 from cardinal.gui.wizard.state import BaseChoice, StartingPoints, TrainingPlan, WizardState
 
 
 class SettingsPage(QWizardPage):
     """Mode, starting point and epochs up front; the full recipe behind Advanced."""
 
-    def __init__(self, state: WizardState) -> None:
+    def __init__(self, state: WizardState, memory: Settings | None = None) -> None:
         super().__init__()
         from cardinal.engine.training.recipe import AUGMENTATIONS, TRAINABLE_FROM, Recipe
 
         self._state = state
+        self._memory = memory  # where the choices of the last run are remembered
         defaults = Recipe()
         self.setTitle("Training settings")
         self.setSubTitle("The defaults work well; Fast takes seconds to minutes, Full can take hours on a CPU.")
@@ -73,7 +76,7 @@ class SettingsPage(QWizardPage):
         form.addRow("Save to folder", self.out_dir)
         layout.addLayout(form)
 
-        advanced = QCollapsible("Advanced", self)
+        self.advanced = advanced = collapsible("Advanced", self)
         body = QWidget()
         advanced_form = QFormLayout(body)
         self.optimizer = QComboBox(body)
@@ -128,7 +131,43 @@ class SettingsPage(QWizardPage):
         self.error.setWordWrap(True)
         layout.addWidget(self.error)
         layout.addStretch(1)
-        self._base_changed()
+        if memory is not None:
+            self._restore(memory)
+        self._update_architecture()
+
+    def remembered_widgets(self) -> dict[str, QWidget]:
+        """The choices a next run starts from (the run folder is new each time; the dataset is remembered
+        apart)."""
+        return {"full": self.full, "base": self.base, "architecture": self.architecture, "epochs": self.epochs,
+                "advanced": self.advanced, "optimizer": self.optimizer, "lr": self.lr, "batch_size": self.batch_size,
+                "label_smoothing": self.label_smoothing, "augmentation": self.augmentation,
+                "class_weighted": self.class_weighted, "train_from": self.train_from, "patience": self.patience,
+                "val_fraction": self.val_fraction, "seed": self.seed, "image_size": self.image_size}
+
+    def _restore(self, memory: Settings) -> None:
+        widgets = self.remembered_widgets()
+        base = widgets.pop("base")
+        self.base.blockSignals(True)  # a remembered "saved model file" must not open the file dialog
+        try:
+            remembered.restore_all(memory, {"base": base})
+            kind = self.base.currentData()
+            if kind == "file":
+                path = memory.group(remembered.GROUP).get("base_file", "")
+                if Path(path).is_file():
+                    self.base_file = path
+                else:
+                    self.base.setCurrentIndex(0)
+        finally:
+            self.base.blockSignals(False)
+        remembered.restore_all(memory, widgets)
+        self.fast.setChecked(not self.full.isChecked())
+
+    def refresh_run_folder(self) -> None:
+        """Shown again (Back from a run): the folder proposed before now holds that run, so propose the one the
+        next run will really use."""
+        out = Path(self.out_dir.text()).expanduser()
+        if self.out_dir.text() == self._auto_folder and out.exists() and any(out.iterdir()):
+            self._fresh_run_folder()
 
     def initializePage(self) -> None:  # noqa: N802 - Qt's naming
         scan = self._state.scan
@@ -179,9 +218,12 @@ class SettingsPage(QWizardPage):
         self.base.setItemData(imagenet, None if here else "The pretrained weights are not on this computer yet; "
                               "they are downloaded when training starts.", Qt.ItemDataRole.ToolTipRole)
 
+    def _update_architecture(self) -> None:
+        self.architecture.setEnabled(self.base.currentData() in ("imagenet", "scratch"))
+
     def _base_changed(self) -> None:
         kind = self.base.currentData()
-        self.architecture.setEnabled(kind in ("imagenet", "scratch"))
+        self._update_architecture()
         if kind == "file":
             path, _ = QFileDialog.getOpenFileName(self, "Start from a saved model", "",
                                                   "Cardinal model (*.safetensors)")
@@ -219,13 +261,17 @@ class SettingsPage(QWizardPage):
         except TrainingError as error:
             self.error.setText(str(error))
             return False
+        self.refresh_run_folder()  # the proposed folder may hold an earlier run by now: propose another
         out = Path(self.out_dir.text()).expanduser()
-        if self.out_dir.text() == self._auto_folder and out.exists() and any(out.iterdir()):
-            self._fresh_run_folder()  # the proposed folder holds an earlier run (Back, Next): propose another
-            out = Path(self.out_dir.text()).expanduser()
         if out.exists() and any(out.iterdir()):
             self.error.setText(f"{out} is not empty; choose a new folder so no earlier run is overwritten.")
             return False
         self.error.setText("")
         self._state.plan = TrainingPlan(recipe, self.base_choice(), out)
+        if self._memory is not None:
+            widgets = self.remembered_widgets()
+            remembered.remember_all(self._memory, widgets)
+            if self.base.currentData() == "file":
+                self._memory.set_group(remembered.GROUP, {**self._memory.group(remembered.GROUP),
+                                                          "base_file": self.base_file})
         return True

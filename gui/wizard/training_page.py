@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from PySide6.QtCore import QTimer, Signal
@@ -21,6 +22,8 @@ from cardinal.gui.widgets.charts import BATCH_COLOUR, TRAIN_COLOUR, VALIDATION_C
 from cardinal.gui.wizard import jobs
 from cardinal.gui.wizard.state import WizardState
 
+log = logging.getLogger(__name__)
+
 REFRESH_MS = 150  # plots redraw at most this often, however fast batches arrive
 
 
@@ -37,7 +40,7 @@ class TrainingPage(QWizardPage):
         train, validation = ("train", TRAIN_COLOUR), ("validation", VALIDATION_COLOUR)
         self.loss_plot = new_plot("Loss per batch", "loss", "epoch")
         self.epoch_loss_plot = new_plot("Loss per epoch", "loss", "epoch", (train, validation))
-        self.accuracy_plot = new_plot("Accuracy per epoch", "accuracy", "epoch", (train, validation))
+        self.accuracy_plot = new_plot("Accuracy per epoch", "accuracy (%)", "epoch", (train, validation))
         self.batch_curve = curve(self.loss_plot, BATCH_COLOUR, points=False)
         self.train_loss_curve = curve(self.epoch_loss_plot, TRAIN_COLOUR)
         self.val_loss_curve = curve(self.epoch_loss_plot, VALIDATION_COLOUR)
@@ -64,6 +67,9 @@ class TrainingPage(QWizardPage):
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self._redraw)
+        self._preparing_timer = QTimer(self)  # the time spent on a step before the first batch, once a second
+        self._preparing_timer.setInterval(1000)
+        self._preparing_timer.timeout.connect(self._show_preparing)
         self._job: Job | None = None
         self.running = False
         self.stopping = False
@@ -79,6 +85,8 @@ class TrainingPage(QWizardPage):
         self.val_acc: list[float] = []
         self._batches_dirty = self._epochs_dirty = False
         self._status_at: float | None = None
+        self._step: tuple[str, float] | None = None  # the step being prepared, and since when
+        self._counting_epochs = False  # the bar counts epochs once the first batch has ended
 
     def initializePage(self) -> None:  # noqa: N802 - Qt's naming
         self._reset()
@@ -89,15 +97,21 @@ class TrainingPage(QWizardPage):
         plan = state.plan
         self._epochs_planned = plan.recipe.epochs
         self._set_ranges(plan.recipe.epochs)
-        self.progress.setRange(0, plan.recipe.epochs * 100)
+        self.progress.setRange(0, 0)  # busy until the first batch ends: preparing has no count to show
         self.progress.setValue(0)
         self._set_status("Preparing…")
+        for plot in self._plots():  # a stray drag would pan a plot away from the data it should follow
+            plot.setMouseEnabled(False, False)
         self.running = True
         self.stopping = False
         self.cancel_button.setEnabled(True)
         self.cancel_button.setText("Cancel Training")
         self._started = time.monotonic()
         self._timer.start()
+        recipe = plan.recipe
+        log.info("training started in %s: %s mode on %s (%d classes, %d images) from %s, %d epochs; recipe %s",
+                 plan.out_dir, recipe.mode, state.scan.root, len(state.scan.class_names), len(state.scan.train),
+                 plan.base.kind if plan.base.kind != "file" else plan.base.path, recipe.epochs, recipe.to_dict())
         job: Job | None = None
 
         def current() -> bool:
@@ -125,14 +139,38 @@ class TrainingPage(QWizardPage):
         self.status.setText(text)
         self.status_changed.emit(text)
 
+    def _plots(self):
+        return self.loss_plot, self.epoch_loss_plot, self.accuracy_plot
+
     def _set_ranges(self, epochs: int) -> None:
-        """Each run starts with axes for its own length; y follows the data."""
+        """Each run starts with axes for its own length; y follows the data (accuracy in percent, as the text)."""
         self.loss_plot.setXRange(0, epochs, padding=0)
         for plot in (self.epoch_loss_plot, self.accuracy_plot):
             plot.setXRange(0.5, epochs + 0.5, padding=0)
         for plot in (self.loss_plot, self.epoch_loss_plot):
             plot.enableAutoRange(axis="y")
-        self.accuracy_plot.setYRange(0, 1)
+        self.accuracy_plot.setYRange(0, 100, padding=0.03)  # a little room, so 100% is not on the frame
+
+    def _preparing(self, step: str) -> None:
+        self._step = (step, time.monotonic())
+        self._show_preparing()
+        self._preparing_timer.start()
+
+    def _show_preparing(self) -> None:
+        if self._step is None or self.stopping:
+            self._preparing_timer.stop()
+            return
+        step, since = self._step
+        seconds = int(time.monotonic() - since)
+        self._set_status(f"Preparing: {step}…" + (f" {_duration(seconds)}" if seconds >= 2 else ""))
+
+    def _prepared(self) -> None:
+        """The first batch ended: from now on the bar counts epochs."""
+        if not self._counting_epochs:
+            self._counting_epochs = True
+            self._step = None
+            self._preparing_timer.stop()
+            self.progress.setRange(0, self._epochs_planned * 100)
 
     def _batch_progress(self, event) -> None:
         """Images per second and time left as the engine measured them, from the first batches on (Full mode's
@@ -141,12 +179,18 @@ class TrainingPage(QWizardPage):
         if self.stopping or self._status_at is not None and now - self._status_at < 0.5:
             return
         self._status_at = now
-        self._set_status(batch_line(event, self._epochs_planned, max(self.val_acc, default=None)))
+        best = max(self.val_acc, default=None)
+        self._set_status(batch_line(event, self._epochs_planned, None if best is None else best / 100))
 
     def _event(self, event) -> None:
         from cardinal.engine.reports.report import ReportProgress
-        from cardinal.engine.training.events import BatchEnd, EpochEnd, FeatureProgress, Notice
+        from cardinal.engine.training.events import BatchEnd, EpochEnd, FeatureProgress, Notice, Preparing
 
+        if isinstance(event, Preparing):
+            self._preparing(event.step)
+            return
+        if isinstance(event, (BatchEnd, EpochEnd)):
+            self._prepared()
         if isinstance(event, BatchEnd):
             self.batch_x.append(event.epoch - 1 + event.batch / event.batches)
             self.batch_loss.append(event.loss)
@@ -157,10 +201,10 @@ class TrainingPage(QWizardPage):
             self.epochs.append(event.epoch)
             self.train_loss.append(event.train_loss)
             self.val_loss.append(event.val_loss)
-            self.train_acc.append(event.train_accuracy)
-            self.val_acc.append(event.val_accuracy)
+            self.train_acc.append(100 * event.train_accuracy)  # plotted in percent, as every text says it
+            self.val_acc.append(100 * event.val_accuracy)
             self.progress.setValue(100 * event.epoch)
-            best = max(self.val_acc)
+            best = max(self.val_acc) / 100
             self._status_at = time.monotonic()
             self._set_status(
                 f"Epoch {event.epoch} of {event.epochs}: validation accuracy {event.val_accuracy:.1%} "
@@ -169,7 +213,11 @@ class TrainingPage(QWizardPage):
             )
             self._epochs_dirty = True
         elif isinstance(event, FeatureProgress):
-            self._set_status(f"Computing features once per image: {event.done} of {event.total}")
+            self._step = None  # it has a count of its own
+            self._preparing_timer.stop()
+            self.progress.setRange(0, event.total)
+            self.progress.setValue(event.done)
+            self._set_status(f"Preparing: computing features once per image, {event.done} of {event.total}")
         elif isinstance(event, ReportProgress):
             self._set_status(f"Writing the report ({event.stage}): {event.done} of {event.total}")
         elif isinstance(event, Notice):
@@ -188,6 +236,9 @@ class TrainingPage(QWizardPage):
 
     def _finished(self, result) -> None:
         self._state.result = result
+        log.info("training %s after %d epochs in %s: best validation accuracy %.4f at epoch %d",
+                 "finished" if result.stopped == "completed" else f"ended ({result.stopped.value})",
+                 result.epochs_run, result.out_dir, result.best_val_accuracy, result.best_epoch)
         if result.stopped != "cancelled":
             self.progress.setValue(self.progress.maximum())
         self._set_status(
@@ -199,6 +250,7 @@ class TrainingPage(QWizardPage):
     def _failed(self, error) -> None:
         from cardinal.engine.errors import Cancelled
 
+        log.warning("training in %s stopped without a model: %s", self._state.plan.out_dir, error)
         if isinstance(error, Cancelled):  # stopped before any epoch ended: there is no model to show or use
             self._set_status("Training was cancelled before the first epoch ended, so there is no new model. "
                              "Go Back to change the settings, or close the wizard.")
@@ -209,6 +261,11 @@ class TrainingPage(QWizardPage):
         self.running = False
         self.stopping = False
         self._timer.stop()
+        self._preparing_timer.stop()
+        if not self._counting_epochs:  # stopped while preparing: no longer busy
+            self.progress.setRange(0, 1)
+        for plot in self._plots():  # the run is over: the plots are the person's to explore
+            plot.setMouseEnabled(True, True)
         self._redraw()
         self.cancel_button.setEnabled(False)
         self.cancel_button.setText("Cancel Training")
@@ -224,6 +281,7 @@ class TrainingPage(QWizardPage):
         self._job = None
         self.running = False
         self._timer.stop()
+        self._preparing_timer.stop()
 
 
 def batch_line(event, epochs: int, best_accuracy: float | None) -> str:

@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget, QWizard
 
 from cardinal.gui.drops import folders_in
+from cardinal.gui.settings import Settings
 from cardinal.gui.wizard.dataset_pages import DatasetCheckPage, FolderPage
 from cardinal.gui.wizard.results_page import ResultsPage
 from cardinal.gui.wizard.settings_page import SettingsPage
@@ -24,7 +25,7 @@ class FineTuneWizard(QWizard):
 
     def __init__(self, parent: QWidget | None = None, *, starting_points: StartingPoints | None = None,
                  architectures=(), runs_folder: Path | None = None, mirror: str | None = None,
-                 device: str | None = None, dataset_folder: str = "") -> None:
+                 device: str | None = None, dataset_folder: str = "", settings: Settings | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Fine-tune on your images")
         self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)
@@ -40,13 +41,14 @@ class FineTuneWizard(QWizard):
         self.setAcceptDrops(True)
         self.folder_page = FolderPage(state)
         self.check_page = DatasetCheckPage(state)
-        self.settings_page = SettingsPage(state)
+        self.settings_page = SettingsPage(state, memory=settings)
         self.training_page = TrainingPage(state)
         self.results_page = ResultsPage(state)
         for page in (self.folder_page, self.check_page, self.settings_page, self.training_page,
                      self.results_page):
             self.addPage(page)
         self.folder_page.chosen.connect(self.folder_chosen)
+        self.currentIdChanged.connect(self._page_shown)
         self.results_page.use_requested.connect(self._use_model)
         # Filled once the pages are added: Qt counts a mandatory field as filled only when it differs from the value
         # it had then.
@@ -82,6 +84,10 @@ class FineTuneWizard(QWizard):
                 return
         self.check_page.stop()
         super().reject()
+
+    def _page_shown(self) -> None:
+        if self.currentPage() is self.settings_page:  # also after Back from a run: show the folder it will use
+            self.settings_page.refresh_run_folder()
 
     def _use_model(self, path: str) -> None:
         self.state.handed_over = True
