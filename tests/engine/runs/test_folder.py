@@ -16,7 +16,7 @@ from cardinal.engine.training.loop import train
 from cardinal.engine.training.recipe import Recipe
 from tests.conftest import make_shapes_folder, make_tiny_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 QUICK = Recipe(mode="fast", epochs=2, batch_size=8, lr=0.05, patience=None)
 
 
