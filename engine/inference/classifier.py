@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import os
 import threading
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cardinal.engine.data.decode_ahead import decode_ahead
 from cardinal.engine.data.images import ImageSource, load_image
 from cardinal.engine.errors import CardinalError, ImageLoadError
 from cardinal.engine.inference import cam
@@ -222,28 +221,12 @@ class Classifier:
             image = load_image(path, draft_size=draft_size)
             return image, self.preprocess(image)
 
-        queue: deque[tuple[Path, concurrent.futures.Future]] = deque()
-        pending_paths = iter(Path(p) for p in paths)
-        lookahead = batch_size * 2
-        with concurrent.futures.ThreadPoolExecutor(max_workers=decode_workers) as pool:
-            try:
-                exhausted = False
-                while True:
-                    while not exhausted and len(queue) < lookahead:
-                        path = next(pending_paths, None)
-                        if path is None:
-                            exhausted = True
-                        else:
-                            queue.append((path, pool.submit(decode, path)))
-                    if not queue:
-                        return
-                    if cancel is not None:
-                        cancel.raise_if_cancelled("classification")
-                    batch_items = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
-                    yield from self._run_decoded(batch_items, k, keep_features, keep_images)
-            finally:
-                for _, future in queue:
-                    future.cancel()
+        batches = decode_ahead((Path(p) for p in paths), decode, batch_size=batch_size, workers=decode_workers)
+        with contextlib.closing(batches):
+            for batch_items in batches:
+                if cancel is not None:
+                    cancel.raise_if_cancelled("classification")
+                yield from self._run_decoded(batch_items, k, keep_features, keep_images)
 
     def _classify_on_device(self, paths, k: int, batch_size: int, keep_features: bool, workers: int,
                             draft_size: int, cancel: CancelToken | None) -> Iterator[FileResult]:

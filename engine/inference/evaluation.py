@@ -89,16 +89,18 @@ def evaluate(
                 mistakes.append(Mistake(result.path, label, predicted.index,
                                         float(result.analysis.probabilities[label]), predicted.probability))
         yield EvaluationProgress(done, len(samples))
-    return Evaluation(names, _accuracy(confusion), _per_class(confusion, names), confusion, tuple(mistakes),
-                      tuple(failures))
+    return Evaluation(names, confusion_accuracy(confusion), per_class_metrics(confusion, names), confusion,
+                      tuple(mistakes), tuple(failures))
 
 
-def _accuracy(confusion: np.ndarray) -> float:
+def confusion_accuracy(confusion: np.ndarray) -> float:
+    """The share of images on the diagonal of a confusion matrix (rows true, columns predicted)."""
     total = confusion.sum()
     return float(np.trace(confusion) / total) if total else 0.0
 
 
-def _per_class(confusion: np.ndarray, names: Sequence[str]) -> tuple[ClassMetrics, ...]:
+def per_class_metrics(confusion: np.ndarray, names: Sequence[str]) -> tuple[ClassMetrics, ...]:
+    """Precision, recall, F1 and support of each class from a confusion matrix (0 where undefined)."""
     metrics = []
     for index, name in enumerate(names):
         true_positive = confusion[index, index]

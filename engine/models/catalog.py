@@ -2,7 +2,7 @@
 
 The window builds its Model menu before torch has loaded, and timm is imported only when a timm model is
 built; so the few facts a listing needs live here as plain data. Each fact is a copy of what its library
-or publisher states, and tests/engine/test_model_catalog.py checks every copy against the library itself
+or publisher states, and tests/engine/models/test_families.py checks every copy against the library itself
 (parameter counts, weights locations, licences). Architectures, class names and preprocessing are never
 copied: engine/models/registry.py and engine/models/timm_builders.py take them from torchvision and timm.
 """
