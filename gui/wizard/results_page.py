@@ -136,7 +136,7 @@ class ResultsPage(QWizardPage):
         self._show_report_state()
 
     def _progress(self, event) -> None:
-        from cardinal.engine.training_events import Notice
+        from cardinal.engine.training.events import Notice
 
         if isinstance(event, Notice):
             self.report_problem = event.message

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from cardinal.engine.classify import Prediction
-from cardinal.engine.result_files import ResultWriter, format_for
+from cardinal.engine.inference.classifier import Prediction
+from cardinal.engine.inference.result_files import ResultWriter, format_for
 
 TOP = (Prediction(2, "fish", 0.7), Prediction(0, "cat, tabby", 0.2))
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from cardinal.engine.checkpoints import read_model_sidecar
-from cardinal.engine.classify import Classifier
-from cardinal.engine.cli import main
+from cardinal.engine.cli.main import main
 from cardinal.engine.errors import WeightsError
-from cardinal.engine.models import Architecture, load_model_file, save_model
-from cardinal.engine.weights import apply_state_dict, read_state_dict
+from cardinal.engine.inference.classifier import Classifier
+from cardinal.engine.models.model_file import read_model_sidecar
+from cardinal.engine.models.registry import Architecture, load_model_file, save_model
+from cardinal.engine.models.weights import apply_state_dict, read_state_dict
 from tests.conftest import encode, make_shapes_folder, make_tiny_model, random_picture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -243,8 +243,8 @@ def vm_size():
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
 
-from cardinal.engine.models import load_model_file  # imported before the limit: torch maps its libraries
-from cardinal.engine.run_state import load_run_state
+from cardinal.engine.models.registry import load_model_file  # imported before the limit: torch maps its libraries
+from cardinal.engine.runs.state import load_run_state
 room = vm_size() + (1 << 30)  # a gigabyte for the checks, not the gigabytes the archive unpacks to
 resource.setrlimit(resource.RLIMIT_AS, (room, room))
 kind, path = sys.argv[1:]
@@ -285,8 +285,8 @@ def test_a_checkpoint_zip_bomb_is_refused_before_torch_inflates_it(tmp_path):
 
 
 def test_an_archive_unpacking_to_more_than_its_model_can_need_is_refused_by_size(tmp_path, torch_home):
-    from cardinal.engine.download import cache_path
-    from cardinal.engine.models import get_spec, load_pretrained
+    from cardinal.engine.models.download import cache_path
+    from cardinal.engine.models.registry import get_spec, load_pretrained
 
     entry = get_spec("resnext50_32x4d").entry
     cached = cache_path(entry.weights_url, entry.weights_file)

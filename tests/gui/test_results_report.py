@@ -2,9 +2,9 @@ import pytest
 from PySide6.QtCore import QObject, Qt, QUrl, Slot
 from PySide6.QtGui import QDesktopServices
 
-from cardinal.engine.data import scan_dataset
+from cardinal.engine.data.datasets import scan_dataset
 from cardinal.engine.progress import CancelToken, run_to_end
-from cardinal.engine.training import EpochEnd, Recipe, train
+from cardinal.engine.training.loop import EpochEnd, Recipe, train
 from cardinal.gui.wizard.wizard import FineTuneWizard
 from tests.conftest import make_shapes_folder, make_tiny_model
 
@@ -86,8 +86,8 @@ def test_open_report_says_why_it_is_disabled(qtbot, tmp_path, browser):
 def test_mistakes_window_says_when_a_class_has_no_evidence(qtbot, tmp_path):
     import torch
 
-    from cardinal.engine.classify import Classifier
-    from cardinal.engine.evaluation import Mistake
+    from cardinal.engine.inference.classifier import Classifier
+    from cardinal.engine.inference.evaluation import Mistake
     from cardinal.gui.wizard.results_page import MistakesDialog
     from tests.conftest import encode, random_picture
 
