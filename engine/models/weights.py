@@ -47,7 +47,8 @@ def numbers_in(module: torch.nn.Module) -> int:
 
 
 # A bare weights file is one of the registry's models: the largest bounds what any of them can need.
-ANY_MODEL_LIMIT = size_limit(max(entry.params for entry in CATALOG.values()))
+ANY_MODEL_NUMBERS = max(entry.params for entry in CATALOG.values())
+ANY_MODEL_LIMIT = size_limit(ANY_MODEL_NUMBERS)
 
 
 def read_state_dict(path: str | Path, *, limit: int = ANY_MODEL_LIMIT) -> StateDict:

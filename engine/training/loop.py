@@ -23,12 +23,21 @@ from cardinal.engine.errors import Cancelled, TrainingError
 from cardinal.engine.inference.classifier import resolve_precision, select_device
 from cardinal.engine.models.model_file import read_model_sidecar
 from cardinal.engine.models.registry import LoadedModel, save_model
-from cardinal.engine.models.weights import read_state_dict
+from cardinal.engine.models.weights import numbers_in, read_state_dict
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.reports.report import write_run_report
 from cardinal.engine.runs.folder import claim_run_folder
 from cardinal.engine.runs.history import record_history
-from cardinal.engine.runs.state import CHECKPOINT_NAME, RunState, check_resumable, load_run_state, save_run_state
+from cardinal.engine.runs.state import (
+    CHECKPOINT_NAME,
+    RunState,
+    check_resumable,
+    check_weights_fit,
+    checkpoint_limit,
+    load_run_state,
+    restore_optimizer,
+    save_run_state,
+)
 from cardinal.engine.training.distributed import ShardRecord, Team
 from cardinal.engine.training.events import (
     BatchEnd,
@@ -92,10 +101,13 @@ def train(
         run = _Run(scan, recipe, model, mode, folder, cancel, base.source)
         state = None
         if resume:
-            state = load_run_state(folder) if team is None else team.from_main(lambda: load_run_state(folder))
+            limit = checkpoint_limit(numbers_in(model.network))
+            state = (load_run_state(folder, limit=limit) if team is None else
+                     team.from_main(lambda: load_run_state(folder, limit=limit)))
         if state is not None:
-            check_resumable(state, class_names=model.class_names, architecture=model.name, mode=recipe.mode,
-                            base=base.source, image_size=recipe.image_size)
+            check_resumable(state, class_names=model.class_names, architecture=model.name, recipe=recipe.to_dict(),
+                            base=base.source)
+            check_weights_fit(state, folder, mode.trained_module().state_dict())
         yield from mode.prepare(train_samples, val_samples, cancel)
         run.start(state, train_samples)
         writes = team is None or team.is_main  # in a team, rank 0 alone writes history and scan
@@ -154,7 +166,7 @@ class _Run:
         if state is None:
             return
         self.mode.load_weights(state.weights)
-        self.optimizer.load_state_dict(state.optimizer)
+        restore_optimizer(state, self.folder, self.optimizer)
         self.batch_size = state.batch_size
         self.mode.generator.set_state(state.generator)
         self.history = [EpochEnd(**values) for values in state.history]
