@@ -26,8 +26,9 @@ from typing import IO
 
 import torch
 
+from cardinal.engine.durable import atomic_write
 from cardinal.engine.errors import Cancelled, CheckpointError, WeightsError, WeightsUnavailable
-from cardinal.engine.models.model_file import atomic_write
+from cardinal.engine.models.catalog import HASH_IN_NAME
 from cardinal.engine.models.transfer import SCHEMES, Progress, Transfer, announced_sha256, mb, receive
 from cardinal.engine.progress import CancelToken
 
@@ -37,8 +38,6 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 MIRROR_ENV = "CARDINAL_WEIGHTS_MIRROR"
-# torchvision names its files "<name>-<first hex digits of sha256>.pth", as torch.hub expects.
-_HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")
 # Without a known size a download still stops here (above any ResNeXt file), so a mirror cannot fill the disk.
 MAX_DOWNLOAD_BYTES = 4 << 30
 # The Hugging Face hub's header holding a Git LFS file's sha256 (huggingface_hub reads the same one).
@@ -93,7 +92,7 @@ def mirrored_url(url: str, mirror: str | None = None, filename: str | None = Non
 
 def expected_hash_prefix(filename: str) -> str | None:
     """The sha256 prefix that torchvision puts in a weights file name, if there is one."""
-    match = _HASH_IN_NAME.search(filename)
+    match = HASH_IN_NAME.search(filename)
     return match.group(1) if match else None
 
 

@@ -19,14 +19,12 @@ from typing import Any
 
 import torch
 
+from cardinal.engine.durable import atomic_write
 from cardinal.engine.errors import TrainingError, WeightsError, short_list
-from cardinal.engine.models.model_file import atomic_write
-from cardinal.engine.models.weights import ANY_MODEL_NUMBERS, read_torch_file, size_limit
-from cardinal.engine.training.events import EpochEnd
+from cardinal.engine.models.weights import ANY_MODEL_NUMBERS, StateDict, read_torch_file, size_limit
+from cardinal.engine.runs.layout import RunPaths
 
-CHECKPOINT_NAME = "checkpoint.pt"
 STATE_VERSION = 2
-StateDict = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,7 +52,7 @@ def save_run_state(folder: Path, state: RunState) -> Path:
     payload["history"] = list(state.history)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    return atomic_write(folder / CHECKPOINT_NAME, lambda out: out.write(buffer.getvalue()))
+    return atomic_write(RunPaths(folder).checkpoint, lambda out: out.write(buffer.getvalue()))
 
 
 def checkpoint_limit(numbers: int) -> int:
@@ -66,7 +64,7 @@ def checkpoint_limit(numbers: int) -> int:
 def load_run_state(folder: Path, *, limit: int = checkpoint_limit(ANY_MODEL_NUMBERS)) -> RunState:
     """Read the folder's checkpoint (one unpacking to at most `limit` bytes), checking every field's type;
     `TrainingError` if it is missing, unreadable, not Cardinal's or damaged."""
-    path = folder / CHECKPOINT_NAME
+    path = RunPaths(folder).checkpoint
     if not path.is_file():
         raise TrainingError(f"nothing to resume: {path} does not exist; start a new run without --resume")
     try:
@@ -82,16 +80,17 @@ def load_run_state(folder: Path, *, limit: int = checkpoint_limit(ANY_MODEL_NUMB
         )
     problem = _problem_in(payload)
     if problem is not None:
-        raise _damaged(path, problem)
+        raise checkpoint_damaged(folder, problem)
     values = {name: payload[name] for name in fields}
     values["class_names"] = tuple(values["class_names"])
     values["history"] = tuple(values["history"])
     return RunState(**values)
 
 
-def _damaged(path: Path, problem: str) -> TrainingError:
-    return TrainingError(f"cannot resume: {path} is damaged or was edited ({problem}); start a new run in another "
-                         "folder (--out)")
+def checkpoint_damaged(folder: Path, problem: str) -> TrainingError:
+    """The error for a checkpoint that cannot be continued because of `problem`, with the way out."""
+    return TrainingError(f"cannot resume: {RunPaths(folder).checkpoint} is damaged or was edited ({problem}); "
+                         "start a new run in another folder (--out)")
 
 
 def _problem_in(payload: dict[str, Any]) -> str | None:
@@ -164,9 +163,9 @@ def _generator_state(value: object) -> bool:
 
 
 def _history(value: object, epochs: int) -> bool:
-    fields = {field.name for field in dataclasses.fields(EpochEnd)}
+    # Which fields an epoch's record has is the training loop's to check (it builds them back).
     return isinstance(value, list) and len(value) == epochs and all(
-        isinstance(entry, dict) and entry.keys() == fields and entry["epoch"] == index
+        isinstance(entry, dict) and entry.get("epoch") == index and all(isinstance(key, str) for key in entry)
         and all(_number(number) or isinstance(number, bool) for number in entry.values())
         for index, entry in enumerate(value, start=1))
 
@@ -180,7 +179,8 @@ def check_weights_fit(state: RunState, folder: Path, expected: Mapping[str, torc
                  for key, tensor in expected.items() if key in weights and weights[key].shape != tensor.shape]
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise _damaged(folder / CHECKPOINT_NAME, f"its weights do not fit the network: {'; '.join(problems[:3])}{more}")
+        shown = "; ".join(problems[:3])
+        raise checkpoint_damaged(folder, f"its weights do not fit the network: {shown}{more}")
 
 
 def restore_optimizer(state: RunState, folder: Path, optimizer: torch.optim.Optimizer) -> None:
@@ -198,7 +198,7 @@ def restore_optimizer(state: RunState, folder: Path, optimizer: torch.optim.Opti
         except (ValueError, TypeError, KeyError, RuntimeError) as error:
             problem = str(error).splitlines()[0] if str(error) else type(error).__name__
     if problem is not None:
-        raise _damaged(folder / CHECKPOINT_NAME, f"its optimizer state does not fit this run's {kind}: {problem}")
+        raise checkpoint_damaged(folder, f"its optimizer state does not fit this run's {kind}: {problem}")
 
 
 def _optimizer_problem(optimizer: torch.optim.Optimizer, settings: list[set[str]]) -> str | None:

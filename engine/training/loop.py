@@ -20,19 +20,18 @@ from torch import nn
 
 from cardinal.engine.data.datasets import DatasetScan, train_val_split
 from cardinal.engine.errors import Cancelled, TrainingError
-from cardinal.engine.inference.classifier import resolve_precision, select_device
+from cardinal.engine.inference.device import resolve_precision, select_device
 from cardinal.engine.models.model_file import read_model_sidecar
 from cardinal.engine.models.registry import LoadedModel, save_model
 from cardinal.engine.models.weights import numbers_in, read_state_dict
 from cardinal.engine.progress import CancelToken
-from cardinal.engine.reports.report import write_run_report
 from cardinal.engine.runs.folder import claim_run_folder
-from cardinal.engine.runs.history import record_history
+from cardinal.engine.runs.layout import RunPaths
 from cardinal.engine.runs.state import (
-    CHECKPOINT_NAME,
     RunState,
     check_resumable,
     check_weights_fit,
+    checkpoint_damaged,
     checkpoint_limit,
     load_run_state,
     restore_optimizer,
@@ -43,20 +42,14 @@ from cardinal.engine.training.events import (
     BatchEnd,
     EpochEnd,
     Event,
-    FeatureProgress,
     Notice,
     StopReason,
     TrainingResult,
 )
-from cardinal.engine.training.modes import MODE_TYPES, TrainingMode, train_transform
-from cardinal.engine.training.recipe import AUGMENTATIONS, MODES, OPTIMIZERS, TRAINABLE_FROM, Recipe
-from cardinal.engine.training.starting_point import at_image_size, load_base_model, new_model
-
-__all__ = [
-    "AUGMENTATIONS", "CHECKPOINT_NAME", "MODES", "OPTIMIZERS", "TRAINABLE_FROM", "BatchEnd", "EpochEnd", "Event",
-    "FeatureProgress", "Notice", "Recipe", "StopReason", "TrainingError", "TrainingResult", "load_base_model",
-    "at_image_size", "new_model", "train", "train_transform", "warmup_cosine",
-]
+from cardinal.engine.training.modes import MODE_TYPES, TrainingMode
+from cardinal.engine.training.recipe import Recipe
+from cardinal.engine.training.run_outputs import record_history, write_run_report
+from cardinal.engine.training.starting_point import new_model
 
 
 def warmup_cosine(progress: float, epochs: int, warmup_epochs: int) -> float:
@@ -108,6 +101,7 @@ def train(
             check_resumable(state, class_names=model.class_names, architecture=model.name, recipe=recipe.to_dict(),
                             base=base.source)
             check_weights_fit(state, folder, mode.trained_module().state_dict())
+            _check_epoch_records(state, folder)
         yield from mode.prepare(train_samples, val_samples, cancel)
         run.start(state, train_samples)
         writes = team is None or team.is_main  # in a team, rank 0 alone writes history and scan
@@ -129,6 +123,13 @@ def train(
         val_samples=tuple(val_samples),
         evaluation=evaluation,
     )
+
+
+def _check_epoch_records(state: RunState, folder: Path) -> None:
+    """The checkpoint's history holds this version's epoch records (the rest of it is checked on reading)."""
+    fields = {field.name for field in dataclasses.fields(EpochEnd)}
+    if any(entry.keys() != fields for entry in state.history):
+        raise checkpoint_damaged(folder, "its history does not hold this version's epoch records")
 
 
 class _NonFinite(Exception):
@@ -347,14 +348,14 @@ class _Run:
                                    "val_loss": epoch_end.val_loss, "train_accuracy": epoch_end.train_accuracy,
                                    "train_loss": epoch_end.train_loss}
         provenance = {"dataset": str(self.scan.root), "mode": self.recipe.mode}
-        save_model(self.model, self.folder / f"{which}.safetensors", metrics=metrics,
+        save_model(self.model, RunPaths(self.folder).model(which), metrics=metrics,
                    recipe=self.recipe.to_dict(), provenance=provenance)
 
     def finish(self) -> None:
         """Save what is not on disk yet, then leave the best weights (what `best.safetensors` holds) in the model."""
         if self.saved_epoch != len(self.history) or self.best_pending is not None:
             self._save()
-        best = self.folder / "best.safetensors"
+        best = RunPaths(self.folder).best
         network = self.mode.network
         if self.team is None:
             network.load_state_dict(read_state_dict(best))
