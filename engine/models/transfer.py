@@ -202,6 +202,7 @@ class _Watchdog:
         """Watch `connection` (each redirect opens a new one)."""
         with self._lock:
             self._socket = connection
+            self._progress_at = time.monotonic()  # the deadline counts from the connection (connect has its own)
             if self.reason is not None:
                 self._shut()
 
@@ -226,7 +227,7 @@ class _Watchdog:
         while not self._done.wait(_TICK_S):
             if cancel is not None and cancel.cancelled:
                 reason = "cancelled"
-            elif time.monotonic() - self._progress_at > self.job.timeout:
+            elif self._socket is not None and time.monotonic() - self._progress_at > self.job.timeout:
                 reason = "stalled"
             else:
                 continue
