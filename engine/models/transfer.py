@@ -3,8 +3,8 @@
 `engine.models.download` decides what to fetch and where it goes; this module moves the bytes and says, in
 one reason, why it could not. It speaks http and https only (a folder mirror is read as files): a redirect to
 another scheme, or from https down to http, is refused, and in a folder only a regular file is opened (a FIFO
-would block `open()` for ever, a device never end). A server must keep sending: less than 64 KB in `timeout`
-seconds, while connecting, in the headers or in the body, and it is given up on (a per-read timeout alone
+would block `open()` for ever, a device never end). A server must keep sending: once connected, less than
+64 KB in `timeout` seconds, in the headers or in the body, and it is given up on (a per-read timeout alone
 never fires on one byte every 20 s). Reads are small and a watchdog thread closes the connection when cancel
 is asked, so a cancel (Ctrl-C) takes effect within a fraction of a second even while a read waits.
 """
