@@ -129,6 +129,7 @@ class LoadedModel:
     preprocess: ImageClassification
     source: str
     description: dict[str, Any] = field(default_factory=dict)
+    random_weights: bool = False  # freshly initialised: nothing learnt yet (training from it starts from scratch)
 
     @property
     def num_classes(self) -> int:
@@ -163,6 +164,7 @@ def random_model(
         class_names=names,
         preprocess=preprocess,
         source="random initialisation",
+        random_weights=True,
     )
 
 
