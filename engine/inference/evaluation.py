@@ -12,6 +12,7 @@ from PIL import Image
 from cardinal.engine.cli.terminal import printable
 from cardinal.engine.data.datasets import Sample
 from cardinal.engine.inference.classifier import Analysis, Classifier
+from cardinal.engine.intervals import wilson_interval
 from cardinal.engine.progress import CancelToken
 
 
@@ -64,7 +65,9 @@ class Evaluation:
         """The same numbers as text, for the terminal (names escaped: they come from folders and files)."""
         names = [printable(name) for name in self.class_names]
         width = max(len(name) for name in [*names, "class"])
-        lines = [f"accuracy {self.accuracy:.2%} on {int(self.confusion.sum())} images", ""]
+        images = int(self.confusion.sum())
+        interval = wilson_interval(int(self.confusion.trace()), images)
+        lines = [f"accuracy {self.accuracy:.2%} on {images} images (95% CI {interval.range_text()})", ""]
         lines.append(f"{'class':<{width}}  precision  recall     f1  images")
         for name, metrics in zip(names, self.per_class, strict=True):
             lines.append(f"{name:<{width}}  {metrics.precision:9.3f}  {metrics.recall:6.3f}  "

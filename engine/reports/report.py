@@ -23,10 +23,12 @@ from cardinal.engine.data.datasets import DatasetScan, Sample
 from cardinal.engine.errors import Cancelled, CardinalError, ImageLoadError
 from cardinal.engine.inference.classifier import Classifier
 from cardinal.engine.inference.evaluation import Evaluation, Mistake, evaluate, explain
+from cardinal.engine.intervals import accuracy_interval
 from cardinal.engine.models.model_file import atomic_write
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.runs.history import HistoryRow, read_history
+from cardinal.engine.runs.lr_find import LRFinding, read_lr_finding
 from cardinal.engine.training.events import Notice, ReportProgress, StopReason
 from cardinal.engine.training.recipe import Recipe
 
@@ -66,6 +68,7 @@ class ReportContent:
     history: tuple[HistoryRow, ...] = ()
     best_epoch: int | None = None
     outcome: str | None = None  # how the run ended, in words
+    lr_finding: LRFinding | None = None  # the learning-rate range test the run started with
     created: str = field(default_factory=lambda: _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
 
 
@@ -177,8 +180,10 @@ def write_run_report(model: LoadedModel, samples: Sequence[Sample], folder: Path
         return None
     history = read_history(folder)
     best = next((row for row in history if row.epoch == best_epoch), None)
+    interval = accuracy_interval(best.val_accuracy, len(samples)) if best else None
     outcome = f"Training {stopped.sentence} after {len(history)} epochs" + (
-        f"; best validation accuracy {best.val_accuracy:.1%} at epoch {best_epoch}." if best else ".")
+        f"; the best epoch, {best_epoch} (lowest validation loss), had validation accuracy "
+        f"{interval.describe()}." if interval else ".")
     classifier = Classifier(model, device=device, precision=recipe.precision)
     evaluation = None
     try:
@@ -187,7 +192,7 @@ def write_run_report(model: LoadedModel, samples: Sequence[Sample], folder: Path
         content = content_for(classifier, evaluation, pictures, title=f"Training run “{folder.name}”",
                               evaluated=f"the {len(samples)} validation images, which training never saw",
                               dataset=dataset, recipe=recipe.to_dict(), history=history, best_epoch=best_epoch,
-                              outcome=outcome)
+                              outcome=outcome, lr_finding=read_lr_finding(folder))
         write_report(folder / REPORT_NAME, content)
     except Cancelled:
         yield Notice("The report was not written because the run was cancelled while evaluating; `cardinal "
@@ -213,7 +218,8 @@ def write_evaluation_report(classifier: Classifier, evaluation: Evaluation, dire
         metrics = description.get("metrics") or {}
         epoch = metrics.get("epoch")
         run = {"history": read_history(run_folder), "recipe": description.get("recipe") or None,
-               "best_epoch": epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None}
+               "best_epoch": epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+               "lr_finding": read_lr_finding(run_folder)}
     title = (f"Training run “{run_folder.name}” on {dataset.root.name}" if run_folder is not None
              else f"{classifier.model.name} on {dataset.root.name}")
     content = content_for(classifier, evaluation, pictures, title=title, evaluated=evaluated, dataset=dataset, **run)

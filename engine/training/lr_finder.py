@@ -22,7 +22,9 @@ from cardinal.engine.training.events import LRFinderStep
 from cardinal.engine.training.modes import Batch, TrainingMode
 
 START_LR, END_LR = 1e-5, 10.0
-STEPS = 36  # six per decade: enough to see the valley, a fraction of an epoch's cost on most folders
+STEPS = 36  # six per decade: enough to see the valley
+MIN_STEPS = 12  # two per decade: the coarsest curve whose valley still means something
+SHARE_OF_RUN = 0.1  # the test costs at most about this share of the run's own steps (but MIN_STEPS at least)
 DIVERGED = 4.0  # the test stops once the smoothed loss is this many times the lowest it reached
 SKIP_START = 2  # the first steps show the untrained network's loss, not the rate's effect
 _FINDER_EPOCH = 1 << 20  # the augmentation seeds of the test's batches: none of the run's epochs
@@ -77,6 +79,12 @@ def find_learning_rate(mode: TrainingMode, optimizer: torch.optim.Optimizer, cri
         mode.generator.set_state(sampling)
     smoothed = centred_smoothing(losses)
     return LRFinding(tuple(lrs), tuple(losses), tuple(smoothed), suggest_rate(lrs, smoothed))
+
+
+def steps_for(run_steps: int) -> int:
+    """How many steps the test takes for a run of `run_steps` optimisation steps: a tenth of the run, within
+    [MIN_STEPS, STEPS], so a short run does not spend most of its time finding its rate."""
+    return max(MIN_STEPS, min(STEPS, math.ceil(SHARE_OF_RUN * run_steps)))
 
 
 def _batches(mode: TrainingMode, batch_size: int) -> Iterator[Batch]:

@@ -203,6 +203,9 @@ class FullMode(TrainingMode):
     rates (fastai's `fine_tune`: discriminative learning rates)."""
 
     head_only = False
+    # A ResNeXt-50's models and checkpoint are about 470 MB: written after every epoch of a small folder they
+    # would cost more than the epoch's training; a run killed loses at most this much (and always saves at the end).
+    save_interval_s = 60.0
 
     def prepare(self, train_samples, val_samples, cancel):
         self.network = self.network.to(memory_format=torch.channels_last)

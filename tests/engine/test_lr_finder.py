@@ -47,6 +47,10 @@ def test_the_range_test_picks_a_rate_inside_what_it_scanned_and_the_run_trains_w
     assert on_disk is not None and on_disk.suggestion == pytest.approx(finding.suggestion, rel=1e-5)
     assert len(on_disk.lrs) == len(finding.lrs)
     assert result.best_val_accuracy >= 0.8  # the rate it found trains
+    page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    assert 'id="lr-chart"' in page and page.count("data-lr=") == len(finding.lrs)
+    assert f'data-chosen="{finding.suggestion:.3g}"' in page and "chosen by a range test" in page
+    assert "accuracy (95% CI " in page
 
 
 def test_a_typed_rate_runs_no_range_test(shapes, tmp_path):  # noqa: F811
