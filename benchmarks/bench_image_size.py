@@ -20,7 +20,9 @@ from benchmarks._common import machine, photo_like_jpeg  # noqa: E402
 from cardinal.engine.data.datasets import scan_dataset  # noqa: E402
 from cardinal.engine.models.registry import random_model  # noqa: E402
 from cardinal.engine.progress import run_to_end  # noqa: E402
-from cardinal.engine.training.loop import EpochEnd, Recipe, train  # noqa: E402
+from cardinal.engine.training.events import EpochEnd  # noqa: E402
+from cardinal.engine.training.loop import train  # noqa: E402
+from cardinal.engine.training.recipe import Recipe  # noqa: E402
 
 
 def make_folder(root: Path, per_class: int) -> Path:

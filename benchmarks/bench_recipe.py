@@ -139,8 +139,10 @@ def run_cardinal(folder: Path, out: Path, epochs: int, size: int, batch_size: in
     from cardinal.engine.models.registry import load_model_file
     from cardinal.engine.progress import run_to_end
     from cardinal.engine.training.events import EpochEnd
-    from cardinal.engine.training.loop import Recipe, load_base_model, train
+    from cardinal.engine.training.loop import train
     from cardinal.engine.training.modes import FullMode
+    from cardinal.engine.training.recipe import Recipe
+    from cardinal.engine.training.starting_point import load_base_model
 
     if study:  # every epoch's model on disk, to measure it (this run's time then counts the extra saving)
         FullMode.save_interval_s = 0.0
@@ -287,7 +289,7 @@ def main() -> None:
         return
     import torch
 
-    from cardinal.engine.inference.classifier import bf16_supported
+    from cardinal.engine.inference.device import bf16_supported
 
     seeds = [int(s) for s in args.seeds.split(",")]
     sections = set(args.sections.split(","))

@@ -11,7 +11,8 @@ import io
 from pathlib import Path
 from typing import TextIO
 
-from cardinal.engine.cli.main import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
+from cardinal.engine.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
+from cardinal.engine.cli.evaluation_text import evaluation_text
 from cardinal.engine.cli.terminal import advance, cancel_on_interrupt, download_progress, printable, progress_bar
 from cardinal.engine.errors import CardinalError, TrainingError, short_list
 from cardinal.engine.progress import CancelToken, run_to_end
@@ -19,7 +20,7 @@ from cardinal.engine.progress import CancelToken, run_to_end
 
 def add_training_parsers(commands, models, default_model: str, precisions) -> None:
     """The `train` and `evaluate` sub-commands, their choices taken from the engine's own lists."""
-    from cardinal.engine.cli.main import positive
+    from cardinal.engine.cli.common import positive
     from cardinal.engine.training.recipe import AUGMENTATIONS, MODE_CHOICES, OPTIMIZERS, TRAINABLE_FROM, Recipe
 
     defaults = Recipe()
@@ -80,7 +81,7 @@ def add_training_parsers(commands, models, default_model: str, precisions) -> No
 
 
 def _recipe(args: argparse.Namespace):
-    from cardinal.engine.cli.main import UsageError
+    from cardinal.engine.cli.common import UsageError
     from cardinal.engine.training.recipe import Recipe
 
     try:
@@ -130,7 +131,7 @@ def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     Started by torchrun as one of several processes, it trains data-parallel (engine.training.distributed): rank 0
     scans, prints, writes and evaluates; the other ranks train their share and print nothing but errors.
     """
-    from cardinal.engine.cli.main import UsageError, check_device
+    from cardinal.engine.cli.common import UsageError, check_device
     from cardinal.engine.training.distributed import start_team
 
     recipe = _recipe(args)
@@ -151,7 +152,8 @@ def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, chatter: TextIO | None = None) -> int:
     """Train as one process or as one rank of a team; `chatter` takes progress bars and notes (default `err`)."""
     from cardinal.engine.runs.folder import claim_run_folder
-    from cardinal.engine.training.loop import StopReason, train
+    from cardinal.engine.training.events import StopReason
+    from cardinal.engine.training.loop import train
 
     chatter = err if chatter is None else chatter
     token = CancelToken()
@@ -184,16 +186,16 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
         return EXIT_INTERRUPTED if result.stopped is StopReason.CANCELLED else EXIT_OK
     out.write(f"Training {result.stopped.sentence} after {result.epochs_run} epochs; best epoch {result.best_epoch} "
               f"(lowest validation loss) with validation accuracy {result.best_val_interval.describe()}\n")
-    out.write(f"saved {printable(result.best_path)} (best) and {printable(result.out_dir / 'last.safetensors')} "
-              f"(last); history in {printable(result.out_dir / 'history.csv')}\n")
+    out.write(f"saved {printable(result.paths.best)} (best) and {printable(result.paths.last)} "
+              f"(last); history in {printable(result.paths.history)}\n")
     if result.stopped is StopReason.CANCELLED:
         out.write(f"Continue it with: cardinal train {printable(args.folder)} --out {printable(args.out)} --resume\n")
         return EXIT_INTERRUPTED
     if result.evaluation is None:  # stopped while evaluating for the report (a note said so)
         return EXIT_INTERRUPTED
-    if result.report_path.is_file():
-        out.write(f"report: {printable(result.report_path)}\n")
-    out.write(f"\n{result.evaluation.format_report()}\n")
+    if result.paths.report.is_file():
+        out.write(f"report: {printable(result.paths.report)}\n")
+    out.write(f"\n{evaluation_text(result.evaluation)}\n")
     return EXIT_SOME_FAILED if result.evaluation.unreadable else EXIT_OK
 
 
@@ -236,6 +238,7 @@ class _TrainingPrinter:
             self.bar = None
 
     def __call__(self, event) -> None:
+        from cardinal.engine.reports.report import ReportProgress
         from cardinal.engine.training.events import (
             BatchEnd,
             EpochEnd,
@@ -244,7 +247,6 @@ class _TrainingPrinter:
             LRFound,
             Notice,
             RecipeChosen,
-            ReportProgress,
         )
 
         if isinstance(event, RecipeChosen):
@@ -301,7 +303,7 @@ def _print_report(report, out: TextIO) -> None:
 
 
 def _base_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken):
-    from cardinal.engine.training.loop import load_base_model
+    from cardinal.engine.training.starting_point import load_base_model
 
     kind = args.base if args.base in ("imagenet", "scratch") else "file"
     with download_progress(err) as progress:
@@ -312,7 +314,7 @@ def _base_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken):
 def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal evaluate MODEL FOLDER [--report DIR]`: a saved model's (or a run's best model's) metrics on a
     labelled folder, and optionally the report page."""
-    from cardinal.engine.cli.main import check_device
+    from cardinal.engine.cli.common import check_device
     from cardinal.engine.models.registry import load_model_file
 
     check_device(args.device, args.precision)
@@ -349,11 +351,11 @@ def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _model_file(path: Path) -> tuple[Path, Path | None]:
     """The model file MODEL names and, when MODEL is a training run's folder, that folder (its best model)."""
-    from cardinal.engine.runs.folder import MODEL_NAMES
+    from cardinal.engine.runs.layout import RunPaths
 
     if not path.is_dir():
         return path, None
-    best = path / f"{MODEL_NAMES[0]}.safetensors"
+    best = RunPaths(path).best
     if not best.is_file():
         raise CardinalError(f"{path} is a folder with no model in it ({best.name} is missing): give a model file "
                             "(.safetensors) or the folder of a training run that finished at least one epoch")
@@ -378,7 +380,7 @@ def _evaluate_and_print(model, samples, device: str, precision: str, out: TextIO
     show = _TrainingPrinter(out, err)
     try:
         evaluation = run_to_end(evaluate_for_report(classifier, samples, cancel=cancel), show)
-        out.write(evaluation.format_report() + "\n")
+        out.write(evaluation_text(evaluation) + "\n")
         if report_dir is not None:
             writing = write_evaluation_report(classifier, evaluation, report_dir, cancel=cancel, **report)
             path = run_to_end(writing, show)

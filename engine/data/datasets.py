@@ -3,7 +3,6 @@ check, split, and torch datasets over them."""
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Generator, Sequence
@@ -12,13 +11,13 @@ from pathlib import Path
 
 from cardinal.engine.data.images import IMAGE_SUFFIXES, load_image, open_image_file, walk_files
 from cardinal.engine.data.layout import Layout, detect_layout, nested_classes_note, sub_folders
+from cardinal.engine.durable import sha256_of
 from cardinal.engine.errors import DatasetError, ImageLoadError
 from cardinal.engine.progress import CancelToken
 
 MIN_IMAGES_PER_CLASS = 5
 IMBALANCE_WARNING = 10.0
 MIN_VAL_IMAGES = 20
-HASH_CHUNK_BYTES = 1 << 20
 
 
 Sample = tuple[Path, int]
@@ -230,12 +229,8 @@ def _check_file(path: Path) -> tuple[str | None, str | None]:
 
 
 def _sha256(path: Path) -> str:
-    """The file's digest, read in chunks so that a large file is never held in memory whole."""
-    digest = hashlib.sha256()
-    with open_image_file(path) as file:
-        while chunk := file.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+    with open_image_file(path) as file:  # the loader's own checks (regular file, size) before a byte is read
+        return sha256_of(file)
 
 
 def _expected_val_size(counts: Counter, val_fraction: float) -> int:

@@ -221,7 +221,7 @@ def write_overlay_png(
     """Blend the heat-map over the image and save it as PNG, atomically (CheckpointError if it cannot)."""
     from PIL import Image
 
-    from cardinal.engine.models.model_file import atomic_write
+    from cardinal.engine.durable import atomic_write
 
     buffer = io.BytesIO()
     Image.fromarray(overlay(image, heatmap, opacity=opacity, colormap=colormap, seen=seen)).save(buffer, "PNG")

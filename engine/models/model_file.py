@@ -1,4 +1,4 @@
-"""Atomic file writes and Cardinal's model format: `.safetensors` + a JSON sidecar.
+"""Cardinal's model format: `.safetensors` + a JSON sidecar, written with `engine.durable`.
 
 The sidecar's content is also embedded in the safetensors header, so the one atomically written weights
 file is the truth; the `.json` beside it is for people and other tools to read. Everything read back from a
@@ -7,17 +7,15 @@ description (preprocessing, sizes) is checked against sane bounds before it is u
 
 from __future__ import annotations
 
-import errno
 import json
 import math
-import os
-import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from cardinal.engine.durable import atomic_write
 from cardinal.engine.errors import CheckpointError, WeightsError
 
 if TYPE_CHECKING:
@@ -27,56 +25,6 @@ SIDECAR_KEY = "cardinal"
 FORMAT_VERSION = 1
 # A description of even 100,000 classes is a few MB; a bigger `.json` beside the weights is someone else's.
 _SIDECAR_LIMIT = 32 << 20
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write a file through a temp file beside it, fsync, then rename: readers see old or new, never half."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = _create_temp(path)
-    except OSError as error:
-        raise CheckpointError(_write_failure(path, error)) from None
-    try:
-        with os.fdopen(handle, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-        fsync_folder(path.parent)
-    except OSError as error:
-        raise CheckpointError(_write_failure(path, error)) from None
-    finally:
-        temp.unlink(missing_ok=True)
-    return path
-
-
-def _create_temp(path: Path) -> tuple[int, Path]:
-    # Unlike mkstemp (always 0600), creating with 0666 lets the kernel apply the umask, as for any saved file.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        temp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            return os.open(temp, flags, 0o666), temp
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make a rename inside `folder` durable (POSIX; elsewhere the rename itself is)."""
-    if os.name != "posix":
-        return
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _write_failure(path: Path, error: OSError) -> str:
-    reason = error.strerror or str(error)
-    return f"Could not save {path}: {reason}. Nothing was overwritten; choose a folder you can write to."
 
 
 def sidecar_path(weights_path: str | Path) -> Path:

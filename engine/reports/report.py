@@ -7,69 +7,38 @@ Everything is inside the one file: pictures are `data:` URIs, links are in-page 
 
 from __future__ import annotations
 
-import base64
-import datetime as _dt
 import io
-from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from cardinal.engine.data.datasets import DatasetScan, Sample
-from cardinal.engine.errors import Cancelled, CardinalError, ImageLoadError
+from cardinal.engine.durable import atomic_write
+from cardinal.engine.errors import ImageLoadError
 from cardinal.engine.inference.classifier import Classifier
 from cardinal.engine.inference.evaluation import Evaluation, Mistake, evaluate, explain
-from cardinal.engine.intervals import accuracy_interval
-from cardinal.engine.models.model_file import atomic_write
-from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
-from cardinal.engine.runs.history import HistoryRow, read_history
-from cardinal.engine.runs.lr_find import LRFinding, read_lr_finding
-from cardinal.engine.training.events import Notice, ReportProgress, StopReason
-from cardinal.engine.training.recipe import Recipe
+from cardinal.engine.reports.content import MistakePictures, ReportContent
+from cardinal.engine.runs.history import read_history
+from cardinal.engine.runs.layout import REPORT_NAME
+from cardinal.engine.runs.lr_find import read_lr_finding
 
-REPORT_NAME = "report.html"
 WORST_MISTAKES = 12  # the most confident mistakes shown with heat-maps; the page lists how many there are in all
 PICTURE_SIDE = 160
 JPEG_QUALITY = 85
 
 
-@dataclass(frozen=True, eq=False)
-class MistakePictures:
-    """A mistake as the page shows it: the image and Grad-CAM of the predicted and the true class (JPEG
-    bytes), or why the image could not be shown."""
+@dataclass(frozen=True)
+class ReportProgress:
+    """Writing report.html: 'evaluating' the images, then 'explaining mistakes' (Grad-CAM of the worst)."""
 
-    mistake: Mistake
-    image: bytes | None = None
-    predicted: bytes | None = None
-    true: bytes | None = None
-    problem: str | None = None
-    no_evidence: frozenset[str] = frozenset()  # "predicted"/"true": Grad-CAM found nothing for that class
-
-
-@dataclass(frozen=True, eq=False)
-class ReportContent:
-    """Everything the page shows; the run's parts (dataset, recipe, history) are empty for a plain evaluation."""
-
-    title: str
-    model_name: str
-    model_source: str
-    crop_size: int  # the size the network sees, from the model's own preprocessing
-    resize_size: int
-    evaluated: str  # which images were evaluated, in words
-    evaluation: Evaluation
-    mistakes: tuple[MistakePictures, ...]
-    dataset: DatasetScan | None = None
-    recipe: Mapping[str, Any] | None = None
-    history: tuple[HistoryRow, ...] = ()
-    best_epoch: int | None = None
-    outcome: str | None = None  # how the run ended, in words
-    lr_finding: LRFinding | None = None  # the learning-rate range test the run started with
-    created: str = field(default_factory=lambda: _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
+    stage: str
+    done: int
+    total: int
 
 
 def worst_mistakes(evaluation: Evaluation, limit: int = WORST_MISTAKES) -> list[Mistake]:
@@ -133,11 +102,6 @@ def _jpeg(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def data_uri(jpeg: bytes) -> str:
-    """A JPEG as a `data:` URI, so the page needs no file beside it."""
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
-
-
 def evaluate_for_report(classifier: Classifier, samples: Sequence[Sample], *, batch_size: int = 16,
                         cancel: CancelToken | None = None) -> Generator[ReportProgress, None, Evaluation]:
     """`evaluate`, its progress told as the report's first stage."""
@@ -168,42 +132,6 @@ def write_report(path: str | Path, content: ReportContent) -> Path:
     data = render_report(content).encode("utf-8")
     path = Path(path)
     return atomic_write(path, lambda out: out.write(data))
-
-
-def write_run_report(model: LoadedModel, samples: Sequence[Sample], folder: Path, *, dataset: DatasetScan,
-                     recipe: Recipe, device: str | torch.device | None, stopped: StopReason, best_epoch: int,
-                     cancel: CancelToken | None = None) -> Generator[ReportProgress | Notice, None, Evaluation | None]:
-    """Evaluate a finished run's best model on its validation images and write the run's report.html; returns
-    the evaluation. A cancelled run gets none (it stopped to stop); a report that cannot be written is a
-    notice, not an error: the models are saved."""
-    if stopped is StopReason.CANCELLED:
-        return None
-    history = read_history(folder)
-    best = next((row for row in history if row.epoch == best_epoch), None)
-    interval = accuracy_interval(best.val_accuracy, len(samples)) if best else None
-    outcome = f"Training {stopped.sentence} after {len(history)} epochs" + (
-        f"; the best epoch, {best_epoch} (lowest validation loss), had validation accuracy "
-        f"{interval.describe()}." if interval else ".")
-    classifier = Classifier(model, device=device, precision=recipe.precision)
-    evaluation = None
-    try:
-        evaluation = yield from evaluate_for_report(classifier, samples, cancel=cancel)
-        pictures = yield from picture_mistakes(classifier, worst_mistakes(evaluation), cancel=cancel)
-        content = content_for(classifier, evaluation, pictures, title=f"Training run “{folder.name}”",
-                              evaluated=f"the {len(samples)} validation images, which training never saw",
-                              dataset=dataset, recipe=recipe.to_dict(), history=history, best_epoch=best_epoch,
-                              outcome=outcome, lr_finding=read_lr_finding(folder))
-        write_report(folder / REPORT_NAME, content)
-    except Cancelled:
-        yield Notice("The report was not written because the run was cancelled while evaluating; `cardinal "
-                     "evaluate RUN_FOLDER DATASET --report RUN_FOLDER` writes it later.")
-        return None
-    except CardinalError as error:
-        yield Notice(f"The report could not be written: {error}")
-    finally:
-        # Leave the model as training handed it over: on the CPU, in the ordinary memory layout.
-        model.network.to("cpu").to(memory_format=torch.contiguous_format)
-    return evaluation
 
 
 def write_evaluation_report(classifier: Classifier, evaluation: Evaluation, directory: str | Path, *,

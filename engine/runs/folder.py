@@ -15,13 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cardinal.engine.errors import TrainingError
-from cardinal.engine.runs.state import CHECKPOINT_NAME
-
-LOCK_NAME = ".cardinal-run.lock"
-MODEL_NAMES = ("best", "last")
-# The files a run writes; any of them in a folder means an earlier run is there.
-RUN_FILES: tuple[str, ...] = (CHECKPOINT_NAME, *(f"{name}.{ext}" for name in MODEL_NAMES
-                                                 for ext in ("safetensors", "json")))
+from cardinal.engine.runs.layout import CHECKPOINT_NAME, RUN_FILES, WRITTEN_FILES, RunPaths
 
 _held: dict[Path, int] = {}  # folder -> nesting depth of this process's claim
 _held_lock = threading.Lock()
@@ -72,12 +66,8 @@ def existing_run_files(folder: Path) -> list[str]:
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
     """Delete the hidden `.NAME.*.tmp` files of a run's own file names (left by a save that was killed)."""
-    from cardinal.engine.reports.report import REPORT_NAME
-    from cardinal.engine.runs.history import HISTORY_NAME
-    from cardinal.engine.training.distributed import RECORD_NAME
-
     removed = []
-    for name in (*RUN_FILES, HISTORY_NAME, REPORT_NAME, RECORD_NAME):
+    for name in WRITTEN_FILES:
         for temp in folder.glob(f".{name}.*.tmp"):
             with contextlib.suppress(OSError):
                 temp.unlink()
@@ -102,7 +92,7 @@ def _check_contents(folder: Path, resume: bool) -> None:
 def _acquire(folder: Path) -> int:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / LOCK_NAME
+        path = RunPaths(folder).lock
         while True:
             handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             if not _try_lock(handle):
@@ -130,7 +120,7 @@ def _acquire(folder: Path) -> int:
 
 def _release(folder: Path, handle: int) -> None:
     with contextlib.suppress(OSError):
-        (folder / LOCK_NAME).unlink()
+        RunPaths(folder).lock.unlink()
     os.close(handle)  # closing drops the lock
 
 

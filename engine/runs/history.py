@@ -10,15 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import time
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
-from cardinal.engine.models.model_file import atomic_write
-from cardinal.engine.training.events import BatchEnd, EpochEnd, Event, StopReason
-
-HISTORY_NAME = "history.csv"
+from cardinal.engine.durable import atomic_write
+from cardinal.engine.runs.layout import RunPaths
 
 
 @dataclass(frozen=True)
@@ -35,13 +32,6 @@ class HistoryRow:
     epoch_seconds: float | None  # wall-clock time of the epoch: training and validation
     elapsed_seconds: float | None  # the epochs' seconds added up, across resumes
 
-    @classmethod
-    def from_epoch(cls, epoch: EpochEnd, learning_rate: float | None = None, epoch_seconds: float | None = None,
-                   elapsed_seconds: float | None = None) -> HistoryRow:
-        """The row for a finished epoch."""
-        return cls(epoch.epoch, epoch.train_loss, epoch.train_accuracy, epoch.val_loss, epoch.val_accuracy,
-                   learning_rate, epoch.images_per_second, epoch_seconds, elapsed_seconds)
-
 
 COLUMNS: tuple[str, ...] = tuple(field.name for field in fields(HistoryRow))
 
@@ -49,7 +39,7 @@ COLUMNS: tuple[str, ...] = tuple(field.name for field in fields(HistoryRow))
 def read_history(folder: str | Path) -> tuple[HistoryRow, ...]:
     """The rows of `folder`'s history.csv in epoch order (empty if there is none); unreadable rows are skipped."""
     try:
-        text = (Path(folder) / HISTORY_NAME).read_text(encoding="utf-8")
+        text = RunPaths(Path(folder)).history.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return ()
     rows: dict[int, HistoryRow] = {}
@@ -81,44 +71,10 @@ def write_history(folder: Path, rows: Sequence[HistoryRow]) -> Path:
     for row in rows:
         writer.writerow(["" if value is None else _number(value) for value in astuple(row)])
     data = buffer.getvalue().encode("utf-8")
-    return atomic_write(folder / HISTORY_NAME, lambda out: out.write(data))
+    return atomic_write(RunPaths(folder).history, lambda out: out.write(data))
 
 
 def _number(value: float | int) -> str:
     if isinstance(value, int):
         return str(value)
     return f"{value:.6g}" if math.isfinite(value) else str(value)
-
-
-def record_history(epochs: Generator[Event, None, StopReason], folder: Path,
-                   earlier: Sequence[EpochEnd] = ()) -> Generator[Event, None, StopReason]:
-    """Pass a run's epoch events through, writing history.csv as each epoch ends.
-
-    `earlier` are the epochs a resumed run's checkpoint holds: their rows are kept from the file (or rebuilt
-    from the checkpoint when the file lacks them) and every row after them is dropped.
-    """
-    on_disk = {row.epoch: row for row in read_history(folder)}
-    rows = [on_disk.get(epoch.epoch) or HistoryRow.from_epoch(epoch) for epoch in earlier]
-    if rows or on_disk:
-        write_history(folder, rows)
-    learning_rate: float | None = None
-    started = time.monotonic()
-    try:
-        while True:
-            try:
-                event = next(epochs)
-            except StopIteration as stop:
-                return stop.value
-            if isinstance(event, BatchEnd):
-                learning_rate = event.lr
-            elif isinstance(event, EpochEnd):
-                seconds = time.monotonic() - started
-                before = rows[-1].elapsed_seconds if rows else 0.0
-                elapsed = None if before is None else before + seconds
-                rows.append(HistoryRow.from_epoch(event, learning_rate, seconds, elapsed))
-                write_history(folder, rows)
-            yield event
-            if isinstance(event, EpochEnd):
-                started = time.monotonic()  # the next epoch starts when its consumer has taken this one
-    finally:
-        epochs.close()  # closing this generator stops the loop it wraps, as `yield from` would

@@ -12,9 +12,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from cardinal.engine.models.model_file import atomic_write
-
-LR_FIND_NAME = "lr_find.csv"
+from cardinal.engine.durable import atomic_write
+from cardinal.engine.runs.layout import RunPaths
 
 
 @dataclass(frozen=True)
@@ -47,13 +46,13 @@ def write_lr_finding(folder: Path, finding: LRFinding) -> Path:
         writer.writerow((f"{lr:.6g}", _number(loss), _number(smooth), ""))
     writer.writerow((f"{finding.suggestion:.6g}", "", "", "yes"))
     data = buffer.getvalue().encode("utf-8")
-    return atomic_write(folder / LR_FIND_NAME, lambda out: out.write(data))
+    return atomic_write(RunPaths(folder).lr_find, lambda out: out.write(data))
 
 
 def read_lr_finding(folder: str | Path) -> LRFinding | None:
     """The folder's range test, or None when it has none (a typed rate) or the file cannot be read."""
     try:
-        text = (Path(folder) / LR_FIND_NAME).read_text(encoding="utf-8")
+        text = RunPaths(Path(folder)).lr_find.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
     lrs, losses, smoothed, chosen = [], [], [], None

@@ -14,13 +14,12 @@ from typing import Any
 
 import torch
 
+from cardinal.engine.durable import atomic_write
 from cardinal.engine.errors import TrainingError, WeightsError, short_list
-from cardinal.engine.models.model_file import atomic_write
-from cardinal.engine.models.weights import read_torch_file
+from cardinal.engine.models.weights import StateDict, read_torch_file
+from cardinal.engine.runs.layout import RunPaths
 
-CHECKPOINT_NAME = "checkpoint.pt"
 STATE_VERSION = 2
-StateDict = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,12 +47,12 @@ def save_run_state(folder: Path, state: RunState) -> Path:
     payload["history"] = list(state.history)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    return atomic_write(folder / CHECKPOINT_NAME, lambda out: out.write(buffer.getvalue()))
+    return atomic_write(RunPaths(folder).checkpoint, lambda out: out.write(buffer.getvalue()))
 
 
 def load_run_state(folder: Path) -> RunState:
     """Read the folder's checkpoint; `TrainingError` if it is missing, unreadable or not Cardinal's."""
-    path = folder / CHECKPOINT_NAME
+    path = RunPaths(folder).checkpoint
     if not path.is_file():
         raise TrainingError(f"nothing to resume: {path} does not exist; start a new run without --resume")
     try:

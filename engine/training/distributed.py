@@ -31,7 +31,6 @@ from cardinal.engine.progress import CancelToken
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 TIMEOUT_VARIABLE = "CARDINAL_DISTRIBUTED_TIMEOUT"  # seconds one process waits for the others at a meeting point
 DEFAULT_TIMEOUT_S = 1800.0  # rank 0 scans the folder while the others wait: allow for a large folder
-RECORD_NAME = "distributed.json"
 Value = TypeVar("Value")
 
 
@@ -235,11 +234,12 @@ class ShardRecord:
 
     def write(self, folder: Path) -> Path | None:
         """Rank 0 writes the record atomically; the other ranks write nothing."""
-        from cardinal.engine.models.model_file import atomic_write
+        from cardinal.engine.durable import atomic_write
+        from cardinal.engine.runs.layout import RunPaths
 
         if not self.team.is_main:
             return None
         record = {"world_size": self.team.world_size, "backend": self.team.backend,
                   "device_type": self.team.device.type, "epochs": self.epochs}
         text = json.dumps(record, indent=1).encode()
-        return atomic_write(folder / RECORD_NAME, lambda out: out.write(text))
+        return atomic_write(RunPaths(folder).distributed_record, lambda out: out.write(text))

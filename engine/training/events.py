@@ -10,6 +10,8 @@ from cardinal.engine.data.datasets import Sample
 from cardinal.engine.inference.evaluation import Evaluation
 from cardinal.engine.intervals import AccuracyInterval, accuracy_interval
 from cardinal.engine.models.registry import LoadedModel
+from cardinal.engine.reports.report import ReportProgress
+from cardinal.engine.runs.layout import RunPaths
 from cardinal.engine.runs.lr_find import LRFinding
 from cardinal.engine.training.recipe import Recipe
 
@@ -100,15 +102,6 @@ class LRFound:
 
 
 @dataclass(frozen=True)
-class ReportProgress:
-    """Writing report.html at the end of a run: 'evaluating' the validation images, then 'explaining mistakes'."""
-
-    stage: str
-    done: int
-    total: int
-
-
-@dataclass(frozen=True)
 class Notice:
     """Something the user should know that does not stop training (or says why it stopped)."""
 
@@ -137,16 +130,10 @@ class TrainingResult:
         return accuracy_interval(self.best_val_accuracy, len(self.val_samples))
 
     @property
-    def report_path(self) -> Path:
-        """Where the run's report is (written at the end of a run that was not cancelled)."""
-        from cardinal.engine.reports.report import REPORT_NAME
-
-        return self.out_dir / REPORT_NAME
-
-    @property
-    def best_path(self) -> Path:
-        """The saved best model (always on disk when a result exists)."""
-        return self.out_dir / "best.safetensors"
+    def paths(self) -> RunPaths:
+        """The run folder's files: `paths.best` is always on disk when a result exists; `paths.report` is
+        written at the end of a run that was not cancelled."""
+        return RunPaths(self.out_dir)
 
 
 Event = RecipeChosen | FeatureProgress | LRFinderStep | LRFound | BatchEnd | EpochEnd | Notice | ReportProgress

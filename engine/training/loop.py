@@ -24,22 +24,20 @@ from torch import nn
 
 from cardinal.engine.data.datasets import DatasetScan, train_val_split
 from cardinal.engine.errors import Cancelled, TrainingError
-from cardinal.engine.inference.classifier import resolve_precision, select_device
+from cardinal.engine.inference.device import resolve_precision, select_device
 from cardinal.engine.models.model_file import read_model_sidecar
 from cardinal.engine.models.registry import LoadedModel, save_model
 from cardinal.engine.models.weights import read_state_dict
 from cardinal.engine.progress import CancelToken
-from cardinal.engine.reports.report import write_run_report
 from cardinal.engine.runs.folder import claim_run_folder
-from cardinal.engine.runs.history import record_history
+from cardinal.engine.runs.layout import RunPaths
 from cardinal.engine.runs.lr_find import LRFinding, write_lr_finding
-from cardinal.engine.runs.state import CHECKPOINT_NAME, RunState, check_resumable, load_run_state, save_run_state
+from cardinal.engine.runs.state import RunState, check_resumable, load_run_state, save_run_state
 from cardinal.engine.training.distributed import ShardRecord, Team
 from cardinal.engine.training.events import (
     BatchEnd,
     EpochEnd,
     Event,
-    FeatureProgress,
     LRFinderStep,
     LRFound,
     Notice,
@@ -48,16 +46,11 @@ from cardinal.engine.training.events import (
     TrainingResult,
 )
 from cardinal.engine.training.lr_finder import find_learning_rate, steps_for
-from cardinal.engine.training.modes import MODE_TYPES, TrainingMode, train_transform
-from cardinal.engine.training.recipe import AUGMENTATIONS, MODES, OPTIMIZERS, TRAINABLE_FROM, Recipe
-from cardinal.engine.training.schedule import head_only, lr_factor, warmup_cosine
-from cardinal.engine.training.starting_point import at_image_size, load_base_model, new_model
-
-__all__ = [
-    "AUGMENTATIONS", "CHECKPOINT_NAME", "MODES", "OPTIMIZERS", "TRAINABLE_FROM", "BatchEnd", "EpochEnd", "Event",
-    "FeatureProgress", "LRFinderStep", "LRFound", "Notice", "Recipe", "RecipeChosen", "StopReason", "TrainingError",
-    "TrainingResult", "load_base_model", "at_image_size", "new_model", "train", "train_transform", "warmup_cosine",
-]
+from cardinal.engine.training.modes import MODE_TYPES, TrainingMode
+from cardinal.engine.training.recipe import Recipe
+from cardinal.engine.training.run_outputs import record_history, write_run_report
+from cardinal.engine.training.schedule import head_only, lr_factor
+from cardinal.engine.training.starting_point import new_model
 
 
 def train(
@@ -384,14 +377,14 @@ class _Run:
                                    "val_loss": epoch_end.val_loss, "val_images": epoch_end.val_images,
                                    "train_accuracy": epoch_end.train_accuracy, "train_loss": epoch_end.train_loss}
         provenance = {"dataset": str(self.scan.root), "mode": self.recipe.mode}
-        save_model(self.model, self.folder / f"{which}.safetensors", metrics=metrics,
+        save_model(self.model, RunPaths(self.folder).model(which), metrics=metrics,
                    recipe=self.recipe.to_dict(), provenance=provenance)
 
     def finish(self) -> None:
         """Save what is not on disk yet, then leave the best weights (what `best.safetensors` holds) in the model."""
         if self.saved_epoch != len(self.history) or self.best_pending is not None:
             self._save()
-        best = self.folder / "best.safetensors"
+        best = RunPaths(self.folder).best
         network = self.mode.network
         if self.team is None:
             network.load_state_dict(read_state_dict(best))

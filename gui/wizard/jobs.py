@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 from superqt.utils import thread_worker
 
+from cardinal.engine.choices import DEFAULT_MODEL
 from cardinal.engine.progress import CancelToken
 from cardinal.gui.qimage import array_to_qimage
 from cardinal.gui.workers import surface_errors
 
 if TYPE_CHECKING:
     from cardinal.engine.models.registry import LoadedModel
-    from cardinal.engine.training.loop import Recipe
+    from cardinal.engine.training.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,13 @@ class BaseChoice:
     """Where training starts: ImageNet weights, the model in use, random weights, or a saved model file."""
 
     kind: str  # "imagenet" | "current" | "scratch" | "file"
-    architecture: str = "resnext50_32x4d"
+    architecture: str = DEFAULT_MODEL
     path: str | None = None
     current: Any = None  # the main window's LoadedModel for kind "current"
     mirror: str | None = None
 
     def load(self) -> LoadedModel:
-        from cardinal.engine.training.loop import load_base_model
+        from cardinal.engine.training.starting_point import load_base_model
 
         if self.kind == "current" and self.current is not None:
             return self.current

@@ -34,7 +34,7 @@ class SettingsPage(QWizardPage):
 
     def __init__(self, wizard) -> None:
         super().__init__()
-        from cardinal.engine.training.loop import AUGMENTATIONS, TRAINABLE_FROM, Recipe
+        from cardinal.engine.training.recipe import AUGMENTATIONS, TRAINABLE_FROM, Recipe
 
         self._wizard = wizard
         self._defaults = defaults = Recipe()
@@ -242,7 +242,7 @@ class SettingsPage(QWizardPage):
                                mirror=self._wizard.mirror)
 
     def recipe(self):
-        from cardinal.engine.training.loop import Recipe
+        from cardinal.engine.training.recipe import Recipe
 
         patience = (self.patience.value() or AUTO) if self.stop_early.isChecked() else None
         return Recipe(mode="fast" if self.fast.isChecked() else "full", epochs=self.epochs.value(),
@@ -254,7 +254,7 @@ class SettingsPage(QWizardPage):
                       image_size=None if self.image_size.value() < MIN_IMAGE_SIZE else self.image_size.value())
 
     def validatePage(self) -> bool:  # noqa: N802 - Qt's naming
-        from cardinal.engine.training.loop import TrainingError
+        from cardinal.engine.errors import TrainingError
 
         try:
             self.recipe()

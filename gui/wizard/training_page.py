@@ -171,8 +171,16 @@ class TrainingPage(QWizardPage):
                          f"left{best}")
 
     def _event(self, event) -> None:
-        from cardinal.engine.training.events import LRFinderStep, LRFound, RecipeChosen, ReportProgress
-        from cardinal.engine.training.loop import BatchEnd, EpochEnd, FeatureProgress, Notice
+        from cardinal.engine.reports.report import ReportProgress
+        from cardinal.engine.training.events import (
+            BatchEnd,
+            EpochEnd,
+            FeatureProgress,
+            LRFinderStep,
+            LRFound,
+            Notice,
+            RecipeChosen,
+        )
 
         if isinstance(event, RecipeChosen):
             self.notices.addItem(event.said)
