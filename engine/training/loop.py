@@ -47,7 +47,7 @@ from cardinal.engine.training.events import (
     StopReason,
     TrainingResult,
 )
-from cardinal.engine.training.lr_finder import find_learning_rate, steps_for
+from cardinal.engine.training.lr_finder import RANGES, find_learning_rate, steps_for
 from cardinal.engine.training.modes import MODE_TYPES, TrainingMode, train_transform
 from cardinal.engine.training.recipe import AUGMENTATIONS, MODES, OPTIMIZERS, TRAINABLE_FROM, Recipe
 from cardinal.engine.training.schedule import head_only, lr_factor, warmup_cosine
@@ -187,7 +187,7 @@ class _Run:
         run_steps = self.recipe.epochs * max(1, self.mode.train_size() // self.batch_size)
         finding = yield from find_learning_rate(self.mode, self._optimizer(1.0), self.criterion,
                                                 batch_size=self.batch_size, steps=steps_for(run_steps),
-                                                cancel=self.cancel, agree=agree)
+                                                scan=RANGES[self.recipe.optimizer], cancel=self.cancel, agree=agree)
         self.use_rate(finding.suggestion, True)
         return finding
 
