@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -194,6 +195,7 @@ def worker(spec: dict) -> None:
 
 
 def in_process(spec: dict, threads: int | None = None) -> dict:
+    shutil.rmtree(spec["out"], ignore_errors=True)  # the benchmark's own run folder, from an earlier --keep run
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     if threads:  # also for fastai's loader processes
         env["OMP_NUM_THREADS"] = str(threads)
@@ -282,6 +284,8 @@ def main() -> None:
     parser.add_argument("--sections", default="main,selection,precision,fine-tune")
     parser.add_argument("--threads", type=int, help="torch threads per run (default: torch's own); 1 keeps a "
                                                     "machine that others also load from thrashing")
+    parser.add_argument("--study", default="digits", help="the dataset of the selection, precision and fine-tune "
+                                                          "sections (fine-tune starts from a model trained on mnist)")
     parser.add_argument("--keep", type=Path, help="write the folders and runs here instead of a temporary folder")
     args = parser.parse_args()
     if args.worker:
@@ -315,33 +319,34 @@ def main() -> None:
         if "main" in sections:
             for name, folder in folders.items():
                 results[name] = compare(name, folder, temp, args, seeds)
-        if "selection" in sections and "digits" in folders:
-            selection_check("digits", folders["digits"], temp, args, seeds)
-        if "precision" in sections and "digits" in folders:
-            precision_check(folders["digits"], temp, args, seeds, results.get("digits"))
-        if "fine-tune" in sections and {"mnist", "digits"} <= folders.keys():
+        study = args.study
+        if "selection" in sections and study in folders:
+            selection_check(study, folders[study], temp, args, seeds)
+        if "precision" in sections and study in folders:
+            precision_check(study, folders[study], temp, args, seeds, results.get(study))
+        if "fine-tune" in sections and "mnist" in folders and study in folders and study != "mnist":
             fine_tune_check(folders, temp, args, seeds, results.get("mnist"))
     print(f"load average at the end {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
-def precision_check(folder: Path, temp: Path, args, seeds: list[int], earlier: dict | None) -> None:
-    """Cardinal at fp32 beside its default (bf16 where the hardware has it) on the digits."""
+def precision_check(name: str, folder: Path, temp: Path, args, seeds: list[int], earlier: dict | None) -> None:
+    """Cardinal at fp32 beside its default (bf16 where the hardware has it)."""
     runs: dict[str, list[dict]] = {"auto": [] if earlier is None else earlier["cardinal"], "fp32": []}
     for seed in seeds:
         for precision in ("fp32",) if earlier is not None else ("auto", "fp32"):
-            spec = {"side": "cardinal", "folder": str(folder), "epochs": args.epochs["digits"],
+            spec = {"side": "cardinal", "folder": str(folder), "epochs": args.epochs[name],
                     "size": args.image_size, "batch": args.batch_size, "seed": seed, "precision": precision,
                     "out": str(temp / f"precision-{precision}-{seed}")}
             runs[precision].append(in_process(spec, args.threads))
     for precision, found in runs.items():
         final_loss = [r["per_epoch"][-1]["val_loss"] for r in found]
-        print(f"digits, Cardinal {precision}: held-out accuracy {describe([r['test_accuracy'] for r in found])}; "
+        print(f"{name}, Cardinal {precision}: held-out accuracy {describe([r['test_accuracy'] for r in found])}; "
               f"final validation loss {statistics.mean(final_loss):.4f}; wall time "
               f"{describe([r['seconds'] for r in found], ' s')}", flush=True)
 
 
 def fine_tune_check(folders: dict[str, Path], temp: Path, args, seeds: list[int], earlier: dict | None) -> None:
-    """A real pretrained start: Cardinal's model trained on MNIST, fine-tuned on the digits three ways."""
+    """A real pretrained start: Cardinal's model trained on MNIST, fine-tuned on the study set three ways."""
     if earlier is not None:
         base = Path(earlier["cardinal"][0]["out"]) / "best.safetensors"
     else:
@@ -353,11 +358,11 @@ def fine_tune_check(folders: dict[str, Path], temp: Path, args, seeds: list[int]
             "Full as fastai's fine_tune (head alone 1 epoch, rates 1/100 at the stem)": {"mode": "full"},
             "Full, one rate, no head-only epoch": {"mode": "full", "fine_tune": "off"}}
     for name, choice in ways.items():
-        found = [in_process({"side": "cardinal", "folder": str(folders["digits"]), "epochs": args.epochs["digits"],
+        found = [in_process({"side": "cardinal", "folder": str(folders[args.study]), "epochs": args.epochs[args.study],
                              "size": args.image_size, "batch": args.batch_size, "seed": seed, "base": str(base),
                              "out": str(temp / f"fine-tune-{len(name)}-{seed}"), **choice}, args.threads)
                  for seed in seeds]
-        print(f"digits from the MNIST model, {name}: held-out accuracy "
+        print(f"{args.study} from the MNIST model, {name}: held-out accuracy "
               f"{describe([r['test_accuracy'] for r in found])}; wall time "
               f"{describe([r['seconds'] for r in found], ' s')}", flush=True)
 

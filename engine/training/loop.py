@@ -45,7 +45,7 @@ from cardinal.engine.training.events import (
     StopReason,
     TrainingResult,
 )
-from cardinal.engine.training.lr_finder import find_learning_rate, steps_for
+from cardinal.engine.training.lr_finder import RANGES, find_learning_rate, steps_for
 from cardinal.engine.training.modes import MODE_TYPES, TrainingMode
 from cardinal.engine.training.recipe import Recipe
 from cardinal.engine.training.run_outputs import record_history, write_run_report
@@ -180,7 +180,7 @@ class _Run:
         run_steps = self.recipe.epochs * max(1, self.mode.train_size() // self.batch_size)
         finding = yield from find_learning_rate(self.mode, self._optimizer(1.0), self.criterion,
                                                 batch_size=self.batch_size, steps=steps_for(run_steps),
-                                                cancel=self.cancel, agree=agree)
+                                                scan=RANGES[self.recipe.optimizer], cancel=self.cancel, agree=agree)
         self.use_rate(finding.suggestion, True)
         return finding
 

@@ -21,9 +21,12 @@ from cardinal.engine.runs.lr_find import LRFinding
 from cardinal.engine.training.events import LRFinderStep
 from cardinal.engine.training.modes import Batch, TrainingMode
 
-START_LR, END_LR = 1e-5, 10.0
-STEPS = 36  # six per decade: enough to see the valley
-MIN_STEPS = 12  # two per decade: the coarsest curve whose valley still means something
+# The rates scanned for each optimizer: Adam-style steps are normalised, so they blow up three orders of magnitude
+# below SGD's.
+RANGES = {"adamw": (1e-5, 1.0), "sgd": (1e-4, 10.0)}
+START_LR, END_LR = min(low for low, _ in RANGES.values()), max(high for _, high in RANGES.values())
+STEPS = 36  # seven per decade: enough to see the valley
+MIN_STEPS = 15  # three per decade: the coarsest curve whose valley still means something
 SHARE_OF_RUN = 0.1  # the test costs at most about this share of the run's own steps (but MIN_STEPS at least)
 DIVERGED = 4.0  # the test stops once the smoothed loss is this many times the lowest it reached
 SKIP_START = 2  # the first steps show the untrained network's loss, not the rate's effect
@@ -31,7 +34,8 @@ _FINDER_EPOCH = 1 << 20  # the augmentation seeds of the test's batches: none of
 
 
 def find_learning_rate(mode: TrainingMode, optimizer: torch.optim.Optimizer, criterion: nn.Module, *,
-                       batch_size: int, steps: int = STEPS, cancel: CancelToken | None = None,
+                       batch_size: int, steps: int = STEPS, scan: tuple[float, float] = RANGES["adamw"],
+                       cancel: CancelToken | None = None,
                        agree: Callable[[float], float] | None = None) -> Generator[LRFinderStep, None, LRFinding]:
     """Train `mode` for up to `steps` batches at exponentially growing rates (each parameter group at its own
     share, `lr_scale`, of the rate) and return the curve with the rate chosen; everything it changed is restored.
@@ -51,7 +55,7 @@ def find_learning_rate(mode: TrainingMode, optimizer: torch.optim.Optimizer, cri
                 break
             if cancel is not None:
                 cancel.raise_if_cancelled("the learning-rate range test")
-            lr = START_LR * (END_LR / START_LR) ** (step / max(steps - 1, 1))
+            lr = scan[0] * (scan[1] / scan[0]) ** (step / max(steps - 1, 1))
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
             with mode.autocast():
@@ -77,8 +81,8 @@ def find_learning_rate(mode: TrainingMode, optimizer: torch.optim.Optimizer, cri
         optimizer.zero_grad(set_to_none=True)
         mode.load_weights(weights)
         mode.generator.set_state(sampling)
-    smoothed = centred_smoothing(losses)
-    return LRFinding(tuple(lrs), tuple(losses), tuple(smoothed), suggest_rate(lrs, smoothed))
+    smoothed = centred_smoothing(losses, half_width=1 if len(losses) < 24 else 2)
+    return LRFinding(tuple(lrs), tuple(losses), tuple(smoothed), suggest_rate(lrs, losses))
 
 
 def steps_for(run_steps: int) -> int:
@@ -108,19 +112,25 @@ def centred_smoothing(values: list[float], half_width: int = 2) -> list[float]:
     return smoothed
 
 
-def suggest_rate(lrs: list[float], smoothed: list[float]) -> float:
-    """The middle, on a log scale, of the stretch where the smoothed loss fell: from where it left its starting
-    level to its lowest point. A rate at the valley's floor is already at the edge of divergence; one at its top
-    barely trains."""
-    if len(lrs) < 2:
-        return lrs[0] if lrs else START_LR
-    usable = [i for i in range(len(lrs)) if math.isfinite(smoothed[i])]
-    lowest = min(usable, key=lambda i: smoothed[i])
-    start_level = max(smoothed[i] for i in usable if i <= max(lowest, SKIP_START))
-    drop = start_level - smoothed[lowest]
-    if drop <= 0 or lowest == 0:
+def suggest_rate(lrs: list[float], losses: list[float]) -> float:
+    """The middle, on a log scale, of the stretch where the loss fell: from where it left its starting level to
+    its lowest point. A rate at the valley's floor is already at the edge of divergence; one at its top barely
+    trains. The curve is cut where it starts to blow up (so smoothing cannot lift the valley's floor) and smoothed
+    over neighbours; when it hardly fell, a tenth of the rate at its lowest point is the careful choice."""
+    finite = [loss for loss in losses if math.isfinite(loss)]
+    if len(finite) < 3:
+        return lrs[0] if lrs else RANGES["adamw"][0]
+    start = max(finite[: SKIP_START + 1])
+    blown = [i for i, loss in enumerate(losses) if i > SKIP_START and not (math.isfinite(loss) and loss <= 1.5 * start)]
+    end = blown[0] if blown else len(losses)
+    lrs, losses = lrs[:end], losses[:end]
+    smoothed = centred_smoothing(losses, half_width=1 if len(losses) < 24 else 2)
+    lowest = min(range(len(smoothed)), key=lambda i: smoothed[i])
+    top_level = max(smoothed[: lowest + 1])
+    drop = top_level - smoothed[lowest]
+    if lowest == 0 or drop < 0.05 * top_level:
         return lrs[lowest] / 10
     # The descent starts at the last step that is still within a tenth of the whole drop of the starting level.
-    top = max(i for i in usable if i <= lowest and smoothed[i] >= smoothed[lowest] + 0.9 * drop)
+    top = max(i for i in range(lowest + 1) if smoothed[i] >= smoothed[lowest] + 0.9 * drop)
     middle = math.exp((math.log(lrs[top]) + math.log(lrs[lowest])) / 2)
     return min(middle, lrs[lowest] / 3)
