@@ -286,6 +286,8 @@ def main() -> None:
                                                     "machine that others also load from thrashing")
     parser.add_argument("--study", default="digits", help="the dataset of the selection, precision and fine-tune "
                                                           "sections (fine-tune starts from a model trained on mnist)")
+    parser.add_argument("--base-model", type=Path, help="fine-tune section: start from this model (one trained on "
+                                                         "mnist by an earlier run) instead of training one")
     parser.add_argument("--keep", type=Path, help="write the folders and runs here instead of a temporary folder")
     args = parser.parse_args()
     if args.worker:
@@ -324,7 +326,8 @@ def main() -> None:
             selection_check(study, folders[study], temp, args, seeds)
         if "precision" in sections and study in folders:
             precision_check(study, folders[study], temp, args, seeds, results.get(study))
-        if "fine-tune" in sections and "mnist" in folders and study in folders and study != "mnist":
+        pretrained = "mnist" in folders or args.base_model is not None
+        if "fine-tune" in sections and study in folders and pretrained and study != "mnist":
             fine_tune_check(folders, temp, args, seeds, results.get("mnist"))
     print(f"load average at the end {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
@@ -347,7 +350,9 @@ def precision_check(name: str, folder: Path, temp: Path, args, seeds: list[int],
 
 def fine_tune_check(folders: dict[str, Path], temp: Path, args, seeds: list[int], earlier: dict | None) -> None:
     """A real pretrained start: Cardinal's model trained on MNIST, fine-tuned on the study set three ways."""
-    if earlier is not None:
+    if args.base_model is not None:
+        base = args.base_model
+    elif earlier is not None:
         base = Path(earlier["cardinal"][0]["out"]) / "best.safetensors"
     else:
         out = temp / "fine-tune-base"
