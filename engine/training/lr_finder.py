@@ -113,24 +113,28 @@ def centred_smoothing(values: list[float], half_width: int = 2) -> list[float]:
 
 
 def suggest_rate(lrs: list[float], losses: list[float]) -> float:
-    """The middle, on a log scale, of the stretch where the loss fell: from where it left its starting level to
-    its lowest point. A rate at the valley's floor is already at the edge of divergence; one at its top barely
-    trains. The curve is cut where it starts to blow up (so smoothing cannot lift the valley's floor) and smoothed
-    over neighbours; when it hardly fell, a tenth of the rate at its lowest point is the careful choice."""
+    """The rate to train at, from the test's curve.
+
+    Where the loss blows up (half again above where it started) is the curve's one unmistakable point, also on a
+    short, noisy test; a tenth of that rate is the classic safe choice (Smith 2015). When the loss clearly fell
+    before (by a tenth of its starting level or more), the middle of that fall on a log scale is fastai's "valley"
+    idea, kept within a thirtieth and a third of the blow-up rate so that a noisy minimum cannot drag it far off.
+    """
     finite = [loss for loss in losses if math.isfinite(loss)]
     if len(finite) < 3:
         return lrs[0] if lrs else RANGES["adamw"][0]
     start = max(finite[: SKIP_START + 1])
     blown = [i for i, loss in enumerate(losses) if i > SKIP_START and not (math.isfinite(loss) and loss <= 1.5 * start)]
     end = blown[0] if blown else len(losses)
+    blow_up = lrs[end] if end < len(lrs) else lrs[-1]
     lrs, losses = lrs[:end], losses[:end]
     smoothed = centred_smoothing(losses, half_width=1 if len(losses) < 24 else 2)
     lowest = min(range(len(smoothed)), key=lambda i: smoothed[i])
     top_level = max(smoothed[: lowest + 1])
     drop = top_level - smoothed[lowest]
-    if lowest == 0 or drop < 0.05 * top_level:
-        return lrs[lowest] / 10
-    # The descent starts at the last step that is still within a tenth of the whole drop of the starting level.
+    if lowest == 0 or drop < 0.1 * top_level:
+        return blow_up / 10
+    # The fall starts at the last step that is still within a tenth of the whole drop of the starting level.
     top = max(i for i in range(lowest + 1) if smoothed[i] >= smoothed[lowest] + 0.9 * drop)
     middle = math.exp((math.log(lrs[top]) + math.log(lrs[lowest])) / 2)
-    return min(middle, lrs[lowest] / 3)
+    return min(max(middle, blow_up / 30), blow_up / 3)

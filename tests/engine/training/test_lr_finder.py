@@ -100,6 +100,13 @@ def test_suggestion_is_inside_the_valley_of_a_typical_curve():
     assert 3e-4 < suggestion < 1e-2
 
 
+def test_a_flat_noisy_curve_gives_a_tenth_of_where_the_loss_blows_up():
+    lrs = [1e-5 * 10 ** (i / 3) for i in range(15)]  # a short test: three steps per decade
+    # from random weights the loss barely moves before it blows up at about 1e-2
+    losses = [2.31, 2.29, 2.33, 2.30, 2.28, 2.32, 2.30, 2.27, 2.31, 4.1, 9.0, 30.0, 80.0, 90.0, 95.0]
+    assert suggest_rate(lrs, losses) == pytest.approx(lrs[9] / 10)
+
+
 def test_the_defaults_adapt_to_where_training_starts():
     scratch, trained = Recipe().adapted(random_weights=True), Recipe().adapted(random_weights=False)
     assert scratch.mode == "full" and scratch.freeze_epochs == 0 and scratch.early_lr_factor == 1.0
