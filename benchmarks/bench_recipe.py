@@ -232,7 +232,7 @@ def compare(name: str, folder: Path, temp: Path, args, seeds: list[int]) -> dict
     runs: dict[str, list[dict]] = {"fastai": [], "cardinal": []}
     for seed in seeds:
         order = ("fastai", "cardinal") if seed % 2 == 0 else ("cardinal", "fastai")
-        for side in order:
+        for side in [side for side in order if side in args.sides]:
             spec = {"side": side, "folder": str(folder), "epochs": args.epochs[name], "size": args.image_size,
                     "batch": args.batch_size, "seed": seed, "out": str(temp / f"{name}-{side}-{seed}")}
             result = in_process(spec, args.threads)
@@ -243,6 +243,8 @@ def compare(name: str, folder: Path, temp: Path, args, seeds: list[int]) -> dict
                      f", first-epoch val accuracy {result['val_accuracy'][0]:.1%}")
             print(f"  {name} seed {seed} {side:<8} test {result['test_accuracy']:.1%} in {result['seconds']:.0f} s"
                   f"{extra}", flush=True)
+    if len(args.sides) < 2:
+        return runs
     fastai = [r["test_accuracy"] for r in runs["fastai"]]
     cardinal = [r["test_accuracy"] for r in runs["cardinal"]]
     ratio = statistics.median(r["seconds"] for r in runs["cardinal"]) / statistics.median(
@@ -286,6 +288,7 @@ def main() -> None:
                                                     "machine that others also load from thrashing")
     parser.add_argument("--study", default="digits", help="the dataset of the selection, precision and fine-tune "
                                                           "sections (fine-tune starts from a model trained on mnist)")
+    parser.add_argument("--sides", default="fastai,cardinal", help="main section: which sides to train")
     parser.add_argument("--base-model", type=Path, help="fine-tune section: start from this model (one trained on "
                                                          "mnist by an earlier run) instead of training one")
     parser.add_argument("--keep", type=Path, help="write the folders and runs here instead of a temporary folder")
@@ -298,6 +301,7 @@ def main() -> None:
     from cardinal.engine.inference.device import bf16_supported
 
     seeds = [int(s) for s in args.seeds.split(",")]
+    args.sides = args.sides.split(",")
     sections = set(args.sections.split(","))
     args.epochs = {name: args.epochs or DEFAULT_EPOCHS[name] for name in DEFAULT_EPOCHS}
     print(f"machine: {machine()}; native bf16: {bf16_supported(torch.device('cpu'))}; load average "
