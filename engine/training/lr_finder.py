@@ -35,8 +35,8 @@ _FINDER_EPOCH = 1 << 20  # the augmentation seeds of the test's batches: none of
 
 def find_learning_rate(mode: TrainingMode, optimizer: torch.optim.Optimizer, criterion: nn.Module, *,
                        batch_size: int, steps: int = STEPS, scan: tuple[float, float] = RANGES["adamw"],
-                       cancel: CancelToken | None = None,
-                       agree: Callable[[float], float] | None = None) -> Generator[LRFinderStep, None, LRFinding]:
+                       cancel: CancelToken | None = None, agree: Callable[[torch.Tensor], float] | None = None,
+                       ) -> Generator[LRFinderStep, None, LRFinding]:
     """Train `mode` for up to `steps` batches at exponentially growing rates (each parameter group at its own
     share, `lr_scale`, of the rate) and return the curve with the rate chosen; everything it changed is restored.
 
@@ -60,9 +60,7 @@ def find_learning_rate(mode: TrainingMode, optimizer: torch.optim.Optimizer, cri
                 group["lr"] = lr * group.get("lr_scale", 1.0)
             with mode.autocast():
                 loss = criterion(mode.forward(inputs).float(), labels)
-            value = float(loss.detach())
-            if agree is not None:
-                value = agree(value)
+            value = float(loss.detach()) if agree is None else agree(loss)
             lrs.append(lr)
             losses.append(value)
             yield LRFinderStep(step + 1, steps, lr, value)
@@ -81,6 +79,7 @@ def find_learning_rate(mode: TrainingMode, optimizer: torch.optim.Optimizer, cri
         optimizer.zero_grad(set_to_none=True)
         mode.load_weights(weights)
         mode.generator.set_state(sampling)
+        mode.seen_indices = []  # under torchrun: the test's batches are no epoch's share
     smoothed = centred_smoothing(losses, half_width=1 if len(losses) < 24 else 2)
     return LRFinding(tuple(lrs), tuple(losses), tuple(smoothed), suggest_rate(lrs, losses))
 
