@@ -127,6 +127,7 @@ class LoadedModel:
     preprocess: ImageClassification
     source: str
     description: dict[str, Any] = field(default_factory=dict)
+    random_weights: bool = False  # freshly initialised: nothing learnt yet (training from it starts from scratch)
 
     @property
     def num_classes(self) -> int:
@@ -161,6 +162,7 @@ def random_model(
         class_names=names,
         preprocess=preprocess,
         source="random initialisation",
+        random_weights=True,
     )
 
 
