@@ -55,7 +55,3 @@ def restore_all(settings: Settings, widgets: dict[str, QWidget]) -> None:
     for name, widget in widgets.items():
         if name in remembered:
             restore(widget, remembered[name])
-
-
-def remember_all(settings: Settings, widgets: dict[str, QWidget]) -> None:
-    settings.set_group(GROUP, {name: value_of(widget) for name, widget in widgets.items()})

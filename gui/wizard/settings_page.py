@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from cardinal.engine.models.catalog import CATALOG
-from cardinal.engine.training.recipe import MAX_IMAGE_SIZE, MAX_LEARNING_RATE, MIN_IMAGE_SIZE, OPTIMIZERS
+from cardinal.engine.training.recipe import AUTO, MAX_IMAGE_SIZE, MAX_LEARNING_RATE, MIN_IMAGE_SIZE, OPTIMIZERS
 from cardinal.gui.settings import Settings
 from cardinal.gui.text import plain_label
 from cardinal.gui.widgets.collapsible import collapsible
@@ -40,20 +40,28 @@ class SettingsPage(QWizardPage):
 
         self._state = state
         self._memory = memory  # where the choices of the last run are remembered
-        defaults = Recipe()
+        self._defaults = defaults = Recipe()
         self.setTitle("Training settings")
-        self.setSubTitle("The defaults work well; Fast takes seconds to minutes, Full can take hours on a CPU.")
+        self.setSubTitle("The defaults work well: Cardinal proposes the mode for where training starts and finds the "
+                         "learning rate on your images. Fast takes seconds to minutes; Full can take hours on a CPU.")
         layout = QVBoxLayout(self)
         form = QFormLayout()
-        self.fast = QRadioButton("Fast: train a new head on the frozen network's features (recommended)", self)
-        self.full = QRadioButton("Full: fine-tune the whole network with augmentation (slower, often better)",
-                                 self)
+        self.fast = QRadioButton("Fast: train a new head on the frozen network's features", self)
+        self.full = QRadioButton("Full: train the whole network with augmentation (slower; needed from random "
+                                 "weights)", self)
         self.fast.setChecked(True)
+        self._mode_chosen = False  # the user picked a mode: the starting point no longer proposes one
         modes = QButtonGroup(self)
         modes.addButton(self.fast)
         modes.addButton(self.full)
+        for button in (self.fast, self.full):
+            button.clicked.connect(self._mode_clicked)
+        self.proposal = plain_label("", self)
+        self.proposal.setWordWrap(True)
+        self.proposal.setStyleSheet("color: palette(placeholder-text)")
         form.addRow("Mode", self.fast)
         form.addRow("", self.full)
+        form.addRow("", self.proposal)
         self.base = QComboBox(self)
         self.architecture = QComboBox(self)
         self.architecture.addItems(list(state.architectures))
@@ -85,7 +93,9 @@ class SettingsPage(QWizardPage):
         self.lr.setDecimals(5)
         self.lr.setRange(0.0, MAX_LEARNING_RATE)
         self.lr.setSingleStep(1e-4)
-        self.lr.setSpecialValueText("automatic")
+        self.lr.setSpecialValueText("automatic (range test)")
+        self.lr.setToolTip("Automatic: a short learning-rate range test on your images picks the rate (the curve is "
+                           "shown while training and in the report). Type a rate to use that one instead.")
         self.batch_size = QSpinBox(body)
         self.batch_size.setRange(1, 1024)
         self.batch_size.setValue(defaults.batch_size)
@@ -99,10 +109,13 @@ class SettingsPage(QWizardPage):
         self.class_weighted = QCheckBox("Weight the loss against class imbalance", body)
         self.train_from = QComboBox(body)
         self.train_from.addItems(list(TRAINABLE_FROM))
+        self.stop_early = QCheckBox("Stop when the validation loss stops improving", body)
+        self.stop_early.setChecked(defaults.patience is not None)
         self.patience = QSpinBox(body)
-        self.patience.setRange(0, 100)
-        self.patience.setValue(defaults.patience or 0)
-        self.patience.setSpecialValueText("off")
+        self.patience.setRange(0, 100)  # 0 stands for the recipe's own, scaled to the run
+        self.patience.setValue(defaults.patience if isinstance(defaults.patience, int) else 0)
+        self.patience.setSpecialValueText("automatic (a third of the epochs, at least 5)")
+        self.stop_early.toggled.connect(self.patience.setEnabled)
         self.val_fraction = QDoubleSpinBox(body)
         self.val_fraction.setRange(0.05, 0.5)
         self.val_fraction.setSingleStep(0.05)
@@ -120,7 +133,8 @@ class SettingsPage(QWizardPage):
         for label, widget in [("Optimizer", self.optimizer), ("Learning rate", self.lr),
                               ("Batch size", self.batch_size), ("Label smoothing", self.label_smoothing),
                               ("Augmentation (Full)", self.augmentation), ("", self.class_weighted),
-                              ("Fine-tune from (Full)", self.train_from), ("Early stopping patience", self.patience),
+                              ("Fine-tune from (Full)", self.train_from), ("", self.stop_early),
+                              ("Early stopping patience", self.patience),
                               ("Validation share", self.val_fraction), ("Image size", self.image_size),
                               ("Seed", self.seed)]:
             advanced_form.addRow(label, widget)
@@ -131,36 +145,50 @@ class SettingsPage(QWizardPage):
         self.error.setWordWrap(True)
         layout.addWidget(self.error)
         layout.addStretch(1)
+        for spin in (self.epochs, self.lr):
+            spin.valueChanged.connect(lambda _: self._propose())
         if memory is not None:
             self._restore(memory)
         self._update_architecture()
+        self._propose()
 
     def remembered_widgets(self) -> dict[str, QWidget]:
         """The choices a next run starts from (the run folder is new each time; the dataset is remembered
-        apart)."""
-        return {"full": self.full, "base": self.base, "architecture": self.architecture, "epochs": self.epochs,
+        apart). The mode is remembered only when the person chose it; otherwise the starting point proposes it."""
+        return {"base": self.base, "architecture": self.architecture, "epochs": self.epochs,
                 "advanced": self.advanced, "optimizer": self.optimizer, "lr": self.lr, "batch_size": self.batch_size,
                 "label_smoothing": self.label_smoothing, "augmentation": self.augmentation,
-                "class_weighted": self.class_weighted, "train_from": self.train_from, "patience": self.patience,
-                "val_fraction": self.val_fraction, "seed": self.seed, "image_size": self.image_size}
+                "class_weighted": self.class_weighted, "train_from": self.train_from, "stop_early": self.stop_early,
+                "patience": self.patience, "val_fraction": self.val_fraction, "seed": self.seed,
+                "image_size": self.image_size}
+
+    def _remember(self, memory: Settings) -> None:
+        values = {name: remembered.value_of(widget) for name, widget in self.remembered_widgets().items()}
+        if self._mode_chosen:
+            values["mode"] = "full" if self.full.isChecked() else "fast"
+        if self.base.currentData() == "file":
+            values["base_file"] = self.base_file
+        memory.set_group(remembered.GROUP, values)
 
     def _restore(self, memory: Settings) -> None:
+        values = memory.group(remembered.GROUP)
         widgets = self.remembered_widgets()
         base = widgets.pop("base")
         self.base.blockSignals(True)  # a remembered "saved model file" must not open the file dialog
         try:
-            remembered.restore_all(memory, {"base": base})
-            kind = self.base.currentData()
-            if kind == "file":
-                path = memory.group(remembered.GROUP).get("base_file", "")
-                if Path(path).is_file():
-                    self.base_file = path
+            if "base" in values:
+                remembered.restore(base, values["base"])
+            if self.base.currentData() == "file":
+                if Path(values.get("base_file", "")).is_file():
+                    self.base_file = values["base_file"]
                 else:
                     self.base.setCurrentIndex(0)
         finally:
             self.base.blockSignals(False)
         remembered.restore_all(memory, widgets)
-        self.fast.setChecked(not self.full.isChecked())
+        if values.get("mode") in ("fast", "full"):
+            (self.full if values["mode"] == "full" else self.fast).setChecked(True)
+            self._mode_chosen = True
 
     def refresh_run_folder(self) -> None:
         """Shown again (Back from a run): the folder proposed before now holds that run, so propose the one the
@@ -230,6 +258,32 @@ class SettingsPage(QWizardPage):
             self.base_file = path
             if not path:
                 self.base.setCurrentIndex(0)
+        self._propose()
+
+    def _random_start(self) -> bool:
+        """Whether the chosen starting point has random weights (nothing learnt to keep)."""
+        kind = self.base.currentData()
+        current = self._state.starting_points.current_model
+        return kind == "scratch" or (kind == "current" and getattr(current, "random_weights", False))
+
+    def _mode_clicked(self) -> None:
+        self._mode_chosen = True
+        self._propose()
+
+    def _propose(self) -> None:
+        """Check the mode the engine's recipe proposes for this starting point (unless the user chose one) and say
+        what the run will do, in the engine's words."""
+        random_start = self._random_start()
+        if not self._mode_chosen:
+            proposed = self._defaults.adapted(random_weights=random_start).mode
+            (self.full if proposed == "full" else self.fast).setChecked(True)
+        from cardinal.engine.errors import TrainingError
+
+        try:
+            recipe = self.recipe()
+        except TrainingError:  # an invalid Advanced value: validatePage says which
+            recipe = self._defaults
+        self.proposal.setText(recipe.choices_said(random_weights=random_start))
 
     def _base_path(self) -> str | None:
         if self.base.currentData() == "current":
@@ -244,11 +298,12 @@ class SettingsPage(QWizardPage):
     def recipe(self):
         from cardinal.engine.training.recipe import Recipe
 
+        patience = (self.patience.value() or AUTO) if self.stop_early.isChecked() else None
         return Recipe(mode="fast" if self.fast.isChecked() else "full", epochs=self.epochs.value(),
                       batch_size=self.batch_size.value(), optimizer=self.optimizer.currentText(),
                       lr=self.lr.value() or None, label_smoothing=self.label_smoothing.value(),
                       augmentation=self.augmentation.currentText(), class_weighted=self.class_weighted.isChecked(),
-                      trainable_from=self.train_from.currentText(), patience=self.patience.value() or None,
+                      trainable_from=self.train_from.currentText(), patience=patience,
                       val_fraction=self.val_fraction.value(), seed=self.seed.value(),
                       image_size=None if self.image_size.value() < MIN_IMAGE_SIZE else self.image_size.value())
 
@@ -269,9 +324,5 @@ class SettingsPage(QWizardPage):
         self.error.setText("")
         self._state.plan = TrainingPlan(recipe, self.base_choice(), out)
         if self._memory is not None:
-            widgets = self.remembered_widgets()
-            remembered.remember_all(self._memory, widgets)
-            if self.base.currentData() == "file":
-                self._memory.set_group(remembered.GROUP, {**self._memory.group(remembered.GROUP),
-                                                          "base_file": self.base_file})
+            self._remember(self._memory)
         return True

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
-from PySide6.QtCore import QTimer, Signal
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -39,6 +41,13 @@ class TrainingPage(QWizardPage):
         layout = QVBoxLayout(self)
         train, validation = ("train", TRAIN_COLOUR), ("validation", VALIDATION_COLOUR)
         self.loss_plot = new_plot("Loss per batch", "loss", "epoch")
+        self.lr_plot = new_plot("Learning-rate range test", "loss", "learning rate (log scale)",
+                                (("loss per step", BATCH_COLOUR), ("smoothed", TRAIN_COLOUR)))
+        self.lr_plot.setLogMode(x=True, y=False)
+        self.lr_curve = curve(self.lr_plot, BATCH_COLOUR, points=False)
+        self.lr_smoothed = curve(self.lr_plot, TRAIN_COLOUR)
+        self.lr_chosen = pg.InfiniteLine(angle=90, pen=pg.mkPen(VALIDATION_COLOUR, width=2, style=Qt.PenStyle.DashLine))
+        self.lr_plot.addItem(self.lr_chosen)
         self.epoch_loss_plot = new_plot("Loss per epoch", "loss", "epoch", (train, validation))
         self.accuracy_plot = new_plot("Accuracy per epoch", "accuracy (%)", "epoch", (train, validation))
         self.batch_curve = curve(self.loss_plot, BATCH_COLOUR, points=False)
@@ -49,7 +58,10 @@ class TrainingPage(QWizardPage):
         plots = QHBoxLayout()
         plots.addWidget(self.epoch_loss_plot)
         plots.addWidget(self.accuracy_plot)
-        layout.addWidget(self.loss_plot)
+        top = QHBoxLayout()
+        top.addWidget(self.loss_plot, 2)
+        top.addWidget(self.lr_plot, 1)
+        layout.addLayout(top)
         layout.addLayout(plots)
         self.progress = QProgressBar(self)
         self.status = QLabel("", self)
@@ -83,7 +95,11 @@ class TrainingPage(QWizardPage):
         self.val_loss: list[float] = []
         self.train_acc: list[float] = []
         self.val_acc: list[float] = []
-        self._batches_dirty = self._epochs_dirty = False
+        self.val_intervals: list = []
+        self.finder_lrs: list[float] = []
+        self.finder_losses: list[float] = []
+        self.finding = None  # the range test's result, once it chose the rate
+        self._batches_dirty = self._epochs_dirty = self._finder_dirty = False
         self._status_at: float | None = None
         self._step: tuple[str, float] | None = None  # the step being prepared, and since when
         self._counting_epochs = False  # the bar counts epochs once the first batch has ended
@@ -140,7 +156,7 @@ class TrainingPage(QWizardPage):
         self.status_changed.emit(text)
 
     def _plots(self):
-        return self.loss_plot, self.epoch_loss_plot, self.accuracy_plot
+        return self.loss_plot, self.lr_plot, self.epoch_loss_plot, self.accuracy_plot
 
     def _set_ranges(self, epochs: int) -> None:
         """Each run starts with axes for its own length; y follows the data (accuracy in percent, as the text)."""
@@ -179,19 +195,43 @@ class TrainingPage(QWizardPage):
         if self.stopping or self._status_at is not None and now - self._status_at < 0.5:
             return
         self._status_at = now
-        best = max(self.val_acc, default=None)
-        self._set_status(batch_line(event, self._epochs_planned, None if best is None else best / 100))
+        last = self.val_intervals[-1].describe() if self.val_intervals else None
+        self._set_status(batch_line(event, self._epochs_planned, last))
 
     def _event(self, event) -> None:
         from cardinal.engine.reports.report import ReportProgress
-        from cardinal.engine.training.events import BatchEnd, EpochEnd, FeatureProgress, Notice, Preparing
+        from cardinal.engine.training.events import (
+            BatchEnd,
+            EpochEnd,
+            FeatureProgress,
+            LRFinderStep,
+            LRFound,
+            Notice,
+            Preparing,
+            RecipeChosen,
+        )
 
         if isinstance(event, Preparing):
             self._preparing(event.step)
             return
+        if isinstance(event, (LRFinderStep, FeatureProgress)):  # steps with a count of their own
+            self._step = None
+            self._preparing_timer.stop()
         if isinstance(event, (BatchEnd, EpochEnd)):
             self._prepared()
-        if isinstance(event, BatchEnd):
+        if isinstance(event, RecipeChosen):
+            self.notices.addItem(event.said)
+        elif isinstance(event, LRFinderStep):
+            self.finder_lrs.append(event.lr)
+            self.finder_losses.append(event.loss if math.isfinite(event.loss) else float("nan"))
+            self._finder_dirty = True
+            self._set_status(f"Preparing: finding the learning rate, step {event.step} of at most {event.steps}, "
+                             f"rate {event.lr:.2g}, loss {event.loss:.3f}")
+        elif isinstance(event, LRFound):
+            self.finding = event.finding
+            self._finder_dirty = True
+            self.notices.addItem(f"The {event.finding.describe()}.")
+        elif isinstance(event, BatchEnd):
             self.batch_x.append(event.epoch - 1 + event.batch / event.batches)
             self.batch_loss.append(event.loss)
             self.progress.setValue(int(100 * (event.epoch - 1 + event.batch / event.batches)))
@@ -203,13 +243,13 @@ class TrainingPage(QWizardPage):
             self.val_loss.append(event.val_loss)
             self.train_acc.append(100 * event.train_accuracy)  # plotted in percent, as every text says it
             self.val_acc.append(100 * event.val_accuracy)
+            self.val_intervals.append(event.val_interval)
             self.progress.setValue(100 * event.epoch)
-            best = max(self.val_acc) / 100
             self._status_at = time.monotonic()
             self._set_status(
-                f"Epoch {event.epoch} of {event.epochs}: validation accuracy {event.val_accuracy:.1%} "
-                f"(best {best:.1%}), {event.images_per_second:.0f} images/s, about {_duration(event.eta_seconds)} "
-                "left"
+                f"Epoch {event.epoch} of {event.epochs}: validation accuracy {event.val_interval.describe()}"
+                f"{' (best so far: lowest validation loss)' if event.improved else ''}, "
+                f"{event.images_per_second:.0f} images/s, about {_duration(event.eta_seconds)} left"
             )
             self._epochs_dirty = True
         elif isinstance(event, FeatureProgress):
@@ -225,6 +265,15 @@ class TrainingPage(QWizardPage):
 
     def _redraw(self, force: bool = False) -> None:
         """Update only the curves that got new points since the last redraw."""
+        if self._finder_dirty or force:
+            # Log mode on x: pyqtgraph takes the rates as they are and draws them on a log axis.
+            self.lr_curve.setData(self.finder_lrs, self.finder_losses)
+            finding = self.finding
+            self.lr_smoothed.setData(list(finding.lrs) if finding else [], list(finding.smoothed) if finding else [])
+            self.lr_chosen.setVisible(finding is not None)
+            if finding is not None:
+                self.lr_chosen.setValue(math.log10(finding.suggestion))
+            self.lr_plot.setVisible(bool(self.finder_lrs) or finding is not None)
         if self._batches_dirty or force:
             self.batch_curve.setData(self.batch_x, self.batch_loss)
         if self._epochs_dirty or force:
@@ -232,7 +281,7 @@ class TrainingPage(QWizardPage):
             self.val_loss_curve.setData(self.epochs, self.val_loss)
             self.train_acc_curve.setData(self.epochs, self.train_acc)
             self.val_acc_curve.setData(self.epochs, self.val_acc)
-        self._batches_dirty = self._epochs_dirty = False
+        self._batches_dirty = self._epochs_dirty = self._finder_dirty = False
 
     def _finished(self, result) -> None:
         self._state.result = result
@@ -244,7 +293,8 @@ class TrainingPage(QWizardPage):
         self._set_status(
             f"Training {result.stopped.sentence} after {result.epochs_run} epochs in "
             f"{_duration(time.monotonic() - self._started)}: best validation accuracy "
-            f"{result.best_val_accuracy:.1%} (epoch {result.best_epoch}). Saved in {escaped(result.out_dir)}."
+            f"{escaped(result.best_val_interval.describe())} (epoch {result.best_epoch}, the lowest validation loss). "
+            f"Saved in {escaped(result.out_dir)}."
         )
 
     def _failed(self, error) -> None:
@@ -284,12 +334,12 @@ class TrainingPage(QWizardPage):
         self._preparing_timer.stop()
 
 
-def batch_line(event, epochs: int, best_accuracy: float | None) -> str:
-    """The status line during an epoch: where the run is, and the engine's own throughput and time left (right
-    after a batch-size halving too)."""
-    best = "" if best_accuracy is None else f"; best validation accuracy so far {best_accuracy:.1%}"
+def batch_line(event, epochs: int, last_accuracy: str | None) -> str:
+    """The status line during an epoch: where the run is, the engine's own throughput and time left (right
+    after a batch-size halving too), and the last validation accuracy as said (with its interval)."""
+    last = "" if last_accuracy is None else f"; last validation accuracy {last_accuracy}"
     return (f"Epoch {event.epoch} of {epochs}, batch {event.batch} of {event.batches}: "
-            f"{event.images_per_second:.0f} images/s, about {_duration(event.eta_seconds)} left{best}")
+            f"{event.images_per_second:.0f} images/s, about {_duration(event.eta_seconds)} left{last}")
 
 
 def _duration(seconds: float) -> str:
