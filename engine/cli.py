@@ -203,7 +203,9 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         model = load_model(args, err, token)
         classifier = Classifier(model, device=device, precision=args.precision)
         err.write(f"{printable(model.name)} ({model.num_classes} classes) on {classifier.description}\n")
-        writer = ResultWriter(args.format, out, printable=printable)
+        # Names are escaped for a reader's eyes (the table, anything on a terminal), kept exact for a program.
+        shown = printable if args.format == "table" or out.isatty() else str
+        writer = ResultWriter(args.format, out, printable=shown)
         cam_names: set[str] = set()
         bar = progress_bar(err, "Classifying", len(files), enabled=err.isatty() and len(files) > 1, unit="img")
         want_cam = args.cam is not None

@@ -1,8 +1,8 @@
 """What the command line needs of a terminal: safe text, progress bars (tqdm), Ctrl-C that stops cleanly.
 
 Names of files and classes come from users' folders and from model files; printed raw, an ANSI escape or
-a newline in one could repaint the terminal or forge output lines, so everything we print about them goes
-through `printable`.
+a newline in one could repaint the terminal or forge output lines, and a bidi control (U+202E) could show
+"fish\\u202egnp.exe" as "fishexe.png", so everything we print about them goes through `printable`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ from tqdm import tqdm
 
 from cardinal.engine.progress import CancelToken
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 and C1 controls, DEL, the bidi controls (marks, embeddings, overrides, isolates) and the line and paragraph
+# separators: everything that moves the cursor, starts an escape sequence or reorders what follows it.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 def printable(text: object) -> str:
-    """`text` with control characters (newlines, ANSI escapes, …) shown as escapes, e.g. `\\x1b`, `\\n`."""
+    """`text` with control and bidi characters (newlines, ANSI escapes, U+202E, …) shown as escapes, e.g.
+    `\\x1b`, `\\n`, `\\u202e`."""
     return _CONTROL.sub(lambda match: repr(match.group())[1:-1], str(text))
 
 
