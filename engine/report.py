@@ -162,7 +162,8 @@ def write_report(path: str | Path, content: ReportContent) -> Path:
     """Render the page and write it atomically (the previous report stays until the new one is complete)."""
     from cardinal.engine.report_html import render_report
 
-    data = render_report(content).encode("utf-8")
+    # A name that is not valid UTF-8 (its odd bytes carried as lone surrogates) is shown escaped: caf\udce9.jpg
+    data = render_report(content).encode("utf-8", "backslashreplace")
     path = Path(path)
     return atomic_write(path, lambda out: out.write(data))
 
