@@ -17,12 +17,14 @@ from cardinal.engine.errors import Cancelled, CardinalError
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.result_files import ResultWriter
 from cardinal.engine.terminal import (
+    GuardedOutput,
+    OutputFailed,
     above_bars,
     cancel_on_interrupt,
+    discard_output,
     download_progress,
     printable,
     progress_bar,
-    silence_broken_pipe,
     tolerate_any_file_name,
 )
 
@@ -95,9 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    out, err = sys.stdout, sys.stderr
+    out, err = GuardedOutput(sys.stdout), sys.stderr
     try:
         return commands[args.command](args, out, err)
+    except OutputFailed as error:
+        discard_output()
+        err.write(f"error: {printable(error)}\n")
+        return EXIT_SOME_FAILED
     except UsageError as error:
         err.write(f"error: {printable(error)}\n")
         return EXIT_USAGE
@@ -111,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.write("\nstopped: interrupted\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        silence_broken_pipe()
+        discard_output()
         return EXIT_BROKEN_PIPE
 
 

@@ -86,3 +86,41 @@ def test_on_a_terminal_escapes_and_bidi_controls_are_shown_not_obeyed(hostile_mo
                           "--device", "cpu")
     assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown, repr(shown)
     assert "photo" in shown and "pwned" in shown and "gnp.exe" in shown
+
+
+CLI = [sys.executable, "-c", "import sys; from cardinal.gui.launch import main; sys.exit(main(sys.argv[1:]))"]
+
+
+def on_a_full_disk(*argv, timeout: float = 180):
+    """The CLI with its standard output on /dev/full, where every write fails with ENOSPC."""
+    import subprocess
+
+    with open("/dev/full", "w") as full:
+        return subprocess.run([*CLI, *map(str, argv)], stdout=full, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                              timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_classify_onto_a_full_disk_is_one_error_line(hostile_model, tmp_path, fmt):
+    (tmp_path / "a.png").write_bytes(encode(random_picture(1)))
+    done = on_a_full_disk("classify", tmp_path / "a.png", "--weights", hostile_model, "--format", fmt,
+                          "--device", "cpu")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "standard output" in errors[0] and "No space left on device" in errors[0]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_train_onto_a_full_disk_is_one_error_line(hostile_model, tmp_path):
+    from tests.conftest import make_shapes_folder
+
+    data = make_shapes_folder(tmp_path / "data", per_class=5)
+    done = on_a_full_disk("train", data, "--out", tmp_path / "run", "--base", hostile_model, "--epochs", "1",
+                          "--device", "cpu")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0]
+    assert not (tmp_path / "run" / ".cardinal-run.lock").exists()
