@@ -124,3 +124,27 @@ def test_train_onto_a_full_disk_is_one_error_line(hostile_model, tmp_path):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "No space left on device" in errors[0]
     assert not (tmp_path / "run" / ".cardinal-run.lock").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
+def test_ctrl_c_while_the_libraries_load_exits_130_quietly(tmp_path):
+    import signal
+    import subprocess
+
+    # -X importtime reports each module as it finishes loading: a torch sub-module means torch is loading now.
+    child = subprocess.Popen([sys.executable, "-X", "importtime", *CLI[1:], "classify", str(tmp_path / "a.png")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    seen = []
+    for line in child.stderr:
+        seen.append(line)
+        if "| torch." in line or "|   torch." in line or " torch._" in line:
+            child.send_signal(signal.SIGINT)
+            break
+    else:
+        raise AssertionError("torch was never loaded: " + "".join(seen[-5:]))
+    rest = child.stderr.read()
+    child.wait(timeout=60)
+    said = [line for line in rest.splitlines() if not line.startswith("import time:")]
+    assert child.returncode == 130, "\n".join(said)
+    assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in said), "\n".join(said)
