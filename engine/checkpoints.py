@@ -27,6 +27,7 @@ SIDECAR_KEY = "cardinal"
 FORMAT_VERSION = 1
 # A description of even 100,000 classes is a few MB; a bigger `.json` beside the weights is someone else's.
 _SIDECAR_LIMIT = 32 << 20
+_NAME_LIMIT = 255  # bytes in a file name on ext4, XFS, Btrfs, APFS (NTFS: 255 characters)
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
@@ -54,8 +55,13 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
 def _create_temp(path: Path) -> tuple[int, Path]:
     # Unlike mkstemp (always 0600), creating with 0666 lets the kernel apply the umask, as for any saved file.
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    # The temp name adds 14 bytes to the target's; for a name near the file system's 255-byte limit it keeps
+    # only the start of it (`.NAME.*.tmp` still finds every other temp file).
+    stem = path.name
+    while len(os.fsencode(stem)) > _NAME_LIMIT - 14:
+        stem = stem[:-1]
     for _ in range(100):
-        temp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        temp = path.parent / f".{stem}.{secrets.token_hex(4)}.tmp"
         try:
             return os.open(temp, flags, 0o666), temp
         except FileExistsError:

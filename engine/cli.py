@@ -102,16 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[args.command](args, out, err)
     except OutputFailed as error:
         discard_output()
-        err.write(f"error: {printable(error)}\n")
+        err.write(f"error: {message(error)}\n")
         return EXIT_SOME_FAILED
     except UsageError as error:
-        err.write(f"error: {printable(error)}\n")
+        err.write(f"error: {message(error)}\n")
         return EXIT_USAGE
     except Cancelled as error:
-        err.write(f"stopped: {printable(error)}\n")
+        err.write(f"stopped: {message(error)}\n")
         return EXIT_INTERRUPTED
     except CardinalError as error:
-        err.write(f"error: {printable(error)}\n")
+        err.write(f"error: {message(error)}\n")
         return EXIT_SOME_FAILED
     except KeyboardInterrupt:
         err.write("\nstopped: interrupted\n")
@@ -119,6 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         discard_output()
         return EXIT_BROKEN_PIPE
+
+
+def message(error: CardinalError) -> str:
+    """An error's message for the terminal: each of its lines escaped, the ones after the first indented."""
+    first, *rest = (printable(line) for line in error.lines())
+    return "\n".join([first, *(f"  {line}" for line in rest)])
 
 
 def check_device(device: str, precision: str):
@@ -193,17 +199,13 @@ def load_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken | None
 def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal classify`: classify every image found, report bad files, keep going."""
     from cardinal.engine.classify import Classifier
-    from cardinal.engine.images import iter_image_files
 
     device = check_device(args.device, args.precision)
-    files: list[Path] = []
-    failures = 0
-    for raw in args.paths:
-        found = list(iter_image_files([raw]))
-        if not found:
-            err.write(f"error: {printable(raw)}: no images found in this folder\n")
-            failures += 1
-        files.extend(found)
+    if args.cam is not None:
+        _make_cam_folder(args.cam)
+    files, failures = _inputs(args.paths, err)
+    if not files:  # nothing to classify: said before a model is loaded (seconds) or downloaded
+        return EXIT_SOME_FAILED
     token = CancelToken()
     with cancel_on_interrupt(token, err, "after this batch"):
         model = load_model(args, err, token)
@@ -234,18 +236,72 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
+def _inputs(paths: Sequence[str], err: TextIO) -> tuple[list[Path], int]:
+    """The images to classify, and how many of the paths named gave none (each said in an `error:` line).
+
+    A file named directly is checked as the loader would open it, so a missing one is said at once.
+    """
+    from cardinal.engine.errors import ImageLoadError
+    from cardinal.engine.images import iter_image_files, open_image_file
+
+    files: list[Path] = []
+    failures = 0
+    for raw in paths:
+        if not Path(raw).is_dir():
+            try:
+                open_image_file(raw).close()
+            except ImageLoadError as error:
+                err.write(f"error: {printable(error)}\n")
+                failures += 1
+                continue
+        found = list(iter_image_files([raw]))
+        if not found:
+            err.write(f"error: {printable(raw)}: no images found in this folder\n")
+            failures += 1
+        files.extend(found)
+    return files, failures
+
+
+def _make_cam_folder(folder: Path) -> None:
+    """Create the `--cam` folder now, so that a file in its place is refused before any work."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--cam {folder} is not a folder (a file has that name); give a folder for the overlay "
+                         "PNGs (it is created if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--cam {folder}: cannot create this folder ({error.strerror or error}); choose another "
+                         "one") from None
+
+
+def overlay_name(stem: str, taken: set[str], limit: int = 255) -> str:
+    """The overlay's file name for an image: STEM.cam.png (STEM-2.cam.png, … when taken), or, when that is longer
+    than a file name may be (`limit` bytes), as much of STEM as fits and a digest of all of it."""
+    import hashlib
+    import os
+
+    counter = 1
+    while True:
+        tail = ".cam.png" if counter == 1 else f"-{counter}.cam.png"
+        name = stem + tail
+        if len(os.fsencode(name)) > limit:
+            digest = "~" + hashlib.sha256(os.fsencode(stem)).hexdigest()[:12]
+            kept = stem
+            while kept and len(os.fsencode(kept + digest + tail)) > limit:
+                kept = kept[:-1]
+            name = kept + digest + tail
+        if name not in taken:
+            taken.add(name)
+            return name
+        counter += 1
+
+
 def _save_cam(result, folder: Path, method: str, used: set[str], err: TextIO) -> int:
     import numpy as np
 
     from cardinal.engine.cam import write_overlay_png
 
-    stem = result.path.stem
-    name = f"{stem}.cam.png"
-    counter = 2
-    while name in used:
-        name = f"{stem}-{counter}.cam.png"
-        counter += 1
-    used.add(name)
+    name = overlay_name(result.path.stem, used)
     top = result.analysis.predictions[0]
     heatmap = result.analysis.heatmap(top.index, method)
     try:

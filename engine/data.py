@@ -57,7 +57,7 @@ class DatasetReport:
 
     def raise_for_errors(self) -> None:
         if self.errors:
-            raise DatasetError(f"{self.root} cannot be used for training:\n- " + "\n- ".join(self.errors))
+            raise DatasetError(f"{self.root} cannot be used for training:", *(f"- {error}" for error in self.errors))
 
 
 def _class_folders(folder: Path) -> list[Path]:
