@@ -33,7 +33,7 @@ def _dispatch(args: list[str]) -> int:
         from cardinal.gui.app import main as run_app
 
         return run_app(args[1:])
-    from cardinal.engine.cli import main as run_cli
+    from cardinal.engine.cli.main import main as run_cli
 
     return run_cli(args)
 

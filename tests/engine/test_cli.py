@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cardinal.engine.cli import main
-from cardinal.engine.models import save_model
-from cardinal.engine.terminal import advance, download_progress, progress_bar
+from cardinal.engine.cli.main import main
+from cardinal.engine.cli.terminal import advance, download_progress, progress_bar
+from cardinal.engine.models.registry import save_model
 from tests.conftest import closed_port, encode, make_tiny_model, random_picture
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cardinal.engine.cli import main
-from cardinal.engine.models import save_model
+from cardinal.engine.cli.main import main
+from cardinal.engine.models.registry import save_model
 from tests.conftest import encode, make_tiny_model, random_picture
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cardinal.engine.cli import main
-from cardinal.engine.models import load_model_file, save_model
+from cardinal.engine.cli.main import main
+from cardinal.engine.models.registry import load_model_file, save_model
 from tests.conftest import make_shapes_folder, make_tiny_model
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="names of any bytes: Linux file systems")

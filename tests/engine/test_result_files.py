@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from cardinal.engine.classify import Prediction
-from cardinal.engine.result_files import ResultWriter, format_for
+from cardinal.engine.inference.classifier import Prediction
+from cardinal.engine.inference.result_files import ResultWriter, format_for
 
 TOP = (Prediction(2, "fish", 0.7), Prediction(0, "cat, tabby", 0.2))
 
@@ -89,7 +89,7 @@ def test_a_carriage_return_inside_a_name_is_quoted_and_keeps_its_row():
 
 
 def test_csv_made_printable_for_a_terminal_escapes_controls_and_is_still_neutralised():
-    from cardinal.engine.terminal import printable
+    from cardinal.engine.cli.terminal import printable
 
     out = io.StringIO()
     writer = ResultWriter("csv", out, printable=printable)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from cardinal.engine.models import save_model
+from cardinal.engine.models.registry import save_model
 from tests.conftest import encode, make_tiny_model, random_picture
 from tests.gui.conftest import drop, wait_classified
 
