@@ -239,13 +239,20 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _inputs(paths: Sequence[str], err: TextIO) -> tuple[list[Path], int]:
     """The images to classify, and how many of the paths named gave none (each said in an `error:` line).
 
-    A file named directly is checked as the loader would open it, so a missing one is said at once.
+    A file named directly is checked as the loader would open it, so a missing one is said at once; so is each
+    folder that cannot be walked.
     """
     from cardinal.engine.data.images import iter_image_files, open_image_file
     from cardinal.engine.errors import ImageLoadError
 
     files: list[Path] = []
     failures = 0
+
+    def cannot_walk(folder: Path, reason: str) -> None:
+        nonlocal failures
+        err.write(f"error: {printable(folder)}: {printable(reason)}\n")
+        failures += 1
+
     for raw in paths:
         if not Path(raw).is_dir():
             try:
@@ -254,8 +261,9 @@ def _inputs(paths: Sequence[str], err: TextIO) -> tuple[list[Path], int]:
                 err.write(f"error: {printable(error)}\n")
                 failures += 1
                 continue
-        found = list(iter_image_files([raw]))
-        if not found:
+        before = failures
+        found = list(iter_image_files([raw], cannot_walk))
+        if not found and failures == before:
             err.write(f"error: {printable(raw)}: no images found in this folder\n")
             failures += 1
         files.extend(found)

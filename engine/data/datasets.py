@@ -8,7 +8,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cardinal.engine.data.images import IMAGE_SUFFIXES, load_image, open_image_file, walk_files
+from cardinal.engine.data.images import IMAGE_SUFFIXES, folder_problem, load_image, open_image_file, walk_files
 from cardinal.engine.durable import sha256_of
 from cardinal.engine.errors import DatasetError, ImageLoadError
 from cardinal.engine.progress import CancelToken
@@ -59,14 +59,40 @@ class DatasetScan:
             raise DatasetError(f"{self.root} cannot be used for training:", *(f"- {item}" for item in self.problems))
 
 
-def _class_folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _class_folders(folder: Path, unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """The class sub-folders of `folder`; anything else there (hidden names aside) goes to `unreadable`."""
+    folders = []
+    for path in sorted(_listing(folder)):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            folders.append(path)
+        elif unreadable is not None:
+            what = "a broken link" if path.is_symlink() and not path.exists() else "a file"
+            unreadable.append((path, f"{what} where a class folder should be: not in a class folder, so it is not "
+                                     "used; move images into the sub-folder named after their class"))
+    return folders
 
 
-def _files(folder: Path, cancel: CancelToken | None) -> list[Path]:
-    # Every non-folder, FIFOs and devices included: the scan lists them with the loader's reason.
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as error:
+        raise DatasetError(f"{folder}: {folder_problem(folder, error)}") from None
+
+
+def _links_to_the_dataset(class_dirs: Sequence[Path], root: Path) -> list[Path]:
+    """Class folders that are links to the dataset folder or a folder above it: each would be a class of every
+    image."""
+    inside = root.resolve()
+    return [folder for folder in class_dirs if folder.is_symlink() and inside.is_relative_to(folder.resolve())]
+
+
+def _files(folder: Path, cancel: CancelToken | None, unreadable: list[tuple[Path, str]]) -> list[Path]:
+    # Every non-folder, FIFOs and devices included: the scan lists them with the loader's reason, and every
+    # folder that cannot be walked with its own.
     found: list[Path] = []
-    for path in walk_files(folder):
+    for path in walk_files(folder, lambda where, reason: unreadable.append((where, reason))):
         if cancel is not None and len(found) % 1000 == 0:  # listing a huge folder can take a while too
             cancel.raise_if_cancelled("the scan")
         found.append(path)
@@ -95,8 +121,10 @@ def scan_dataset(
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder; choose a folder with one sub-folder per class")
+    _listing(root)  # an unreadable folder is said as such, not as one without classes
+    failures: list[tuple[Path, str]] = []
     train_dir, val_dir = detect_layout(root)
-    class_dirs = _class_folders(train_dir)
+    class_dirs = _class_folders(train_dir, failures)
     class_names = tuple(d.name for d in class_dirs)
     errors: list[str] = []
     warnings: list[str] = []
@@ -105,21 +133,25 @@ def scan_dataset(
             f"{train_dir} has {len(class_dirs)} class sub-folder(s); put each class's images in its own "
             "sub-folder (e.g. cats/, dogs/), at least two classes"
         )
+    looped = _links_to_the_dataset(class_dirs, root)
+    for folder in looped:  # not scanned: it would only read the whole dataset again
+        errors.append(f"class '{folder.name}' is a link to {folder.resolve()}, which holds the whole dataset, so it "
+                      "would be a class of every image: remove the link or make it a folder of its own images")
     jobs: list[tuple[str, Path, int]] = []
     for index, folder in enumerate(class_dirs):
-        jobs += [("train", path, index) for path in _files(folder, cancel)]
+        if folder not in looped:
+            jobs += [("train", path, index) for path in _files(folder, cancel, failures)]
     if val_dir is not None:
-        val_classes = {d.name: d for d in _class_folders(val_dir)}
+        val_classes = {d.name: d for d in _class_folders(val_dir, failures)}
         for name in sorted(set(val_classes) - set(class_names)):
             errors.append(f"class '{name}' is in {val_dir.name}/ but not in {train_dir.name}/")
         for index, name in enumerate(class_names):
             if name in val_classes:
-                jobs += [("val", path, index) for path in _files(val_classes[name], cancel)]
+                jobs += [("val", path, index) for path in _files(val_classes[name], cancel, failures)]
             else:
                 warnings.append(f"class '{name}' has no {val_dir.name}/ folder: it will not be validated")
 
     samples: dict[str, list[Sample]] = {"train": [], "val": []}
-    failures: list[tuple[Path, str]] = []
     digests: dict[str, tuple[Path, int]] = {}
     duplicates: list[tuple[Path, Path]] = []
     for done, (split, path, label) in enumerate(jobs, start=1):
@@ -139,6 +171,8 @@ def scan_dataset(
     train_counts = Counter(label for _, label in samples["train"])
     for index, name in enumerate(class_names):
         count = train_counts.get(index, 0)
+        if class_dirs[index] in looped:
+            continue
         if count == 0:
             errors.append(f"class '{name}' has no readable images")
         elif count < min_per_class:
@@ -162,7 +196,8 @@ def scan_dataset(
         more = f" and {len(duplicates) - 3} more" if len(duplicates) > 3 else ""
         warnings.append(f"{len(duplicates)} identical file(s) appear in different classes: {shown}{more}")
     if failures:
-        warnings.append(f"{len(failures)} file(s) cannot be read and will be skipped (listed with reasons)")
+        warnings.append(f"{len(failures)} file(s) or folder(s) cannot be used and will be skipped (listed with "
+                        "reasons)")
     return DatasetScan(
         root=root,
         class_names=class_names,
