@@ -120,7 +120,7 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
     def scan_and_report():
         if args.resume:
             _check_resume_early(args)
-        report = _scan(args.folder, chatter, token)
+        report = _scan(args.folder, chatter, token, val_fraction=recipe.val_fraction)
         _print_report(report, out)
         return report
 
@@ -213,11 +213,13 @@ class _TrainingPrinter:
             self.err.write(f"note: {printable(event.message)}\n")
 
 
-def _scan(folder: Path, err: TextIO, cancel: CancelToken):
+def _scan(folder: Path, err: TextIO, cancel: CancelToken, **options):
+    """The dataset scan with a progress bar; `options` (the split's `val_fraction`) go to `scan_dataset`."""
     from cardinal.engine.data.datasets import scan_dataset
 
     with progress_bar(err, "Checking images", unit="file") as bar:
-        return run_to_end(scan_dataset(folder, cancel=cancel), lambda event: advance(bar, event.done, event.total))
+        scan = scan_dataset(folder, cancel=cancel, **options)
+        return run_to_end(scan, lambda event: advance(bar, event.done, event.total))
 
 
 def _print_report(report, out: TextIO) -> None:

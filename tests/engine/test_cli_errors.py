@@ -277,3 +277,11 @@ def test_overlays_of_images_with_names_near_the_limit_get_short_distinct_names(c
     assert len(written) == 3 and all(len(os.fsencode(name)) <= 255 for name in written)
     assert all(name.endswith(".cam.png") for name in written)
     assert sorted(name[:20] for name in written) == sorted(stem[:20] for stem in stems)  # still recognisable
+
+
+def test_the_validation_set_warning_counts_with_the_chosen_val_fraction(capsys, model_file, tmp_path):
+    data = make_shapes_folder(tmp_path / "shapes", per_class=12)
+    code, out, err = run(capsys, "train", data, "--out", tmp_path / "run", "--base", model_file, "--epochs", "1",
+                         "--val-fraction", "0.5", "--device", "cpu")
+    assert code == 0, err
+    assert "the validation set has only 18 images" in out  # half of each class's 12, not a fifth
