@@ -151,7 +151,8 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
         return EXIT_INTERRUPTED
     if result.paths.report.is_file():
         out.write(f"report: {printable(result.paths.report)}\n")
-    out.write(f"\n{result.evaluation.format_report()}\n")
+    listed_in = printable(result.report_path) if result.report_path.is_file() else None
+    out.write(f"\n{result.evaluation.format_report(all_mistakes_in=listed_in)}\n")
     return EXIT_SOME_FAILED if result.evaluation.unreadable else EXIT_OK
 
 
@@ -306,12 +307,14 @@ def _evaluate_and_print(model, samples, device: str, precision: str, out: TextIO
                         cancel: CancelToken, *, report_dir: Path | None = None, **report) -> int:
     from cardinal.engine.inference.classifier import Classifier
     from cardinal.engine.reports.report import evaluate_for_report, write_evaluation_report
+    from cardinal.engine.runs.layout import REPORT_NAME
 
     classifier = Classifier(model, device=device, precision=precision)
     show = _TrainingPrinter(out, err)
     try:
         evaluation = run_to_end(evaluate_for_report(classifier, samples, cancel=cancel), show)
-        out.write(evaluation.format_report() + "\n")
+        listed_in = REPORT_NAME + " (add --report DIR)" if report_dir is None else printable(report_dir / REPORT_NAME)
+        out.write(evaluation.format_report(all_mistakes_in=listed_in) + "\n")
         if report_dir is not None:
             writing = write_evaluation_report(classifier, evaluation, report_dir, cancel=cancel, **report)
             path = run_to_end(writing, show)

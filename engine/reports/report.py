@@ -75,8 +75,8 @@ class ReportContent:
 
 
 def worst_mistakes(evaluation: Evaluation, limit: int = WORST_MISTAKES) -> list[Mistake]:
-    """The mistakes made with the most confidence (then by file name, so the choice is stable)."""
-    return sorted(evaluation.mistakes, key=lambda m: (-m.predicted_probability, str(m.path)))[:limit]
+    """The mistakes the page shows with pictures: the ones made with the most confidence."""
+    return evaluation.worst_mistakes(limit)
 
 
 @dataclass(frozen=True, eq=False)

@@ -236,3 +236,27 @@ def test_a_class_with_no_evidence_is_said_so_not_drawn_as_a_cold_map(tmp_path):
     assert pictures.no_evidence == frozenset({"true"})
     card = _mistake_card(1, pictures, model.class_names)
     assert "no evidence for “cat” anywhere" in card and "where it saw “dog”" in card
+
+
+def test_evaluate_prints_the_most_confident_mistakes_and_the_report_lists_them_all(capsys, tmp_path):
+    import torch
+
+    from cardinal.engine.models.registry import save_model
+
+    data = make_shapes_folder(tmp_path / "shapes", per_class=8)
+    network = make_tiny_model(("blue_bars", "green_squares", "red_circles"))
+    with torch.no_grad():  # it answers "blue_bars" for everything: the 16 other images are mistakes
+        network.network.fc.bias[0] = 5.0
+    model = save_model(network, tmp_path / "biased.safetensors")
+    assert main(["evaluate", str(model), str(data), "--report", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    listed = [line for line in out.splitlines() if line.startswith("  ") and ".png:" in line]
+    assert len(listed) == 10
+    shown = [float(re.search(r"\(([\d.]+)%;", line).group(1)) for line in listed]
+    assert shown == sorted(shown, reverse=True)  # the most confident first
+    assert f"… and 6 more, all listed in {tmp_path / 'out' / REPORT_NAME}" in out
+    text, page = page_of(tmp_path / "out")
+    assert "all-mistakes" in page.ids
+    for kind in ("green_squares", "red_circles"):
+        for number in range(8):
+            assert str(data / kind / f"{number:03d}.png") in text
