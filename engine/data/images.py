@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import errno
 import io
 import os
@@ -90,9 +91,7 @@ def _decode(
     file: BinaryIO, image_format: str, head: bytes, label: str | None, max_pixels: int, draft_size: int | None
 ) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            # Our own limit below turns bombs into ImageLoadError; Pillow's warning would only repeat it.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _pillow_quiet():
             image = Image.open(file, formats=(image_format,))
     except Image.DecompressionBombError:
         raise ImageLoadError(label, _bomb_reason(None, max_pixels)) from None
@@ -108,12 +107,31 @@ def _decode(
         if draft_size is not None and image.format == "JPEG":
             image.draft("RGB", (draft_size, draft_size))
         image.load()
-        image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
+        return to_rgb(_upright(image))
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as error:
         raise ImageLoadError(label, _damage_reason(error, f"{image.format} data")) from None
     except MemoryError:
         raise ImageLoadError(label, "image too large to decode in memory") from None
+
+
+@contextlib.contextmanager
+def _pillow_quiet() -> Iterator[None]:
+    """Without Pillow's warnings: its bomb warning (our own limit below turns bombs into ImageLoadError) and what
+    it says about metadata it skips ("Corrupt EXIF data", reading the JPEG's DPI at open): a damaged EXIF block is
+    left aside, as photo viewers do, instead of reaching stderr as noise."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        yield
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says, or as stored when its EXIF cannot be read."""
+    with _pillow_quiet():
+        try:
+            return ImageOps.exif_transpose(image)
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError):
+            return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
