@@ -91,7 +91,7 @@ def _decode(
     file: BinaryIO, image_format: str, head: bytes, label: str | None, max_pixels: int, draft_size: int | None
 ) -> Image.Image:
     try:
-        with _pillow_quiet():
+        with quiet_pillow():
             image = Image.open(file, formats=(image_format,))
     except Image.DecompressionBombError:
         raise ImageLoadError(label, _bomb_reason(None, max_pixels)) from None
@@ -115,7 +115,7 @@ def _decode(
 
 
 @contextlib.contextmanager
-def _pillow_quiet() -> Iterator[None]:
+def quiet_pillow() -> Iterator[None]:
     """Without Pillow's warnings: its bomb warning (our own limit below turns bombs into ImageLoadError) and what
     it says about metadata it skips ("Corrupt EXIF data", reading the JPEG's DPI at open): a damaged EXIF block is
     left aside, as photo viewers do, instead of reaching stderr as noise."""
@@ -127,7 +127,7 @@ def _pillow_quiet() -> Iterator[None]:
 
 def _upright(image: Image.Image) -> Image.Image:
     """The image turned as its EXIF orientation says, or as stored when its EXIF cannot be read."""
-    with _pillow_quiet():
+    with quiet_pillow():
         try:
             return ImageOps.exif_transpose(image)
         except (OSError, SyntaxError, ValueError, EOFError, IndexError):
