@@ -63,8 +63,17 @@ class Recipe:
         return 1e-4 if self.optimizer == "adamw" else 1e-2
 
     def to_dict(self) -> dict[str, Any]:
-        """The recipe as JSON-ready values (stored in checkpoints and model descriptions)."""
+        """The recipe as JSON-ready values, every setting (stored in checkpoints)."""
         return {**dataclasses.asdict(self), "lr": self.learning_rate}
+
+    def used(self) -> dict[str, Any]:
+        """`to_dict()` less the settings this run never reads, as a model's description and report.html show
+        it: Fast mode trains the head on cached features (no augmentation, no stages to unfreeze), and only SGD
+        has momentum."""
+        unused = {"augmentation", "trainable_from"} if self.mode == "fast" else set()
+        if self.optimizer != "sgd":
+            unused.add("momentum")
+        return {key: value for key, value in self.to_dict().items() if key not in unused}
 
 
 def _problems(recipe: Recipe) -> list[str]:

@@ -260,3 +260,29 @@ def test_evaluate_prints_the_most_confident_mistakes_and_the_report_lists_them_a
     for kind in ("green_squares", "red_circles"):
         for number in range(8):
             assert str(data / kind / f"{number:03d}.png") in text
+
+
+def recipe_rows(folder) -> dict[str, str]:
+    text, _ = page_of(folder)
+    section = text[text.index('<section id="recipe">'):]
+    section = section[: section.index("</section>")]
+    return dict(re.findall(r'<td class="name">([^<]*)</td><td class="name">([^<]*)</td>', section))
+
+
+def test_a_fast_runs_recipe_lists_only_what_fast_mode_uses(trained, capsys, tmp_path):
+    data, result, _ = trained  # Fast, AdamW: no augmentation, no stages to unfreeze, no momentum
+    for folder in (result.out_dir, tmp_path / "again"):
+        if folder != result.out_dir:  # the same run's page written again by `evaluate RUN --report`
+            assert run_cli(capsys, "evaluate", result.out_dir, data, "--report", folder, "--device", "cpu")[0] == 0
+        rows = recipe_rows(folder)
+        assert rows["mode"] == "fast" and "lr" in rows and "label smoothing" in rows
+        assert not {"augmentation", "trainable from", "momentum"} & set(rows), rows
+
+
+def test_a_full_sgd_runs_recipe_lists_its_augmentation_stages_and_momentum(tmp_path):
+    data = make_shapes_folder(tmp_path / "shapes", per_class=5)
+    recipe = Recipe(mode="full", epochs=1, batch_size=8, optimizer="sgd", augmentation="none", patience=None)
+    result = run_to_end(train(run_to_end(scan_dataset(data)), make_tiny_model(), recipe, tmp_path / "run",
+                              device="cpu"))
+    rows = recipe_rows(result.out_dir)
+    assert rows["augmentation"] == "none" and rows["trainable from"] == "all" and rows["momentum"] == "0.9"
