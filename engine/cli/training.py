@@ -151,7 +151,7 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
         return EXIT_INTERRUPTED
     if result.paths.report.is_file():
         out.write(f"report: {printable(result.paths.report)}\n")
-    listed_in = printable(result.report_path) if result.report_path.is_file() else None
+    listed_in = printable(result.paths.report) if result.paths.report.is_file() else None
     out.write(f"\n{result.evaluation.format_report(all_mistakes_in=listed_in)}\n")
     return EXIT_SOME_FAILED if result.evaluation.unreadable else EXIT_OK
 
