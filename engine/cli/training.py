@@ -99,10 +99,29 @@ def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if team is None:
         return _train(args, recipe, out, err, None)
     try:
+        team.require_same(_settings_that_must_agree(args))
+        if team.is_main:
+            out.write(f"{team.world_size} processes train together under torchrun ({team.backend} on "
+                      f"{team.device.type}); process 0 scans, prints and writes the run folder\n")
         quiet = _Discard()
         return _train(args, recipe, out if team.is_main else quiet, err, team, err if team.is_main else quiet)
     finally:
         team.close()
+
+
+# A machine's own choices: its data-loading processes and mirror; --out and the device are rank 0's and each
+# process's (torchrun gives each its own GPU).
+_MAY_DIFFER = frozenset({"command", "workers", "mirror", "out", "device"})
+
+
+def _settings_that_must_agree(args: argparse.Namespace) -> dict[str, object]:
+    """The command line's settings by flag (`--epochs`, …) that every process of a team must share: the other
+    ranks read rank 0's file list, split it with the same seed and step with the same batches."""
+    settings: dict[str, object] = {f"--{dest.replace('_', '-')}": value for dest, value in sorted(vars(args).items())
+                                   if dest not in _MAY_DIFFER and dest not in ("folder", "base")}
+    settings["FOLDER"] = str(Path(args.folder).resolve())
+    settings["--base"] = args.base if args.base in ("imagenet", "scratch") else str(Path(args.base).resolve())
+    return settings
 
 
 def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, chatter: TextIO | None = None) -> int:
