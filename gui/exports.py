@@ -37,10 +37,10 @@ def export_results(path: str | Path, workspace, k: int) -> Exported:
     """Every open image's top-k for the model in use (and every failure) in one file; raises CardinalError."""
     from cardinal.engine.durable import atomic_write
     from cardinal.engine.inference.classifier import top_k
-    from cardinal.engine.inference.result_files import ResultWriter, format_for
+    from cardinal.engine.inference.result_files import ResultWriter, result_format_for
 
     text = io.StringIO()
-    writer = ResultWriter(format_for(path), text, with_errors=True)
+    writer = ResultWriter(result_format_for(path), text, with_errors=True)
     class_names = workspace.model.classifier.class_names
     for item in workspace.items.values():
         outcome = workspace.outcome(item)

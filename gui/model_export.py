@@ -46,7 +46,7 @@ class ModelExport(QObject):
 
     def export_model(self, path: str | None = None, *, force: bool = False) -> None:
         """Ask where (unless `path` is given) and start exporting; `force` replaces an existing file."""
-        from cardinal.engine.export.exporter import format_for
+        from cardinal.engine.export.formats import export_format_for
 
         window = self.window
         if window.model is None:
@@ -60,7 +60,7 @@ class ModelExport(QObject):
             if path is None:
                 return
             force = True  # the save dialog has already asked before replacing a file
-        export_format = format_for(path)
+        export_format = export_format_for(path)
         if export_format is None:
             window.banner.show_message(f"{path}: end the file name in .onnx (ONNX) or .pt2 (PyTorch) to export.")
             return

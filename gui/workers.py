@@ -120,7 +120,8 @@ def load_model(request: ModelRequest, progress: DownloadProgress) -> ModelInfo:
     """Load (downloading if needed) and warm up a model; runs on a worker thread."""
     import torch
 
-    from cardinal.engine.inference.classifier import Classifier, cam_layers
+    from cardinal.engine.inference.classifier import Classifier
+    from cardinal.engine.inference.network import cam_layers
     from cardinal.engine.models.registry import MODELS, load_model_file, load_pretrained, weights_on_disk
 
     if request.weights_file:

@@ -12,8 +12,7 @@ from cardinal.engine.progress import CancelToken
 
 def add_export_parser(commands, model_names: Iterable[str]) -> None:
     """Register the `export` sub-command on the CLI's sub-parsers."""
-    from cardinal.engine.export.exporter import FORMATS
-    from cardinal.engine.export.parity import DEFAULT_TOLERANCE
+    from cardinal.engine.export.formats import DEFAULT_TOLERANCE, FORMATS
 
     export = commands.add_parser(
         "export", help="export a model to ONNX or PyTorch .pt2 with its preprocessing, checked against Cardinal",
@@ -38,9 +37,10 @@ def add_export_parser(commands, model_names: Iterable[str]) -> None:
 
 def export_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal export`: check what is asked, load the model, export it, print the parity figures."""
-    from cardinal.engine.cli.main import EXIT_OK, UsageError, load_model
+    from cardinal.engine.cli.common import EXIT_OK, UsageError, load_model
     from cardinal.engine.cli.terminal import cancel_on_interrupt, printable
-    from cardinal.engine.export.exporter import check_target, export_model, require_packages
+    from cardinal.engine.export.exporter import check_target, export_model
+    from cardinal.engine.export.formats import require_packages
     from cardinal.engine.models.registry import MODELS
     from cardinal.engine.progress import run_to_end
 
@@ -75,12 +75,12 @@ def export_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _choose_format(name: str | None, out: Path | None):
     """The format `--format` names, or that `--out`'s suffix implies; a UsageError when they disagree."""
-    from cardinal.engine.cli.main import UsageError
-    from cardinal.engine.export.exporter import format_for, get_format
+    from cardinal.engine.cli.common import UsageError
+    from cardinal.engine.export.formats import DEFAULT_FORMAT, export_format_for, get_format
 
     if out is None:
-        return get_format(name or "onnx")
-    implied = format_for(out)
+        return get_format(name or DEFAULT_FORMAT)
+    implied = export_format_for(out)
     if name is None:
         if implied is None:
             raise UsageError(f"{out}: say which format with --format, or end the name in .onnx or .pt2")

@@ -13,13 +13,23 @@ from pathlib import Path
 from typing import TextIO
 
 from cardinal.engine import __version__
+from cardinal.engine.cli.common import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    UsageError,
+    check_device,
+    load_model,
+    positive,
+)
 from cardinal.engine.cli.terminal import (
     GuardedOutput,
     OutputFailed,
     above_bars,
     cancel_on_interrupt,
     discard_output,
-    download_progress,
     printable,
     progress_bar,
     tolerate_any_file_name,
@@ -28,21 +38,14 @@ from cardinal.engine.errors import Cancelled, CardinalError
 from cardinal.engine.inference.result_files import ResultWriter
 from cardinal.engine.progress import CancelToken
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a program stopped with Ctrl-C
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of our output went away
-
-
-class UsageError(CardinalError):
-    """The command line asks for something that cannot be (exit code 2)."""
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every headless sub-command."""
     from cardinal.engine.choices import CAM_METHODS, DEFAULT_MODEL, PRECISIONS
     from cardinal.engine.cli.export import add_export_parser
     from cardinal.engine.cli.training import add_training_parsers
-    from cardinal.engine.models.registry import MODELS
+    from cardinal.engine.inference.result_files import FORMATS
+    from cardinal.engine.models.catalog import CATALOG as MODELS
 
     parser = argparse.ArgumentParser(
         prog="cardinal",
@@ -59,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--top-k", type=positive, default=5, metavar="N", help="classes to show per image (5)")
     classify.add_argument("--cam", type=Path, metavar="DIR", help="save a Grad-CAM overlay PNG per image here")
     classify.add_argument("--cam-method", choices=list(CAM_METHODS), default=next(iter(CAM_METHODS)))
-    classify.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    classify.add_argument("--format", choices=FORMATS, default=FORMATS[0])
     classify.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N or mps")
     classify.add_argument("--precision", choices=list(PRECISIONS), default="auto")
     classify.add_argument("--batch-size", type=positive, default=16, metavar="N")
@@ -71,17 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_parsers(commands, MODELS, DEFAULT_MODEL, PRECISIONS)
     add_export_parser(commands, MODELS)
     return parser
-
-
-def positive(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,18 +119,6 @@ def message(error: CardinalError) -> str:
     return "\n".join([first, *(f"  {line}" for line in rest)])
 
 
-def check_device(device: str, precision: str):
-    """The torch device for `--device`/`--precision`, or a UsageError saying what to use instead."""
-    from cardinal.engine.inference.classifier import resolve_precision, select_device
-
-    try:
-        selected = select_device(device)
-        resolve_precision(precision, selected)
-    except CardinalError as error:
-        raise UsageError(str(error)) from None
-    return selected
-
-
 def list_models_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal models [--files]`."""
     return list_weights_files(out) if args.files else list_models(out)
@@ -179,21 +159,6 @@ def list_weights_files(out: TextIO) -> int:
     for name, entry in CATALOG.items():
         out.write(f"{name}: {entry.weights_url}\n    save as {entry.weights_file}\n")
     return EXIT_OK
-
-
-def load_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken | None = None):
-    """The model `--weights`/`--model` name, downloading ImageNet weights with a progress bar if needed."""
-    from cardinal.engine.choices import DEFAULT_MODEL
-    from cardinal.engine.models.catalog import licence_notice
-    from cardinal.engine.models.registry import load_model_file, load_pretrained
-
-    if args.weights is not None:
-        return load_model_file(args.weights, model=args.model)
-    name = args.model or DEFAULT_MODEL
-    if (notice := licence_notice(name)) is not None:
-        err.write(f"note: {notice}\n")
-    with download_progress(err) as progress:
-        return load_pretrained(name, mirror=args.mirror, progress=progress, cancel=cancel)
 
 
 def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -11,7 +11,8 @@ import io
 from pathlib import Path
 from typing import TextIO
 
-from cardinal.engine.cli.main import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
+from cardinal.engine.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
+from cardinal.engine.cli.evaluation_text import evaluation_text
 from cardinal.engine.cli.terminal import advance, cancel_on_interrupt, download_progress, printable, progress_bar
 from cardinal.engine.errors import CardinalError, TrainingError, short_list
 from cardinal.engine.progress import CancelToken, run_to_end
@@ -19,7 +20,7 @@ from cardinal.engine.progress import CancelToken, run_to_end
 
 def add_training_parsers(commands, models, default_model: str, precisions) -> None:
     """The `train` and `evaluate` sub-commands, their choices taken from the engine's own lists."""
-    from cardinal.engine.cli.main import positive
+    from cardinal.engine.cli.common import positive
     from cardinal.engine.training.recipe import AUGMENTATIONS, MODES, OPTIMIZERS, TRAINABLE_FROM, Recipe
 
     defaults = Recipe()
@@ -66,7 +67,7 @@ def add_training_parsers(commands, models, default_model: str, precisions) -> No
 
 
 def _recipe(args: argparse.Namespace):
-    from cardinal.engine.cli.main import UsageError
+    from cardinal.engine.cli.common import UsageError
     from cardinal.engine.training.recipe import Recipe
 
     try:
@@ -87,7 +88,7 @@ def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     Started by torchrun as one of several processes, it trains data-parallel (engine.training.distributed): rank 0
     scans, prints, writes and evaluates; the other ranks train their share and print nothing but errors.
     """
-    from cardinal.engine.cli.main import UsageError, check_device
+    from cardinal.engine.cli.common import UsageError, check_device
     from cardinal.engine.training.distributed import start_team
 
     recipe = _recipe(args)
@@ -171,7 +172,7 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
     if result.paths.report.is_file():
         out.write(f"report: {printable(result.paths.report)}\n")
     listed_in = printable(result.paths.report) if result.paths.report.is_file() else None
-    out.write(f"\n{result.evaluation.format_report(all_mistakes_in=listed_in)}\n")
+    out.write(f"\n{evaluation_text(result.evaluation, all_mistakes_in=listed_in)}\n")
     return EXIT_SOME_FAILED if result.evaluation.unreadable else EXIT_OK
 
 
@@ -268,7 +269,7 @@ def _base_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken):
 def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal evaluate MODEL FOLDER [--report DIR]`: a saved model's (or a run's best model's) metrics on a
     labelled folder, and optionally the report page."""
-    from cardinal.engine.cli.main import check_device
+    from cardinal.engine.cli.common import check_device
     from cardinal.engine.models.registry import load_model_file
 
     check_device(args.device, args.precision)
@@ -333,7 +334,7 @@ def _evaluate_and_print(model, samples, device: str, precision: str, out: TextIO
     try:
         evaluation = run_to_end(evaluate_for_report(classifier, samples, cancel=cancel), show)
         listed_in = REPORT_NAME + " (add --report DIR)" if report_dir is None else printable(report_dir / REPORT_NAME)
-        out.write(evaluation.format_report(all_mistakes_in=listed_in) + "\n")
+        out.write(evaluation_text(evaluation, all_mistakes_in=listed_in) + "\n")
         if report_dir is not None:
             writing = write_evaluation_report(classifier, evaluation, report_dir, cancel=cancel, **report)
             path = run_to_end(writing, show)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as _dt
-import importlib
 import json
 import logging
 import os
@@ -29,30 +28,24 @@ from torch import nn
 
 from cardinal.engine import __version__
 from cardinal.engine.durable import flush_to_disk, fsync_folder, sha256_file
-from cardinal.engine.errors import CardinalError, ExportError, MissingPackages, ParityError
-from cardinal.engine.export.parity import DEFAULT_TOLERANCE, ParityReport, check_parity
+from cardinal.engine.errors import CardinalError, ExportError, ParityError
+from cardinal.engine.export.formats import (
+    DEFAULT_TOLERANCE,
+    ExportFormat,
+    description_path,
+    get_format,
+    require_packages,
+)
+from cardinal.engine.export.parity import ParityReport, check_parity
 from cardinal.engine.models.model_file import preprocess_to_dict
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
 
 log = logging.getLogger(__name__)
 
-EXTRA = "cardinal-vision[export]"
 INPUT, OUTPUT = "pixels", "probabilities"
 # ONNX keeps a model in one protobuf of at most 2 GiB; bigger networks keep their weights in FILE.data beside it.
 _ONNX_SINGLE_FILE_BYTES = 1_800_000_000
-
-
-@dataclass(frozen=True)
-class ExportFormat:
-    """One way to write a model: the packages it needs, how to write it and how to run what was written."""
-
-    name: str
-    title: str
-    suffix: str
-    packages: tuple[str, ...]  # import names; all of them come with the `export` extra
-    write: Callable[[nn.Module, torch.Tensor, Path], dict[str, Any]]
-    load: Callable[[Path], tuple[Callable[[np.ndarray], np.ndarray], str]]  # -> (run, runtime description)
 
 
 @dataclass(frozen=True)
@@ -126,47 +119,12 @@ def _load_pt2(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     return run, f"torch.export.load, torch {torch.__version__} on the CPU"
 
 
-FORMATS: dict[str, ExportFormat] = {
-    spec.name: spec
-    for spec in [
-        ExportFormat("onnx", "ONNX", ".onnx", ("onnx", "onnxscript", "onnxruntime"), _write_onnx, _load_onnx),
-        ExportFormat("pt2", "PyTorch ExportedProgram", ".pt2", (), _write_pt2, _load_pt2),
-    ]
+# How each format is written and how what was written is run (for the parity check), by format name.
+_WRITERS: dict[str, tuple[Callable[[nn.Module, torch.Tensor, Path], dict[str, Any]],
+                          Callable[[Path], tuple[Callable[[np.ndarray], np.ndarray], str]]]] = {
+    "onnx": (_write_onnx, _load_onnx),
+    "pt2": (_write_pt2, _load_pt2),
 }
-
-
-def get_format(name: str) -> ExportFormat:
-    """The export format called `name`, with the known names in the error when it is not one."""
-    try:
-        return FORMATS[name]
-    except KeyError:
-        raise ExportError(f"unknown export format '{name}'; choose one of: {', '.join(FORMATS)}") from None
-
-
-def format_for(path: str | Path) -> ExportFormat | None:
-    """The format a file name asks for by its suffix (`.onnx`, `.pt2`), or None."""
-    suffix = Path(path).suffix.lower()
-    return next((spec for spec in FORMATS.values() if spec.suffix == suffix), None)
-
-
-def description_path(path: str | Path) -> Path:
-    """Where an export's JSON description goes: `model.onnx` -> `model.onnx.json`."""
-    return Path(f"{path}.json")
-
-
-def require_packages(export_format: ExportFormat) -> None:
-    """Import the packages `export_format` needs, or raise MissingPackages naming the extra to install."""
-    missing = []
-    for name in export_format.packages:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise MissingPackages(
-            f"{export_format.title} export needs the packages {', '.join(export_format.packages)}; not installed: "
-            f"{', '.join(missing)}. Install them with:  pip install \"{EXTRA}\""
-        )
 
 
 def check_target(export_format: ExportFormat, path: str | Path, *, force: bool = False) -> None:
@@ -224,7 +182,7 @@ def export_model(
         side = model.preprocess.crop_size[0]
         example = torch.rand(2, 3, side, side)  # two, not one: a batch of one would be fixed into the graph
         details = _library_step(f"{model.name} could not be converted to {export_format.title}",
-                                export_format.write, wrapper, example, staged)
+                                _WRITERS[export_format.name][0], wrapper, example, staged)
         _stop_if_cancelled(cancel)
         yield ExportProgress(3, total, f"Checking that the {export_format.title} file gives Cardinal's answers")
         report = _library_step(f"the exported {export_format.title} file could not be run to check it",
@@ -242,7 +200,7 @@ def export_model(
 
 
 def _check(export_format: ExportFormat, staged: Path, reference: LoadedModel, tolerance: float) -> ParityReport:
-    run, runtime = export_format.load(staged)
+    run, runtime = _WRITERS[export_format.name][1](staged)
     return check_parity(reference, run, tolerance=tolerance, runtime=runtime)  # `run` goes: the file is let go
 
 

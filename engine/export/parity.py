@@ -16,9 +16,9 @@ from PIL import Image
 from torchvision.transforms._presets import ImageClassification
 
 from cardinal.engine.errors import ParityError
+from cardinal.engine.export.formats import DEFAULT_TOLERANCE
 from cardinal.engine.models.registry import LoadedModel
 
-DEFAULT_TOLERANCE = 1e-4  # largest probability difference an fp32 export may show
 PROBE_SIZES = ((320, 240), (200, 300), (97, 61))  # landscape, portrait, smaller than any crop
 
 

@@ -9,15 +9,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cardinal.engine.cli.terminal import printable
 from cardinal.engine.data.datasets import Sample
 from cardinal.engine.inference.classifier import Analysis, Classifier
 from cardinal.engine.progress import CancelToken
 
-MATRIX_LIMIT = 60  # classes in a confusion matrix; above it the most frequent confusions are listed instead
-LISTED_CONFUSIONS = 20  # on a terminal (report.html lists more)
-LISTED_CLASSES = 20  # per-class rows on a terminal above MATRIX_LIMIT classes: those with the lowest F1
-LISTED_MISTAKES = 10  # the most confident mistakes on a terminal; report.html lists them all
+MATRIX_LIMIT = 60  # classes in a confusion matrix; above it the terminal and the page list the top confusions
 
 
 @dataclass(frozen=True)
@@ -83,66 +79,6 @@ class Evaluation:
         """The mistakes made with the most confidence first (then by file name, so the choice is stable)."""
         return sorted(self.mistakes, key=lambda m: (-m.predicted_probability, str(m.path)))[:limit]
 
-    def format_report(self, *, all_mistakes_in: str | None = None) -> str:
-        """The same numbers as text for a terminal, as report.html shows them: only the classes that occur, a
-        matrix only while it can be read, the most confident mistakes (`all_mistakes_in`: where the rest are).
-        Names are escaped: they come from folders and files."""
-        names = [printable(name) for name in self.class_names]
-        seen = self.classes_seen()
-        lines = [f"accuracy {self.accuracy:.2%} on {int(self.confusion.sum())} images", ""]
-        lines += self._per_class_lines(names, seen)
-        lines.append("")
-        lines += self._matrix_lines(names, seen) if len(seen) <= MATRIX_LIMIT else self._confusion_lines(names, seen)
-        lines += self._mistake_lines(names, all_mistakes_in)
-        for path, reason in self.unreadable:
-            lines.append(f"  could not read {printable(path)}: {printable(reason)}")
-        return "\n".join(lines)
-
-    def _per_class_lines(self, names: list[str], seen: list[int]) -> list[str]:
-        shown, lines = seen, []
-        if len(seen) > MATRIX_LIMIT:
-            shown = sorted(seen, key=lambda index: (self.per_class[index].f1, index))[:LISTED_CLASSES]
-            lines.append(f"the {len(shown)} classes with the lowest F1 of {len(seen)}:")
-        width = max(len(name) for name in [*(names[index] for index in shown), "class"])
-        lines.append(f"{'class':<{width}}  precision  recall     f1  images")
-        for index in shown:
-            metrics = self.per_class[index]
-            lines.append(f"{names[index]:<{width}}  {metrics.precision:9.3f}  {metrics.recall:6.3f}  "
-                         f"{metrics.f1:5.3f}  {metrics.support:6d}")
-        return lines
-
-    def _matrix_lines(self, names: list[str], seen: list[int]) -> list[str]:
-        width = max(len(name) for name in [*(names[index] for index in seen), "class"])
-        cell = max(5, len(str(int(self.confusion.max(initial=0)))) + 1)
-        lines = ["confusion matrix (rows: true class, columns: predicted class)",
-                 " " * (width + 2) + "".join(f"{index:>{cell}}" for index in seen)]
-        for row in seen:
-            cells = "".join(f"{int(self.confusion[row, column]):>{cell}}" for column in seen)
-            lines.append(f"{names[row]:<{width}}  {cells}   ({row})")
-        return lines
-
-    def _confusion_lines(self, names: list[str], seen: list[int]) -> list[str]:
-        pairs = self.top_confusions(LISTED_CONFUSIONS)
-        lines = [f"{len(seen)} classes take part, too many for a matrix; the {len(pairs)} most frequent "
-                 "confusions (images: true class taken for predicted class):"]
-        lines += [f"  {count:>6}: {names[row]} taken for {names[column]}" for count, row, column in pairs]
-        return lines
-
-    def _mistake_lines(self, names: list[str], all_mistakes_in: str | None) -> list[str]:
-        if not self.mistakes:
-            return []
-        listed = self.worst_mistakes(LISTED_MISTAKES)
-        rest = len(self.mistakes) - len(listed)
-        heading = f"{len(self.mistakes)} misclassified" + (f"; the {len(listed)} most confident:" if rest else ":")
-        lines = ["", heading]
-        for mistake in listed:
-            lines.append(f"  {printable(mistake.path)}: {names[mistake.true_index]} taken for "
-                         f"{names[mistake.predicted_index]} ({mistake.predicted_probability:.1%}; "
-                         f"true class {mistake.true_probability:.1%})")
-        if rest:
-            lines.append(f"  … and {rest} more" + (f", all listed in {all_mistakes_in}" if all_mistakes_in else ""))
-        return lines
-
 
 @dataclass(frozen=True)
 class EvaluationProgress:
@@ -173,16 +109,18 @@ def evaluate(
                 mistakes.append(Mistake(result.path, label, predicted.index,
                                         float(result.analysis.probabilities[label]), predicted.probability))
         yield EvaluationProgress(done, len(samples))
-    return Evaluation(names, _accuracy(confusion), _per_class(confusion, names), confusion, tuple(mistakes),
-                      tuple(failures))
+    return Evaluation(names, confusion_accuracy(confusion), per_class_metrics(confusion, names), confusion,
+                      tuple(mistakes), tuple(failures))
 
 
-def _accuracy(confusion: np.ndarray) -> float:
+def confusion_accuracy(confusion: np.ndarray) -> float:
+    """The share of images on the diagonal of a confusion matrix (rows true, columns predicted)."""
     total = confusion.sum()
     return float(np.trace(confusion) / total) if total else 0.0
 
 
-def _per_class(confusion: np.ndarray, names: Sequence[str]) -> tuple[ClassMetrics, ...]:
+def per_class_metrics(confusion: np.ndarray, names: Sequence[str]) -> tuple[ClassMetrics, ...]:
+    """Precision, recall, F1 and support of each class from a confusion matrix (0 where undefined)."""
     metrics = []
     for index, name in enumerate(names):
         true_positive = confusion[index, index]

@@ -108,6 +108,6 @@ class ResultWriter:
             self.out.flush()
 
 
-def format_for(path: str | Path) -> str:
+def result_format_for(path: str | Path) -> str:
     """The format a file name asks for: JSON for .json, CSV otherwise."""
     return "json" if Path(path).suffix.lower() == ".json" else "csv"

@@ -15,7 +15,8 @@ from PIL import Image
 
 from cardinal.engine.cli.main import main
 from cardinal.engine.errors import Cancelled
-from cardinal.engine.export.exporter import description_path, export_model
+from cardinal.engine.export.exporter import export_model
+from cardinal.engine.export.formats import description_path
 from cardinal.engine.inference.classifier import Classifier
 from cardinal.engine.models.model_file import preprocess_to_dict
 from cardinal.engine.models.registry import LoadedModel, random_model, save_model
@@ -187,7 +188,7 @@ def test_without_the_export_packages_the_command_names_the_extra(pets, tmp_path)
 import sys
 sys.modules["onnxruntime"] = None  # as if it were not installed
 from cardinal.engine.cli.main import main
-from cardinal.engine.export.exporter import FORMATS, require_packages
+from cardinal.engine.export.formats import FORMATS, require_packages
 require_packages(FORMATS["pt2"])  # .pt2 needs only torch
 sys.exit(main(["export", {str(pets)!r}, "--out", {str(target)!r}]))
 """

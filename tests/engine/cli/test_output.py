@@ -15,7 +15,7 @@ from cardinal.engine.cli.main import main
 from cardinal.engine.models.registry import save_model
 from tests.conftest import encode, make_tiny_model, random_picture
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HOSTILE = ("=cmd|' /C calc'!A0", "\x1b]0;pwned\x07cat", "fish\u202egnp.exe")
 
 
