@@ -247,11 +247,15 @@ def _make_cam_folder(folder: Path) -> None:
                          "one") from None
 
 
-def overlay_name(stem: str, taken: set[str], limit: int = 255) -> str:
+def overlay_name(stem: str, taken: set[str], limit: int | None = None) -> str:
     """The overlay's file name for an image: STEM.cam.png (STEM-2.cam.png, … when taken), or, when that is longer
-    than a file name may be (`limit` bytes), as much of STEM as fits and a digest of all of it."""
+    than a file name may be (`limit` bytes, the file systems' 255), as much of STEM as fits and a digest of it."""
     import hashlib
     import os
+
+    from cardinal.engine.durable import NAME_LIMIT
+
+    limit = NAME_LIMIT if limit is None else limit
 
     counter = 1
     while True:
