@@ -49,7 +49,8 @@ def export_results(path: str | Path, workspace, k: int) -> Exported:
         else:
             writer.write(item.path, top_k(outcome.analysis.probabilities, class_names, k))
     writer.finish()
-    written = atomic_write(path, lambda out: out.write(text.getvalue().encode("utf-8")))
+    data = text.getvalue().encode("utf-8", "backslashreplace")  # a name not in UTF-8 shown escaped: caf\udce9.png
+    written = atomic_write(path, lambda out: out.write(data))
     return Exported(written, writer.written, writer.failed)
 
 

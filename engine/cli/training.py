@@ -143,10 +143,29 @@ def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if team is None:
         return _train(args, recipe, out, err, None)
     try:
+        team.require_same(_settings_that_must_agree(args))
+        if team.is_main:
+            out.write(f"{team.world_size} processes train together under torchrun ({team.backend} on "
+                      f"{team.device.type}); process 0 scans, prints and writes the run folder\n")
         quiet = _Discard()
         return _train(args, recipe, out if team.is_main else quiet, err, team, err if team.is_main else quiet)
     finally:
         team.close()
+
+
+# A machine's own choices: its data-loading processes and mirror; --out and the device are rank 0's and each
+# process's (torchrun gives each its own GPU).
+_MAY_DIFFER = frozenset({"command", "workers", "mirror", "out", "device"})
+
+
+def _settings_that_must_agree(args: argparse.Namespace) -> dict[str, object]:
+    """The command line's settings by flag (`--epochs`, …) that every process of a team must share: the other
+    ranks read rank 0's file list, split it with the same seed and step with the same batches."""
+    settings: dict[str, object] = {f"--{dest.replace('_', '-')}": value for dest, value in sorted(vars(args).items())
+                                   if dest not in _MAY_DIFFER and dest not in ("folder", "base")}
+    settings["FOLDER"] = str(Path(args.folder).resolve())
+    settings["--base"] = args.base if args.base in ("imagenet", "scratch") else str(Path(args.base).resolve())
+    return settings
 
 
 def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, chatter: TextIO | None = None) -> int:
@@ -164,7 +183,7 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
     def scan_and_report():
         if args.resume:
             _check_resume_early(args, recipe)
-        report = _scan(args.folder, chatter, token)
+        report = _scan(args.folder, chatter, token, val_fraction=recipe.val_fraction)
         _print_report(report, out)
         return report
 
@@ -195,7 +214,8 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
         return EXIT_INTERRUPTED
     if result.paths.report.is_file():
         out.write(f"report: {printable(result.paths.report)}\n")
-    out.write(f"\n{evaluation_text(result.evaluation)}\n")
+    listed_in = printable(result.paths.report) if result.paths.report.is_file() else None
+    out.write(f"\n{evaluation_text(result.evaluation, all_mistakes_in=listed_in)}\n")
     return EXIT_SOME_FAILED if result.evaluation.unreadable else EXIT_OK
 
 
@@ -275,11 +295,13 @@ class _TrainingPrinter:
             self.err.write(f"note: {printable(event.message)}\n")
 
 
-def _scan(folder: Path, err: TextIO, cancel: CancelToken):
+def _scan(folder: Path, err: TextIO, cancel: CancelToken, **options):
+    """The dataset scan with a progress bar; `options` (the split's `val_fraction`) go to `scan_dataset`."""
     from cardinal.engine.data.datasets import scan_dataset
 
     with progress_bar(err, "Checking images", unit="file") as bar:
-        return run_to_end(scan_dataset(folder, cancel=cancel), lambda event: advance(bar, event.done, event.total))
+        scan = scan_dataset(folder, cancel=cancel, **options)
+        return run_to_end(scan, lambda event: advance(bar, event.done, event.total))
 
 
 def _print_report(report, out: TextIO) -> None:
@@ -375,12 +397,14 @@ def _evaluate_and_print(model, samples, device: str, precision: str, out: TextIO
                         cancel: CancelToken, *, report_dir: Path | None = None, **report) -> int:
     from cardinal.engine.inference.classifier import Classifier
     from cardinal.engine.reports.report import evaluate_for_report, write_evaluation_report
+    from cardinal.engine.runs.layout import REPORT_NAME
 
     classifier = Classifier(model, device=device, precision=precision)
     show = _TrainingPrinter(out, err)
     try:
         evaluation = run_to_end(evaluate_for_report(classifier, samples, cancel=cancel), show)
-        out.write(evaluation_text(evaluation) + "\n")
+        listed_in = REPORT_NAME + " (add --report DIR)" if report_dir is None else printable(report_dir / REPORT_NAME)
+        out.write(evaluation_text(evaluation, all_mistakes_in=listed_in) + "\n")
         if report_dir is not None:
             writing = write_evaluation_report(classifier, evaluation, report_dir, cancel=cancel, **report)
             path = run_to_end(writing, show)

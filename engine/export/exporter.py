@@ -233,7 +233,8 @@ def _publish(workspace: Path, path: Path, export_format: ExportFormat, model: Lo
     hashes = {item.name: sha256_file(item) for item in (staged, weights) if item.is_file()}
     document = describe(model, export_format, details, report, hashes, path.name)
     sidecar = workspace / description_path(path.name)
-    sidecar.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
+    # A class name that is not valid UTF-8 becomes the JSON escape \udce9, which reads back as the same name.
+    sidecar.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8", errors="backslashreplace")
     for item in (*(workspace / name for name in hashes), sidecar):
         flush_to_disk(item)  # a rename must never publish a file whose bytes are still only in memory
     written = [path.parent / name for name in hashes if name != path.name]

@@ -398,7 +398,7 @@ class _Run:
                                    "train_accuracy": epoch_end.train_accuracy, "train_loss": epoch_end.train_loss}
         provenance = {"dataset": str(self.scan.root), "mode": self.recipe.mode}
         save_model(self.model, RunPaths(self.folder).model(which), metrics=metrics,
-                   recipe=self.recipe.to_dict(), provenance=provenance)
+                   recipe=self.recipe.used(), provenance=provenance)
 
     def finish(self) -> None:
         """Save what is not on disk yet, then leave the best weights (what `best.safetensors` holds) in the model."""

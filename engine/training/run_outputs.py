@@ -96,7 +96,7 @@ def write_run_report(model: LoadedModel, samples: Sequence[Sample], folder: Path
         pictures = yield from picture_mistakes(classifier, worst_mistakes(evaluation), cancel=cancel)
         content = content_for(classifier, evaluation, pictures, title=f"Training run “{folder.name}”",
                               evaluated=f"the {len(samples)} validation images, which training never saw",
-                              dataset=dataset, recipe=recipe.to_dict(), history=history, best_epoch=best_epoch,
+                              dataset=dataset, recipe=recipe.used(), history=history, best_epoch=best_epoch,
                               outcome=outcome, lr_finding=read_lr_finding(folder))
         write_report(RunPaths(folder).report, content)
     except Cancelled:
