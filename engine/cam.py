@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cardinal.engine.analysis import CropBox
 from cardinal.engine.choices import CAM_METHODS
+
+__all__ = ["CropBox", "METHODS", "autograd_cam", "capture", "channel_weights", "closed_form_cam", "colorize",
+           "heatmap_at_image_size", "heatmap_rgba", "overlay", "seen_region", "weighted_activations",
+           "write_overlay_png"]
 
 METHODS: tuple[str, ...] = tuple(CAM_METHODS)
 _EPS = 1e-7
@@ -94,39 +98,6 @@ def autograd_cam(
         (gradients,) = torch.autograd.grad(logits[0, class_index], store.activations)
     activations = store.activations.detach().float()
     return weighted_activations(channel_weights(method, activations, gradients.float()), activations)[0]
-
-
-@dataclass(frozen=True)
-class CropBox:
-    """Where the network's square input sits in the original image, in original pixels (may overhang)."""
-
-    left: float
-    top: float
-    right: float
-    bottom: float
-
-    @classmethod
-    def centre_crop(cls, image_size: tuple[int, int], resize_size: int, crop_size: int) -> CropBox:
-        """The region a resize-shorter-side-then-centre-crop preset feeds the network."""
-        width, height = image_size
-        scale = resize_size / min(width, height)
-        side = crop_size / scale
-        left = (width - side) / 2
-        top = (height - side) / 2
-        return cls(left, top, left + side, top + side)
-
-    def clipped(self, width: int, height: int) -> tuple[int, int, int, int]:
-        """The box in whole pixels, clipped to an image of this size: (x0, y0, x1, y1)."""
-        return (
-            max(round(self.left), 0),
-            max(round(self.top), 0),
-            min(max(round(self.right), round(self.left) + 1), width),
-            min(max(round(self.bottom), round(self.top) + 1), height),
-        )
-
-    def scaled(self, x: float, y: float) -> CropBox:
-        """The same region in an image resized by (x, y)."""
-        return CropBox(self.left * x, self.top * y, self.right * x, self.bottom * y)
 
 
 def heatmap_at_image_size(raw_cam: torch.Tensor, image_size: tuple[int, int], box: CropBox) -> np.ndarray:

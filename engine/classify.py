@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import os
 import threading
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +14,9 @@ from PIL import Image
 from torch import nn
 
 from cardinal.engine import cam
+from cardinal.engine.analysis import Analysis, FileResult, Prediction, top_k
 from cardinal.engine.choices import PRECISIONS
+from cardinal.engine.decode_ahead import decoded_batches
 from cardinal.engine.errors import CardinalError, ImageLoadError
 from cardinal.engine.images import ImageSource, load_image
 from cardinal.engine.models import LoadedModel
@@ -112,66 +111,6 @@ def forward_head(network: nn.Module, features: torch.Tensor) -> torch.Tensor:
     return network.fc(pooled_features(network, features))
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """One of the top-k answers for an image."""
-
-    index: int
-    label: str
-    probability: float
-
-
-def top_k(probabilities: np.ndarray, class_names: Sequence[str], k: int) -> tuple[Prediction, ...]:
-    """The k most probable classes of one probability vector, most probable first."""
-    if k < 1:
-        raise ValueError("k must be at least 1")
-    k = min(k, len(probabilities))
-    order = np.argpartition(-probabilities, k - 1)[:k]
-    order = order[np.argsort(-probabilities[order], kind="stable")]
-    return tuple(Prediction(int(i), class_names[int(i)], float(probabilities[i])) for i in order)
-
-
-@dataclass(frozen=True, eq=False)
-class Analysis:
-    """One image's result: top-k, every class's probability, and what a heat-map for any class needs."""
-
-    predictions: tuple[Prediction, ...]
-    probabilities: np.ndarray
-    image_size: tuple[int, int]
-    crop_box: cam.CropBox
-    features: torch.Tensor | None = field(default=None, repr=False)
-    head_weight: torch.Tensor | None = field(default=None, repr=False)
-
-    def heatmap(
-        self, class_index: int, method: str = "gradcam", *, size: tuple[int, int] | None = None
-    ) -> np.ndarray:
-        """Grad-CAM (or Grad-CAM++) of `class_index`, 0..1, without another forward pass.
-
-        At the analysed image's size, or at `size` (e.g. the full-resolution original of a JPEG that
-        was decoded at reduced size for speed).
-        """
-        if self.features is None or self.head_weight is None:
-            raise ValueError("this result was computed without keeping activations (keep_features=False)")
-        raw = cam.closed_form_cam(self.features, self.head_weight, class_index, method)
-        return cam.heatmap_at_image_size(raw, size or self.image_size, self.seen_box(size))
-
-    def seen_box(self, size: tuple[int, int] | None = None) -> cam.CropBox:
-        """The part of the image (at `size`, default the analysed size) that the network looked at."""
-        if size is None or tuple(size) == tuple(self.image_size):
-            return self.crop_box
-        return self.crop_box.scaled(size[0] / self.image_size[0], size[1] / self.image_size[1])
-
-
-@dataclass(frozen=True, eq=False)
-class FileResult:
-    """The outcome for one file of a batch: an analysis, or the reason it failed."""
-
-    path: Path
-    analysis: Analysis | None = None
-    error: CardinalError | None = None
-    image: Image.Image | None = field(default=None, repr=False)
-
-
 class Classifier:
     """Runs a LoadedModel on a device in a precision. One lock serialises calls from any thread."""
 
@@ -187,9 +126,15 @@ class Classifier:
         self.head_weight = self.network.fc.weight.detach().float().cpu()
         self._lock = threading.Lock()
 
+    backend = "torch"
+
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.model.class_names
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The model's own preprocessing (resize, crop, normalise) of one RGB image: (3, H, W)."""
@@ -308,28 +253,10 @@ class Classifier:
             image = load_image(path, draft_size=draft_size)
             return image, self.preprocess(image)
 
-        queue: deque[tuple[Path, concurrent.futures.Future]] = deque()
-        pending_paths = iter(Path(p) for p in paths)
-        lookahead = batch_size * 2
-        with concurrent.futures.ThreadPoolExecutor(max_workers=decode_workers) as pool:
-            try:
-                exhausted = False
-                while True:
-                    while not exhausted and len(queue) < lookahead:
-                        path = next(pending_paths, None)
-                        if path is None:
-                            exhausted = True
-                        else:
-                            queue.append((path, pool.submit(decode, path)))
-                    if not queue:
-                        return
-                    if cancel is not None:
-                        cancel.raise_if_cancelled("classification")
-                    batch_items = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
-                    yield from self._run_decoded(batch_items, k, keep_features, keep_images)
-            finally:
-                for _, future in queue:
-                    future.cancel()
+        batches = decoded_batches(paths, decode, batch_size=batch_size, workers=decode_workers, cancel=cancel)
+        with contextlib.closing(batches):
+            for batch in batches:
+                yield from self._run_decoded(batch, k, keep_features, keep_images)
 
     def _classify_on_device(self, paths, k: int, batch_size: int, keep_features: bool, workers: int,
                             draft_size: int, cancel: CancelToken | None) -> Iterator[FileResult]:
@@ -350,23 +277,19 @@ class Classifier:
                         yield FileResult(path, analysis=next(analyses))
 
     def _run_decoded(self, items, k: int, keep_features: bool, keep_images: bool) -> Iterator[FileResult]:
-        outcomes: list[FileResult | None] = [None] * len(items)
-        decoded: list[tuple[int, Image.Image, torch.Tensor]] = []
-        for position, (path, future) in enumerate(items):
-            try:
-                image, tensor = future.result()
-                decoded.append((position, image, tensor))
-            except ImageLoadError as error:
-                outcomes[position] = FileResult(path, error=error)
-            except Exception as error:  # noqa: BLE001 - a preprocessing failure is that file's error
-                outcomes[position] = FileResult(path, error=ImageLoadError(path, f"cannot prepare image ({error})"))
-        if decoded:
-            batch = torch.stack([tensor for _, _, tensor in decoded])
-            analyses = self._analyze_batch(batch, [image.size for _, image, _ in decoded], k, keep_features)
-            for (position, image, _), analysis in zip(decoded, analyses, strict=True):
-                path = items[position][0]
-                outcomes[position] = FileResult(path, analysis=analysis, image=image if keep_images else None)
-        yield from (outcome for outcome in outcomes if outcome is not None)
+        decoded = [value for _, value in items if not isinstance(value, ImageLoadError)]
+        analyses = iter(self._analyze_batch(torch.stack([tensor for _, tensor in decoded]),
+                                            [image.size for image, _ in decoded], k, keep_features)
+                        if decoded else ())
+        for path, value in items:
+            if isinstance(value, ImageLoadError):
+                yield FileResult(path, error=value)
+            else:
+                yield FileResult(path, analysis=next(analyses), image=value[0] if keep_images else None)
+
+    def cam_layer_names(self) -> tuple[str, ...]:
+        """Where a heat-map can be taken (the GUI's layer choice)."""
+        return tuple(cam_layers(self.network))
 
 
 def cam_layers(network: nn.Module) -> list[str]:

@@ -37,10 +37,11 @@ class UsageError(CardinalError):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every headless sub-command."""
-    from cardinal.engine.choices import CAM_METHODS, DEFAULT_MODEL, PRECISIONS
+    from cardinal.engine.backends.select import default_backend
+    from cardinal.engine.choices import BACKENDS, CAM_METHODS, DEFAULT_MODEL, PRECISIONS
     from cardinal.engine.cli_export import add_export_parser
     from cardinal.engine.cli_training import add_training_parsers
-    from cardinal.engine.models import MODELS
+    from cardinal.engine.model_catalog import CATALOG as MODELS  # the registry's names, without loading torch
 
     parser = argparse.ArgumentParser(
         prog="cardinal",
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--format", choices=["table", "csv", "json"], default="table")
     classify.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N or mps")
     classify.add_argument("--precision", choices=list(PRECISIONS), default="auto")
+    add_backend_argument(classify, BACKENDS, default_backend())
     classify.add_argument("--batch-size", type=positive, default=16, metavar="N")
     classify.add_argument("--mirror", metavar="URL", help="download weights from this mirror instead")
 
@@ -69,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_parsers(commands, MODELS, DEFAULT_MODEL, PRECISIONS)
     add_export_parser(commands, MODELS)
     return parser
+
+
+def add_backend_argument(parser: argparse.ArgumentParser, backends, default: str) -> None:
+    """`--backend`: who runs the network (the default comes from $CARDINAL_BACKEND, else auto)."""
+    parser.add_argument("--backend", choices=list(backends), default=default,
+                        help="auto (on a CPU: OpenVINO where installed, converted once and checked against "
+                        "PyTorch; PyTorch on a GPU), torch, openvino or onnxruntime (default: $CARDINAL_BACKEND, "
+                        "else auto)")
 
 
 def positive(text: str) -> int:
@@ -186,10 +196,10 @@ def load_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken | None
 
 def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal classify`: classify every image found, report bad files, keep going."""
-    from cardinal.engine.classify import Classifier
     from cardinal.engine.images import iter_image_files
 
-    device = check_device(args.device, args.precision)
+    if args.device not in ("auto", "cpu"):
+        check_device(args.device, args.precision)
     files: list[Path] = []
     failures = 0
     for raw in args.paths:
@@ -200,9 +210,9 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         files.extend(found)
     token = CancelToken()
     with cancel_on_interrupt(token, err, "after this batch"):
-        model = load_model(args, err, token)
-        classifier = Classifier(model, device=device, precision=args.precision)
-        err.write(f"{printable(model.name)} ({model.num_classes} classes) on {classifier.description}\n")
+        classifier, conversion = open_classifier_for(args, err, token)
+        err.write(f"{printable(classifier.model_name)} ({len(classifier.class_names)} classes) on "
+                  f"{classifier.description}\n")
         writer = ResultWriter(args.format, out, printable=printable)
         cam_names: set[str] = set()
         bar = progress_bar(err, "Classifying", len(files), enabled=err.isatty() and len(files) > 1, unit="img")
@@ -223,7 +233,68 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         finally:
             bar.close()
             writer.finish()
+        finish_conversion(conversion, err)
     return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def open_classifier_for(args: argparse.Namespace, err: TextIO, cancel: CancelToken | None = None):
+    """The classifier `--weights`/`--model`, `--device`, `--precision` and `--backend` ask for, and the conversion
+    started in the background for it (or None): a cached conversion opens without loading PyTorch."""
+    from cardinal.engine.backends.startup import check_choices, open_classifier
+    from cardinal.engine.backends.store import request_key
+    from cardinal.engine.choices import DEFAULT_MODEL
+    from cardinal.engine.model_catalog import licence_notice
+
+    try:
+        check_choices(args.device, args.precision, args.backend)
+    except CardinalError as error:
+        raise UsageError(str(error)) from None
+    if args.weights is not None:
+        source, name = f"file:{Path(args.weights).resolve()}", None
+    else:
+        name = args.model or DEFAULT_MODEL
+        source = f"pretrained:{name}"
+    request = request_key(source, architecture=args.model if args.weights is not None else None, device=args.device,
+                          precision=args.precision, backend=args.backend)
+    loaded = []
+
+    def load():
+        loaded.append(True)
+        return load_model(args, err, cancel)
+
+    classifier, conversion = open_classifier(
+        request=request, device=args.device, precision=args.precision, backend=args.backend, load_model=load,
+        watched=lambda model: _weights_path(args), note=lambda text: err.write(f"note: {printable(text)}\n"))
+    if name is not None and not loaded and (notice := licence_notice(name)) is not None:
+        err.write(f"note: {notice}\n")  # load_model says it when the model loads
+    return classifier, conversion
+
+
+def _weights_path(args: argparse.Namespace) -> Path | None:
+    if args.weights is not None:
+        return Path(args.weights)
+    from cardinal.engine.choices import DEFAULT_MODEL
+    from cardinal.engine.models import weights_on_disk
+
+    return weights_on_disk(args.model or DEFAULT_MODEL)
+
+
+def finish_conversion(conversion, err: TextIO) -> None:
+    """Wait for a conversion started for this command (so the next run starts from it) and say how it went."""
+    if conversion is None:
+        return
+    from cardinal.engine.backends.compiled import Refused
+
+    if not conversion.done:
+        err.write(f"note: finishing the conversion for {conversion.plan.runtime.title} (once per model; later runs "
+                  "start from it)…\n")
+        err.flush()
+    outcome = conversion.wait()
+    if isinstance(outcome, Refused):
+        err.write(f"note: {printable(outcome)}\n")
+    else:
+        err.write(f"note: converted for {outcome.description}; parity with PyTorch: "
+                  f"{outcome.compiled.parity.summary()}\n")
 
 
 def _save_cam(result, folder: Path, method: str, used: set[str], err: TextIO) -> int:

@@ -12,7 +12,7 @@ from cardinal.engine.progress import CancelToken
 
 def add_export_parser(commands, model_names: Iterable[str]) -> None:
     """Register the `export` sub-command on the CLI's sub-parsers."""
-    from cardinal.engine.export import FORMATS
+    from cardinal.engine.choices import EXPORT_FORMATS as FORMATS
     from cardinal.engine.parity import DEFAULT_TOLERANCE
 
     export = commands.add_parser(
@@ -25,7 +25,7 @@ def add_export_parser(commands, model_names: Iterable[str]) -> None:
                         help=f"a model name ({', '.join(model_names)}: its pretrained weights) or a Cardinal "
                         "model / weights file (.safetensors, .pth, .pt)")
     export.add_argument("--format", choices=list(FORMATS), default=None,
-                        help="onnx or pt2 (default: from --out's suffix, else onnx)")
+                        help="onnx, pt2 or openvino (default: from --out's suffix, else onnx)")
     export.add_argument("--out", type=Path, metavar="FILE", help="where to write (default: MODEL.onnx / MODEL.pt2 "
                         "in the current folder); the description goes to FILE.json")
     export.add_argument("--architecture", metavar="NAME", default=None,
