@@ -23,10 +23,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import interleaved_seconds, machine, photo_like_jpeg  # noqa: E402
-from cardinal.engine import cam  # noqa: E402
-from cardinal.engine.classify import Classifier, forward_features, forward_head  # noqa: E402
-from cardinal.engine.images import load_image  # noqa: E402
-from cardinal.engine.models import random_model  # noqa: E402
+from cardinal.engine.data.images import load_image  # noqa: E402
+from cardinal.engine.inference import cam  # noqa: E402
+from cardinal.engine.inference.classifier import Classifier, forward_features, forward_head  # noqa: E402
+from cardinal.engine.models.registry import random_model  # noqa: E402
 
 
 def main() -> None:

@@ -155,7 +155,7 @@ def in_process(model_file: Path, other_model: Path, folder: Path, dataset: Path,
 
 
 def main() -> None:
-    from cardinal.engine.models import random_model, save_model
+    from cardinal.engine.models.registry import random_model, save_model
 
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as temp:

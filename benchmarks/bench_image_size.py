@@ -1,6 +1,6 @@
 """Training at a smaller image size: Full fine-tune of ResNeXt-50 at 128 px against 224 px, as a ratio.
 
-Each sample is one epoch of `cardinal.engine.training.train` (Full mode, same folder, batch, recipe and
+Each sample is one epoch of `cardinal.engine.training.loop.train` (Full mode, same folder, batch, recipe and
 threads; only `Recipe.image_size` differs); the two sizes run in turn (224, 128, 224, 128, ...), after one
 warm-up epoch each. Reported: the epoch's training images/s (median and spread) and the speed-up.
 Run: python benchmarks/bench_image_size.py [--images 64] [--repeats 3] [--small 128]
@@ -17,10 +17,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import machine, photo_like_jpeg  # noqa: E402
-from cardinal.engine.data import scan_dataset  # noqa: E402
-from cardinal.engine.models import random_model  # noqa: E402
+from cardinal.engine.data.datasets import scan_dataset  # noqa: E402
+from cardinal.engine.models.registry import random_model  # noqa: E402
 from cardinal.engine.progress import run_to_end  # noqa: E402
-from cardinal.engine.training import EpochEnd, Recipe, train  # noqa: E402
+from cardinal.engine.training.events import EpochEnd  # noqa: E402
+from cardinal.engine.training.loop import train  # noqa: E402
+from cardinal.engine.training.recipe import Recipe  # noqa: E402
 
 
 def make_folder(root: Path, per_class: int) -> Path:

@@ -35,14 +35,14 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 CLASSIFY = """
-from cardinal.engine.cli import main
+from cardinal.engine.cli.main import main
 main(["classify", {path!r}, "--weights", {model!r}, "--device", "cpu", "--top-k", "1"])
 """
 
 EVALUATE = """
-from cardinal.engine.classify import Classifier
-from cardinal.engine.evaluation import evaluate
-from cardinal.engine.models import load_model_file
+from cardinal.engine.inference.classifier import Classifier
+from cardinal.engine.inference.evaluation import evaluate
+from cardinal.engine.models.registry import load_model_file
 from cardinal.engine.progress import run_to_end
 import json
 samples = [(p, label) for p, label in json.load(open({samples!r}))]
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=1000)
     args = parser.parse_args()
-    from cardinal.engine.models import random_model, save_model
+    from cardinal.engine.models.registry import random_model, save_model
 
     print(machine())
     with tempfile.TemporaryDirectory() as folder:

@@ -22,10 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import machine, photo_like_jpeg  # noqa: E402
-from cardinal.engine.classify import Classifier  # noqa: E402
-from cardinal.engine.images import load_image  # noqa: E402
-from cardinal.engine.model_catalog import CATALOG  # noqa: E402
-from cardinal.engine.models import random_model  # noqa: E402
+from cardinal.engine.data.images import load_image  # noqa: E402
+from cardinal.engine.inference.classifier import Classifier  # noqa: E402
+from cardinal.engine.models.catalog import CATALOG  # noqa: E402
+from cardinal.engine.models.registry import random_model  # noqa: E402
 
 BASELINE = "resnext50_32x4d"
 

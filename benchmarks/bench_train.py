@@ -1,6 +1,6 @@
 """Fine-tuning speed (issue: fine-tune on a local folder), as ratios measured in one run.
 
-1. Full fine-tune images/s of `engine.training.train` / a plain PyTorch loop   target >= 1.0x fp32, >= 1.5x bf16
+1. Full fine-tune images/s of `engine.training.loop.train` / a plain PyTorch loop   target >= 1.0x fp32, >= 1.5x bf16
    Both sides train the same model on the same training images, with the same batch size, augmentation,
    crop size, DataLoader workers, torch threads and memory format (channels_last); the plain loop is fp32
    and decodes with plain PIL (Cardinal's reduced-size JPEG decode, and on CUDA its decode-once cache and
@@ -32,12 +32,16 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import interleaved_measures, machine, photo_like_jpeg  # noqa: E402
-from cardinal.engine.classify import bf16_supported, select_device  # noqa: E402
-from cardinal.engine.data import ImageDataset, scan_dataset, train_val_split  # noqa: E402
-from cardinal.engine.models import Architecture, random_model  # noqa: E402
+from cardinal.engine.data.datasets import ImageDataset, scan_dataset, train_val_split  # noqa: E402
+from cardinal.engine.inference.classifier import bf16_supported, select_device  # noqa: E402
+from cardinal.engine.models.registry import Architecture, random_model  # noqa: E402
 from cardinal.engine.progress import run_to_end  # noqa: E402
-from cardinal.engine.training import EpochEnd, FeatureProgress, Recipe, new_model, train, train_transform  # noqa: E402
-from cardinal.engine.training_events import ReportProgress  # noqa: E402
+from cardinal.engine.reports.report import ReportProgress  # noqa: E402
+from cardinal.engine.training.events import EpochEnd, FeatureProgress  # noqa: E402
+from cardinal.engine.training.loop import train  # noqa: E402
+from cardinal.engine.training.modes import train_transform  # noqa: E402
+from cardinal.engine.training.recipe import Recipe  # noqa: E402
+from cardinal.engine.training.starting_point import new_model  # noqa: E402
 
 
 def make_folder(root: Path, per_class: int, size: tuple[int, int]) -> Path:

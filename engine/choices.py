@@ -12,7 +12,5 @@ DEFAULT_MODEL = "resnext50_32x4d"
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 # Who runs the network: auto (a compiled CPU runtime where it is installed and faster, else PyTorch), or one of them.
 BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino", "onnxruntime")
-# `cardinal export --format`: the names of engine.export.FORMATS (a test keeps the two the same).
-EXPORT_FORMATS: tuple[str, ...] = ("onnx", "pt2", "openvino")
 # Heat-map methods: the name used in code and on the command line -> how people write it.
 CAM_METHODS: dict[str, str] = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}

@@ -26,7 +26,7 @@ class Exported:
 @surface_errors
 def save_overlay(path: str, analysis, pixels, class_index: int, method: str, opacity: float) -> Path:
     """Blend the class's heat-map over the image at its shown size and write a PNG, off the GUI thread."""
-    from cardinal.engine.cam import write_overlay_png
+    from cardinal.engine.inference.cam import write_overlay_png
 
     size = (pixels.shape[1], pixels.shape[0])
     heatmap = analysis.heatmap(class_index, method, size=size)
@@ -35,12 +35,12 @@ def save_overlay(path: str, analysis, pixels, class_index: int, method: str, opa
 
 def export_results(path: str | Path, workspace, k: int) -> Exported:
     """Every open image's top-k for the model in use (and every failure) in one file; raises CardinalError."""
-    from cardinal.engine.checkpoints import atomic_write
-    from cardinal.engine.classify import top_k
-    from cardinal.engine.result_files import ResultWriter, format_for
+    from cardinal.engine.durable import atomic_write
+    from cardinal.engine.inference.classifier import top_k
+    from cardinal.engine.inference.result_files import ResultWriter, result_format_for
 
     text = io.StringIO()
-    writer = ResultWriter(format_for(path), text, with_errors=True)
+    writer = ResultWriter(result_format_for(path), text, with_errors=True)
     class_names = workspace.model.classifier.class_names
     for item in workspace.items.values():
         outcome = workspace.outcome(item)

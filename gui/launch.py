@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cardinal.gui.app import main as run_app
 
         return run_app(args[1:])
-    from cardinal.engine.cli import main as run_cli
+    from cardinal.engine.cli.main import main as run_cli
 
     return run_cli(args)
 

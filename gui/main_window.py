@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt, QThreadPool, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragLeaveEvent, QDropEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QSplitter, QVBoxLayout, QWidget
 
-from cardinal.engine.images import IMAGE_SUFFIXES
+from cardinal.engine.data.images import IMAGE_SUFFIXES
 from cardinal.gui import workers
 from cardinal.gui.drops import may_hold_content, read_mime
 from cardinal.gui.exports import ResultExports

@@ -22,7 +22,7 @@ FILE_FILTERS = {"ONNX (*.onnx)": ".onnx", "PyTorch ExportedProgram (*.pt2)": ".p
 @surface_errors
 def run_export(model, path: str, format_name: str, force: bool, cancel: CancelToken):
     """The engine's export generator, off the GUI thread: yields ExportProgress, returns ExportResult."""
-    from cardinal.engine.export import export_model
+    from cardinal.engine.export.exporter import export_model
 
     return (yield from export_model(model, path, format=format_name, force=force, cancel=cancel))
 
@@ -46,7 +46,7 @@ class ModelExport(QObject):
 
     def export_model(self, path: str | None = None, *, force: bool = False) -> None:
         """Ask where (unless `path` is given) and start exporting; `force` replaces an existing file."""
-        from cardinal.engine.export import format_for
+        from cardinal.engine.export.formats import export_format_for
 
         window = self.window
         if window.model is None:
@@ -60,7 +60,7 @@ class ModelExport(QObject):
             if path is None:
                 return
             force = True  # the save dialog has already asked before replacing a file
-        export_format = format_for(path)
+        export_format = export_format_for(path)
         if export_format is None:
             window.banner.show_message(f"{path}: end the file name in .onnx (ONNX) or .pt2 (PyTorch) to export.")
             return

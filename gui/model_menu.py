@@ -14,7 +14,7 @@ from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMainWindow, QMenu
 
 from cardinal.engine.errors import Cancelled, WeightsUnavailable
-from cardinal.engine.model_catalog import CATALOG, CatalogEntry, licence_notice
+from cardinal.engine.models.catalog import CATALOG, CatalogEntry, licence_notice
 from cardinal.gui import workers
 from cardinal.gui.dialogs import DownloadDialog, WeightsChoice
 from cardinal.gui.model_loader import ModelLoader

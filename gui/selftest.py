@@ -31,11 +31,11 @@ def _self_test() -> str:
     import torch
     import torchvision
 
-    from cardinal.engine.cam import overlay
-    from cardinal.engine.classify import Classifier
+    from cardinal.engine.data.images import load_image
     from cardinal.engine.errors import CardinalError
-    from cardinal.engine.images import load_image
-    from cardinal.engine.models import DEFAULT_MODEL, load_pretrained, random_model
+    from cardinal.engine.inference.cam import overlay
+    from cardinal.engine.inference.classifier import Classifier
+    from cardinal.engine.models.registry import DEFAULT_MODEL, load_pretrained, random_model
     from cardinal.gui.assets import asset
     from cardinal.gui.qimage import array_to_qimage
 

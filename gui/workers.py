@@ -24,7 +24,7 @@ from cardinal.engine.progress import CancelToken
 from cardinal.gui.qimage import array_to_qimage
 
 if TYPE_CHECKING:
-    from cardinal.engine.classify import Analysis, Classifier
+    from cardinal.engine.inference.classifier import Analysis, Classifier
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,8 @@ def load_model(request: ModelRequest, progress: DownloadProgress) -> ModelInfo:
     """Load (downloading if needed) and warm up a model; runs on a worker thread."""
     import torch
 
-    from cardinal.engine.classify import Classifier, cam_layers
-    from cardinal.engine.models import MODELS, load_model_file, load_pretrained, weights_on_disk
+    from cardinal.engine.inference.classifier import Classifier, cam_layers
+    from cardinal.engine.models.registry import MODELS, load_model_file, load_pretrained, weights_on_disk
 
     if request.weights_file:
         model = load_model_file(request.weights_file, model=request.name)
@@ -221,7 +221,7 @@ def classify_items(
 @surface_errors
 def load_display(path: Path) -> Display:
     """Decode an image again for the large view (its earlier copy was dropped to bound memory)."""
-    from cardinal.engine.images import load_image
+    from cardinal.engine.data.images import load_image
 
     return make_display(load_image(path, draft_size=DISPLAY_SIZE))[0]
 
@@ -239,6 +239,6 @@ def layer_heatmap(classifier: Classifier, pixels: np.ndarray, class_index: int, 
 @surface_errors
 def expand_paths(paths: list[str]) -> list[Path]:
     """Folders to image files (recursive, sorted), off the GUI thread since folders can be huge."""
-    from cardinal.engine.images import iter_image_files
+    from cardinal.engine.data.images import iter_image_files
 
     return list(iter_image_files(paths))

@@ -45,7 +45,7 @@ def smoke(app_dir: Path) -> str:
 
 
 def cached_weights() -> list[str]:
-    from cardinal.engine.models import MODELS, weights_on_disk
+    from cardinal.engine.models.registry import MODELS, weights_on_disk
 
     return [str(path) for name in MODELS if (path := weights_on_disk(name)) is not None]
 

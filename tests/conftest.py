@@ -27,7 +27,7 @@ def tiny_preprocess():
 
 
 def make_tiny_model(class_names=("cat", "dog", "fish"), seed=0):
-    from cardinal.engine.models import Architecture, random_model
+    from cardinal.engine.models.registry import Architecture, random_model
 
     return random_model(Architecture(*TINY_LAYERS), class_names, preprocess=tiny_preprocess(), seed=seed)
 

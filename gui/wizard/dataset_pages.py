@@ -62,7 +62,7 @@ class FolderPage(QWizardPage):
         return True
 
 
-class ReportPage(QWizardPage):
+class DatasetCheckPage(QWizardPage):
     """Checks every image and shows counts, problems and samples; Next only when training can start."""
 
     def __init__(self, wizard) -> None:
@@ -153,11 +153,11 @@ class ReportPage(QWizardPage):
                                brush=pg.mkBrush(70, 130, 220))
         self.chart.addItem(bars)
         self.chart.getAxis("bottom").setTicks([list(enumerate(counts))])
-        for error in report.errors:
+        for error in report.problems:
             self._add_problem(f"✖ {error}", Qt.GlobalColor.red)
         for warning in report.warnings:
             self._add_problem(f"⚠ {warning}", None)
-        for path, reason in report.failures:
+        for path, reason in report.unreadable:
             self._add_problem(f"skipped {path}: {reason}", None)
         if self.problems.count() == 0:
             self._add_problem("No problems found.", None)

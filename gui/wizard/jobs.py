@@ -13,8 +13,8 @@ from cardinal.gui.qimage import array_to_qimage
 from cardinal.gui.workers import surface_errors
 
 if TYPE_CHECKING:
-    from cardinal.engine.models import LoadedModel
-    from cardinal.engine.training import Recipe
+    from cardinal.engine.models.registry import LoadedModel
+    from cardinal.engine.training.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class BaseChoice:
     mirror: str | None = None
 
     def load(self) -> LoadedModel:
-        from cardinal.engine.training import load_base_model
+        from cardinal.engine.training.starting_point import load_base_model
 
         if self.kind == "current" and self.current is not None:
             return self.current
@@ -55,8 +55,8 @@ class BaseChoice:
 @thread_worker(start_thread=False, ignore_errors=True)
 @surface_errors
 def scan_folder(folder: str, cancel: CancelToken):
-    """Yields ScanProgress; returns the DatasetReport."""
-    from cardinal.engine.data import scan_dataset
+    """Yields ScanProgress; returns the DatasetScan."""
+    from cardinal.engine.data.datasets import scan_dataset
 
     return (yield from scan_dataset(folder, cancel=cancel))
 
@@ -66,7 +66,7 @@ def scan_folder(folder: str, cancel: CancelToken):
 def run_training(report, base: BaseChoice, recipe: Recipe, out_dir: Path, cancel: CancelToken,
                  device: str | None = None):
     """Yields training events; returns the TrainingResult. Setting `cancel` stops it and keeps the best model."""
-    from cardinal.engine.training import train
+    from cardinal.engine.training.loop import train
 
     model = base.load()
     return (yield from train(report, model, recipe, out_dir, device=device, cancel=cancel))
@@ -78,11 +78,11 @@ def run_evaluation(model: LoadedModel, samples, device: str | None = None, *, re
     """Yields progress; returns (Evaluation, Classifier) so mistakes' heat-maps can be drawn. Given a run's
     `result`, its own evaluation is used when it has one; when it has none (the run was cancelled), the run's
     report.html is written with the new one (`dataset`: the scanned folder the run trained on)."""
-    from cardinal.engine.classify import Classifier
     from cardinal.engine.errors import CardinalError
-    from cardinal.engine.evaluation import evaluate
-    from cardinal.engine.report import write_evaluation_report
-    from cardinal.engine.training_events import Notice
+    from cardinal.engine.inference.classifier import Classifier
+    from cardinal.engine.inference.evaluation import evaluate
+    from cardinal.engine.reports.report import write_evaluation_report
+    from cardinal.engine.training.events import Notice
 
     classifier = Classifier(model, device=device)
     if result is not None and result.evaluation is not None:
@@ -105,8 +105,8 @@ def sample_thumbnails(report, per_class: int, side: int):
     import numpy as np
     from PIL import Image
 
+    from cardinal.engine.data.images import load_image
     from cardinal.engine.errors import ImageLoadError
-    from cardinal.engine.images import load_image
 
     for row in range(len(report.class_names)):
         paths = [path for path, label in report.train if label == row][:per_class]
@@ -126,7 +126,7 @@ def mistake_overlays(mistakes, classifier, side: int):
     with QImages, or (mistake, reason, None, ()) for an image that cannot be read: two heat-maps per image, off
     the GUI thread."""
     from cardinal.engine.errors import ImageLoadError
-    from cardinal.engine.report import mistake_pictures
+    from cardinal.engine.reports.report import mistake_pictures
 
     for mistake in mistakes:
         try:
@@ -141,7 +141,7 @@ def mistake_overlays(mistakes, classifier, side: int):
 @surface_errors
 def save_trained_model(result, path: str, val_accuracy: float | None) -> Path:
     """Write the trained model (about 90 MB for ResNeXt-50) off the GUI thread."""
-    from cardinal.engine.models import save_model
+    from cardinal.engine.models.registry import save_model
 
     metrics = {} if val_accuracy is None else {"val_accuracy": val_accuracy}
     return save_model(result.model, path, metrics=metrics, recipe=result.model.description.get("recipe"),

@@ -103,7 +103,7 @@ class ResultsPage(QWizardPage):
             f"Validation accuracy <b>{evaluation.accuracy:.1%}</b> on {int(evaluation.confusion.sum())} images "
             f"({_count(len(evaluation.mistakes), 'mistake')}). Training {result.stopped.sentence} after "
             f"{result.epochs_run} epochs; best epoch {result.best_epoch}. "
-            f"Model saved as {escaped(result.best_path)}."
+            f"Model saved as {escaped(result.paths.best)}."
         )
         names = evaluation.class_names
         self.confusion.setRowCount(len(names))
@@ -136,14 +136,14 @@ class ResultsPage(QWizardPage):
         self._show_report_state()
 
     def _progress(self, event) -> None:
-        from cardinal.engine.training_events import Notice
+        from cardinal.engine.training.events import Notice
 
         if isinstance(event, Notice):
             self.report_problem = event.message
 
     def report_path(self) -> Path:
         """The run's report.html (written by the run, or by this page's worker for a cancelled run)."""
-        return self._wizard.result.report_path
+        return self._wizard.result.paths.report
 
     def _show_report_state(self, pending: bool = False) -> None:
         """Open Report works once the report exists; until then its tooltip says why it does not."""
@@ -178,7 +178,7 @@ class ResultsPage(QWizardPage):
         self.mistakes_dialog.show()
 
     def best_path(self) -> Path:
-        return self._wizard.result.out_dir / "best.safetensors"
+        return self._wizard.result.paths.best
 
     def save_model(self, path: str | None = None) -> None:
         """Write the trained model to a file of the user's choice, on a worker; `saved` follows."""

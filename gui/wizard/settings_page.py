@@ -23,8 +23,8 @@ from PySide6.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from cardinal.engine.model_catalog import CATALOG
-from cardinal.engine.recipe import MAX_IMAGE_SIZE, MAX_LEARNING_RATE, MIN_IMAGE_SIZE, OPTIMIZERS
+from cardinal.engine.models.catalog import CATALOG
+from cardinal.engine.training.recipe import MAX_IMAGE_SIZE, MAX_LEARNING_RATE, MIN_IMAGE_SIZE, OPTIMIZERS
 from cardinal.gui.text import plain_label
 from cardinal.gui.wizard import jobs
 
@@ -34,7 +34,7 @@ class SettingsPage(QWizardPage):
 
     def __init__(self, wizard) -> None:
         super().__init__()
-        from cardinal.engine.training import AUGMENTATIONS, TRAINABLE_FROM, Recipe
+        from cardinal.engine.training.recipe import AUGMENTATIONS, TRAINABLE_FROM, Recipe
 
         self._wizard = wizard
         defaults = Recipe()
@@ -200,7 +200,7 @@ class SettingsPage(QWizardPage):
                                mirror=self._wizard.mirror)
 
     def recipe(self):
-        from cardinal.engine.training import Recipe
+        from cardinal.engine.training.recipe import Recipe
 
         return Recipe(mode="fast" if self.fast.isChecked() else "full", epochs=self.epochs.value(),
                       batch_size=self.batch_size.value(), optimizer=self.optimizer.currentText(),
@@ -211,7 +211,7 @@ class SettingsPage(QWizardPage):
                       image_size=None if self.image_size.value() < MIN_IMAGE_SIZE else self.image_size.value())
 
     def validatePage(self) -> bool:  # noqa: N802 - Qt's naming
-        from cardinal.engine.training import TrainingError
+        from cardinal.engine.errors import TrainingError
 
         try:
             self.recipe()

@@ -153,8 +153,8 @@ class TrainingPage(QWizardPage):
                          f"left{best}")
 
     def _event(self, event) -> None:
-        from cardinal.engine.training import BatchEnd, EpochEnd, FeatureProgress, Notice
-        from cardinal.engine.training_events import ReportProgress
+        from cardinal.engine.reports.report import ReportProgress
+        from cardinal.engine.training.events import BatchEnd, EpochEnd, FeatureProgress, Notice
 
         if isinstance(event, BatchEnd):
             self.batch_x.append(event.epoch - 1 + event.batch / event.batches)

@@ -1,4 +1,4 @@
-"""FineTuneWizard: folder -> report -> settings -> training -> results."""
+"""FineTuneWizard: folder -> dataset check -> settings -> training -> results."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QMessageBox, QWidget, QWizard
 
 from cardinal.gui.drops import folders_in
 from cardinal.gui.wizard import jobs
-from cardinal.gui.wizard.dataset_pages import FolderPage, ReportPage
+from cardinal.gui.wizard.dataset_pages import DatasetCheckPage, FolderPage
 from cardinal.gui.wizard.results_page import ResultsPage
 from cardinal.gui.wizard.settings_page import SettingsPage
 from cardinal.gui.wizard.training_page import TrainingPage
@@ -40,7 +40,7 @@ class FineTuneWizard(QWizard):
         self.handed_over = False  # "Use This Model" was clicked
         self.setAcceptDrops(True)
         self.folder_page = FolderPage(self)
-        self.report_page = ReportPage(self)
+        self.report_page = DatasetCheckPage(self)
         self.settings_page = SettingsPage(self)
         self.training_page = TrainingPage(self)
         self.results_page = ResultsPage(self)

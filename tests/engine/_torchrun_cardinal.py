@@ -35,6 +35,6 @@ def dump():
 atexit.register(dump)
 sys.addaudithook(hook)
 
-from cardinal.engine.cli import main  # noqa: E402
+from cardinal.engine.cli.main import main  # noqa: E402
 
 sys.exit(main(sys.argv[1:]))

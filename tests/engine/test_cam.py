@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from cardinal.engine import cam
-from cardinal.engine.classify import Classifier, cam_layers
-from cardinal.engine.models import Architecture, random_model
+from cardinal.engine.inference import cam
+from cardinal.engine.inference.classifier import Classifier, cam_layers
+from cardinal.engine.models.registry import Architecture, random_model
 from tests.conftest import make_tiny_model, random_picture
 
 NAMES = tuple(f"c{i}" for i in range(6))

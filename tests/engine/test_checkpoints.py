@@ -6,8 +6,9 @@ import stat
 import pytest
 import torch
 
-from cardinal.engine.checkpoints import atomic_write, read_model_sidecar, save_model_files
+from cardinal.engine.durable import atomic_write
 from cardinal.engine.errors import CheckpointError, WeightsError
+from cardinal.engine.models.model_file import read_model_sidecar, save_model_files
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):

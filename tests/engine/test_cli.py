@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cardinal.engine.cli import main
-from cardinal.engine.models import save_model
-from cardinal.engine.terminal import advance, download_progress, progress_bar
+from cardinal.engine.cli.main import main
+from cardinal.engine.cli.terminal import advance, download_progress, progress_bar
+from cardinal.engine.models.registry import save_model
 from tests.conftest import closed_port, encode, make_tiny_model, random_picture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,3 +198,16 @@ def test_train_refuses_a_folder_with_problems(capsys, model_file, tmp_path):
     assert code == 1
     assert "'green_squares' has only 2 readable image(s)" in stdout + err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["export", "--help"], ["classify"],
+                                  ["train", "photos/"], ["export", "m.safetensors", "--format", "tiff"]])
+def test_help_and_usage_errors_answer_without_loading_torch(argv):
+    # Help and a mistyped command line must answer at once: torch alone takes seconds to import.
+    code = ("import sys\nfrom cardinal.gui.launch import main\n"
+            f"try:\n    code = main({argv!r})\nexcept SystemExit as stop:\n    code = stop.code\n"
+            "heavy = sorted(m for m in ('torch', 'torchvision', 'timm', 'numpy') if m in sys.modules)\n"
+            "print('HEAVY', heavy)\nsys.exit(code)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+    assert result.returncode in (0, 2)

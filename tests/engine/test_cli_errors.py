@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cardinal.engine.cli import main
-from cardinal.engine.models import save_model
+from cardinal.engine.cli.main import main
+from cardinal.engine.models.registry import save_model
 from tests.conftest import encode, make_shapes_folder, make_tiny_model, random_picture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,7 +203,7 @@ def test_ctrl_c_during_training_finishes_the_batch_keeps_best_and_last_and_exits
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert "Training was cancelled" in out and "--resume" in out
     state = torch.load(out_dir / "checkpoint.pt", weights_only=True)
-    from cardinal.engine.models import load_model_file
+    from cardinal.engine.models.registry import load_model_file
 
     assert load_model_file(out_dir / "last.safetensors").description["metrics"]["epoch"] == state["epoch"] >= 2
     assert (out_dir / "best.safetensors").is_file()

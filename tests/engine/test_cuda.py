@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from cardinal.engine import cam
-from cardinal.engine.classify import Classifier, select_device
+from cardinal.engine.inference import cam
+from cardinal.engine.inference.classifier import Classifier, select_device
 from tests.conftest import make_tiny_model, random_picture
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -45,10 +45,12 @@ def test_closed_form_equals_autograd_on_cuda():
 def test_full_training_on_cuda_halves_the_batch_when_memory_runs_out(tmp_path):
     from torchvision.transforms._presets import ImageClassification
 
-    from cardinal.engine.data import scan_dataset
-    from cardinal.engine.models import random_model
+    from cardinal.engine.data.datasets import scan_dataset
+    from cardinal.engine.models.registry import random_model
     from cardinal.engine.progress import run_to_end
-    from cardinal.engine.training import EpochEnd, Notice, Recipe, train
+    from cardinal.engine.training.events import EpochEnd, Notice
+    from cardinal.engine.training.loop import train
+    from cardinal.engine.training.recipe import Recipe
     from tests.conftest import make_shapes_folder
 
     # 1,100 images in one batch of a ResNeXt-50 at 448 px need several times the memory of one GPU.

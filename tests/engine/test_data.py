@@ -1,6 +1,6 @@
 import pytest
 
-from cardinal.engine.data import DatasetError, scan_dataset, split_samples, train_val_split
+from cardinal.engine.data.datasets import DatasetError, scan_dataset, split_samples, train_val_split
 from cardinal.engine.errors import Cancelled
 from cardinal.engine.progress import CancelToken, run_to_end
 from tests.conftest import encode, make_shapes_folder, random_picture
@@ -20,17 +20,17 @@ def test_report_lists_broken_files_empty_class_and_imbalance(tmp_path):
     report, events = scan(root)
     assert report.class_names == ("blue_bars", "green_squares", "red_circles")
     assert report.counts() == {"blue_bars": 0, "green_squares": 1, "red_circles": 100}
-    reasons = {path.name: reason for path, reason in report.failures}
+    reasons = {path.name: reason for path, reason in report.unreadable}
     assert "truncated" in reasons["cut.png"]
     assert "not an image file type (.txt)" == reasons["notes.txt"]
     assert "empty file" in reasons["empty.jpg"]
-    assert any("'blue_bars' has no readable images" in e for e in report.errors)
-    assert any("'green_squares' has only 1 readable image" in e for e in report.errors)
+    assert any("'blue_bars' has no readable images" in e for e in report.problems)
+    assert any("'green_squares' has only 1 readable image" in e for e in report.problems)
     assert any("imbalanced 100:1" in w for w in report.warnings)
     assert not report.ok
     assert events[-1].done == events[-1].total == 104  # every file was checked and reported
     with pytest.raises(DatasetError, match="cannot be used for training"):
-        report.raise_for_errors()
+        report.raise_for_problems()
 
 
 def test_duplicates_across_classes_and_small_validation_are_warnings(tmp_path):
@@ -50,7 +50,7 @@ def test_own_split_is_used_and_checked(tmp_path):
     (tmp_path / "data" / "val" / "purple_stars").mkdir()
     report, _ = scan(tmp_path / "data")
     assert report.val is not None and len(report.val) == 6
-    assert any("'purple_stars' is in val/ but not in train/" in e for e in report.errors)
+    assert any("'purple_stars' is in val/ but not in train/" in e for e in report.problems)
     train, val = train_val_split(report)
     assert len(train) == 18 and len(val) == 6
 

@@ -7,7 +7,7 @@ import tracemalloc
 
 import pytest
 
-from cardinal.engine.data import scan_dataset
+from cardinal.engine.data.datasets import scan_dataset
 from cardinal.engine.errors import Cancelled
 from cardinal.engine.progress import CancelToken, run_to_end
 from tests.conftest import deep_folder, encode, make_shapes_folder, random_picture, run_python
@@ -16,11 +16,11 @@ from tests.conftest import deep_folder, encode, make_shapes_folder, random_pictu
 # with a time limit and a 2 GB cap on its memory; it prints every failure and the readable counts.
 SCAN_CHILD = """
 import json, sys
-from cardinal.engine.data import scan_dataset
+from cardinal.engine.data.datasets import scan_dataset
 from cardinal.engine.errors import Cancelled
 from cardinal.engine.progress import CancelToken, run_to_end
 report = run_to_end(scan_dataset(sys.argv[1]))
-print(json.dumps({"failures": {p.name: reason for p, reason in report.failures}, "counts": report.counts()}))
+print(json.dumps({"failures": {p.name: reason for p, reason in report.unreadable}, "counts": report.counts()}))
 """
 
 
@@ -57,7 +57,7 @@ def test_huge_files_are_listed_by_size_without_being_read(tmp_path):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    reasons = {path.name: reason for path, reason in report.failures}
+    reasons = {path.name: reason for path, reason in report.unreadable}
     assert reasons["huge.jpg"].startswith("file is 3.0 GB, above Cardinal's 512 MB limit for an image")
     assert reasons["enormous.png"].startswith("file is 40.0 GB, above Cardinal's 512 MB limit for an image")
     assert report.counts() == {"blue_bars": 5, "green_squares": 5, "red_circles": 5}
@@ -79,7 +79,7 @@ def test_a_class_folder_deeper_than_the_recursion_limit_and_a_link_loop_are_scan
         report = run_to_end(scan_dataset(root))
     assert (deep, 0) in report.train
     assert report.counts() == {"blue_bars": 6, "green_squares": 5, "red_circles": 5}
-    assert not report.failures
+    assert not report.unreadable
 
 
 def test_a_scan_cancelled_before_it_starts_stops_while_listing(tmp_path):

@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 
 from benchmarks._common import photo_like_jpeg
-from cardinal.engine.classify import Classifier
-from cardinal.engine.device_images import (
+from cardinal.engine.data.device_images import (
     DeviceJpeg,
     check_for_device,
     decode_jpegs,
@@ -18,7 +17,8 @@ from cardinal.engine.device_images import (
     one_on_device,
     preprocess_tensors,
 )
-from cardinal.engine.images import load_image
+from cardinal.engine.data.images import load_image
+from cardinal.engine.inference.classifier import Classifier
 from tests.conftest import encode, make_tiny_model, random_picture, shape_picture
 
 # fp32 probabilities of the two paths differ by ~2e-4 on these pictures (resampling rounds differently);

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from cardinal.engine.cli import main as cli_main
-from cardinal.engine.data import scan_dataset, train_val_split
-from cardinal.engine.distributed import RECORD_NAME, Team, launched_by_torchrun
-from cardinal.engine.models import save_model
+from cardinal.engine.cli.main import main as cli_main
+from cardinal.engine.data.datasets import scan_dataset, train_val_split
+from cardinal.engine.models.registry import save_model
 from cardinal.engine.progress import run_to_end
+from cardinal.engine.runs.layout import DISTRIBUTED_RECORD_NAME as RECORD_NAME
+from cardinal.engine.training.distributed import Team, launched_by_torchrun
 from tests.conftest import make_shapes_folder, make_tiny_model
 
 RUNNER = Path(__file__).with_name("_torchrun_cardinal.py")

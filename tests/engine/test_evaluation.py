@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from cardinal.engine.classify import Classifier
-from cardinal.engine.data import scan_dataset
+from cardinal.engine.data.datasets import scan_dataset
 from cardinal.engine.errors import Cancelled
-from cardinal.engine.evaluation import EvaluationProgress, evaluate, explain
+from cardinal.engine.inference.classifier import Classifier
+from cardinal.engine.inference.evaluation import EvaluationProgress, evaluate, explain
 from cardinal.engine.progress import CancelToken, run_to_end
 from tests.conftest import make_shapes_folder, make_tiny_model
 

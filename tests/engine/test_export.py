@@ -13,12 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cardinal.engine.checkpoints import preprocess_to_dict
-from cardinal.engine.classify import Classifier
-from cardinal.engine.cli import main
+from cardinal.engine.cli.main import main
 from cardinal.engine.errors import Cancelled
-from cardinal.engine.export import description_path, export_model
-from cardinal.engine.models import LoadedModel, random_model, save_model
+from cardinal.engine.export.exporter import export_model
+from cardinal.engine.export.formats import description_path
+from cardinal.engine.inference.classifier import Classifier
+from cardinal.engine.models.model_file import preprocess_to_dict
+from cardinal.engine.models.registry import LoadedModel, random_model, save_model
 from cardinal.engine.progress import CancelToken, run_to_end
 from tests.conftest import closed_port, make_tiny_model, random_picture, run_python
 
@@ -186,8 +187,8 @@ def test_without_the_export_packages_the_command_names_the_extra(pets, tmp_path)
     code = f"""
 import sys
 sys.modules["onnxruntime"] = None  # as if it were not installed
-from cardinal.engine.cli import main
-from cardinal.engine.export import FORMATS, require_packages
+from cardinal.engine.cli.main import main
+from cardinal.engine.export.formats import FORMATS, require_packages
 require_packages(FORMATS["pt2"])  # .pt2 needs only torch
 sys.exit(main(["export", {str(pets)!r}, "--out", {str(target)!r}]))
 """
@@ -212,7 +213,7 @@ def test_usage_mistakes_are_refused_before_any_work(arguments, message, tmp_path
 def test_a_network_too_big_for_one_onnx_file_keeps_its_weights_beside_it(tmp_path, monkeypatch):
     import onnxruntime
 
-    from cardinal.engine import export
+    from cardinal.engine.export import exporter as export
 
     # The real limit is ~2 GB (ResNeXt-101 32x48d needs this path); a limit of 0 takes the same path small.
     monkeypatch.setattr(export, "_ONNX_SINGLE_FILE_BYTES", 0)

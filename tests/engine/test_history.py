@@ -2,11 +2,14 @@ import csv
 
 import pytest
 
-from cardinal.engine.data import scan_dataset
-from cardinal.engine.history import COLUMNS, HISTORY_NAME, read_history
+from cardinal.engine.data.datasets import scan_dataset
 from cardinal.engine.progress import run_to_end
-from cardinal.engine.training import EpochEnd, Recipe, train
-from cardinal.engine.training_modes import FastMode
+from cardinal.engine.runs.history import COLUMNS, read_history
+from cardinal.engine.runs.layout import HISTORY_NAME
+from cardinal.engine.training.events import EpochEnd
+from cardinal.engine.training.loop import train
+from cardinal.engine.training.modes import FastMode
+from cardinal.engine.training.recipe import Recipe
 from tests.conftest import make_shapes_folder, make_tiny_model
 
 RECIPE = Recipe(mode="fast", epochs=5, batch_size=8, lr=0.05, patience=None)

@@ -3,13 +3,16 @@
 import pytest
 from PIL import Image
 
-from cardinal.engine.classify import Classifier
-from cardinal.engine.cli import main
-from cardinal.engine.data import scan_dataset
-from cardinal.engine.evaluation import evaluate
-from cardinal.engine.models import load_model_file, save_model
+from cardinal.engine.cli.main import main
+from cardinal.engine.data.datasets import scan_dataset
+from cardinal.engine.errors import TrainingError
+from cardinal.engine.inference.classifier import Classifier
+from cardinal.engine.inference.evaluation import evaluate
+from cardinal.engine.models.registry import load_model_file, save_model
 from cardinal.engine.progress import run_to_end
-from cardinal.engine.training import Recipe, TrainingError, at_image_size, train
+from cardinal.engine.training.loop import train
+from cardinal.engine.training.recipe import Recipe
+from cardinal.engine.training.starting_point import at_image_size
 from tests.conftest import make_shapes_folder, make_tiny_model, tiny_preprocess
 
 
@@ -44,7 +47,7 @@ def test_a_model_trained_at_48_px_is_saved_classified_and_evaluated_at_48_px(sha
     classifier = Classifier(saved, device="cpu")
     assert tuple(classifier.preprocess(Image.new("RGB", (300, 200))).shape) == (3, 48, 48)
     metrics = run_to_end(evaluate(classifier, result.val_samples))
-    assert int(metrics.confusion.sum()) == len(result.val_samples) and not metrics.failures
+    assert int(metrics.confusion.sum()) == len(result.val_samples) and not metrics.unreadable
 
 
 def test_cli_trains_at_the_size_asked_and_resume_must_ask_the_same(capsys, shapes, tmp_path):

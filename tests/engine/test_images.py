@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cardinal.engine.data.images import iter_image_files, load_image, to_rgb
 from cardinal.engine.errors import ImageLoadError
-from cardinal.engine.images import iter_image_files, load_image, to_rgb
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:

@@ -11,8 +11,8 @@ import tracemalloc
 import pytest
 from PIL import Image
 
+from cardinal.engine.data.images import MAX_ASPECT_RATIO, MAX_FILE_BYTES, iter_image_files, load_image, walk_files
 from cardinal.engine.errors import ImageLoadError
-from cardinal.engine.images import MAX_ASPECT_RATIO, MAX_FILE_BYTES, iter_image_files, load_image, walk_files
 from tests.conftest import deep_folder, encode, run_python
 
 
@@ -49,7 +49,7 @@ from PIL import Image
 from torchvision.models import ResNeXt50_32X4D_Weights
 from torchvision.transforms._presets import ImageClassification
 from cardinal.engine.errors import ImageLoadError
-from cardinal.engine.images import load_image
+from cardinal.engine.data.images import load_image
 
 def peak_mb():
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -106,7 +106,7 @@ def test_worst_accepted_aspect_ratio_keeps_preprocessing_memory_small(tmp_path, 
 LOAD_CHILD = """
 import json, sys
 from cardinal.engine.errors import ImageLoadError
-from cardinal.engine.images import load_image
+from cardinal.engine.data.images import load_image
 try:
     load_image(sys.argv[1])
     print(json.dumps("loaded"))
@@ -289,7 +289,7 @@ def test_walk_order_and_hidden_entries_are_those_of_the_sorted_recursive_glob(tm
 
 @posix_only
 def test_classify_command_names_each_hostile_file_and_classifies_the_rest(tmp_path):
-    from cardinal.engine.models import save_model
+    from cardinal.engine.models.registry import save_model
     from tests.conftest import make_tiny_model
 
     model = save_model(make_tiny_model(("cat", "dog", "fish")), tmp_path / "pets.safetensors")
@@ -299,7 +299,7 @@ def test_classify_command_names_each_hostile_file_and_classifies_the_rest(tmp_pa
     sparse_file(zeros, 3 * 2**30)
     good.write_bytes(encode(Image.new("RGB", (64, 48), (200, 30, 30))))
     argv = ["classify", fifo, "/dev/zero", strip, zeros, good, "--weights", model, "--format", "csv", "--top-k", "1"]
-    code = f"import sys; from cardinal.engine.cli import main; sys.exit(main({[str(a) for a in argv]!r}))"
+    code = f"import sys; from cardinal.engine.cli.main import main; sys.exit(main({[str(a) for a in argv]!r}))"
     child = run_python(code, timeout=120)
     assert child.returncode == 1  # some files failed, and the run still ended
     assert "ok.png" in child.stdout

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torchvision import models as tv
 
-from cardinal.engine import cam
-from cardinal.engine.classify import Classifier, cam_layers
-from cardinal.engine.model_catalog import CATALOG, FAMILIES
-from cardinal.engine.models import MODELS, get_spec, load_model_file, random_model, save_model
-from cardinal.engine.timm_models import data_config, preprocess_from_timm
+from cardinal.engine.inference import cam
+from cardinal.engine.inference.classifier import Classifier, cam_layers
+from cardinal.engine.models.catalog import CATALOG, FAMILIES
+from cardinal.engine.models.registry import MODELS, get_spec, load_model_file, random_model, save_model
+from cardinal.engine.models.timm_builders import data_config, preprocess_from_timm
 from tests.conftest import random_picture, tiny_preprocess
 
 TIMM_MODELS = [name for name, entry in CATALOG.items() if entry.family.library == "timm"]
@@ -201,7 +201,7 @@ def _timm_top5(config_tag: str, seed: int, image_path) -> tuple[list[int], torch
     "resnest50d",
 ])
 def test_cli_classify_gives_timms_top5(name, tmp_path, capsys):
-    from cardinal.engine.cli import main
+    from cardinal.engine.cli.main import main
 
     image_path = tmp_path / "photo.png"
     random_picture(7, (320, 240)).save(image_path)
@@ -225,11 +225,11 @@ def test_catalog_needs_no_torch_and_listing_or_loading_the_registry_needs_no_tim
 
     code = (
         "import sys, io\n"
-        "import cardinal.engine, cardinal.engine.model_catalog\n"
+        "import cardinal.engine, cardinal.engine.models.catalog\n"
         "assert 'torch' not in sys.modules, 'catalog imported torch'\n"
-        "from cardinal.engine.cli import main\n"
+        "from cardinal.engine.cli.main import main\n"
         "assert main(['models']) == 0\n"
-        "import cardinal.engine.models, cardinal.engine.classify\n"
+        "import cardinal.engine.models.registry, cardinal.engine.inference.classifier\n"
         "assert 'timm' not in sys.modules, 'timm imported before a timm model was built'\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -237,7 +237,7 @@ def test_catalog_needs_no_torch_and_listing_or_loading_the_registry_needs_no_tim
 
 
 def test_models_command_shows_family_size_top1_licence_and_non_commercial_notice(capsys):
-    from cardinal.engine.cli import main
+    from cardinal.engine.cli.main import main
 
     assert main(["models"]) == 0
     out = capsys.readouterr().out
@@ -248,7 +248,7 @@ def test_models_command_shows_family_size_top1_licence_and_non_commercial_notice
 
 
 def test_picking_a_non_commercial_model_in_the_cli_says_so(capsys, torch_home):
-    from cardinal.engine.cli import main
+    from cardinal.engine.cli.main import main
     from tests.conftest import closed_port
 
     code = main(["classify", str(torch_home), "--model", "resnext50_32x4d_ssl", "--mirror",

@@ -2,12 +2,13 @@
 
 import pytest
 
-from cardinal.engine.classify import Classifier
-from cardinal.engine.data import scan_dataset
-from cardinal.engine.evaluation import evaluate
-from cardinal.engine.models import load_model_file, random_model
+from cardinal.engine.data.datasets import scan_dataset
+from cardinal.engine.inference.classifier import Classifier
+from cardinal.engine.inference.evaluation import evaluate
+from cardinal.engine.models.registry import load_model_file, random_model
 from cardinal.engine.progress import run_to_end
-from cardinal.engine.training import Recipe, train
+from cardinal.engine.training.loop import train
+from cardinal.engine.training.recipe import Recipe
 from tests.conftest import make_shapes_folder, tiny_preprocess
 
 

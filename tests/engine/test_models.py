@@ -4,9 +4,9 @@ import pytest
 import torch
 from torchvision import models as tv
 
-from cardinal.engine.download import cache_path
 from cardinal.engine.errors import UnknownModel, WeightsError
-from cardinal.engine.models import (
+from cardinal.engine.models.download import cache_path
+from cardinal.engine.models.registry import (
     DEFAULT_MODEL,
     MODELS,
     get_spec,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cardinal.engine.errors import WeightsError
-from cardinal.engine.models import load_model_file, save_model
+from cardinal.engine.models.registry import load_model_file, save_model
 from tests.conftest import make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +89,7 @@ def test_untouched_description_still_loads(tmp_path):
 _UNDER_MEMORY_LIMIT = """
 import resource, sys
 from cardinal.engine.errors import WeightsError
-from cardinal.engine.models import load_model_file
+from cardinal.engine.models.registry import load_model_file
 
 def vm_size():
     with open("/proc/self/status") as status:

@@ -23,12 +23,15 @@ def test_no_engine_file_imports_qt_or_gui():
                 names = [node.module or ""]
             else:
                 continue
-            offenders += [f"{path.name}: {n}" for n in names if forbidden(n)]
+            offenders += [f"{path.relative_to(ENGINE)}: {n}" for n in names if forbidden(n)]
     assert offenders == []
 
 
 def test_importing_every_engine_module_loads_no_qt():
-    modules = sorted(f"cardinal.engine.{p.stem}" for p in ENGINE.glob("*.py") if p.stem != "__init__")
+    # Every module, sub-packages included (rglob): a module added to a new sub-package is checked too.
+    parts = [p.relative_to(ENGINE).with_suffix("").parts for p in ENGINE.rglob("*.py")]
+    modules = sorted(".".join(("cardinal", "engine", *(part[:-1] if part[-1] == "__init__" else part)))
+                     for part in parts if part != ("__init__",))
     code = (
         f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; "
         f"bad = [m for m in sys.modules if m.startswith({FORBIDDEN!r})]; print(bad); sys.exit(1 if bad else 0)"

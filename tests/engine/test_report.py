@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cardinal.engine.cli import main
-from cardinal.engine.data import scan_dataset
-from cardinal.engine.history import read_history
+from cardinal.engine.cli.main import main
+from cardinal.engine.data.datasets import scan_dataset
 from cardinal.engine.progress import run_to_end
-from cardinal.engine.report import REPORT_NAME
-from cardinal.engine.training import Recipe, train
-from cardinal.engine.training_events import ReportProgress
+from cardinal.engine.reports.report import ReportProgress
+from cardinal.engine.runs.history import read_history
+from cardinal.engine.runs.layout import REPORT_NAME
+from cardinal.engine.training.loop import train
+from cardinal.engine.training.recipe import Recipe
 from tests.conftest import make_shapes_folder, make_tiny_model
 
 MARKUP_CLASS = "<img src=x onerror=alert(1)>"  # a legal folder name
@@ -65,7 +66,7 @@ def page_of(folder) -> tuple[str, Page]:
 
 def test_a_run_ends_with_its_report_and_hands_over_the_evaluation(trained):
     _, result, events = trained
-    assert result.report_path.is_file() and result.evaluation is not None
+    assert result.paths.report.is_file() and result.evaluation is not None
     stages = {event.stage for event in events if isinstance(event, ReportProgress)}
     assert stages == {"evaluating", "explaining mistakes"}
     assert int(result.evaluation.confusion.sum()) == len(result.val_samples)
@@ -135,7 +136,7 @@ def run_cli(capsys, *argv):
 
 def test_evaluate_report_on_any_folder_has_no_run_parts(trained, capsys, tmp_path):
     data, result, _ = trained
-    code, out, err = run_cli(capsys, "evaluate", result.best_path, data, "--report", tmp_path / "pages",
+    code, out, err = run_cli(capsys, "evaluate", result.paths.best, data, "--report", tmp_path / "pages",
                              "--device", "cpu")
     assert code == 0, err
     text, page = page_of(tmp_path / "pages")
@@ -170,9 +171,9 @@ def test_evaluate_on_a_folder_without_a_model_says_so(capsys, tmp_path):
 def synthetic_page(confusion):
     import numpy as np
 
-    from cardinal.engine.evaluation import ClassMetrics, Evaluation
-    from cardinal.engine.report import ReportContent
-    from cardinal.engine.report_html import render_report
+    from cardinal.engine.inference.evaluation import ClassMetrics, Evaluation
+    from cardinal.engine.reports.html import render_report
+    from cardinal.engine.reports.report import ReportContent
 
     confusion = np.asarray(confusion)
     names = tuple(f"class {index}" for index in range(len(confusion)))
@@ -205,7 +206,7 @@ def test_too_many_classes_for_a_matrix_lists_the_most_frequent_confusions():
 
 
 def test_chart_ticks_of_close_losses_read_differently():
-    from cardinal.engine.report_svg import Series, line_chart
+    from cardinal.engine.reports.svg import Series, line_chart
 
     svg = line_chart("loss", [1, 2, 3], [Series("train", "#000", [1.0962, 1.0911, 1.0884])], y_label="loss")
     ticks = re.findall(r'class="tick" text-anchor="end">([^<]+)<', svg)
@@ -218,10 +219,10 @@ def test_chart_ticks_of_close_losses_read_differently():
 def test_a_class_with_no_evidence_is_said_so_not_drawn_as_a_cold_map(tmp_path):
     import torch
 
-    from cardinal.engine.classify import Classifier
-    from cardinal.engine.evaluation import Mistake
-    from cardinal.engine.report import picture_mistakes
-    from cardinal.engine.report_html import _mistake_card
+    from cardinal.engine.inference.classifier import Classifier
+    from cardinal.engine.inference.evaluation import Mistake
+    from cardinal.engine.reports.html import _mistake_card
+    from cardinal.engine.reports.report import picture_mistakes
     from tests.conftest import encode, random_picture
 
     model = make_tiny_model(("cat", "dog", "fish"))

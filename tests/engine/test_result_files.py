@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from cardinal.engine.classify import Prediction
-from cardinal.engine.result_files import ResultWriter, format_for
+from cardinal.engine.inference.classifier import Prediction
+from cardinal.engine.inference.result_files import ResultWriter, result_format_for
 
 TOP = (Prediction(2, "fish", 0.7), Prediction(0, "cat, tabby", 0.2))
 
@@ -53,6 +53,6 @@ def test_table_and_format_choice():
     escaped = io.StringIO()
     ResultWriter("table", escaped, printable=lambda text: str(text).replace("\n", "\\n")).write("a\nb.png", TOP)
     assert escaped.getvalue().splitlines()[0] == "a\\nb.png"  # a terminal-safe name, as the CLI asks
-    assert format_for("x/results.JSON") == "json" and format_for("results.csv") == "csv"
+    assert result_format_for("x/results.JSON") == "json" and result_format_for("results.csv") == "csv"
     with pytest.raises(ValueError):
         ResultWriter("xml", out)

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from cardinal.engine.data import scan_dataset
+from cardinal.engine.data.datasets import scan_dataset
+from cardinal.engine.errors import TrainingError
 from cardinal.engine.progress import run_to_end
-from cardinal.engine.run_folder import claim_run_folder
-from cardinal.engine.training import Recipe, TrainingError, train
+from cardinal.engine.runs.folder import claim_run_folder
+from cardinal.engine.training.loop import train
+from cardinal.engine.training.recipe import Recipe
 from tests.conftest import make_shapes_folder, make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +48,7 @@ def hold_lock_in_another_process(folder: Path) -> subprocess.Popen:
     code = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from cardinal.engine.run_folder import claim_run_folder
+        from cardinal.engine.runs.folder import claim_run_folder
         with claim_run_folder({str(folder)!r}, resume=False):
             print("held", flush=True)
             time.sleep(120)

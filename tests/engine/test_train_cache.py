@@ -7,11 +7,11 @@ import textwrap
 
 import torch
 
-from cardinal.engine.data import scan_dataset, train_val_split
-from cardinal.engine.device_images import device_pipeline_wanted
-from cardinal.engine.images import load_image
+from cardinal.engine.data.datasets import scan_dataset, train_val_split
+from cardinal.engine.data.device_images import device_pipeline_wanted
+from cardinal.engine.data.images import load_image
+from cardinal.engine.data.train_cache import TrainCache, augment_batch, device_augmentation, image_seed
 from cardinal.engine.progress import run_to_end
-from cardinal.engine.train_cache import TrainCache, augment_batch, device_augmentation, image_seed
 from tests.conftest import make_shapes_folder, make_tiny_model, run_python
 
 
@@ -89,9 +89,10 @@ opened = []
 sys.addaudithook(lambda event, args: event == "open" and str(args[0]).startswith(str(folder))
                  and opened.append(str(args[0])))
 from cardinal.engine.progress import run_to_end
-from cardinal.engine.data import scan_dataset
-from cardinal.engine.training import Recipe, train
-from cardinal.engine.weights import read_state_dict
+from cardinal.engine.data.datasets import scan_dataset
+from cardinal.engine.training.loop import train
+from cardinal.engine.training.recipe import Recipe
+from cardinal.engine.models.weights import read_state_dict
 from tests.conftest import make_tiny_model
 report = run_to_end(scan_dataset(folder))
 opened.clear()  # the scan reads every file; count what training reads

@@ -6,23 +6,16 @@ import subprocess
 import pytest
 import torch
 
-from cardinal.engine.classify import Classifier
-from cardinal.engine.data import scan_dataset
-from cardinal.engine.errors import Cancelled, CheckpointError
-from cardinal.engine.evaluation import evaluate
-from cardinal.engine.models import load_model_file
+from cardinal.engine.data.datasets import scan_dataset
+from cardinal.engine.errors import Cancelled, CheckpointError, TrainingError
+from cardinal.engine.inference.classifier import Classifier
+from cardinal.engine.inference.evaluation import evaluate
+from cardinal.engine.models.registry import load_model_file
 from cardinal.engine.progress import CancelToken, run_to_end
-from cardinal.engine.training import (
-    BatchEnd,
-    EpochEnd,
-    FeatureProgress,
-    Notice,
-    Recipe,
-    StopReason,
-    TrainingError,
-    train,
-)
-from cardinal.engine.training_modes import FastMode
+from cardinal.engine.training.events import BatchEnd, EpochEnd, FeatureProgress, Notice, StopReason
+from cardinal.engine.training.loop import train
+from cardinal.engine.training.modes import FastMode
+from cardinal.engine.training.recipe import Recipe
 from tests.conftest import make_shapes_folder, make_tiny_model
 
 FAST = Recipe(mode="fast", epochs=12, batch_size=16, lr=0.05, patience=None)

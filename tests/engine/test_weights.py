@@ -9,10 +9,10 @@ import warnings
 import pytest
 import torch
 
-from cardinal.engine.download import cache_path, download, mirrored_url, resolve_pretrained
 from cardinal.engine.errors import Cancelled, WeightsError, WeightsUnavailable
+from cardinal.engine.models.download import cache_path, download, mirrored_url, resolve_pretrained
+from cardinal.engine.models.weights import apply_state_dict, read_state_dict
 from cardinal.engine.progress import CancelToken
-from cardinal.engine.weights import apply_state_dict, read_state_dict
 from tests.conftest import closed_port, make_tiny_model
 
 

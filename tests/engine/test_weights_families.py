@@ -8,10 +8,10 @@ import threading
 
 import pytest
 
-from cardinal.engine.download import SHA256_HEADER, cache_path, resolve_pretrained
 from cardinal.engine.errors import WeightsError, WeightsUnavailable
-from cardinal.engine.model_catalog import CATALOG
-from cardinal.engine.models import load_pretrained, weights_on_disk
+from cardinal.engine.models.catalog import CATALOG
+from cardinal.engine.models.download import SHA256_HEADER, cache_path, resolve_pretrained
+from cardinal.engine.models.registry import load_pretrained, weights_on_disk
 from tests.conftest import _Handler, closed_port
 
 ONE_PER_FAMILY = ["resnext101_32x8d_wsl", "resnext50_32x4d_swsl", "resnext50_32x4d_ssl", "resnest50d"]

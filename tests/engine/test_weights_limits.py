@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from cardinal.engine.download import cache_path, download
 from cardinal.engine.errors import WeightsUnavailable
-from cardinal.engine.models import get_spec, load_pretrained
+from cardinal.engine.models.download import cache_path, download
+from cardinal.engine.models.registry import get_spec, load_pretrained
 
 _PIECE = b"\0" * (64 * 1024)
 _SERVER_CAP = 256 << 20  # the endless stream still stops by itself, so a broken client cannot hang the test
@@ -79,7 +79,7 @@ def test_endless_stream_is_cut_off_just_past_the_expected_size(hostile, tmp_path
 
 
 def test_endless_stream_without_an_expected_size_stops_at_the_ceiling(hostile, tmp_path, monkeypatch):
-    monkeypatch.setattr("cardinal.engine.download.MAX_DOWNLOAD_BYTES", 3 << 20)
+    monkeypatch.setattr("cardinal.engine.models.download.MAX_DOWNLOAD_BYTES", 3 << 20)
     with pytest.raises(WeightsUnavailable, match="sent more than"):
         download(f"{hostile.base}/endless-0123abcd.pth", tmp_path / "w-0123abcd.pth")
     assert leftovers(tmp_path) == []

@@ -7,7 +7,7 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
-from cardinal.engine.models import save_model
+from cardinal.engine.models.registry import save_model
 from cardinal.gui.main_window import MainWindow
 from cardinal.gui.settings import Settings
 from cardinal.gui.workers import ModelRequest

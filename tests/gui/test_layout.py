@@ -4,7 +4,7 @@ import itertools
 
 from PySide6.QtWidgets import QApplication
 
-from cardinal.engine.models import save_model
+from cardinal.engine.models.registry import save_model
 from tests.conftest import make_tiny_model
 from tests.gui.conftest import drop, wait_classified
 

@@ -3,7 +3,7 @@
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel
 
-from cardinal.engine.models import save_model
+from cardinal.engine.models.registry import save_model
 from cardinal.gui.text import escaped, tooltip
 from tests.conftest import encode, make_tiny_model, random_picture
 from tests.gui.conftest import drop, wait_classified

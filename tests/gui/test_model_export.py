@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cardinal.engine.export import description_path
+from cardinal.engine.export.formats import description_path
 
 
 def test_export_model_writes_a_checked_file_while_the_window_stays_responsive(qtbot, make_window, model_files,

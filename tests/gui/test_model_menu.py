@@ -3,8 +3,8 @@ weights on this computer marked once known; a non-commercial licence said where 
 
 import torch
 
-from cardinal.engine.download import cache_path
-from cardinal.engine.model_catalog import CATALOG
+from cardinal.engine.models.catalog import CATALOG
+from cardinal.engine.models.download import cache_path
 from cardinal.gui.main_window import MainWindow
 from cardinal.gui.workers import ModelRequest
 from tests.conftest import run_python
@@ -49,7 +49,7 @@ def test_every_model_shows_family_size_top1_licence_and_whether_it_is_here(make_
 
 
 def test_picking_a_non_commercial_model_says_so(qtbot, settings, torch_home):
-    from cardinal.engine.models import random_model
+    from cardinal.engine.models.registry import random_model
 
     entry = CATALOG["resnext50_32x4d_ssl"]
     path = cache_path(entry.weights_url, entry.weights_file)

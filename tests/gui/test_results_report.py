@@ -2,9 +2,11 @@ import pytest
 from PySide6.QtCore import QObject, Qt, QUrl, Slot
 from PySide6.QtGui import QDesktopServices
 
-from cardinal.engine.data import scan_dataset
+from cardinal.engine.data.datasets import scan_dataset
 from cardinal.engine.progress import CancelToken, run_to_end
-from cardinal.engine.training import EpochEnd, Recipe, train
+from cardinal.engine.training.events import EpochEnd
+from cardinal.engine.training.loop import train
+from cardinal.engine.training.recipe import Recipe
 from cardinal.gui.wizard.wizard import FineTuneWizard
 from tests.conftest import make_shapes_folder, make_tiny_model
 
@@ -67,15 +69,15 @@ def test_open_report_opens_the_runs_page_in_the_browser(qtbot, tmp_path, browser
 
 def test_a_cancelled_run_gets_its_report_from_the_results_page(qtbot, tmp_path, browser):
     report, result = run(tmp_path, cancel_after=1)
-    assert result.stopped == "cancelled" and not result.report_path.exists()
+    assert result.stopped == "cancelled" and not result.paths.report.exists()
     page = results_page(qtbot, report, result)
-    assert result.report_path.is_file() and page.report_button.isEnabled()
-    assert "loss-chart" in result.report_path.read_text(encoding="utf-8")
+    assert result.paths.report.is_file() and page.report_button.isEnabled()
+    assert "loss-chart" in result.paths.report.read_text(encoding="utf-8")
 
 
 def test_open_report_says_why_it_is_disabled(qtbot, tmp_path, browser):
     report, result = run(tmp_path)
-    result.report_path.unlink()
+    result.paths.report.unlink()
     page = results_page(qtbot, report, result)
     assert not page.report_button.isEnabled()
     assert "report.html is missing" in page.report_button.toolTip()
@@ -86,8 +88,8 @@ def test_open_report_says_why_it_is_disabled(qtbot, tmp_path, browser):
 def test_mistakes_window_says_when_a_class_has_no_evidence(qtbot, tmp_path):
     import torch
 
-    from cardinal.engine.classify import Classifier
-    from cardinal.engine.evaluation import Mistake
+    from cardinal.engine.inference.classifier import Classifier
+    from cardinal.engine.inference.evaluation import Mistake
     from cardinal.gui.wizard.results_page import MistakesDialog
     from tests.conftest import encode, random_picture
 

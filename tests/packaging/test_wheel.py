@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cardinal.engine.models import save_model
+from cardinal.engine.models.registry import save_model
 from tests.conftest import encode, make_tiny_model, random_picture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def test_wheel_holds_one_import_package_with_its_assets_and_no_tests(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top_level == {"cardinal"}
-    for shipped in ("cardinal/assets/cardinal.png", "cardinal/assets/sample.jpg", "cardinal/engine/models.py",
+    for shipped in ("cardinal/assets/cardinal.png", "cardinal/assets/sample.jpg", "cardinal/engine/models/registry.py",
                     "cardinal/gui/main_window.py", "cardinal/gui/wizard/wizard.py", "cardinal/gui/widgets/charts.py"):
         assert shipped in names
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc") or "/tests/" in name

@@ -1,0 +1,319 @@
+"""`cardinal train` and `cardinal evaluate`: fine-tune on a folder and measure a model on one.
+
+The run folder is claimed (locked, checked) before the scan, so a wrong `--out` or `--device` is said at
+once rather than after minutes of work; Ctrl-C ends training after the batch in hand and keeps best/last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+from typing import TextIO
+
+from cardinal.engine.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
+from cardinal.engine.cli.terminal import advance, cancel_on_interrupt, download_progress, printable, progress_bar
+from cardinal.engine.errors import CardinalError, TrainingError, short_list
+from cardinal.engine.progress import CancelToken, run_to_end
+
+
+def add_training_parsers(commands, models, default_model: str, precisions) -> None:
+    """The `train` and `evaluate` sub-commands, their choices taken from the engine's own lists."""
+    from cardinal.engine.cli.common import positive
+    from cardinal.engine.training.recipe import AUGMENTATIONS, MODES, OPTIMIZERS, TRAINABLE_FROM, Recipe
+
+    defaults = Recipe()
+    train = commands.add_parser("train", help="fine-tune on a folder with one sub-folder per class")
+    train.add_argument("folder", type=Path, metavar="FOLDER", help="one sub-folder per class (or train/ + val/)")
+    train.add_argument("--out", type=Path, required=True, metavar="DIR", help="where checkpoints and models go")
+    train.add_argument("--mode", choices=MODES, default=defaults.mode,
+                       help="fast: train the head on cached features; full: fine-tune the network")
+    train.add_argument("--model", choices=list(models), default=default_model, help="architecture")
+    train.add_argument("--base", default="imagenet", metavar="imagenet|scratch|FILE",
+                       help="start from ImageNet weights, random weights, or a saved model")
+    train.add_argument("--epochs", type=positive, default=defaults.epochs)
+    train.add_argument("--batch-size", type=positive, default=defaults.batch_size)
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default depends on mode)")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
+    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    train.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
+    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    train.add_argument("--augment", choices=AUGMENTATIONS, default=defaults.augmentation)
+    train.add_argument("--class-weighted", action="store_true", help="weight the loss against class imbalance")
+    train.add_argument("--train-from", choices=TRAINABLE_FROM, default=defaults.trainable_from,
+                       help="full mode: fine-tune from this stage on (earlier stages stay frozen)")
+    train.add_argument("--patience", type=int, default=defaults.patience, help="early stopping; 0 turns it off")
+    train.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
+    train.add_argument("--image-size", type=int, default=None, metavar="PX",
+                       help="train at this crop size, e.g. 128 for icons, tiles or small scans: several times "
+                            "faster than 224; the model keeps it for classify/evaluate/export (default: the "
+                            "model's own, 224 for the ImageNet models)")
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--workers", type=int, default=None, help="data loading processes")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--precision", choices=list(precisions), default="auto")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    train.add_argument("--mirror", metavar="URL", help="download ImageNet weights from this mirror")
+
+    evaluate = commands.add_parser("evaluate", help="accuracy, per-class metrics and mistakes on a labelled folder")
+    evaluate.add_argument("model", type=Path, metavar="MODEL",
+                          help="a model saved by Cardinal (.safetensors), or a training run's folder (its best model)")
+    evaluate.add_argument("folder", type=Path, metavar="FOLDER", help="one sub-folder per class (or train/ + val/)")
+    evaluate.add_argument("--report", type=Path, metavar="DIR",
+                          help="also write report.html here: metrics, confusion matrix, worst mistakes with Grad-CAM")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--precision", choices=list(precisions), default="auto")
+
+
+def _recipe(args: argparse.Namespace):
+    from cardinal.engine.cli.common import UsageError
+    from cardinal.engine.training.recipe import Recipe
+
+    try:
+        return Recipe(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
+                      lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                      label_smoothing=args.label_smoothing, augmentation=args.augment,
+                      class_weighted=args.class_weighted, trainable_from=args.train_from,
+                      patience=None if args.patience == 0 else args.patience, precision=args.precision,
+                      seed=args.seed, val_fraction=args.val_fraction, num_workers=args.workers,
+                      image_size=args.image_size)
+    except TrainingError as error:
+        raise UsageError(str(error)) from None
+
+
+def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`cardinal train`: check the folder, fine-tune, save best/last, print the validation report.
+
+    Started by torchrun as one of several processes, it trains data-parallel (engine.training.distributed): rank 0
+    scans, prints, writes and evaluates; the other ranks train their share and print nothing but errors.
+    """
+    from cardinal.engine.cli.common import UsageError, check_device
+    from cardinal.engine.training.distributed import start_team
+
+    recipe = _recipe(args)
+    check_device(args.device, args.precision)
+    try:
+        team = start_team(args.device)
+    except CardinalError as error:
+        raise UsageError(str(error)) from None
+    if team is None:
+        return _train(args, recipe, out, err, None)
+    try:
+        quiet = _Discard()
+        return _train(args, recipe, out if team.is_main else quiet, err, team, err if team.is_main else quiet)
+    finally:
+        team.close()
+
+
+def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, chatter: TextIO | None = None) -> int:
+    """Train as one process or as one rank of a team; `chatter` takes progress bars and notes (default `err`)."""
+    from cardinal.engine.runs.folder import claim_run_folder
+    from cardinal.engine.training.events import StopReason
+    from cardinal.engine.training.loop import train
+
+    chatter = err if chatter is None else chatter
+    token = CancelToken()
+
+    def claim():
+        return claim_run_folder(args.out, resume=args.resume)
+
+    def scan_and_report():
+        if args.resume:
+            _check_resume_early(args)
+        report = _scan(args.folder, chatter, token)
+        _print_report(report, out)
+        return report
+
+    with claim() if team is None else team.main_only(claim), cancel_on_interrupt(token, chatter, "after this batch"):
+        report = scan_and_report() if team is None else team.from_main(scan_and_report)
+        if not report.ok:
+            if team is None or team.is_main:
+                err.write(f"error: {printable(report.root)} cannot be used for training: fix the problems above\n")
+            return EXIT_SOME_FAILED
+        base = (_base_model(args, chatter, token) if team is None else
+                team.main_first(lambda: _base_model(args, chatter, token)))
+        show = _TrainingPrinter(out, chatter)
+        try:
+            result = run_to_end(train(report, base, recipe, args.out, device=args.device, cancel=token,
+                                      resume=args.resume, team=team), show)
+        finally:
+            show.close()
+    if team is not None and not team.is_main:  # rank 0 reports and evaluates for the team
+        return EXIT_INTERRUPTED if result.stopped is StopReason.CANCELLED else EXIT_OK
+    out.write(f"Training {result.stopped.sentence} after {result.epochs_run} epochs; best validation accuracy "
+              f"{result.best_val_accuracy:.2%} (epoch {result.best_epoch})\n")
+    out.write(f"saved {printable(result.paths.best)} (best) and {printable(result.paths.last)} "
+              f"(last); history in {printable(result.paths.history)}\n")
+    if result.stopped is StopReason.CANCELLED:
+        out.write(f"Continue it with: cardinal train {printable(args.folder)} --out {printable(args.out)} --resume\n")
+        return EXIT_INTERRUPTED
+    if result.evaluation is None:  # stopped while evaluating for the report (a note said so)
+        return EXIT_INTERRUPTED
+    if result.paths.report.is_file():
+        out.write(f"report: {printable(result.paths.report)}\n")
+    out.write(f"\n{result.evaluation.format_report()}\n")
+    return EXIT_SOME_FAILED if result.evaluation.unreadable else EXIT_OK
+
+
+class _Discard(io.TextIOBase):
+    """Where a non-main rank's output goes: rank 0 speaks for the team."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def _check_resume_early(args: argparse.Namespace) -> None:
+    """Before any scan: the checkpoint is Cardinal's and fits the chosen mode and model."""
+    from cardinal.engine.runs.state import check_resumable, load_run_state
+
+    state = load_run_state(Path(args.out))
+    check_resumable(state, mode=args.mode, architecture=args.model if args.base in ("imagenet", "scratch") else None,
+                    image_size=args.image_size)
+
+
+class _TrainingPrinter:
+    """Turns training events into progress bars (on a terminal) and one line per epoch."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out, self.err = out, err
+        self.bar = None
+        self.label = ""
+
+    def _bar(self, label: str, total: int, unit: str):
+        if self.bar is None or self.label != label:
+            self.close()
+            self.bar, self.label = progress_bar(self.err, label, total, unit=unit), label
+        return self.bar
+
+    def close(self) -> None:
+        """Clear the bar in hand, if any."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __call__(self, event) -> None:
+        from cardinal.engine.reports.report import ReportProgress
+        from cardinal.engine.training.events import BatchEnd, EpochEnd, FeatureProgress, Notice
+
+        if isinstance(event, FeatureProgress):
+            advance(self._bar("Computing features", event.total, "img"), event.done)
+        elif isinstance(event, BatchEnd):
+            advance(self._bar(f"Epoch {event.epoch}", event.batches, "batch"), event.batch, event.batches)
+        elif isinstance(event, ReportProgress):
+            advance(self._bar(event.stage.capitalize(), event.total, "img"), event.done)
+        elif isinstance(event, EpochEnd):
+            self.close()
+            self.out.write(f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f} "
+                           f"acc {event.train_accuracy:.2%} | val loss {event.val_loss:.4f} "
+                           f"acc {event.val_accuracy:.2%} | {event.images_per_second:.1f} img/s"
+                           f"{'  *best' if event.improved else ''}\n")
+            self.out.flush()
+        elif isinstance(event, Notice):
+            self.close()
+            self.err.write(f"note: {printable(event.message)}\n")
+
+
+def _scan(folder: Path, err: TextIO, cancel: CancelToken):
+    from cardinal.engine.data.datasets import scan_dataset
+
+    with progress_bar(err, "Checking images", unit="file") as bar:
+        return run_to_end(scan_dataset(folder, cancel=cancel), lambda event: advance(bar, event.done, event.total))
+
+
+def _print_report(report, out: TextIO) -> None:
+    out.write(f"{printable(report.root)}: {len(report.class_names)} classes\n")
+    val_counts = report.counts("val") if report.val is not None else None
+    for name, count in report.counts().items():
+        extra = f" (+{val_counts[name]} validation)" if val_counts is not None else ""
+        out.write(f"  {printable(name)}: {count} images{extra}\n")
+    for path, reason in report.unreadable:
+        out.write(f"  skipped {printable(path)}: {printable(reason)}\n")
+    for warning in report.warnings:
+        out.write(f"warning: {printable(warning)}\n")
+    for error in report.problems:
+        out.write(f"error: {printable(error)}\n")
+
+
+def _base_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken):
+    from cardinal.engine.training.starting_point import load_base_model
+
+    kind = args.base if args.base in ("imagenet", "scratch") else "file"
+    with download_progress(err) as progress:
+        return load_base_model(kind, architecture=args.model, path=args.base, mirror=args.mirror, seed=args.seed,
+                               progress=progress, cancel=cancel)
+
+
+def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`cardinal evaluate MODEL FOLDER [--report DIR]`: a saved model's (or a run's best model's) metrics on a
+    labelled folder, and optionally the report page."""
+    from cardinal.engine.cli.common import check_device
+    from cardinal.engine.models.registry import load_model_file
+
+    check_device(args.device, args.precision)
+    model_file, run_folder = _model_file(args.model)
+    token = CancelToken()
+    with cancel_on_interrupt(token, err, "after this batch"):
+        model = load_model_file(model_file)
+        report = _scan(args.folder, err, token)
+        unknown = [name for name in report.class_names if name not in model.class_names]
+        if unknown:
+            raise CardinalError(
+                f"{args.folder} has classes the model does not know: {short_list(unknown)}; the model's "
+                f"{len(model.class_names)} classes are: {short_list(model.class_names)}"
+            )
+        remap = [model.class_names.index(name) for name in report.class_names]
+        own_split = report.val is not None
+        samples = [(path, remap[label]) for path, label in (report.val if own_split else report.train)]
+        for path, reason in report.unreadable:
+            err.write(f"error: {printable(path)}: {printable(reason)}\n")
+        evaluated = (f"the {len(samples)} images of the validation folder of {report.root}" if own_split
+                     else f"all {len(samples)} images of {report.root}")
+        if _trained_on(model, args.folder) and not own_split:
+            caveat = "the folder this model was trained on; most of its images were seen in training, so these " \
+                     "numbers are optimistic"
+            err.write(f"note: {printable(args.folder)} is {caveat}\n")
+            evaluated += f", {caveat}"  # the report says it too
+        code = _evaluate_and_print(model, samples, args.device, args.precision, out, err, token,
+                                   report_dir=args.report, dataset=report, run_folder=run_folder, evaluated=evaluated)
+    return EXIT_SOME_FAILED if report.unreadable else code
+
+
+def _model_file(path: Path) -> tuple[Path, Path | None]:
+    """The model file MODEL names and, when MODEL is a training run's folder, that folder (its best model)."""
+    from cardinal.engine.runs.layout import RunPaths
+
+    if not path.is_dir():
+        return path, None
+    best = RunPaths(path).best
+    if not best.is_file():
+        raise CardinalError(f"{path} is a folder with no model in it ({best.name} is missing): give a model file "
+                            "(.safetensors) or the folder of a training run that finished at least one epoch")
+    return best, path
+
+
+def _trained_on(model, folder: Path) -> bool:
+    """Whether the model's description says it was trained on `folder`."""
+    dataset = (model.description.get("provenance") or {}).get("dataset")
+    try:
+        return isinstance(dataset, str) and Path(dataset).resolve() == Path(folder).resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def _evaluate_and_print(model, samples, device: str, precision: str, out: TextIO, err: TextIO,
+                        cancel: CancelToken, *, report_dir: Path | None = None, **report) -> int:
+    from cardinal.engine.inference.classifier import Classifier
+    from cardinal.engine.reports.report import evaluate_for_report, write_evaluation_report
+
+    classifier = Classifier(model, device=device, precision=precision)
+    show = _TrainingPrinter(out, err)
+    try:
+        evaluation = run_to_end(evaluate_for_report(classifier, samples, cancel=cancel), show)
+        out.write(evaluation.format_report() + "\n")
+        if report_dir is not None:
+            writing = write_evaluation_report(classifier, evaluation, report_dir, cancel=cancel, **report)
+            path = run_to_end(writing, show)
+            out.write(f"report: {printable(path)}\n")
+    finally:
+        show.close()
+    return EXIT_SOME_FAILED if evaluation.unreadable else EXIT_OK

@@ -1,0 +1,241 @@
+"""Datasets from a folder of class sub-folders: scan and check, split, and torch datasets over them."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cardinal.engine.data.images import IMAGE_SUFFIXES, load_image, open_image_file, walk_files
+from cardinal.engine.durable import sha256_of
+from cardinal.engine.errors import DatasetError, ImageLoadError
+from cardinal.engine.progress import CancelToken
+
+MIN_IMAGES_PER_CLASS = 5
+IMBALANCE_WARNING = 10.0
+MIN_VAL_IMAGES = 20
+SPLIT_NAMES = (("train", "val"), ("train", "validation"), ("train", "valid"))
+
+
+Sample = tuple[Path, int]
+
+
+@dataclass(frozen=True)
+class ScanProgress:
+    """One more file checked."""
+
+    done: int
+    total: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class DatasetScan:
+    """What a scan found: classes, readable samples, every unreadable file and every problem."""
+
+    root: Path
+    class_names: tuple[str, ...]
+    train: tuple[Sample, ...]
+    val: tuple[Sample, ...] | None  # the folder's own split, if it has one
+    unreadable: tuple[tuple[Path, str], ...]
+    problems: tuple[str, ...]  # what blocks training, in words
+    warnings: tuple[str, ...]
+    duplicates: tuple[tuple[Path, Path], ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def counts(self, split: str = "train") -> dict[str, int]:
+        """Readable images per class in a split ('train' or 'val')."""
+        samples = self.train if split == "train" else (self.val or ())
+        counter = Counter(label for _, label in samples)
+        return {name: counter.get(index, 0) for index, name in enumerate(self.class_names)}
+
+    def raise_for_problems(self) -> None:
+        if self.problems:
+            raise DatasetError(f"{self.root} cannot be used for training:\n- " + "\n- ".join(self.problems))
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _files(folder: Path, cancel: CancelToken | None) -> list[Path]:
+    # Every non-folder, FIFOs and devices included: the scan lists them with the loader's reason.
+    found: list[Path] = []
+    for path in walk_files(folder):
+        if cancel is not None and len(found) % 1000 == 0:  # listing a huge folder can take a while too
+            cancel.raise_if_cancelled("the scan")
+        found.append(path)
+    return found
+
+
+def detect_layout(root: Path) -> tuple[Path, Path | None]:
+    """The train folder and, when the folder is already split (train/ + val/), the validation folder."""
+    for train_name, val_name in SPLIT_NAMES:
+        if (root / train_name).is_dir() and (root / val_name).is_dir():
+            return root / train_name, root / val_name
+    return root, None
+
+
+def scan_dataset(
+    root: str | Path,
+    *,
+    min_per_class: int = MIN_IMAGES_PER_CLASS,
+    val_fraction: float = 0.2,
+    cancel: CancelToken | None = None,
+) -> Generator[ScanProgress, None, DatasetScan]:
+    """Check every file of an ImageFolder-style folder, yielding progress; returns the report.
+
+    Every file that cannot be used is listed with its reason; nothing is dropped silently.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder; choose a folder with one sub-folder per class")
+    train_dir, val_dir = detect_layout(root)
+    class_dirs = _class_folders(train_dir)
+    class_names = tuple(d.name for d in class_dirs)
+    errors: list[str] = []
+    warnings: list[str] = []
+    if len(class_dirs) < 2:
+        raise DatasetError(
+            f"{train_dir} has {len(class_dirs)} class sub-folder(s); put each class's images in its own "
+            "sub-folder (e.g. cats/, dogs/), at least two classes"
+        )
+    jobs: list[tuple[str, Path, int]] = []
+    for index, folder in enumerate(class_dirs):
+        jobs += [("train", path, index) for path in _files(folder, cancel)]
+    if val_dir is not None:
+        val_classes = {d.name: d for d in _class_folders(val_dir)}
+        for name in sorted(set(val_classes) - set(class_names)):
+            errors.append(f"class '{name}' is in {val_dir.name}/ but not in {train_dir.name}/")
+        for index, name in enumerate(class_names):
+            if name in val_classes:
+                jobs += [("val", path, index) for path in _files(val_classes[name], cancel)]
+            else:
+                warnings.append(f"class '{name}' has no {val_dir.name}/ folder: it will not be validated")
+
+    samples: dict[str, list[Sample]] = {"train": [], "val": []}
+    failures: list[tuple[Path, str]] = []
+    digests: dict[str, tuple[Path, int]] = {}
+    duplicates: list[tuple[Path, Path]] = []
+    for done, (split, path, label) in enumerate(jobs, start=1):
+        if cancel is not None:
+            cancel.raise_if_cancelled("the scan")
+        reason, digest = _check_file(path)
+        if digest is not None:
+            seen = digests.get(digest)
+            if seen is not None and seen[1] != label:
+                duplicates.append((seen[0], path))
+            digests.setdefault(digest, (path, label))
+            samples[split].append((path, label))
+        else:
+            failures.append((path, reason))
+        yield ScanProgress(done, len(jobs), path)
+
+    train_counts = Counter(label for _, label in samples["train"])
+    for index, name in enumerate(class_names):
+        count = train_counts.get(index, 0)
+        if count == 0:
+            errors.append(f"class '{name}' has no readable images")
+        elif count < min_per_class:
+            errors.append(f"class '{name}' has only {count} readable image(s); add at least {min_per_class}")
+    present = [count for count in train_counts.values() if count > 0]
+    if present and max(present) > IMBALANCE_WARNING * min(present):
+        largest = class_names[max(train_counts, key=train_counts.get)]
+        smallest = class_names[min(train_counts, key=train_counts.get)]
+        warnings.append(
+            f"classes are imbalanced {max(present)}:{min(present)} ('{largest}' vs '{smallest}'); "
+            "consider the class-weighted loss or adding images to small classes"
+        )
+    val_size = len(samples["val"]) if val_dir is not None else _expected_val_size(train_counts, val_fraction)
+    if val_size < MIN_VAL_IMAGES:
+        warnings.append(
+            f"the validation set has only {val_size} images: its accuracy will be a rough estimate "
+            f"(aim for {MIN_VAL_IMAGES} or more)"
+        )
+    if duplicates:
+        shown = "; ".join(f"{a.parent.name}/{a.name} = {b.parent.name}/{b.name}" for a, b in duplicates[:3])
+        more = f" and {len(duplicates) - 3} more" if len(duplicates) > 3 else ""
+        warnings.append(f"{len(duplicates)} identical file(s) appear in different classes: {shown}{more}")
+    if failures:
+        warnings.append(f"{len(failures)} file(s) cannot be read and will be skipped (listed with reasons)")
+    return DatasetScan(
+        root=root,
+        class_names=class_names,
+        train=tuple(samples["train"]),
+        val=tuple(samples["val"]) if val_dir is not None else None,
+        unreadable=tuple(failures),
+        problems=tuple(errors),
+        warnings=tuple(warnings),
+        duplicates=tuple(duplicates),
+    )
+
+
+def _check_file(path: Path) -> tuple[str | None, str | None]:
+    """Why `path` cannot be trained on (None if it can), and else its SHA-256 for duplicate detection."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not an image file type ({path.suffix or 'no extension'})", None
+    try:
+        load_image(path, draft_size=64)
+        return None, _sha256(path)
+    except ImageLoadError as error:
+        return error.reason, None
+    except OSError as error:
+        return f"cannot read file ({error.strerror or error})", None
+
+
+def _sha256(path: Path) -> str:
+    with open_image_file(path) as file:  # the loader's own checks (regular file, size) before a byte is read
+        return sha256_of(file)
+
+
+def _expected_val_size(counts: Counter, val_fraction: float) -> int:
+    return sum(_val_count(n, val_fraction) for n in counts.values())
+
+
+def _val_count(n: int, val_fraction: float) -> int:
+    return 0 if n < 2 else min(n - 1, max(1, round(n * val_fraction)))
+
+
+def split_samples(samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
+    """Stratified, seeded train/validation split: each class keeps its share in both parts."""
+    by_class: dict[int, list[Path]] = defaultdict(list)
+    for path, label in samples:
+        by_class[label].append(path)
+    rng = random.Random(seed)
+    train: list[Sample] = []
+    val: list[Sample] = []
+    for label in sorted(by_class):
+        paths = sorted(by_class[label])
+        rng.shuffle(paths)
+        count = _val_count(len(paths), val_fraction)
+        val += [(p, label) for p in paths[:count]]
+        train += [(p, label) for p in paths[count:]]
+    return train, val
+
+
+def train_val_split(report: DatasetScan, val_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
+    """The folder's own split if it has one, else a stratified seeded split of its images."""
+    if report.val is not None:
+        return list(report.train), list(report.val)
+    return split_samples(report.train, val_fraction, seed)
+
+
+class ImageDataset:
+    """A torch-style dataset of (path, label) samples decoded by the one image loader."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable, draft_size: int | None = None) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+        self.draft_size = draft_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return self.transform(load_image(path, draft_size=self.draft_size)), label

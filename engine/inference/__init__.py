@@ -1,0 +1,1 @@
+"""Inference: device and precision, the classifier, Grad-CAM, evaluation on labelled images, result files."""

@@ -1,0 +1,208 @@
+"""Read weights files safely and apply them to a network (downloading lives in `engine.models.download`).
+
+Nothing here ever unpickles arbitrary objects: `.pth`/`.pt` files load with `weights_only=True` and a
+file that needs more is refused.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import pickletools
+import re
+import warnings
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from cardinal.engine.errors import WeightsError
+
+# Callables a torch.save file legitimately names; any other would run when the file is unpickled.
+_SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode")
+_SCAN_LIMIT = 64 << 20
+
+StateDict = dict[str, torch.Tensor]
+
+
+def read_state_dict(path: str | Path) -> StateDict:
+    """Read tensors from a `.safetensors` or `.pth`/`.pt` file, refusing anything that needs unpickling."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(path, "file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        raw = _read_safetensors(path)
+    elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        raw = read_torch_file(path)
+    else:
+        raise WeightsError(path, "unknown weights format; Cardinal opens .safetensors, .pth and .pt files")
+    state_dict = _unwrap(raw, path)
+    check_finite(state_dict, path)
+    return state_dict
+
+
+def _read_safetensors(path: Path) -> Mapping[str, object]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise WeightsError(path, f"not a valid safetensors file, or damaged ({error})") from None
+
+
+def read_torch_file(path: Path) -> object:
+    """What a `torch.save` file holds, loaded without running code; `WeightsError` says why it is refused."""
+    try:
+        with warnings.catch_warnings():
+            # torch warns about protocol-4 pickles on stderr before refusing them; the refusal says it all.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise _pickle_refusal(path, str(error)) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as error:
+        raise WeightsError(path, f"not a PyTorch weights file, or damaged/truncated ({error})") from None
+
+
+def _pickle_refusal(path: Path, message: str) -> WeightsError:
+    """Why the safe loader refused `path`, in words: code it would run, a pickle it cannot check, or damage."""
+    named = re.search(r"GLOBAL ([\w.]+)", message)  # torch's wording varies between versions
+    scanned = None if named else _scan_pickle(path)
+    culprit = named.group(1) if named else None
+    if culprit is None and scanned is not None:
+        culprit = next((name for name in scanned[1] if not name.startswith(_SAFE_GLOBALS)), None)
+    if culprit is not None:
+        return WeightsError(
+            path,
+            f"refused: opening this file would run Python code ({culprit}), not just read tensors. "
+            "Cardinal never opens such files; re-save the model's state_dict (ideally as .safetensors) "
+            "from a trusted environment.",
+        )
+    if scanned is not None and scanned[0] > 2:
+        return WeightsError(
+            path,
+            f"refused: it is a raw pickle (pickle protocol {scanned[0]}) that Cardinal's safe loader cannot "
+            "check, and opening it fully could run code. Re-save the state_dict with torch.save, or as "
+            ".safetensors.",
+        )
+    return WeightsError(path, "not a PyTorch weights file, or damaged/truncated")
+
+
+def _scan_pickle(path: Path) -> tuple[int, list[str]] | None:
+    """Statically list the pickle protocol and the callables named in `path` (nothing runs); None if no pickle."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                member = next((i for i in archive.infolist() if i.filename.endswith("data.pkl")), None)
+                if member is None or member.file_size > _SCAN_LIMIT:
+                    return None
+                data = archive.read(member)
+        else:
+            with open(path, "rb") as source:
+                data = source.read(_SCAN_LIMIT)
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+        return None
+    stream = io.BytesIO(data)
+    protocol, names, parsed = 0, [], 0
+    while stream.tell() < len(data) and parsed < 8:  # the legacy format is several pickles in a row
+        try:
+            protocol = max(protocol, _globals_of_one_pickle(stream, names))
+        except (ValueError, EOFError):
+            break
+        parsed += 1
+    return (protocol, names) if parsed else None
+
+
+def _globals_of_one_pickle(stream: io.BytesIO, names: list[str]) -> int:
+    protocol, memo, recent = 0, {}, [None, None]
+    for opcode, arg, _ in pickletools.genops(stream):
+        kind = opcode.name
+        if kind == "PROTO":
+            protocol = arg
+        elif kind in ("GLOBAL", "INST"):
+            names.append(arg.replace(" ", "."))
+        elif kind == "STACK_GLOBAL" and all(isinstance(part, str) for part in recent):
+            names.append(f"{recent[0]}.{recent[1]}")
+        elif kind == "MEMOIZE":
+            memo[len(memo)] = recent[1]
+        elif kind in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = recent[1]
+        elif kind in ("GET", "BINGET", "LONG_BINGET"):
+            recent = [recent[1], memo.get(arg)]
+        elif opcode.stack_after:
+            recent = [recent[1], arg if isinstance(arg, str) else None]
+    return protocol
+
+
+def _unwrap(raw: object, path: Path) -> StateDict:
+    """Accept a bare state dict or the usual training wrappers ({'state_dict': ...}, {'model': ...})."""
+    candidate = raw
+    if isinstance(candidate, Mapping) and not _all_tensors(candidate):
+        for key in ("state_dict", "model_state_dict", "model", "weights"):
+            inner = candidate.get(key)
+            if isinstance(inner, Mapping) and inner and _all_tensors(inner):
+                candidate = inner
+                break
+    if not isinstance(candidate, Mapping) or not candidate or not _all_tensors(candidate):
+        raise WeightsError(path, "contains no model weights (expected a state_dict of named tensors)")
+    state_dict = {str(key): value for key, value in candidate.items()}
+    if all(key.startswith("module.") for key in state_dict):  # saved from DataParallel
+        state_dict = {key[len("module.") :]: value for key, value in state_dict.items()}
+    return state_dict
+
+
+def _all_tensors(mapping: Mapping) -> bool:
+    return all(isinstance(value, torch.Tensor) for value in mapping.values())
+
+
+def check_finite(state_dict: Mapping[str, torch.Tensor], path: str | Path | None) -> None:
+    """Refuse weights holding NaN or infinity: they would silently turn every prediction into noise."""
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise WeightsError(path, f"tensor '{key}' contains {bad} NaN/infinite values; the file is damaged")
+
+
+def apply_state_dict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Load `state_dict` into `module` after a strict check of every key, shape and kind of number."""
+    problems = state_dict_mismatches(module, state_dict)
+    if problems:
+        shown = "; ".join(problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise WeightsError(path, f"weights do not fit this model: {shown}{more}")
+    floating = [key for key, value in module.state_dict().items() if value.is_floating_point()]
+    wrong = [key for key in floating if key in state_dict and not state_dict[key].is_floating_point()]
+    if wrong:  # integer or bool weights would load as zeros (or NaN) without a word
+        dtype = str(state_dict[wrong[0]].dtype).removeprefix("torch.")
+        more = f" (and {len(wrong) - 1} more tensors)" if len(wrong) > 1 else ""
+        raise WeightsError(
+            path,
+            f"tensor '{wrong[0]}' holds {dtype} values, not floating-point weights{more}; the file is damaged "
+            "or not a model's weights. Use the original file.",
+        )
+    on_meta = any(parameter.is_meta for parameter in module.parameters())
+    # A network built on the meta device takes the file's tensors as they are (no copy, no random init).
+    module.load_state_dict(state_dict, strict=True, assign=on_meta)
+    for name, buffer in list(module.named_buffers()):
+        if buffer.is_meta:  # a step counter the file did not have (see state_dict_mismatches)
+            owner, _, leaf = name.rpartition(".")
+            module.get_submodule(owner).register_buffer(leaf, torch.zeros_like(buffer, device="cpu"))
+
+
+def state_dict_mismatches(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Every missing key, unexpected key and shape difference between `module` and `state_dict`."""
+    expected = module.state_dict()
+    problems = []
+    for key, tensor in expected.items():
+        if key not in state_dict:
+            # BatchNorm fills in its step counter for files written before it existed.
+            if not key.endswith("num_batches_tracked"):
+                problems.append(f"missing '{key}'")
+        elif tuple(state_dict[key].shape) != tuple(tensor.shape):
+            problems.append(
+                f"'{key}' has shape {tuple(state_dict[key].shape)}, the model needs {tuple(tensor.shape)}"
+            )
+    problems.extend(f"unexpected '{key}'" for key in state_dict if key not in expected)
+    return problems

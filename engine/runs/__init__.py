@@ -1,0 +1,1 @@
+"""A training run's folder: its lock, its resume state (checkpoint.pt) and its history.csv."""

@@ -1,0 +1,107 @@
+"""What a run writes besides its models and checkpoint: history.csv as epochs end, report.html at the end.
+
+Both are the training loop's views onto the run folder's formats (`engine.runs.history`, `engine.reports`):
+the loop's events become history rows here, and the finished run's objects become the report's content.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from pathlib import Path
+
+import torch
+
+from cardinal.engine.data.datasets import DatasetScan, Sample
+from cardinal.engine.errors import Cancelled, CardinalError
+from cardinal.engine.inference.classifier import Classifier
+from cardinal.engine.inference.evaluation import Evaluation
+from cardinal.engine.models.registry import LoadedModel
+from cardinal.engine.progress import CancelToken
+from cardinal.engine.reports.report import (
+    ReportProgress,
+    content_for,
+    evaluate_for_report,
+    picture_mistakes,
+    worst_mistakes,
+    write_report,
+)
+from cardinal.engine.runs.history import HistoryRow, read_history, write_history
+from cardinal.engine.runs.layout import RunPaths
+from cardinal.engine.training.events import BatchEnd, EpochEnd, Event, Notice, StopReason
+from cardinal.engine.training.recipe import Recipe
+
+
+def history_row(epoch: EpochEnd, learning_rate: float | None = None, epoch_seconds: float | None = None,
+                elapsed_seconds: float | None = None) -> HistoryRow:
+    """The history.csv row for a finished epoch."""
+    return HistoryRow(epoch.epoch, epoch.train_loss, epoch.train_accuracy, epoch.val_loss, epoch.val_accuracy,
+                      learning_rate, epoch.images_per_second, epoch_seconds, elapsed_seconds)
+
+
+def record_history(epochs: Generator[Event, None, StopReason], folder: Path,
+                   earlier: Sequence[EpochEnd] = ()) -> Generator[Event, None, StopReason]:
+    """Pass a run's epoch events through, writing history.csv as each epoch ends.
+
+    `earlier` are the epochs a resumed run's checkpoint holds: their rows are kept from the file (or rebuilt
+    from the checkpoint when the file lacks them) and every row after them is dropped.
+    """
+    on_disk = {row.epoch: row for row in read_history(folder)}
+    rows = [on_disk.get(epoch.epoch) or history_row(epoch) for epoch in earlier]
+    if rows or on_disk:
+        write_history(folder, rows)
+    learning_rate: float | None = None
+    started = time.monotonic()
+    try:
+        while True:
+            try:
+                event = next(epochs)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(event, BatchEnd):
+                learning_rate = event.lr
+            elif isinstance(event, EpochEnd):
+                seconds = time.monotonic() - started
+                before = rows[-1].elapsed_seconds if rows else 0.0
+                elapsed = None if before is None else before + seconds
+                rows.append(history_row(event, learning_rate, seconds, elapsed))
+                write_history(folder, rows)
+            yield event
+            if isinstance(event, EpochEnd):
+                started = time.monotonic()  # the next epoch starts when its consumer has taken this one
+    finally:
+        epochs.close()  # closing this generator stops the loop it wraps, as `yield from` would
+
+
+def write_run_report(model: LoadedModel, samples: Sequence[Sample], folder: Path, *, dataset: DatasetScan,
+                     recipe: Recipe, device: str | torch.device | None, stopped: StopReason, best_epoch: int,
+                     cancel: CancelToken | None = None) -> Generator[ReportProgress | Notice, None, Evaluation | None]:
+    """Evaluate a finished run's best model on its validation images and write the run's report.html; returns
+    the evaluation. A cancelled run gets none (it stopped to stop); a report that cannot be written is a
+    notice, not an error: the models are saved."""
+    if stopped is StopReason.CANCELLED:
+        return None
+    history = read_history(folder)
+    best = next((row for row in history if row.epoch == best_epoch), None)
+    outcome = f"Training {stopped.sentence} after {len(history)} epochs" + (
+        f"; best validation accuracy {best.val_accuracy:.1%} at epoch {best_epoch}." if best else ".")
+    classifier = Classifier(model, device=device, precision=recipe.precision)
+    evaluation = None
+    try:
+        evaluation = yield from evaluate_for_report(classifier, samples, cancel=cancel)
+        pictures = yield from picture_mistakes(classifier, worst_mistakes(evaluation), cancel=cancel)
+        content = content_for(classifier, evaluation, pictures, title=f"Training run “{folder.name}”",
+                              evaluated=f"the {len(samples)} validation images, which training never saw",
+                              dataset=dataset, recipe=recipe.to_dict(), history=history, best_epoch=best_epoch,
+                              outcome=outcome)
+        write_report(RunPaths(folder).report, content)
+    except Cancelled:
+        yield Notice("The report was not written because the run was cancelled while evaluating; `cardinal "
+                     "evaluate RUN_FOLDER DATASET --report RUN_FOLDER` writes it later.")
+        return None
+    except CardinalError as error:
+        yield Notice(f"The report could not be written: {error}")
+    finally:
+        # Leave the model as training handed it over: on the CPU, in the ordinary memory layout.
+        model.network.to("cpu").to(memory_format=torch.contiguous_format)
+    return evaluation
