@@ -197,7 +197,7 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _save_cam(result, folder: Path, method: str, used: set[str], err: TextIO) -> int:
     import numpy as np
 
-    from cardinal.engine.inference.cam import write_overlay_png
+    from cardinal.engine.inference.overlays import write_overlay_png
 
     stem = result.path.stem
     name = f"{stem}.cam.png"

@@ -93,12 +93,12 @@ class Analysis:
         At the analysed image's size, or at `size` (e.g. the full-resolution original of a JPEG that
         was decoded at reduced size for speed).
         """
-        from cardinal.engine.inference import cam
+        from cardinal.engine.inference.closed_form import closed_form_cam, heatmap_at_image_size
 
         if self.features is None or self.head_weight is None:
             raise ValueError("this result was computed without keeping activations (keep_features=False)")
-        raw = cam.closed_form_cam(_tensor(self.features), _tensor(self.head_weight), class_index, method)
-        return cam.heatmap_at_image_size(raw, size or self.image_size, self.seen_box(size))
+        raw = closed_form_cam(self.features, self.head_weight, class_index, method)
+        return heatmap_at_image_size(raw, size or self.image_size, self.seen_box(size))
 
     def seen_box(self, size: tuple[int, int] | None = None) -> CropBox:
         """The part of the image (at `size`, default the analysed size) that the network looked at."""
@@ -114,12 +114,6 @@ class Analysis:
         features = self.features
         half = features.astype(np.float16) if isinstance(features, np.ndarray) else features.half()
         return dataclasses.replace(self, features=half)
-
-
-def _tensor(values: Any):
-    import torch
-
-    return values if isinstance(values, torch.Tensor) else torch.from_numpy(np.asarray(values))
 
 
 @dataclass(frozen=True, eq=False)

@@ -136,6 +136,10 @@ class Classifier:
     def model_name(self) -> str:
         return self.model.name
 
+    @property
+    def source(self) -> str:
+        return self.model.source
+
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The model's own preprocessing (resize, crop, normalise) of one RGB image: (3, H, W)."""
         return self.model.preprocess(image)

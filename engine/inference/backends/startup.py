@@ -40,9 +40,13 @@ def lower_priority() -> None:
 class BackgroundConversion:
     """One conversion on a low-priority thread; `wait()` gives the classifier or the refusal."""
 
-    def __init__(self, plan: Plan, model: LoadedModel, request: str | None, watched: Path | None) -> None:
+    def __init__(self, plan: Plan, model: LoadedModel, request: str | None, watched: Path | None,
+                 on_done: Callable[[CompiledClassifier | Refused], Any] | None = None, low_priority: bool = True
+                 ) -> None:
         self.plan = plan
+        self.low_priority = low_priority
         self.cancel = CancelToken()
+        self._on_done = on_done
         self._outcome: CompiledClassifier | Refused | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._convert, args=(model, request, watched), daemon=True,
@@ -50,12 +54,15 @@ class BackgroundConversion:
         self._thread.start()
 
     def _convert(self, model: LoadedModel, request: str | None, watched: Path | None) -> None:
-        lower_priority()
+        if self.low_priority:  # a window stays responsive; a command that waits for it at the end does not want this
+            lower_priority()
         try:
             self._outcome = convert_and_adopt(self.plan, model, request, watched, cancel=self.cancel)
         except BaseException as error:  # noqa: BLE001 - carried to wait()
             log.info("conversion failed", exc_info=True)
             self._error = error
+        if self._on_done is not None:
+            self._on_done(self._result())
 
     @property
     def done(self) -> bool:
@@ -63,12 +70,31 @@ class BackgroundConversion:
 
     def wait(self) -> CompiledClassifier | Refused:
         self._thread.join()
+        return self._result()
+
+    def _result(self) -> CompiledClassifier | Refused:
         if self._error is not None:
             text = str(self._error).strip()
             reason = text.splitlines()[0] if text else type(self._error).__name__
             return Refused(f"{self.plan.runtime.title} could not convert the model ({reason}); Cardinal stays on "
                            "PyTorch for it")
         return self._outcome
+
+
+def load_in_background(load: Callable[[], Any]) -> threading.Thread:
+    """Run `load` (e.g. a CompiledClassifier's PyTorch model) on a low-priority thread now, so it is there when
+    asked for."""
+
+    def run() -> None:
+        lower_priority()
+        try:
+            load()
+        except Exception:  # noqa: BLE001 - whoever needs it later meets the same error and reports it
+            log.info("loading in the background failed", exc_info=True)
+
+    thread = threading.Thread(target=run, daemon=True, name="load-torch-model")
+    thread.start()
+    return thread
 
 
 def open_classifier(
@@ -105,7 +131,7 @@ def open_classifier(
     if isinstance(adopted, Refused):
         note(str(adopted))
         return classifier, None
-    return classifier, BackgroundConversion(plan, model, request, weights)
+    return classifier, BackgroundConversion(plan, model, request, weights, low_priority=False)
 
 
 def check_choices(device: str | None, precision: str, backend: str) -> None:

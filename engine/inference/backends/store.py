@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ def write_entry(key: str, fill: Callable[[Path], dict[str, Any]]) -> dict[str, A
     """
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(root)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     try:
         record = {"format": FORMAT, "key": key, **fill(staging)}
@@ -84,6 +86,16 @@ def write_entry(key: str, fill: Callable[[Path], dict[str, Any]]) -> dict[str, A
         return record
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_abandoned(root: Path) -> None:
+    """Staging folders a killed process left (a conversion takes seconds; a day-old one is nobody's)."""
+    for folder in root.glob(".*"):
+        try:
+            if folder.is_dir() and time.time() - folder.stat().st_mtime > 86_400:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def forget_entry(key: str) -> None:
