@@ -119,11 +119,31 @@ def _load_pt2(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     return run, f"torch.export.load, torch {torch.__version__} on the CPU"
 
 
+def _write_openvino(wrapper: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
+    import openvino
+
+    program = openvino.convert_model(wrapper, example_input=example, input=[(-1, *example.shape[1:])])
+    program.inputs[0].get_tensor().set_names({INPUT})
+    program.outputs[0].get_tensor().set_names({OUTPUT})
+    openvino.save_model(program, str(path), compress_to_fp16=False)  # fp32 weights: the runtime picks precision
+    return {"exporter": f"openvino.convert_model, OpenVINO {openvino.__version__}, torch {torch.__version__}",
+            "weights_in": path.with_suffix(".bin").name}
+
+
+def _load_openvino(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    import openvino
+
+    compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return (lambda pixels: compiled({INPUT: pixels.astype(np.float32)})[compiled.output(0)],
+            f"OpenVINO {openvino.__version__.split('-')[0]} on the CPU (fp32)")
+
+
 # How each format is written and how what was written is run (for the parity check), by format name.
 _WRITERS: dict[str, tuple[Callable[[nn.Module, torch.Tensor, Path], dict[str, Any]],
                           Callable[[Path], tuple[Callable[[np.ndarray], np.ndarray], str]]]] = {
     "onnx": (_write_onnx, _load_onnx),
     "pt2": (_write_pt2, _load_pt2),
+    "openvino": (_write_openvino, _load_openvino),
 }
 
 
@@ -134,14 +154,14 @@ def check_target(export_format: ExportFormat, path: str | Path, *, force: bool =
         raise ExportError(f"{path}: an {export_format.title} export's file name must end in {export_format.suffix}")
     if force:
         return
-    taken = [candidate for candidate in _paths_of(path) if candidate.exists()]
+    taken = [candidate for candidate in _paths_of(export_format, path) if candidate.exists()]
     if taken:
         raise ExportError(f"{taken[0]} already exists; nothing was changed. Choose another file name, or "
                           "allow replacing it (--force).")
 
 
-def _paths_of(path: Path) -> tuple[Path, ...]:
-    return path, Path(f"{path}.data"), description_path(path)
+def _paths_of(export_format: ExportFormat, path: Path) -> tuple[Path, ...]:
+    return path, path.parent / export_format.weights_name(path.name), description_path(path)
 
 
 def export_model(
@@ -221,7 +241,7 @@ def _publish(workspace: Path, path: Path, export_format: ExportFormat, model: Lo
     """Describe the checked files, then rename them into place: weights, description, and the model last."""
     staged = workspace / path.name
     # Only what the model needs travels: an exporter may leave other files (reports) in its folder.
-    weights = workspace / f"{path.name}.data"
+    weights = workspace / export_format.weights_name(path.name)
     hashes = {item.name: sha256_file(item) for item in (staged, weights) if item.is_file()}
     document = describe(model, export_format, details, report, hashes, path.name)
     sidecar = workspace / description_path(path.name)

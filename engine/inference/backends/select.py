@@ -132,6 +132,24 @@ def convert_and_adopt(plan: Plan, model: LoadedModel, request: str | None = None
     return CompiledClassifier(outcome, model=model)
 
 
+def describe_backend(backend: str, device: str | None = None, precision: str = "auto") -> str:
+    """Which backend and precision a model would run on here, and where converted models are cached."""
+    from cardinal.engine.inference.classifier import describe_device, resolve_precision, select_device
+
+    selected = select_device(device)
+    dtype = resolve_precision(precision, selected)
+    try:
+        runtime = choose_runtime(backend, selected.type, dtype_name(dtype))
+    except CardinalError as error:
+        return f"PyTorch, {describe_device(selected, dtype)} ({error})"
+    choice = f"--backend {backend}" + ("" if backend != "auto" else "; torch, openvino or onnxruntime choose")
+    if runtime is None:
+        return f"PyTorch, {describe_device(selected, dtype)} ({choice})"
+    cached = sum(1 for entry in store.cache_root().glob("*/record.json")) if store.cache_root().is_dir() else 0
+    return (f"{runtime.describe(dtype_name(dtype))}, each model converted once and checked against PyTorch "
+            f"({choice}); {cached} converted in {store.cache_root()}")
+
+
 def dtype_name(dtype) -> str:
     """'bf16' or 'fp32' for a torch dtype."""
     return "bf16" if str(dtype) == "torch.bfloat16" else "fp32"
