@@ -68,12 +68,16 @@ class Conversion:
     seconds: float
 
 
-def model_identity(model: LoadedModel) -> str:
-    """A digest of everything that decides the answers: the weights' bytes, class names and preprocessing."""
+def model_identity(model: LoadedModel, *, backbone_only: bool = False) -> str:
+    """A digest of everything that decides the answers: the weights' bytes, class names and preprocessing (with
+    `backbone_only`, of what decides the last stage's activations: no head, no class names)."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"architecture": model.architecture.to_dict(), "classes": list(model.class_names),
+    classes = [] if backbone_only else list(model.class_names)
+    digest.update(json.dumps({"architecture": model.architecture.to_dict(), "classes": classes,
                               "preprocessing": preprocess_to_dict(model.preprocess)}, sort_keys=True).encode())
     for name, tensor in model.network.state_dict().items():
+        if backbone_only and name.startswith("fc."):
+            continue
         digest.update(name.encode())
         digest.update(str(tensor.dtype).encode())
         digest.update(np.asarray(tensor.shape, np.int64).tobytes())

@@ -47,9 +47,13 @@ class Runtime:
 
 
 def _convert_openvino(graph, example, folder: Path) -> None:
+    import warnings
+
     import openvino
 
-    model = openvino.convert_model(graph, example_input=example, input=[(-1, *example.shape[1:])])
+    with warnings.catch_warnings():  # OpenVINO traces with torch.jit, which torch now calls deprecated
+        warnings.simplefilter("ignore", FutureWarning)
+        model = openvino.convert_model(graph, example_input=example, input=[(-1, *example.shape[1:])])
     for output, name in zip(model.outputs, OUTPUTS, strict=True):
         output.get_tensor().set_names({name})
     # Weights stay fp32 on disk: the precision is chosen when the model is compiled for this CPU.
