@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +29,7 @@ from cardinal.engine.models.model_file import preprocess_to_dict
 from cardinal.engine.models.registry import save_model
 from tests.conftest import make_tiny_model, random_picture
 
+ROOT = Path(__file__).resolve().parents[2]
 needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
                                     reason="OpenVINO is not installed here (pip install openvino)")
 
@@ -142,6 +146,16 @@ def test_conversion_is_cached_and_a_second_load_does_not_convert(cache, tmp_path
                 theirs_map = theirs.heatmap(class_index, method)
                 assert np.abs(ours_map - theirs_map).max() <= 1e-3
     assert second.cam_layer_names() == first.cam_layer_names()
+    # A fresh process starts from the conversion, classifies and draws a heat-map without ever loading torch.
+    script = (f"import sys\nfrom cardinal.engine.inference.backends.select import fast_classifier\n"
+              f"from PIL import Image\n"
+              f"classifier = fast_classifier({request!r}, 'cpu', 'auto', lambda: None)\n"
+              f"analysis = classifier.analyze([Image.effect_noise((90, 70), 60).convert('RGB')], k=1)[0]\n"
+              f"assert analysis.heatmap(analysis.predictions[0].index).max() > 0\n"
+              f"assert 'torch' not in sys.modules, 'torch was loaded'\nprint(classifier.description)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "OpenVINO" in done.stdout
     # A file that changes is a new model: the fast start does not take it for the old one.
     save_model(sharp_model(seed=1), path)
     assert fast_classifier(request, "cpu", "auto", load) is None
