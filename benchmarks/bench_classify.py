@@ -27,7 +27,8 @@ from benchmarks._backend_sides import compiled_sides  # noqa: E402
 from benchmarks._common import interleaved_seconds, machine, photo_like_jpeg  # noqa: E402
 from cardinal.engine.data.images import load_image  # noqa: E402
 from cardinal.engine.inference import cam  # noqa: E402
-from cardinal.engine.inference.classifier import Classifier, forward_features, forward_head  # noqa: E402
+from cardinal.engine.inference.classifier import Classifier  # noqa: E402
+from cardinal.engine.inference.network import forward_features, forward_head  # noqa: E402
 from cardinal.engine.models.registry import random_model  # noqa: E402
 
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import interleaved_measures, machine, photo_like_jpeg  # noqa: E402
 from cardinal.engine.data.datasets import ImageDataset, scan_dataset, train_val_split  # noqa: E402
-from cardinal.engine.inference.classifier import bf16_supported, select_device  # noqa: E402
+from cardinal.engine.inference.device import bf16_supported, select_device  # noqa: E402
 from cardinal.engine.models.registry import Architecture, random_model  # noqa: E402
 from cardinal.engine.progress import run_to_end  # noqa: E402
 from cardinal.engine.reports.report import ReportProgress  # noqa: E402

@@ -32,7 +32,7 @@ def positive(text: str) -> int:
 
 def check_device(device: str, precision: str):
     """The torch device for `--device`/`--precision`, or a UsageError saying what to use instead."""
-    from cardinal.engine.inference.classifier import resolve_precision, select_device
+    from cardinal.engine.inference.device import resolve_precision, select_device
 
     try:
         selected = select_device(device)

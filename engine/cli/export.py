@@ -12,7 +12,8 @@ from cardinal.engine.progress import CancelToken
 
 def add_export_parser(commands, model_names: Iterable[str]) -> None:
     """Register the `export` sub-command on the CLI's sub-parsers."""
-    from cardinal.engine.export.formats import DEFAULT_TOLERANCE, FORMATS
+    from cardinal.engine.export.formats import FORMATS
+    from cardinal.engine.inference.parity import DEFAULT_TOLERANCE
 
     export = commands.add_parser(
         "export", help="export a model to ONNX, PyTorch .pt2 or OpenVINO IR with its preprocessing, checked against "

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from cardinal.engine.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
+from cardinal.engine.cli.evaluation_text import evaluation_text
 from cardinal.engine.cli.terminal import advance, cancel_on_interrupt, download_progress, printable, progress_bar
 from cardinal.engine.errors import CardinalError, TrainingError, short_list
 from cardinal.engine.progress import CancelToken, run_to_end
@@ -153,7 +154,7 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
         return EXIT_INTERRUPTED
     if result.paths.report.is_file():
         out.write(f"report: {printable(result.paths.report)}\n")
-    out.write(f"\n{result.evaluation.format_report()}\n")
+    out.write(f"\n{evaluation_text(result.evaluation)}\n")
     return EXIT_SOME_FAILED if result.evaluation.unreadable else EXIT_OK
 
 
@@ -314,7 +315,7 @@ def _evaluate_and_print(model, samples, device: str, precision: str, backend: st
     show = _TrainingPrinter(out, err)
     try:
         evaluation = run_to_end(evaluate_for_report(classifier, samples, cancel=cancel), show)
-        out.write(evaluation.format_report() + "\n")
+        out.write(evaluation_text(evaluation) + "\n")
         if report_dir is not None:
             writing = write_evaluation_report(classifier, evaluation, report_dir, cancel=cancel, **report)
             path = run_to_end(writing, show)

@@ -14,18 +14,18 @@ without a GPU. Cardinal itself uses it only on CUDA, where it pays.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import io
 import os
 import warnings
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from cardinal.engine.data.decode_ahead import build_ahead
 from cardinal.engine.data.images import (
     DEFAULT_MAX_PIXELS,
     MAX_ASPECT_RATIO,
@@ -197,7 +197,6 @@ def device_batches(paths: Iterable[str | Path], preprocess: Callable, device: to
     """
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
     pin = device.type == "cuda"
-    pending_paths = iter(Path(p) for p in paths)
 
     def build(futures: list[tuple[Path, concurrent.futures.Future]]):
         prepared = [(path, future.result()) for path, future in futures]
@@ -209,28 +208,15 @@ def device_batches(paths: Iterable[str | Path], preprocess: Callable, device: to
             done.record(stream)
         return entries, batch, done
 
-    queue: deque[concurrent.futures.Future] = deque()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as readers, \
-            concurrent.futures.ThreadPoolExecutor(max_workers=1) as builder:
+    def read(path: Path) -> Prepared:
+        return prepare_file(path, preprocess, draft_size, pin)
 
-        def submit_next() -> None:
-            chunk = list(islice(pending_paths, batch_size))
-            if chunk:
-                futures = [(path, readers.submit(prepare_file, path, preprocess, draft_size, pin)) for path in chunk]
-                queue.append(builder.submit(build, futures))
-
-        try:
-            for _ in range(in_flight + 1):
-                submit_next()
-            while queue:
-                entries, batch, done = queue.popleft().result()
-                submit_next()
-                if done is not None and batch is not None:
-                    current = torch.cuda.current_stream(device)
-                    current.wait_event(done)
-                    batch.record_stream(current)  # made on the side stream, used on this one
-                yield entries, batch
-        finally:
-            for future in queue:
-                future.cancel()
-            readers.shutdown(cancel_futures=True)
+    batches = build_ahead((Path(p) for p in paths), read, build, batch_size=batch_size, workers=workers,
+                          batches_ahead=in_flight)
+    with contextlib.closing(batches):
+        for entries, batch, done in batches:
+            if done is not None and batch is not None:
+                current = torch.cuda.current_stream(device)
+                current.wait_event(done)
+                batch.record_stream(current)  # made on the side stream, used on this one
+            yield entries, batch

@@ -14,15 +14,15 @@ there decoding and augmenting cost the same wherever they run.
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import os
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
 from cardinal.engine.data.datasets import Sample
+from cardinal.engine.data.decode_ahead import decode_ahead
 from cardinal.engine.data.images import load_image
 
 DEFAULT_RAM_SHARE = 0.25
@@ -83,17 +83,14 @@ class TrainCache:
         chunks = [list(order[start : start + batch_size]) for start in range(0, len(order), batch_size)]
         if drop_last and chunks and len(chunks[-1]) < batch_size:
             chunks.pop()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=self.workers) as pool:
-            ahead: deque[list[concurrent.futures.Future]] = deque()
-            try:
-                for number, chunk in enumerate(chunks):
-                    for upcoming in chunks[number + len(ahead) : number + 2]:
-                        ahead.append([pool.submit(self.image, index) for index in upcoming])
-                    images = [future.result() for future in ahead.popleft()]
-                    labels = torch.tensor([self.samples[index][1] for index in chunk])
-                    yield images, labels, torch.tensor(chunk)
-            finally:
-                pool.shutdown(cancel_futures=True)
+        kept = [index for chunk in chunks for index in chunk]
+        batches = decode_ahead(kept, self.image, batch_size=batch_size, workers=self.workers)
+        with contextlib.closing(batches):
+            for batch in batches:
+                chunk = [index for index, _ in batch]
+                images = [future.result() for _, future in batch]
+                labels = torch.tensor([self.samples[index][1] for index in chunk])
+                yield images, labels, torch.tensor(chunk)
 
 
 def device_augmentation(preprocess, augmentation: str) -> Callable[[torch.Tensor], torch.Tensor]:

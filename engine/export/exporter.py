@@ -30,13 +30,13 @@ from cardinal.engine import __version__
 from cardinal.engine.durable import flush_to_disk, fsync_folder, sha256_file
 from cardinal.engine.errors import CardinalError, ExportError, ParityError
 from cardinal.engine.export.formats import (
-    DEFAULT_TOLERANCE,
     ExportFormat,
     description_path,
     get_format,
     require_packages,
 )
-from cardinal.engine.export.parity import ParityReport, check_parity
+from cardinal.engine.export.parity import check_parity
+from cardinal.engine.inference.parity import DEFAULT_TOLERANCE, ParityReport
 from cardinal.engine.models.model_file import preprocess_to_dict
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken

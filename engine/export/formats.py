@@ -10,7 +10,6 @@ from pathlib import Path
 from cardinal.engine.errors import ExportError, MissingPackages
 
 EXTRA = "cardinal-vision[export]"
-DEFAULT_TOLERANCE = 1e-4  # largest probability difference an fp32 export may show from Cardinal's own
 
 
 @dataclass(frozen=True)

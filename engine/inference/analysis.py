@@ -7,7 +7,7 @@ the Grad-CAM code (and torch) only when a heat-map is asked for.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,39 +16,7 @@ import numpy as np
 from PIL import Image
 
 from cardinal.engine.errors import CardinalError
-
-
-@dataclass(frozen=True)
-class CropBox:
-    """Where the network's square input sits in the original image, in original pixels (may overhang)."""
-
-    left: float
-    top: float
-    right: float
-    bottom: float
-
-    @classmethod
-    def centre_crop(cls, image_size: tuple[int, int], resize_size: int, crop_size: int) -> CropBox:
-        """The region a resize-shorter-side-then-centre-crop preset feeds the network."""
-        width, height = image_size
-        scale = resize_size / min(width, height)
-        side = crop_size / scale
-        left = (width - side) / 2
-        top = (height - side) / 2
-        return cls(left, top, left + side, top + side)
-
-    def clipped(self, width: int, height: int) -> tuple[int, int, int, int]:
-        """The box in whole pixels, clipped to an image of this size: (x0, y0, x1, y1)."""
-        return (
-            max(round(self.left), 0),
-            max(round(self.top), 0),
-            min(max(round(self.right), round(self.left) + 1), width),
-            min(max(round(self.bottom), round(self.top) + 1), height),
-        )
-
-    def scaled(self, x: float, y: float) -> CropBox:
-        """The same region in an image resized by (x, y)."""
-        return CropBox(self.left * x, self.top * y, self.right * x, self.bottom * y)
+from cardinal.engine.inference.closed_form import CropBox
 
 
 @dataclass(frozen=True)
@@ -124,3 +92,26 @@ class FileResult:
     analysis: Analysis | None = None
     error: CardinalError | None = None
     image: Image.Image | None = field(default=None, repr=False)
+
+
+def file_results(items: Sequence[tuple[Path, Any]], analyze: Callable[[list[Any], list[tuple[int, int]]], list],
+                 *, keep_images: bool) -> Iterator[FileResult]:
+    """One decoded batch's FileResults, in order: `items` are (path, future of (image, network input)) from
+    `data.decode_ahead`; `analyze(inputs, sizes)` runs the network once on the ones that decoded."""
+    from cardinal.engine.errors import ImageLoadError
+
+    outcomes: list[FileResult | None] = [None] * len(items)
+    decoded: list[tuple[int, Image.Image, Any]] = []
+    for position, (path, future) in enumerate(items):
+        try:
+            image, prepared = future.result()
+            decoded.append((position, image, prepared))
+        except ImageLoadError as error:
+            outcomes[position] = FileResult(path, error=error)
+        except Exception as error:  # noqa: BLE001 - a preprocessing failure is that file's error
+            outcomes[position] = FileResult(path, error=ImageLoadError(path, f"cannot prepare image ({error})"))
+    if decoded:
+        analyses = analyze([prepared for _, _, prepared in decoded], [image.size for _, image, _ in decoded])
+        for (position, image, _), analysis in zip(decoded, analyses, strict=True):
+            outcomes[position] = FileResult(items[position][0], analysis=analysis, image=image if keep_images else None)
+    yield from (outcome for outcome in outcomes if outcome is not None)

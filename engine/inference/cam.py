@@ -15,8 +15,7 @@ from torch import nn
 
 from cardinal.engine.choices import CAM_METHODS
 from cardinal.engine.inference import closed_form
-from cardinal.engine.inference.analysis import CropBox
-from cardinal.engine.inference.closed_form import heatmap_at_image_size
+from cardinal.engine.inference.closed_form import CropBox, heatmap_at_image_size
 from cardinal.engine.inference.overlays import (
     colorize,
     heatmap_rgba,

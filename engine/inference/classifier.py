@@ -1,4 +1,4 @@
-"""Classifier: device and precision choice, batched top-k, and the activations Grad-CAM needs."""
+"""Classifier: batched top-k on the chosen device and precision, and the activations Grad-CAM needs."""
 
 from __future__ import annotations
 
@@ -11,105 +11,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
-from cardinal.engine.choices import PRECISIONS
+from cardinal.engine.data.decode_ahead import decode_ahead
 from cardinal.engine.data.images import ImageSource, load_image
-from cardinal.engine.errors import CardinalError, ImageLoadError
+from cardinal.engine.errors import ImageLoadError
 from cardinal.engine.inference import cam
-from cardinal.engine.inference.analysis import Analysis, FileResult, Prediction, top_k
-from cardinal.engine.inference.decode_ahead import decoded_batches
+from cardinal.engine.inference.analysis import Analysis, FileResult, file_results, top_k
+from cardinal.engine.inference.device import (
+    autocast_for,
+    describe_device,
+    preferred_memory_format,
+    resolve_precision,
+    select_device,
+)
+from cardinal.engine.inference.network import cam_layers, forward_features, forward_head
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
-
-
-def select_device(preference: str | None = None) -> torch.device:
-    """The device to run on: `preference` if given ('cpu', 'cuda', 'cuda:1', 'mps'), else CUDA > MPS > CPU."""
-    if preference and preference != "auto":
-        try:
-            device = torch.device(preference)
-        except (RuntimeError, ValueError):
-            device = None
-        if device is None or device.type not in ("cpu", "cuda", "mps"):
-            raise CardinalError(f"unknown device '{preference}'; use auto, cpu, cuda, cuda:N or mps")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise CardinalError("CUDA was requested but no CUDA GPU is available; use --device cpu")
-        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-            raise CardinalError(f"there is no GPU {device.index}: this computer has {torch.cuda.device_count()} "
-                                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
-        if device.type == "mps" and not torch.backends.mps.is_available():
-            raise CardinalError("Apple MPS was requested but is not available here; use --device cpu")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 autocast is fast and exact enough here: CUDA with bf16, or a CPU with native bf16."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """Turn 'auto' | 'fp32' | 'bf16' into the compute dtype for `device`."""
-    if precision not in PRECISIONS:
-        raise CardinalError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return torch.float32
-    if precision == "bf16":
-        if device.type == "mps":
-            raise CardinalError("bf16 is not supported on Apple MPS here; use --precision fp32")
-        return torch.bfloat16
-    return torch.bfloat16 if bf16_supported(device) else torch.float32
-
-
-def autocast_for(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """bf16 autocast on `device`, or nothing for fp32: the one precision switch inference and training share."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def preferred_memory_format(device: torch.device, dtype: torch.dtype) -> torch.memory_format:
-    """NHWC where convolutions run fastest in it: bf16 and GPUs (measured ~1.4x at batch 16 on a bf16 CPU)."""
-    return torch.channels_last if dtype == torch.bfloat16 or device.type == "cuda" else torch.contiguous_format
-
-
-def describe_device(device: torch.device, dtype: torch.dtype) -> str:
-    """A short label for the status bar, e.g. 'CUDA: NVIDIA H100 (bf16)' or 'CPU · PyTorch (fp32)' (the compiled
-    backends say 'CPU · OpenVINO 2026.4 (bf16)')."""
-    precision = "bf16" if dtype == torch.bfloat16 else "fp32"
-    if device.type == "cuda":
-        return f"CUDA: {torch.cuda.get_device_name(device)} ({precision})"
-    if device.type == "mps":
-        return f"Apple MPS ({precision})"
-    return f"CPU · PyTorch ({precision})"
-
-
-def forward_features(network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """The network up to its last stage: the activations Grad-CAM reads (timm's own split, or torchvision's)."""
-    if hasattr(network, "forward_features"):  # timm
-        return network.forward_features(batch)
-    x = network.maxpool(network.relu(network.bn1(network.conv1(batch))))
-    return network.layer4(network.layer3(network.layer2(network.layer1(x))))
-
-
-def pooled_features(network: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    """Global average pool of last-stage activations: what the linear classifier reads (N, C)."""
-    if hasattr(network, "forward_head"):  # timm
-        return network.forward_head(features, pre_logits=True)
-    return torch.flatten(network.avgpool(features), 1)
-
-
-def forward_head(network: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    """Global average pool and the linear classifier: logits from last-stage activations."""
-    return network.fc(pooled_features(network, features))
 
 
 class Classifier:
@@ -141,6 +58,10 @@ class Classifier:
     def source(self) -> str:
         return self.model.source
 
+    def cam_layer_names(self) -> tuple[str, ...]:
+        """Where a heat-map can be taken (the GUI's layer choice)."""
+        return tuple(cam_layers(self.network))
+
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The model's own preprocessing (resize, crop, normalise) of one RGB image: (3, H, W)."""
         return self.model.preprocess(image)
@@ -162,10 +83,6 @@ class Classifier:
             logits = forward_head(self.network, features)
             probabilities = torch.softmax(logits.float(), dim=1)
         return probabilities, features
-
-    def predict(self, images: Sequence[Image.Image], k: int = 5) -> list[tuple[Prediction, ...]]:
-        """Top-k predictions for each image, in one batch."""
-        return [analysis.predictions for analysis in self.analyze(images, k, keep_features=False)]
 
     def analyze(self, images: Sequence[Image.Image], k: int = 5, *, keep_features: bool = True) -> list[Analysis]:
         """Top-k for each image, keeping the activations so heat-maps for any class are instant."""
@@ -258,10 +175,12 @@ class Classifier:
             image = load_image(path, draft_size=draft_size)
             return image, self.preprocess(image)
 
-        batches = decoded_batches(paths, decode, batch_size=batch_size, workers=decode_workers, cancel=cancel)
+        batches = decode_ahead((Path(p) for p in paths), decode, batch_size=batch_size, workers=decode_workers)
         with contextlib.closing(batches):
-            for batch in batches:
-                yield from self._run_decoded(batch, k, keep_features, keep_images)
+            for batch_items in batches:
+                if cancel is not None:
+                    cancel.raise_if_cancelled("classification")
+                yield from self._run_decoded(batch_items, k, keep_features, keep_images)
 
     def _classify_on_device(self, paths, k: int, batch_size: int, keep_features: bool, workers: int,
                             draft_size: int, cancel: CancelToken | None) -> Iterator[FileResult]:
@@ -282,24 +201,7 @@ class Classifier:
                         yield FileResult(path, analysis=next(analyses))
 
     def _run_decoded(self, items, k: int, keep_features: bool, keep_images: bool) -> Iterator[FileResult]:
-        decoded = [value for _, value in items if not isinstance(value, ImageLoadError)]
-        analyses = iter(self._analyze_batch(torch.stack([tensor for _, tensor in decoded]),
-                                            [image.size for image, _ in decoded], k, keep_features)
-                        if decoded else ())
-        for path, value in items:
-            if isinstance(value, ImageLoadError):
-                yield FileResult(path, error=value)
-            else:
-                yield FileResult(path, analysis=next(analyses), image=value[0] if keep_images else None)
+        def analyze(tensors, sizes):
+            return self._analyze_batch(torch.stack(tensors), sizes, k, keep_features)
 
-    def cam_layer_names(self) -> tuple[str, ...]:
-        """Where a heat-map can be taken (the GUI's layer choice)."""
-        return tuple(cam_layers(self.network))
-
-
-def cam_layers(network: nn.Module) -> list[str]:
-    """Layers a heat-map can be taken at: each stage and each block of the last two stages."""
-    names = ["layer1", "layer2", "layer3", "layer4"]
-    for stage in ("layer3", "layer4"):
-        names.extend(f"{stage}.{index}" for index in range(len(getattr(network, stage))))
-    return names
+        return file_results(items, analyze, keep_images=keep_images)

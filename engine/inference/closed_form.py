@@ -1,4 +1,5 @@
-"""Grad-CAM at the last stage in closed form, and placing a CAM over the image, in numpy (no torch needed).
+"""Grad-CAM at the last stage in closed form, the crop the network sees, and placing a CAM over the image, in
+numpy (no torch needed).
 
 The last stage of a ResNeXt feeds global average pooling and one linear layer, so the gradient of class c's logit
 with respect to that stage's activations is the constant `fc.weight[c] / (h*w)`: the heat-map follows from the
@@ -8,14 +9,45 @@ the general hook-and-backward computation for other layers, which needs PyTorch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from cardinal.engine.inference.analysis import CropBox
-
 _EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """Where the network's square input sits in the original image, in original pixels (may overhang)."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+    @classmethod
+    def centre_crop(cls, image_size: tuple[int, int], resize_size: int, crop_size: int) -> CropBox:
+        """The region a resize-shorter-side-then-centre-crop preset feeds the network."""
+        width, height = image_size
+        scale = resize_size / min(width, height)
+        side = crop_size / scale
+        left = (width - side) / 2
+        top = (height - side) / 2
+        return cls(left, top, left + side, top + side)
+
+    def clipped(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The box in whole pixels, clipped to an image of this size: (x0, y0, x1, y1)."""
+        return (
+            max(round(self.left), 0),
+            max(round(self.top), 0),
+            min(max(round(self.right), round(self.left) + 1), width),
+            min(max(round(self.bottom), round(self.top) + 1), height),
+        )
+
+    def scaled(self, x: float, y: float) -> CropBox:
+        """The same region in an image resized by (x, y)."""
+        return CropBox(self.left * x, self.top * y, self.right * x, self.bottom * y)
+
 
 
 def closed_form_cam(activations, head_weight, class_index: int, method: str = "gradcam") -> np.ndarray:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cardinal.engine.cli.terminal import printable
 from cardinal.engine.data.datasets import Sample
-from cardinal.engine.inference.classifier import Analysis, Classifier
+from cardinal.engine.inference.analysis import Analysis
+from cardinal.engine.inference.classifier import Classifier
 from cardinal.engine.progress import CancelToken
 
 
@@ -60,31 +60,6 @@ class Evaluation:
         """The images of one confusion-matrix cell."""
         return [m for m in self.mistakes if m.true_index == true_index and m.predicted_index == predicted_index]
 
-    def format_report(self) -> str:
-        """The same numbers as text, for the terminal (names escaped: they come from folders and files)."""
-        names = [printable(name) for name in self.class_names]
-        width = max(len(name) for name in [*names, "class"])
-        lines = [f"accuracy {self.accuracy:.2%} on {int(self.confusion.sum())} images", ""]
-        lines.append(f"{'class':<{width}}  precision  recall     f1  images")
-        for name, metrics in zip(names, self.per_class, strict=True):
-            lines.append(f"{name:<{width}}  {metrics.precision:9.3f}  {metrics.recall:6.3f}  "
-                         f"{metrics.f1:5.3f}  {metrics.support:6d}")
-        lines += ["", "confusion matrix (rows: true class, columns: predicted class)"]
-        cell = max(5, len(str(int(self.confusion.max(initial=0)))) + 1)
-        lines.append(" " * (width + 2) + "".join(f"{i:>{cell}}" for i in range(len(names))))
-        for index, name in enumerate(names):
-            row = "".join(f"{int(v):>{cell}}" for v in self.confusion[index])
-            lines.append(f"{name:<{width}}  {row}   ({index})")
-        if self.mistakes:
-            lines += ["", f"{len(self.mistakes)} misclassified:"]
-            for mistake in self.mistakes:
-                lines.append(f"  {printable(mistake.path)}: {names[mistake.true_index]} taken for "
-                             f"{names[mistake.predicted_index]} ({mistake.predicted_probability:.1%}; "
-                             f"true class {mistake.true_probability:.1%})")
-        for path, reason in self.unreadable:
-            lines.append(f"  could not read {printable(path)}: {printable(reason)}")
-        return "\n".join(lines)
-
 
 @dataclass(frozen=True)
 class EvaluationProgress:
@@ -115,16 +90,18 @@ def evaluate(
                 mistakes.append(Mistake(result.path, label, predicted.index,
                                         float(result.analysis.probabilities[label]), predicted.probability))
         yield EvaluationProgress(done, len(samples))
-    return Evaluation(names, _accuracy(confusion), _per_class(confusion, names), confusion, tuple(mistakes),
-                      tuple(failures))
+    return Evaluation(names, confusion_accuracy(confusion), per_class_metrics(confusion, names), confusion,
+                      tuple(mistakes), tuple(failures))
 
 
-def _accuracy(confusion: np.ndarray) -> float:
+def confusion_accuracy(confusion: np.ndarray) -> float:
+    """The share of images on the diagonal of a confusion matrix (rows true, columns predicted)."""
     total = confusion.sum()
     return float(np.trace(confusion) / total) if total else 0.0
 
 
-def _per_class(confusion: np.ndarray, names: Sequence[str]) -> tuple[ClassMetrics, ...]:
+def per_class_metrics(confusion: np.ndarray, names: Sequence[str]) -> tuple[ClassMetrics, ...]:
+    """Precision, recall, F1 and support of each class from a confusion matrix (0 where undefined)."""
     metrics = []
     for index, name in enumerate(names):
         true_positive = confusion[index, index]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cardinal.engine.inference.analysis import CropBox
+from cardinal.engine.inference.closed_form import CropBox
 
 
 def _jet_table() -> np.ndarray:

@@ -2,7 +2,7 @@
 
 The window builds its Model menu before torch has loaded, and timm is imported only when a timm model is
 built; so the few facts a listing needs live here as plain data. Each fact is a copy of what its library
-or publisher states, and tests/engine/test_model_catalog.py checks every copy against the library itself
+or publisher states, and tests/engine/models/test_families.py checks every copy against the library itself
 (parameter counts, weights locations, licences). Architectures, class names and preprocessing are never
 copied: engine/models/registry.py and engine/models/timm_builders.py take them from torchvision and timm.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")
+HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class CatalogEntry:
     @property
     def hash_in_name(self) -> bool:
         """Whether the file name carries its sha256 prefix (else the host must report the sha256)."""
-        return _HASH_IN_NAME.search(self.weights_file) is not None
+        return HASH_IN_NAME.search(self.weights_file) is not None
 
     def summary(self) -> str:
         """One line for a menu or a listing: family, size, top-1 and licence."""

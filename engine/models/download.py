@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from cardinal.engine.errors import WeightsError, WeightsUnavailable
+from cardinal.engine.models.catalog import HASH_IN_NAME
 from cardinal.engine.progress import CancelToken
 
 MIRROR_ENV = "CARDINAL_WEIGHTS_MIRROR"
 # torchvision names its files "<name>-<first hex digits of sha256>.pth", as torch.hub expects.
-_HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")
 _CHUNK = 1 << 20
 # Without a known size a download still stops here (above any ResNeXt file), so a mirror cannot fill the disk.
 MAX_DOWNLOAD_BYTES = 4 << 30
@@ -94,7 +94,7 @@ def mirrored_url(url: str, mirror: str | None = None, filename: str | None = Non
 
 def expected_hash_prefix(filename: str) -> str | None:
     """The sha256 prefix that torchvision puts in a weights file name, if there is one."""
-    match = _HASH_IN_NAME.search(filename)
+    match = HASH_IN_NAME.search(filename)
     return match.group(1) if match else None
 
 

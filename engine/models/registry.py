@@ -23,7 +23,7 @@ from torchvision.transforms._presets import ImageClassification
 from cardinal.engine.choices import DEFAULT_MODEL
 from cardinal.engine.errors import UnknownModel, WeightsError
 from cardinal.engine.models.architectures import AnyArchitecture, Architecture, TimmArchitecture, architecture_from_dict
-from cardinal.engine.models.catalog import CATALOG, CatalogEntry, Family
+from cardinal.engine.models.catalog import CATALOG, CatalogEntry
 from cardinal.engine.models.download import SHA256_HEADER, Progress, find_local, resolve_pretrained
 from cardinal.engine.models.model_file import (
     preprocess_from_dict,
@@ -56,14 +56,6 @@ class ModelSpec:
     @property
     def name(self) -> str:
         return self.entry.name
-
-    @property
-    def title(self) -> str:
-        return self.entry.title
-
-    @property
-    def family(self) -> Family:
-        return self.entry.family
 
     def build(self, num_classes: int) -> nn.Module:
         """A randomly initialised network of this architecture."""

@@ -3,7 +3,7 @@
 timm's pretrained configurations say what each set of weights expects (input size, crop fraction,
 interpolation, mean and std); Cardinal keeps preprocessing as torchvision's ImageClassification preset (the
 one our model files describe), so the configuration is translated into that preset here, and
-tests/engine/test_model_families.py proves the two pipelines give the same tensors.
+tests/engine/models/test_families.py proves the two pipelines give the same tensors.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ quotes) wherever they appear, in text and in attributes alike.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping
 from html import escape
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from cardinal.engine.reports.svg import Series, line_chart
 
 if TYPE_CHECKING:
     from cardinal.engine.data.datasets import DatasetScan
-    from cardinal.engine.reports.report import MistakePictures, ReportContent
+    from cardinal.engine.reports.content import MistakePictures, ReportContent
 
 TRAIN_COLOUR, VALIDATION_COLOUR = "#1f77b4", "#d62728"
 LISTED_PROBLEMS = 50  # unreadable files listed one by one; the rest are counted
@@ -212,8 +213,6 @@ def _mistakes(content: ReportContent) -> str:
 
 
 def _mistake_card(number: int, pictures: MistakePictures, class_names: tuple[str, ...]) -> str:
-    from cardinal.engine.reports.report import data_uri
-
     mistake = pictures.mistake
     true, predicted = class_names[mistake.true_index], class_names[mistake.predicted_index]
     caption = (f"<div class=\"file\">{esc(mistake.path.parent.name)}/{esc(mistake.path.name)}</div><div><b>"
@@ -270,3 +269,8 @@ def _recipe(recipe: Mapping[str, Any]) -> str:
     rows = "".join(f"<tr><td class=\"name\">{esc(key.replace('_', ' '))}</td><td class=\"name\">"
                    f"{esc('default' if value is None else value)}</td></tr>" for key, value in recipe.items())
     return f"<section id=\"recipe\"><h2>Recipe</h2><table>{rows}</table></section>"
+
+
+def data_uri(jpeg: bytes) -> str:
+    """A JPEG as a `data:` URI, so the page needs no file beside it."""
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")

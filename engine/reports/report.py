@@ -7,11 +7,9 @@ Everything is inside the one file: pictures are `data:` URIs, links are in-page 
 
 from __future__ import annotations
 
-import base64
-import datetime as _dt
 import io
-from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,8 @@ from cardinal.engine.errors import ImageLoadError
 from cardinal.engine.inference.classifier import Classifier
 from cardinal.engine.inference.evaluation import Evaluation, Mistake, evaluate, explain
 from cardinal.engine.progress import CancelToken
-from cardinal.engine.runs.history import HistoryRow, read_history
+from cardinal.engine.reports.content import MistakePictures, ReportContent
+from cardinal.engine.runs.history import read_history
 from cardinal.engine.runs.layout import REPORT_NAME
 
 WORST_MISTAKES = 12  # the most confident mistakes shown with heat-maps; the page lists how many there are in all
@@ -39,39 +38,6 @@ class ReportProgress:
     stage: str
     done: int
     total: int
-
-
-@dataclass(frozen=True, eq=False)
-class MistakePictures:
-    """A mistake as the page shows it: the image and Grad-CAM of the predicted and the true class (JPEG
-    bytes), or why the image could not be shown."""
-
-    mistake: Mistake
-    image: bytes | None = None
-    predicted: bytes | None = None
-    true: bytes | None = None
-    problem: str | None = None
-    no_evidence: frozenset[str] = frozenset()  # "predicted"/"true": Grad-CAM found nothing for that class
-
-
-@dataclass(frozen=True, eq=False)
-class ReportContent:
-    """Everything the page shows; the run's parts (dataset, recipe, history) are empty for a plain evaluation."""
-
-    title: str
-    model_name: str
-    model_source: str
-    crop_size: int  # the size the network sees, from the model's own preprocessing
-    resize_size: int
-    evaluated: str  # which images were evaluated, in words
-    evaluation: Evaluation
-    mistakes: tuple[MistakePictures, ...]
-    dataset: DatasetScan | None = None
-    recipe: Mapping[str, Any] | None = None
-    history: tuple[HistoryRow, ...] = ()
-    best_epoch: int | None = None
-    outcome: str | None = None  # how the run ended, in words
-    created: str = field(default_factory=lambda: _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
 
 
 def worst_mistakes(evaluation: Evaluation, limit: int = WORST_MISTAKES) -> list[Mistake]:
@@ -133,11 +99,6 @@ def _jpeg(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
-
-
-def data_uri(jpeg: bytes) -> str:
-    """A JPEG as a `data:` URI, so the page needs no file beside it."""
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 def evaluate_for_report(classifier: Classifier, samples: Sequence[Sample], *, batch_size: int = 16,

@@ -16,11 +16,10 @@ import torch
 
 from cardinal.engine.durable import atomic_write
 from cardinal.engine.errors import TrainingError, WeightsError, short_list
-from cardinal.engine.models.weights import read_torch_file
+from cardinal.engine.models.weights import StateDict, read_torch_file
 from cardinal.engine.runs.layout import RunPaths
 
 STATE_VERSION = 2
-StateDict = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True, eq=False)

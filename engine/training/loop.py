@@ -20,7 +20,7 @@ from torch import nn
 
 from cardinal.engine.data.datasets import DatasetScan, train_val_split
 from cardinal.engine.errors import Cancelled, TrainingError
-from cardinal.engine.inference.classifier import resolve_precision, select_device
+from cardinal.engine.inference.device import resolve_precision, select_device
 from cardinal.engine.models.model_file import read_model_sidecar
 from cardinal.engine.models.registry import LoadedModel, save_model
 from cardinal.engine.models.weights import read_state_dict

@@ -19,20 +19,16 @@ from cardinal.engine.data.datasets import ImageDataset, Sample
 from cardinal.engine.data.device_images import device_pipeline_wanted
 from cardinal.engine.data.train_cache import TrainCache, augment_batch, device_augmentation, image_seed, ram_budget
 from cardinal.engine.errors import Cancelled
-from cardinal.engine.inference.classifier import (
-    autocast_for,
-    forward_features,
-    pooled_features,
-    preferred_memory_format,
-)
+from cardinal.engine.inference.device import autocast_for, preferred_memory_format
+from cardinal.engine.inference.network import forward_features, pooled_features
 from cardinal.engine.models.registry import LoadedModel
+from cardinal.engine.models.weights import StateDict
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.training.distributed import Team
 from cardinal.engine.training.events import FeatureProgress
-from cardinal.engine.training.recipe import Recipe
+from cardinal.engine.training.recipe import TRAINABLE_FROM, Recipe
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-StateDict = dict[str, torch.Tensor]
 
 
 class TrainingMode:
@@ -201,7 +197,7 @@ class FullMode(TrainingMode):
 
     def prepare(self, train_samples, val_samples, cancel):
         self.network = self.network.to(memory_format=torch.channels_last)
-        frozen_until = TRAINABLE_STAGES[self.recipe.trainable_from]
+        frozen_until = TRAINABLE_FROM.index(self.recipe.trainable_from)  # 'all' 0, 'layer1' 1, ...
         self.frozen_modules = [self.network.conv1, self.network.bn1] if frozen_until else []
         self.frozen_modules += [getattr(self.network, f"layer{index}") for index in range(1, frozen_until)]
         for module in self.frozen_modules:
@@ -281,7 +277,6 @@ class FullMode(TrainingMode):
 
 
 MODE_TYPES: dict[str, type[TrainingMode]] = {"fast": FastMode, "full": FullMode}
-TRAINABLE_STAGES = {"all": 0, "layer1": 1, "layer2": 2, "layer3": 3, "layer4": 4}
 
 
 def train_transform(preprocess, augmentation: str) -> Callable:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from superqt.utils import thread_worker
 
+from cardinal.engine.choices import DEFAULT_MODEL
 from cardinal.engine.progress import CancelToken
 from cardinal.gui.qimage import array_to_qimage
 from cardinal.gui.workers import surface_errors
@@ -37,7 +38,7 @@ class BaseChoice:
     """Where training starts: ImageNet weights, the model in use, random weights, or a saved model file."""
 
     kind: str  # "imagenet" | "current" | "scratch" | "file"
-    architecture: str = "resnext50_32x4d"
+    architecture: str = DEFAULT_MODEL
     path: str | None = None
     current: Any = None  # the main window's LoadedModel for kind "current"
     mirror: str | None = None

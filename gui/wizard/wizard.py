@@ -7,6 +7,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget, QWizard
 
+from cardinal.engine.choices import DEFAULT_MODEL
 from cardinal.gui.drops import folders_in
 from cardinal.gui.wizard import jobs
 from cardinal.gui.wizard.dataset_pages import DatasetCheckPage, FolderPage
@@ -30,7 +31,7 @@ class FineTuneWizard(QWizard):
         self.setOption(QWizard.WizardOption.NoBackButtonOnLastPage, True)
         self.setOption(QWizard.WizardOption.NoCancelButtonOnLastPage, True)  # "Keep Current Model" says it
         self.starting_points = starting_points or jobs.StartingPoints()
-        self.architectures = tuple(architectures) or ("resnext50_32x4d",)
+        self.architectures = tuple(architectures) or (DEFAULT_MODEL,)
         self.runs_folder = runs_folder or Path.home() / "Cardinal runs"
         self.mirror = mirror
         self.device = device

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from cardinal.engine.inference import cam
-from cardinal.engine.inference.classifier import Classifier, select_device
+from cardinal.engine.inference.classifier import Classifier
+from cardinal.engine.inference.device import select_device
 from tests.conftest import make_tiny_model, random_picture
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

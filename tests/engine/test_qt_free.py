@@ -44,3 +44,16 @@ def test_importing_engine_package_is_cheap():
     # The GUI shows its window before paying for torch; `import cardinal.engine` must not pull it in.
     code = "import sys, cardinal.engine; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ENGINE.parent).returncode == 0
+
+
+def test_the_public_names_load_on_first_use_and_only_what_they_need():
+    # `cardinal.engine` names the few things callers need; touching a light one must not load torch.
+    code = ("import sys, cardinal.engine as engine\n"
+            "assert 'CancelToken' in dir(engine) and 'Classifier' in engine.__all__\n"
+            "engine.CancelToken(); engine.Recipe(); issubclass(engine.CardinalError, Exception)\n"
+            "assert 'torch' not in sys.modules, 'a light name loaded torch'\n"
+            "missing = [name for name in engine.__all__ if getattr(engine, name, None) is None]\n"
+            "assert not missing, missing\n"
+            "assert engine.Classifier.__module__ == 'cardinal.engine.inference.classifier'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ENGINE.parent)
+    assert result.returncode == 0, result.stderr

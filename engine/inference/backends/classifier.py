@@ -7,6 +7,7 @@ fine-tuning from this model — loads the PyTorch model on first use, through th
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -15,11 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from cardinal.engine.data.decode_ahead import decode_ahead
 from cardinal.engine.data.images import ImageSource, load_image
-from cardinal.engine.errors import ImageLoadError
-from cardinal.engine.inference.analysis import Analysis, CropBox, FileResult, Prediction, top_k
+from cardinal.engine.inference.analysis import Analysis, FileResult, file_results, top_k
 from cardinal.engine.inference.backends.compiled import CompiledModel
-from cardinal.engine.inference.decode_ahead import decoded_batches
+from cardinal.engine.inference.closed_form import CropBox
 from cardinal.engine.progress import CancelToken
 
 if TYPE_CHECKING:
@@ -89,10 +90,6 @@ class CompiledClassifier:
         """Probabilities (N, classes) and last-stage activations (N, C, h, w) for normalised pixels."""
         return self.compiled.forward(pixels)
 
-    def predict(self, images: Sequence[Image.Image], k: int = 5) -> list[tuple[Prediction, ...]]:
-        """Top-k predictions for each image, in one batch."""
-        return [analysis.predictions for analysis in self.analyze(images, k, keep_features=False)]
-
     def analyze(self, images: Sequence[Image.Image], k: int = 5, *, keep_features: bool = True) -> list[Analysis]:
         """Top-k for each image, keeping the activations so heat-maps for any class are instant."""
         if not images:
@@ -133,17 +130,12 @@ class CompiledClassifier:
             image = load_image(path, draft_size=draft_size)
             return image, prepare(image)
 
-        batches = decoded_batches(paths, decode, batch_size=batch_size, workers=decode_workers or 2, cancel=cancel)
-        try:
+        def analyze(inputs, sizes):
+            return self._analyze_batch(np.stack(inputs), sizes, k, keep_features)
+
+        batches = decode_ahead((Path(p) for p in paths), decode, batch_size=batch_size, workers=decode_workers or 2)
+        with contextlib.closing(batches):
             for items in batches:
-                decoded = [value for _, value in items if not isinstance(value, ImageLoadError)]
-                analyses = iter(self._analyze_batch(np.stack([pixels for _, pixels in decoded]),
-                                                    [image.size for image, _ in decoded], k, keep_features)
-                                if decoded else ())
-                for path, value in items:
-                    if isinstance(value, ImageLoadError):
-                        yield FileResult(path, error=value)
-                    else:
-                        yield FileResult(path, analysis=next(analyses), image=value[0] if keep_images else None)
-        finally:
-            batches.close()
+                if cancel is not None:
+                    cancel.raise_if_cancelled("classification")
+                yield from file_results(items, analyze, keep_images=keep_images)

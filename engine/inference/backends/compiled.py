@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from cardinal.engine.export.parity import ParityReport
 from cardinal.engine.inference.backends import store
 from cardinal.engine.inference.backends.pixels import PixelSpec
 from cardinal.engine.inference.backends.runtimes import RUNTIMES, Run
+from cardinal.engine.inference.parity import ParityReport
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def report_from_dict(data: dict[str, Any]) -> ParityReport:
 
 def probe_pixels(spec: PixelSpec) -> np.ndarray:
     """The parity probe images as the compiled network's input (N, 3, H, W)."""
-    from cardinal.engine.export.parity import probe_images
+    from cardinal.engine.inference.parity import probe_images
 
     return np.stack([spec.prepare(image) for image in probe_images()])
 
@@ -103,7 +103,7 @@ def open_entry(key: str) -> CompiledModel | Refused | None:
                     error)
         store.forget_entry(key)
         return None
-    from cardinal.engine.export.parity import compare_probabilities
+    from cardinal.engine.inference.parity import compare_probabilities
 
     tolerance = float(record["parity"]["tolerance"])
     check = compare_probabilities(expected, probabilities, probabilities[:1], tolerance=tolerance,

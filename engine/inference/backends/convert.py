@@ -27,7 +27,6 @@ from torch import nn
 
 from cardinal.engine import __version__
 from cardinal.engine.errors import Cancelled
-from cardinal.engine.export.parity import BF16_TOLERANCE, DEFAULT_TOLERANCE, compare_probabilities
 from cardinal.engine.inference.backends import store
 from cardinal.engine.inference.backends.compiled import (
     HEAD,
@@ -41,7 +40,8 @@ from cardinal.engine.inference.backends.compiled import (
 )
 from cardinal.engine.inference.backends.pixels import PixelSpec
 from cardinal.engine.inference.backends.runtimes import Runtime
-from cardinal.engine.inference.classifier import cam_layers, forward_features, forward_head
+from cardinal.engine.inference.network import cam_layers, forward_features, forward_head
+from cardinal.engine.inference.parity import BF16_TOLERANCE, DEFAULT_TOLERANCE, compare_probabilities
 from cardinal.engine.models.model_file import preprocess_to_dict
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
@@ -161,7 +161,7 @@ def convert(model: LoadedModel, runtime: Runtime, precision: str, *, key: str | 
 
 def _probabilities(graph: nn.Module, probes: np.ndarray, precision: str) -> np.ndarray:
     """PyTorch's probabilities for the probe images: fp32, or bf16 autocast as the PyTorch classifier runs it."""
-    from cardinal.engine.inference.classifier import autocast_for
+    from cardinal.engine.inference.device import autocast_for
 
     batch = torch.from_numpy(probes)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32

@@ -134,7 +134,7 @@ def convert_and_adopt(plan: Plan, model: LoadedModel, request: str | None = None
 
 def describe_backend(backend: str, device: str | None = None, precision: str = "auto") -> str:
     """Which backend and precision a model would run on here, and where converted models are cached."""
-    from cardinal.engine.inference.classifier import describe_device, resolve_precision, select_device
+    from cardinal.engine.inference.device import describe_device, resolve_precision, select_device
 
     selected = select_device(device)
     dtype = resolve_precision(precision, selected)

@@ -115,7 +115,8 @@ def open_classifier(
         fast = fast_classifier(request, device, backend, load_model)
         if fast is not None:
             return fast, None
-    from cardinal.engine.inference.classifier import Classifier, resolve_precision, select_device
+    from cardinal.engine.inference.classifier import Classifier
+    from cardinal.engine.inference.device import resolve_precision, select_device
 
     selected = select_device(device)
     resolve_precision(precision, selected)  # a wrong precision is said before the model loads

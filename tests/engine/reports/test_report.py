@@ -172,8 +172,8 @@ def synthetic_page(confusion):
     import numpy as np
 
     from cardinal.engine.inference.evaluation import ClassMetrics, Evaluation
+    from cardinal.engine.reports.content import ReportContent
     from cardinal.engine.reports.html import render_report
-    from cardinal.engine.reports.report import ReportContent
 
     confusion = np.asarray(confusion)
     names = tuple(f"class {index}" for index in range(len(confusion)))

@@ -31,5 +31,5 @@ def test_fine_tune_evaluate_and_reopen_a_resnest(shapes, tmp_path, recipe):
     assert saved.description["family"] == "resnest"
     assert saved.description["architecture"] == {"library": "timm", "name": "resnest50d"}
     evaluation = run_to_end(evaluate(Classifier(saved, device="cpu"), result.val_samples))
-    # The same tolerance as the torchvision Full-mode test (tests/engine/test_training.py).
+    # The same tolerance as the torchvision Full-mode test (tests/engine/training/test_loop.py).
     assert evaluation.accuracy == pytest.approx(result.best_val_accuracy, abs=0.09)

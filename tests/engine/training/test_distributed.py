@@ -1,7 +1,7 @@
 """Data-parallel training under torchrun: two CPU processes with Gloo, end to end, on this machine.
 
 The runs go through `python -m torch.distributed.run` and the real `cardinal train`; each rank's file
-opens are recorded by an audit hook (tests/engine/_torchrun_cardinal.py), so the tests observe which
+opens are recorded by an audit hook (tests/engine/training/_torchrun_cardinal.py), so the tests observe which
 process wrote the run folder and which images each one read.
 """
 
@@ -25,7 +25,7 @@ from cardinal.engine.training.distributed import Team, launched_by_torchrun
 from tests.conftest import make_shapes_folder, make_tiny_model
 
 RUNNER = Path(__file__).with_name("_torchrun_cardinal.py")
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _team(rank: int, world_size: int) -> Team:

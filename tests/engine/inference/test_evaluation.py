@@ -69,3 +69,18 @@ def test_evaluate_stops_when_cancelled(classifier, samples):
     with pytest.raises(Cancelled, match="classification was cancelled"):
         run_to_end(evaluate(classifier, samples, batch_size=4, cancel=token), watch)
     assert len(seen) == 4
+
+
+def test_per_class_metrics_of_a_hand_made_confusion_matrix():
+    from cardinal.engine.inference.evaluation import confusion_accuracy, per_class_metrics
+
+    # rows: true class, columns: predicted. cat: 8 right, 2 taken for dog; dog: 3 right, 1 taken for cat;
+    # fish: never shown and never predicted.
+    confusion = np.array([[8, 2, 0], [1, 3, 0], [0, 0, 0]])
+    cat, dog, fish = per_class_metrics(confusion, ("cat", "dog", "fish"))
+    assert (cat.precision, cat.recall, cat.support) == (8 / 9, 8 / 10, 10)
+    assert cat.f1 == pytest.approx(2 * (8 / 9) * 0.8 / (8 / 9 + 0.8))
+    assert (dog.precision, dog.recall, dog.support) == (3 / 5, 3 / 4, 4)
+    assert (fish.precision, fish.recall, fish.f1, fish.support) == (0.0, 0.0, 0.0, 0)
+    assert confusion_accuracy(confusion) == 11 / 14
+    assert confusion_accuracy(np.zeros((2, 2), dtype=int)) == 0.0

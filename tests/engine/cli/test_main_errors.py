@@ -14,7 +14,7 @@ from cardinal.engine.cli.main import main
 from cardinal.engine.models.registry import save_model
 from tests.conftest import encode, make_shapes_folder, make_tiny_model, random_picture
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CLI = [sys.executable, "-c", "import sys; from cardinal.gui.launch import main; sys.exit(main(sys.argv[1:]))"]
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from cardinal.engine.inference import cam
-from cardinal.engine.inference.classifier import Classifier, cam_layers
+from cardinal.engine.inference.classifier import Classifier
+from cardinal.engine.inference.network import cam_layers
 from cardinal.engine.models.registry import Architecture, random_model
 from tests.conftest import make_tiny_model, random_picture
 

@@ -8,7 +8,8 @@ import torch
 from torchvision import models as tv
 
 from cardinal.engine.inference import cam
-from cardinal.engine.inference.classifier import Classifier, cam_layers
+from cardinal.engine.inference.classifier import Classifier
+from cardinal.engine.inference.network import cam_layers
 from cardinal.engine.models.catalog import CATALOG, FAMILIES
 from cardinal.engine.models.registry import MODELS, get_spec, load_model_file, random_model, save_model
 from cardinal.engine.models.timm_builders import data_config, preprocess_from_timm

@@ -14,7 +14,7 @@ from cardinal.engine.cli.terminal import advance, download_progress, progress_ba
 from cardinal.engine.models.registry import save_model
 from tests.conftest import closed_port, encode, make_tiny_model, random_picture
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

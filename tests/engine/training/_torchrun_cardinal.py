@@ -1,4 +1,4 @@
-"""`cardinal` as torchrun starts it in tests/engine/test_distributed.py, watched by a Python audit hook.
+"""`cardinal` as torchrun starts it in tests/engine/training/test_distributed.py, watched by a Python audit hook.
 
 Each rank records the files it opened under CARDINAL_AUDIT_WATCH (and whether for writing) into
 CARDINAL_AUDIT_DIR/rank-N.json when it exits: what the processes really did, observed from outside the code

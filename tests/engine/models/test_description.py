@@ -14,7 +14,7 @@ from cardinal.engine.errors import WeightsError
 from cardinal.engine.models.registry import load_model_file, save_model
 from tests.conftest import make_tiny_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def crafted(folder: Path, edit) -> Path:

@@ -6,9 +6,14 @@ import pytest
 import torch
 
 from cardinal.engine.errors import Cancelled, CardinalError
-from cardinal.engine.inference.classifier import Classifier, bf16_supported, resolve_precision, select_device
+from cardinal.engine.inference.classifier import Classifier
+from cardinal.engine.inference.device import bf16_supported, resolve_precision, select_device
 from cardinal.engine.progress import CancelToken
 from tests.conftest import encode, make_tiny_model, random_picture
+
+
+def predictions(classifier, images, k=5):
+    return [analysis.predictions for analysis in classifier.analyze(images, k, keep_features=False)]
 
 NAMES = tuple(f"class{i}" for i in range(10))
 
@@ -20,13 +25,13 @@ def classifier():
 
 def test_predict_top_k_sorted_and_labelled(classifier):
     images = [random_picture(seed) for seed in range(3)]
-    results = classifier.predict(images, k=4)
+    results = predictions(classifier, images, k=4)
     assert len(results) == 3
-    for predictions in results:
-        assert len(predictions) == 4
-        probabilities = [p.probability for p in predictions]
+    for top in results:
+        assert len(top) == 4
+        probabilities = [p.probability for p in top]
         assert probabilities == sorted(probabilities, reverse=True)
-        assert all(p.label == NAMES[p.index] for p in predictions)
+        assert all(p.label == NAMES[p.index] for p in top)
         assert 0 < sum(probabilities) <= 1.0 + 1e-6
 
 
@@ -39,7 +44,7 @@ def test_batch_equals_one_by_one(classifier):
 
 
 def test_k_larger_than_classes_is_clamped(classifier):
-    assert len(classifier.predict([random_picture(0)], k=50)[0]) == len(NAMES)
+    assert len(predictions(classifier, [random_picture(0)], k=50)[0]) == len(NAMES)
 
 
 def test_device_selection_and_errors():
@@ -71,13 +76,13 @@ def test_predictions_from_another_thread_never_disturb_a_heat_map_in_progress(cl
     image = random_picture(5)
     others = [random_picture(seed) for seed in range(6, 10)]
     expected_map = classifier.heatmap(image, 3, layer="layer3")
-    expected_top = [tuple(p.index for p in preds) for preds in classifier.predict(others, 3)]
+    expected_top = [tuple(p.index for p in preds) for preds in predictions(classifier, others, 3)]
     failures = []
     stop = threading.Event()
 
     def predict_forever():
         while not stop.is_set():
-            got = [tuple(p.index for p in preds) for preds in classifier.predict(others, 3)]
+            got = [tuple(p.index for p in preds) for preds in predictions(classifier, others, 3)]
             if got != expected_top:
                 failures.append(got)
 
@@ -108,7 +113,7 @@ def test_classify_files_keeps_order_and_reports_bad_files(classifier, tmp_path):
     assert results[2].error is not None and "not an image" in str(results[2].error)
     good = [r for r in results if r.error is None]
     assert len(good) == 6 and all(len(r.analysis.predictions) == 2 for r in good)
-    direct = classifier.predict([random_picture(0)], 2)[0]
+    direct = predictions(classifier, [random_picture(0)], 2)[0]
     assert [p.index for p in results[0].analysis.predictions] == [p.index for p in direct]
 
 
@@ -160,7 +165,7 @@ def test_cancel_token_stops_classify_files_before_the_next_batch(classifier, tmp
 
 
 def test_top_k_from_probabilities_matches_a_full_sort():
-    from cardinal.engine.inference.classifier import top_k
+    from cardinal.engine.inference.analysis import top_k
 
     probabilities = np.random.default_rng(0).dirichlet(np.ones(50)).astype(np.float32)
     expected = np.argsort(-probabilities)[:7]

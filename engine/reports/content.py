@@ -1,0 +1,45 @@
+"""What report.html shows, as plain data: `engine.reports.report` gathers it, `engine.reports.html` lays it out."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cardinal.engine.data.datasets import DatasetScan
+from cardinal.engine.inference.evaluation import Evaluation, Mistake
+from cardinal.engine.runs.history import HistoryRow
+
+
+@dataclass(frozen=True, eq=False)
+class MistakePictures:
+    """A mistake as the page shows it: the image and Grad-CAM of the predicted and the true class (JPEG
+    bytes), or why the image could not be shown."""
+
+    mistake: Mistake
+    image: bytes | None = None
+    predicted: bytes | None = None
+    true: bytes | None = None
+    problem: str | None = None
+    no_evidence: frozenset[str] = frozenset()  # "predicted"/"true": Grad-CAM found nothing for that class
+
+
+@dataclass(frozen=True, eq=False)
+class ReportContent:
+    """Everything the page shows; the run's parts (dataset, recipe, history) are empty for a plain evaluation."""
+
+    title: str
+    model_name: str
+    model_source: str
+    crop_size: int  # the size the network sees, from the model's own preprocessing
+    resize_size: int
+    evaluated: str  # which images were evaluated, in words
+    evaluation: Evaluation
+    mistakes: tuple[MistakePictures, ...]
+    dataset: DatasetScan | None = None
+    recipe: Mapping[str, Any] | None = None
+    history: tuple[HistoryRow, ...] = ()
+    best_epoch: int | None = None
+    outcome: str | None = None  # how the run ended, in words
+    created: str = field(default_factory=lambda: _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
