@@ -150,9 +150,11 @@ with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
 
 
 def whole_process(model, compiled, images: int, repeats: int, batch_size: int) -> None:
-    import openvino
-
+    from cardinal.engine.inference.backends.runtimes import quiet_openvino_converter
     from cardinal.engine.models.registry import save_model
+
+    quiet_openvino_converter()
+    import openvino
 
     with tempfile.TemporaryDirectory() as temp:
         temp = Path(temp)

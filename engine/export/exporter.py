@@ -120,6 +120,9 @@ def _load_pt2(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
 
 
 def _write_openvino(wrapper: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
+    from cardinal.engine.inference.backends.runtimes import quiet_openvino_converter
+
+    quiet_openvino_converter()
     import openvino
 
     program = openvino.convert_model(wrapper, example_input=example, input=[(-1, *example.shape[1:])])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,9 +47,16 @@ class Runtime:
         return f"CPU · {self.title} {self.version()} ({precision})"
 
 
+def quiet_openvino_converter() -> None:
+    """Keep OpenVINO's model converter from reporting usage over the network (it sends telemetry unless its
+    `openvino_telemetry` package is missing, when it uses its own stub): Cardinal never phones home."""
+    sys.modules.setdefault("openvino_telemetry", None)  # None in sys.modules: importing it raises ImportError
+
+
 def _convert_openvino(graph, example, folder: Path) -> None:
     import warnings
 
+    quiet_openvino_converter()
     import openvino
 
     with warnings.catch_warnings():  # OpenVINO traces with torch.jit, which torch now calls deprecated

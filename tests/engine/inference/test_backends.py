@@ -89,7 +89,7 @@ def test_without_the_runtimes_everything_runs_on_pytorch(cache, monkeypatch):
     classifier, conversion = open_classifier(request="r", device="cpu", precision="auto", backend="auto",
                                              load_model=lambda: model)
     assert isinstance(classifier, Classifier) and conversion is None
-    assert classifier.predict([random_picture(1)], k=1)[0][0].label in model.class_names
+    assert classifier.analyze([random_picture(1)], k=1)[0].predictions[0].label in model.class_names
     assert not cache.exists()  # nothing was converted or cached
 
 
@@ -201,3 +201,23 @@ def test_a_cached_conversion_that_no_longer_matches_is_dropped(cache):
     (data * 1.5).tofile(weights)  # damaged on disk: same size, other numbers
     assert open_entry(key) is None
     assert not store.entry_folder(key).exists()  # the next load converts afresh
+
+
+@needs_openvino
+def test_fast_modes_feature_pass_on_the_compiled_backend_gives_pytorchs_features(cache):
+    from cardinal.engine.inference.backends.features import CONVERT_FROM_IMAGES, compiled_features
+    from cardinal.engine.inference.network import forward_features, pooled_features
+
+    model = sharp_model()
+    cpu = torch.device("cpu")
+    assert compiled_features(model, cpu, torch.float32, 10, backend="openvino") is None  # too few to convert for
+    pooled = compiled_features(model, cpu, torch.float32, CONVERT_FROM_IMAGES, backend="openvino")
+    assert pooled is not None
+    batch = torch.stack([model.preprocess(random_picture(seed)) for seed in range(3)])
+    with torch.inference_mode():
+        expected = pooled_features(model.network, forward_features(model.network, batch))
+    assert torch.allclose(pooled(batch), expected, atol=1e-4, rtol=1e-4)
+    # A new head on the same backbone (a new run) finds the same conversion: no second one.
+    renamed = dataclasses.replace(model, class_names=("a", "b", "c"))
+    assert compiled_features(renamed, cpu, torch.float32, 10, backend="openvino") is not None
+    assert compiled_features(model, torch.device("cpu"), torch.float32, 10, backend="torch") is None
