@@ -221,3 +221,19 @@ def test_fast_modes_feature_pass_on_the_compiled_backend_gives_pytorchs_features
     renamed = dataclasses.replace(model, class_names=("a", "b", "c"))
     assert compiled_features(renamed, cpu, torch.float32, 10, backend="openvino") is not None
     assert compiled_features(model, torch.device("cpu"), torch.float32, 10, backend="torch") is None
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(name) is None for name in ("onnxruntime", "onnxscript")),
+                    reason="ONNX Runtime and onnxscript are not installed here (pip install 'cardinal-vision[export]')")
+def test_onnx_runtime_backend_converts_checks_and_classifies_like_pytorch(cache):
+    model = sharp_model()
+    classifier, conversion = open_classifier(request=None, device="cpu", precision="fp32", backend="onnxruntime",
+                                             load_model=lambda: model)
+    compiled = conversion.wait()
+    assert isinstance(compiled, CompiledClassifier) and compiled.description.startswith("CPU · ONNX Runtime")
+    images = [random_picture(seed) for seed in range(2)]
+    ours = compiled.analyze(images, k=3)
+    theirs = classifier.analyze(images, k=3)
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert np.abs(mine.probabilities - reference.probabilities).max() <= 1e-4
+        assert np.abs(mine.heatmap(0) - reference.heatmap(0)).max() <= 1e-3
