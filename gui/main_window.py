@@ -38,7 +38,7 @@ IMAGE_FILTER = f"Images ({' '.join(f'*{suffix}' for suffix in sorted(IMAGE_SUFFI
 def chosen_backend(settings: Settings) -> str:
     """The backend setting if it names one, else $CARDINAL_BACKEND, else auto."""
     from cardinal.engine.choices import BACKENDS
-    from cardinal.engine.inference.backends.select import default_backend
+    from cardinal.engine.inference.backends.choice import default_backend
 
     return settings.backend if settings.backend in BACKENDS else default_backend()
 

@@ -15,7 +15,7 @@ from cardinal.engine.progress import CancelToken
 def add_backend_argument(parser: argparse.ArgumentParser) -> None:
     """`--backend`: who runs the network (the default comes from $CARDINAL_BACKEND, else auto)."""
     from cardinal.engine.choices import BACKENDS
-    from cardinal.engine.inference.backends.select import default_backend
+    from cardinal.engine.inference.backends.choice import default_backend
 
     parser.add_argument("--backend", choices=list(BACKENDS), default=default_backend(),
                         help="auto (on a CPU: OpenVINO where installed, converted once and checked against PyTorch; "

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.resources import files
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from cardinal.engine.errors import ParityError
+
+if TYPE_CHECKING:  # loaded where used: the command line reads DEFAULT_TOLERANCE for its --help
+    import numpy as np
+    from PIL import Image
 
 DEFAULT_TOLERANCE = 1e-4  # largest probability difference an fp32 export or backend may show from Cardinal's own
 BF16_TOLERANCE = 1e-3  # the same for a model computing in bf16
@@ -59,6 +61,9 @@ class ParityReport:
 
 def probe_images() -> list[Image.Image]:
     """Cardinal's sample photo and a few generated pictures of other shapes and sizes (deterministic)."""
+    import numpy as np
+    from PIL import Image
+
     from cardinal.engine.data.images import load_image
 
     images = [load_image(str(files("cardinal.assets").joinpath("sample.jpg")))]
@@ -74,6 +79,8 @@ def probe_images() -> list[Image.Image]:
 def compare_probabilities(expected: np.ndarray, batch: np.ndarray, single: np.ndarray, *, tolerance: float,
                           runtime: str) -> ParityReport:
     """How closely `batch` (all probe images at once) and `single` (the first alone) follow `expected`."""
+    import numpy as np
+
     batch = np.asarray(batch, dtype=np.float64)
     single = np.asarray(single, dtype=np.float64)
     if batch.shape != expected.shape or single.shape != expected[:1].shape:
@@ -97,4 +104,6 @@ def compare_probabilities(expected: np.ndarray, batch: np.ndarray, single: np.nd
 
 
 def _top5(probabilities: np.ndarray) -> set[int]:
+    import numpy as np
+
     return {int(index) for index in np.argsort(-probabilities, kind="stable")[:5]}

@@ -14,9 +14,10 @@ from collections.abc import Callable
 import torch
 
 from cardinal.engine.inference.backends import store
+from cardinal.engine.inference.backends.choice import default_backend
 from cardinal.engine.inference.backends.compiled import CompiledModel, open_entry
 from cardinal.engine.inference.backends.convert import convert, model_identity
-from cardinal.engine.inference.backends.select import choose_runtime, default_backend, dtype_name
+from cardinal.engine.inference.backends.select import choose_runtime, dtype_name
 from cardinal.engine.models.registry import LoadedModel
 
 log = logging.getLogger(__name__)

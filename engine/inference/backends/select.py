@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import sys
 from collections.abc import Callable
@@ -11,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cardinal.engine.choices import BACKENDS
 from cardinal.engine.errors import CardinalError, MissingPackages
 from cardinal.engine.inference.backends import store
+from cardinal.engine.inference.backends.choice import check_backend
 from cardinal.engine.inference.backends.classifier import CompiledClassifier
 from cardinal.engine.inference.backends.compiled import CompiledModel, Refused, open_entry
 from cardinal.engine.inference.backends.runtimes import RUNTIMES, Runtime
@@ -23,21 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKEND_VARIABLE = "CARDINAL_BACKEND"  # the default for --backend and for the app's setting
 AUTO_ORDER = ("openvino", "onnxruntime")  # fastest first, as measured (benchmarks/bench_classify.py)
-
-
-def default_backend() -> str:
-    """$CARDINAL_BACKEND if it names a backend, else 'auto'."""
-    value = os.environ.get(BACKEND_VARIABLE, "auto").strip().lower()
-    return value if value in BACKENDS else "auto"
-
-
-def check_backend(requested: str) -> str:
-    if requested not in BACKENDS:
-        raise CardinalError(f"unknown backend '{requested}'; choose one of {', '.join(BACKENDS)}")
-    return requested
-
 
 def choose_runtime(requested: str, device_type: str, precision: str) -> Runtime | None:
     """The compiled runtime for a model on `device_type` computing in `precision` ('fp32'/'bf16'); None: PyTorch."""

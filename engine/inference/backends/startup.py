@@ -137,7 +137,7 @@ def open_classifier(
 
 def check_choices(device: str | None, precision: str, backend: str) -> None:
     """Refuse an impossible device/precision/backend combination before anything loads (CardinalError)."""
-    from cardinal.engine.inference.backends.select import check_backend
+    from cardinal.engine.inference.backends.choice import check_backend
 
     check_backend(backend)
     if backend in ("openvino", "onnxruntime") and (device or "auto") not in ("auto", "cpu"):
