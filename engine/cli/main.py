@@ -137,11 +137,11 @@ def list_models(out: TextIO) -> int:
         out.write("  ".join(cells) + f"  {row[5]}\n")
     out.write(f"Weights folder: {folder}\nA missing file downloads on first use; `cardinal models --files` says "
               "from where.\n")
-    out.write("* CC BY-NC 4.0: these weights are for non-commercial use only.\n")
     from cardinal.engine.inference.backends.choice import default_backend
     from cardinal.engine.inference.backends.select import describe_backend
 
     out.write(f"Inference here: {describe_backend(default_backend())}\n")
+    out.write("* CC BY-NC 4.0: these weights are for non-commercial use only.\n")
     return EXIT_OK
 
 

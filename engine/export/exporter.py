@@ -134,6 +134,9 @@ def _write_openvino(wrapper: nn.Module, example: torch.Tensor, path: Path) -> di
 
 
 def _load_openvino(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    from cardinal.engine.inference.backends.runtimes import quiet_openvino_converter
+
+    quiet_openvino_converter()
     import openvino
 
     compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})

@@ -49,8 +49,12 @@ class Runtime:
 
 def quiet_openvino_converter() -> None:
     """Keep OpenVINO's model converter from reporting usage over the network (it sends telemetry unless its
-    `openvino_telemetry` package is missing, when it uses its own stub): Cardinal never phones home."""
+    `openvino_telemetry` package is missing, when it uses its own stub): Cardinal never phones home. Effective
+    before `openvino` is first imported (which loads the converter's telemetry), so this module does it at once."""
     sys.modules.setdefault("openvino_telemetry", None)  # None in sys.modules: importing it raises ImportError
+
+
+quiet_openvino_converter()
 
 
 def _convert_openvino(graph, example, folder: Path) -> None:
