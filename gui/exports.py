@@ -26,7 +26,7 @@ class Exported:
 @surface_errors
 def save_overlay(path: str, analysis, pixels, class_index: int, method: str, opacity: float) -> Path:
     """Blend the class's heat-map over the image at its shown size and write a PNG, off the GUI thread."""
-    from cardinal.engine.inference.cam import write_overlay_png
+    from cardinal.engine.inference.overlays import write_overlay_png
 
     size = (pixels.shape[1], pixels.shape[0])
     heatmap = analysis.heatmap(class_index, method, size=size)
@@ -36,7 +36,7 @@ def save_overlay(path: str, analysis, pixels, class_index: int, method: str, opa
 def export_results(path: str | Path, workspace, k: int) -> Exported:
     """Every open image's top-k for the model in use (and every failure) in one file; raises CardinalError."""
     from cardinal.engine.durable import atomic_write
-    from cardinal.engine.inference.classifier import top_k
+    from cardinal.engine.inference.analysis import top_k
     from cardinal.engine.inference.result_files import ResultWriter, result_format_for
 
     text = io.StringIO()

@@ -11,6 +11,10 @@ import threading
 import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# The suite runs on PyTorch and never touches this machine's cache of converted models; the compiled backends'
+# own tests (tests/engine/test_backends.py) choose them explicitly, with a cache folder of their own.
+os.environ["CARDINAL_BACKEND"] = "torch"
+os.environ["CARDINAL_CACHE_DIR"] = os.path.join(__import__("tempfile").mkdtemp(prefix="cardinal-test-cache-"))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

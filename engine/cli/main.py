@@ -21,7 +21,6 @@ from cardinal.engine.cli.common import (
     EXIT_USAGE,
     UsageError,
     check_device,
-    load_model,
     positive,
 )
 from cardinal.engine.cli.terminal import (
@@ -42,6 +41,7 @@ from cardinal.engine.progress import CancelToken
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every headless sub-command."""
     from cardinal.engine.choices import CAM_METHODS, DEFAULT_MODEL, PRECISIONS
+    from cardinal.engine.cli.backend import add_backend_argument
     from cardinal.engine.cli.export import add_export_parser
     from cardinal.engine.cli.training import add_training_parsers
     from cardinal.engine.inference.result_files import FORMATS
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--format", choices=FORMATS, default=FORMATS[0])
     classify.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N or mps")
     classify.add_argument("--precision", choices=list(PRECISIONS), default="auto")
+    add_backend_argument(classify)
     classify.add_argument("--batch-size", type=positive, default=16, metavar="N")
     classify.add_argument("--mirror", metavar="URL", help="download weights from this mirror instead")
 
@@ -148,6 +149,10 @@ def list_models(out: TextIO) -> int:
         out.write("  ".join(cells) + f"  {row[5]}\n")
     out.write(f"Weights folder: {folder}\nA missing file downloads on first use; `cardinal models --files` says "
               "from where.\n")
+    from cardinal.engine.inference.backends.choice import default_backend
+    from cardinal.engine.inference.backends.select import describe_backend
+
+    out.write(f"Inference here: {describe_backend(default_backend())}\n")
     out.write("* CC BY-NC 4.0: these weights are for non-commercial use only.\n")
     return EXIT_OK
 
@@ -163,9 +168,10 @@ def list_weights_files(out: TextIO) -> int:
 
 def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal classify`: classify every image found, report bad files, keep going."""
-    from cardinal.engine.inference.classifier import Classifier
+    from cardinal.engine.cli.backend import finish_conversion, open_classifier_for
 
-    device = check_device(args.device, args.precision)
+    if args.device not in ("auto", "cpu"):
+        check_device(args.device, args.precision)  # the cache serves only the CPU: anything else is checked now
     if args.cam is not None:
         _make_cam_folder(args.cam)
     files, failures = _inputs(args.paths, err)
@@ -173,9 +179,9 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_SOME_FAILED
     token = CancelToken()
     with cancel_on_interrupt(token, err, "after this batch"):
-        model = load_model(args, err, token)
-        classifier = Classifier(model, device=device, precision=args.precision)
-        err.write(f"{printable(model.name)} ({model.num_classes} classes) on {classifier.description}\n")
+        classifier, conversion = open_classifier_for(args, err, token)
+        err.write(f"{printable(classifier.model_name)} ({len(classifier.class_names)} classes) on "
+                  f"{classifier.description}\n")
         # Names are escaped for a reader's eyes (the table, anything on a terminal), kept exact for a program.
         shown = printable if args.format == "table" or out.isatty() else str
         writer = ResultWriter(args.format, out, printable=shown)
@@ -198,6 +204,7 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         finally:
             bar.close()
             writer.finish()
+        finish_conversion(conversion, err)
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
@@ -276,7 +283,7 @@ def overlay_name(stem: str, taken: set[str], limit: int | None = None) -> str:
 def _save_cam(result, folder: Path, method: str, used: set[str], err: TextIO) -> int:
     import numpy as np
 
-    from cardinal.engine.inference.cam import write_overlay_png
+    from cardinal.engine.inference.overlays import write_overlay_png
 
     name = overlay_name(result.path.stem, used)
     top = result.analysis.predictions[0]

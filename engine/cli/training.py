@@ -20,6 +20,7 @@ from cardinal.engine.progress import CancelToken, run_to_end
 
 def add_training_parsers(commands, models, default_model: str, precisions) -> None:
     """The `train` and `evaluate` sub-commands, their choices taken from the engine's own lists."""
+    from cardinal.engine.cli.backend import add_backend_argument
     from cardinal.engine.cli.common import positive
     from cardinal.engine.training.recipe import AUGMENTATIONS, MODE_CHOICES, OPTIMIZERS, TRAINABLE_FROM, Recipe
 
@@ -78,6 +79,7 @@ def add_training_parsers(commands, models, default_model: str, precisions) -> No
                           help="also write report.html here: metrics, confusion matrix, worst mistakes with Grad-CAM")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--precision", choices=list(precisions), default="auto")
+    add_backend_argument(evaluate)
 
 
 def _recipe(args: argparse.Namespace):
@@ -366,7 +368,7 @@ def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                      "numbers are optimistic"
             err.write(f"note: {printable(args.folder)} is {caveat}\n")
             evaluated += f", {caveat}"  # the report says it too
-        code = _evaluate_and_print(model, samples, args.device, args.precision, out, err, token,
+        code = _evaluate_and_print(model, samples, args.device, args.precision, args.backend, out, err, token,
                                    report_dir=args.report, dataset=report, run_folder=run_folder, evaluated=evaluated)
     return EXIT_SOME_FAILED if unreadable else code
 
@@ -393,13 +395,16 @@ def _trained_on(model, folder: Path) -> bool:
         return False
 
 
-def _evaluate_and_print(model, samples, device: str, precision: str, out: TextIO, err: TextIO,
+def _evaluate_and_print(model, samples, device: str, precision: str, backend: str, out: TextIO, err: TextIO,
                         cancel: CancelToken, *, report_dir: Path | None = None, **report) -> int:
-    from cardinal.engine.inference.classifier import Classifier
+    from cardinal.engine.cli.backend import finish_conversion
+    from cardinal.engine.inference.backends.startup import open_classifier
     from cardinal.engine.reports.report import evaluate_for_report, write_evaluation_report
     from cardinal.engine.runs.layout import REPORT_NAME
 
-    classifier = Classifier(model, device=device, precision=precision)
+    classifier, conversion = open_classifier(request=None, device=device, precision=precision, backend=backend,
+                                             load_model=lambda: model,
+                                             note=lambda text: err.write(f"note: {printable(text)}\n"))
     show = _TrainingPrinter(out, err)
     try:
         evaluation = run_to_end(evaluate_for_report(classifier, samples, cancel=cancel), show)
@@ -411,4 +416,5 @@ def _evaluate_and_print(model, samples, device: str, precision: str, out: TextIO
             out.write(f"report: {printable(path)}\n")
     finally:
         show.close()
+    finish_conversion(conversion, err)
     return EXIT_SOME_FAILED if evaluation.unreadable else EXIT_OK

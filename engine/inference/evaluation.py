@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 
 from cardinal.engine.data.datasets import Sample
-from cardinal.engine.inference.classifier import Analysis, Classifier
+from cardinal.engine.inference.analysis import Analysis
+from cardinal.engine.inference.classifier import Classifier
 from cardinal.engine.progress import CancelToken
 
 MATRIX_LIMIT = 60  # classes in a confusion matrix; above it the terminal and the page list the top confusions

@@ -131,6 +131,9 @@ def test_ctrl_c_while_the_libraries_load_exits_130_quietly(tmp_path):
     import signal
     import subprocess
 
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")  # the inputs are checked before the libraries load
     # -X importtime reports each module as it finishes loading: a torch sub-module means torch is loading now.
     child = subprocess.Popen([sys.executable, "-X", "importtime", *CLI[1:], "classify", str(tmp_path / "a.png")],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cardinal.engine.inference.classifier import Prediction
+from cardinal.engine.inference.analysis import Prediction
 from cardinal.engine.inference.result_files import ResultWriter, result_format_for
 
 TOP = (Prediction(2, "fish", 0.7), Prediction(0, "cat, tabby", 0.2))
