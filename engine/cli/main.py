@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a sub-command and return its exit code; user mistakes never end in a traceback."""
+    from cardinal.engine.cli.evaluate import evaluate_command
     from cardinal.engine.cli.export import export_command
-    from cardinal.engine.cli.training import evaluate_command, train_command
+    from cardinal.engine.cli.training import train_command
 
     tolerate_any_file_name(sys.stdout, sys.stderr)
     parser = build_parser()
