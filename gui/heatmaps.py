@@ -42,7 +42,7 @@ class Heatmaps(QObject):
 
     def get(self, key: HeatKey, outcome: workers.ItemOutcome, display: workers.Display, classifier) -> QImage | None:
         """The heat-map image for `key`, or None while a job computes it."""
-        from cardinal.engine.inference.cam import needs_backward
+        from cardinal.engine.inference.closed_form import needs_backward
 
         cached = self._cache.get(key)
         if cached is not None:
@@ -86,6 +86,6 @@ class Heatmaps(QObject):
 
 
 def _colour(heatmap, seen) -> QImage:
-    from cardinal.engine.inference.cam import heatmap_rgba
+    from cardinal.engine.inference.overlays import heatmap_rgba
 
     return array_to_qimage(heatmap_rgba(heatmap, seen=seen))

@@ -49,6 +49,7 @@ class Settings:
     dataset_folder = _Text("files/dataset_folder")  # the wizard's last dataset
     cam_method = _Text("view/cam_method")  # the heat-map's method and layer, as last chosen
     cam_layer = _Text("view/cam_layer")
+    backend = _Text("inference/backend")  # engine.choices.BACKENDS; empty: $CARDINAL_BACKEND, else auto
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else app_data_dir() / "settings.ini"

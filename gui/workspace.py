@@ -63,6 +63,7 @@ class Workspace(QObject):
         self._closed = False
 
         loader.ready.connect(self._model_changed)
+        loader.backend_changed.connect(self._model_changed)  # the same model on a compiled backend
         loader.failed.connect(lambda *_: self._report_progress())
 
     # ----- the model -------------------------------------------------------------------------------------
@@ -169,6 +170,11 @@ class Workspace(QObject):
         return ids
 
     # ----- classifying ------------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """Whether images are being (or are waiting to be) classified."""
+        return self._classifying is not None or bool(self._waiting)
+
     def is_done(self, item: ImageItem) -> bool:
         return item.error is not None or self.outcome(item) is not None
 

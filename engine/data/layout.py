@@ -33,8 +33,15 @@ class Layout:
 
 
 def sub_folders(folder: Path) -> list[Path]:
-    """The visible sub-folders of `folder`, in name order."""
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The visible sub-folders of `folder`, in name order (none if it cannot be listed: the scan says why)."""
+    return sorted(p for p in _entries(folder) if p.is_dir() and not p.name.startswith("."))
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
 
 
 def detect_layout(root: Path) -> Layout:
@@ -73,4 +80,4 @@ def nested_classes_note(class_folders: list[Path]) -> tuple[str | None, str | No
 
 
 def _holds_files(folder: Path) -> bool:
-    return any(not entry.is_dir() and not entry.name.startswith(".") for entry in folder.iterdir())
+    return any(not entry.is_dir() and not entry.name.startswith(".") for entry in _entries(folder))
