@@ -130,8 +130,8 @@ def in_process(model_file: Path, other_model: Path, folder: Path, dataset: Path,
     wizard.folder_page.path_edit.setText(str(dataset))
     with Heartbeat() as report:
         wizard.next()
-        samples = wizard.report_page.samples_layout
-        pump_until(app, lambda: wizard.report is not None and samples.count() >= 3 + 3 * 4)
+        samples = wizard.check_page.samples_layout
+        pump_until(app, lambda: wizard.state.scan is not None and samples.count() >= 3 + 3 * 4)
 
     wizard.next()
     page = wizard.settings_page

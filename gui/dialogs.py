@@ -1,4 +1,4 @@
-"""Small dialogs: weights download progress, and what to do when the weights cannot be had."""
+"""The weights download's progress dialog (what to do when weights cannot be had is a banner in the window)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QLabel,
-    QMessageBox,
     QProgressBar,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
@@ -25,7 +23,7 @@ class DownloadDialog(QDialog):
     def __init__(self, model_label: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Downloading model weights")
-        self.setWindowModality(Qt.WindowModality.WindowModal)
+        self.setWindowModality(Qt.WindowModality.NonModal)  # the window stays usable (and closable) meanwhile
         layout = QVBoxLayout(self)
         heading = QLabel(f"Cardinal needs the pretrained weights of <b>{escaped(model_label)}</b> once.", self)
         heading.setWordWrap(True)
@@ -48,20 +46,3 @@ class DownloadDialog(QDialog):
             self.size_label.setText(f"{done / 1e6:.1f} of {total / 1e6:.1f} MB")
         else:
             self.size_label.setText(f"{done / 1e6:.1f} MB")
-
-
-class WeightsChoice(QMessageBox):
-    """Offline or failed download: Retry, open a weights file, or set a mirror; never a stack trace."""
-
-    def __init__(self, message: str, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setIcon(QMessageBox.Icon.Warning)
-        self.setWindowTitle("Model weights are not available")
-        self.setText("Cardinal could not get the model's weights.")
-        self.setInformativeText(message)
-        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.retry_button: QPushButton = self.addButton("Retry", QMessageBox.ButtonRole.AcceptRole)
-        self.open_button: QPushButton = self.addButton("Open Weights File…", QMessageBox.ButtonRole.ActionRole)
-        self.mirror_button: QPushButton = self.addButton("Set Mirror URL…", QMessageBox.ButtonRole.ActionRole)
-        self.addButton(QMessageBox.StandardButton.Close)
-        self.setDefaultButton(self.retry_button)

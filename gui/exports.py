@@ -4,15 +4,22 @@ selected image's predictions as text; `ResultExports` is what the File menu call
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QFileDialog
-from superqt.utils import thread_worker
+from PySide6.QtWidgets import QFileDialog, QWidget
 
-from cardinal.gui.workers import surface_errors
+from cardinal.gui.background import background
+from cardinal.gui.selection import SelectionView
+from cardinal.gui.settings import Settings
+from cardinal.gui.widgets.banner import Banner
+from cardinal.gui.widgets.side_panel import SidePanel
+from cardinal.gui.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -22,8 +29,7 @@ class Exported:
     failed: int
 
 
-@thread_worker(start_thread=False, ignore_errors=True)
-@surface_errors
+@background
 def save_overlay(path: str, analysis, pixels, class_index: int, method: str, opacity: float) -> Path:
     """Blend the class's heat-map over the image at its shown size and write a PNG, off the GUI thread."""
     from cardinal.engine.inference.overlays import write_overlay_png
@@ -60,70 +66,81 @@ def predictions_text(path: Path, predictions) -> str:
 
 
 class ResultExports(QObject):
-    """File ▸ Save Overlay, Copy Predictions and Export All Results for a main window."""
+    """File ▸ Save Overlay, Copy Predictions and Export All Results, for what the selection shows."""
 
     overlay_saved = Signal(str)  # path of a written overlay PNG
+    status = Signal(str, int)  # a passing message for the status bar, and for how many milliseconds
 
-    def __init__(self, window) -> None:
-        super().__init__(window)
-        self.window = window
+    def __init__(self, workspace: Workspace, selection: SelectionView, side: SidePanel, banner: Banner,
+                 settings: Settings, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.workspace, self.selection, self.side, self.banner = workspace, selection, side, banner
+        self.settings = settings
+        self._parent = parent  # the file dialogs' parent
 
     def _folder(self) -> Path:
-        return Path(self.window.settings.last_folder or Path.home())
+        return Path(self.settings.last_folder or Path.home())
 
     def save_overlay(self, path: str | None = None) -> None:
-        """Save the large image with its heat-map blended in, as PNG (on a worker; `overlay_saved` follows)."""
-        window, selection = self.window, self.window.selection
+        """Save the large image with its heat-map blended in, as PNG (on a job; `overlay_saved` follows)."""
+        selection = self.selection
         key, item = selection.heat_key(), selection.current_item()
-        display = None if key is None else window.workspace.cached_display(item)
+        display = None if key is None else self.workspace.cached_display(item)
         if display is None:
-            window.banner.show_message("Select a classified image first.", error=False)
+            self.banner.show_message("Select a classified image first.", error=False)
             return
         if path is None:
             suggestion = str(self._folder() / f"{item.path.stem}.cam.png")
-            path, _ = QFileDialog.getSaveFileName(window, "Save overlay", suggestion, "PNG image (*.png)")
+            path, _ = QFileDialog.getSaveFileName(self._parent, "Save overlay", suggestion, "PNG image (*.png)")
             if not path:
                 return
-        opacity = window.opacity_slider.value() / 100 if window.overlay_check.isChecked() else 0.0
-        worker = save_overlay(path, selection.current_outcome().analysis, display.pixels, key.class_index, key.method,
-                              opacity)
-        worker.returned.connect(self._overlay_written)
-        worker.errored.connect(lambda error: window.banner.show_message(str(error)))
-        worker.start()
+        side = self.side
+        opacity = side.opacity_slider.value() / 100 if side.overlay_check.isChecked() else 0.0
+        save_overlay(path, selection.current_outcome().analysis, display.pixels, key.class_index, key.method,
+                     opacity, on_result=lambda written: self._overlay_written(written, with_heatmap=opacity > 0),
+                     on_error=lambda error: self._failed("overlay", path, error))
 
-    def _overlay_written(self, path: Path) -> None:
-        self.window.statusBar().showMessage(f"Saved the overlay as {path}", 10_000)
+    def _overlay_written(self, path: Path, *, with_heatmap: bool) -> None:
+        if with_heatmap:
+            self.status.emit(f"Saved the overlay as {path}", 10_000)
+        else:  # what was asked for is not what the file holds: say so
+            self.status.emit(f"Saved the image without the heat-map (Show heat-map is off, or its opacity 0) as "
+                             f"{path}", 15_000)
         self.overlay_saved.emit(str(path))
+
+    def _failed(self, what: str, path: str | Path, error: Exception) -> None:
+        log.warning("%s export to %s failed: %s", what, path, error)
+        self.banner.show_message(str(error))
 
     def copy_predictions(self) -> str:
         """Put the selected image's predictions on the clipboard as text."""
-        selection = self.window.selection
+        selection = self.selection
         item, outcome = selection.current_item(), selection.current_outcome()
         if outcome is None:
             return ""
         text = predictions_text(item.path, selection.top_k(outcome))
         QGuiApplication.clipboard().setText(text)
-        self.window.statusBar().showMessage("Copied the predictions.", 5_000)
+        self.status.emit("Copied the predictions.", 5_000)
         return text
 
     def export_results(self, path: str | None = None) -> Path | None:
         """Write every image's top-k (and every failure) to a CSV (or, for a .json name, JSON) file."""
         from cardinal.engine.errors import CardinalError
 
-        window = self.window
-        if window.model is None or not window.workspace.items:
-            window.banner.show_message("Nothing to export yet.", error=False)
+        if self.workspace.model is None or not self.workspace.items:
+            self.banner.show_message("Nothing to export yet.", error=False)
             return None
         if path is None:
             suggestion = str(self._folder() / "cardinal-results.csv")
-            path, _ = QFileDialog.getSaveFileName(window, "Export results", suggestion, "CSV (*.csv);;JSON (*.json)")
+            path, _ = QFileDialog.getSaveFileName(self._parent, "Export results", suggestion,
+                                                  "CSV (*.csv);;JSON (*.json)")
             if not path:
                 return None
         try:
-            exported = export_results(path, window.workspace, window.k_spin.value())
+            exported = export_results(path, self.workspace, self.side.k_spin.value())
         except CardinalError as error:
-            window.banner.show_message(str(error))
+            self._failed("results", path, error)
             return None
         failed = f" ({exported.failed} could not be read)" if exported.failed else ""
-        window.statusBar().showMessage(f"Exported {exported.images} images{failed} to {exported.path}", 15_000)
+        self.status.emit(f"Exported {exported.images} images{failed} to {exported.path}", 15_000)
         return exported.path

@@ -1,4 +1,4 @@
-"""Heatmaps: coloured heat-map images per (image, model, class, method, layer), cached, and the worker that
+"""Heatmaps: coloured heat-map images per (image, model, class, method, layer), cached, and the job that
 computes the ones needing a backward pass."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
 from cardinal.gui import workers
+from cardinal.gui.background import Job
 from cardinal.gui.qimage import array_to_qimage
 
 CACHE_SIZE = 64
-LAST_STAGE = "layer4"
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,8 @@ class HeatKey:
 
 
 class Heatmaps(QObject):
-    """Gives a heat-map image at once when it is cached or cheap (the last stage's closed form); otherwise
-    computes it on a worker and emits `ready`."""
+    """Gives a heat-map image at once when it is cached or cheap (the engine says which layers need no
+    backward pass); otherwise computes it on a job and emits `ready`."""
 
     ready = Signal(object, object)  # HeatKey, QImage
     computing = Signal(str)  # what is being computed, for the status bar
@@ -37,31 +37,28 @@ class Heatmaps(QObject):
         super().__init__(parent)
         self.cache_size = cache_size
         self._cache: OrderedDict[HeatKey, QImage] = OrderedDict()
-        self._in_flight: dict[HeatKey, object] = {}
+        self._in_flight: dict[HeatKey, Job] = {}
         self._closed = False
 
     def get(self, key: HeatKey, outcome: workers.ItemOutcome, display: workers.Display, classifier) -> QImage | None:
-        """The heat-map image for `key`, or None while a worker computes it."""
+        """The heat-map image for `key`, or None while a job computes it."""
+        from cardinal.engine.inference.closed_form import needs_backward
+
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
             return cached
         seen = outcome.analysis.seen_box(display.size)
-        if key.layer == LAST_STAGE:
+        if not needs_backward(key.layer):
             heatmap = outcome.analysis.heatmap(key.class_index, key.method, size=display.size)
             return self._store(key, _colour(heatmap, seen))
         if key not in self._in_flight and not self._closed:
             self.computing.emit(f"Computing the heat-map at {key.layer}…")
-            worker = workers.layer_heatmap(classifier, display.pixels, key.class_index, key.layer, key.method)
-            worker.returned.connect(lambda heatmap, k=key, s=seen: self._computed(k, _colour(heatmap, s)))
-            worker.errored.connect(lambda error, k=key: self._failed(k, error))
-            self._in_flight[key] = worker
-            worker.start()
+            self._in_flight[key] = workers.layer_heatmap(
+                classifier, display.pixels, key.class_index, key.layer, key.method,
+                on_result=lambda heatmap, k=key, s=seen: self._computed(k, _colour(heatmap, s)),
+                on_error=lambda error, k=key: self._failed(k, error))
         return None
-
-    @property
-    def computing_now(self) -> bool:
-        return bool(self._in_flight)
 
     def forget(self, item_ids: set[int]) -> None:
         for key in [key for key in self._cache if key.item_id in item_ids]:
@@ -69,8 +66,8 @@ class Heatmaps(QObject):
 
     def shutdown(self) -> None:
         self._closed = True
-        for worker in self._in_flight.values():
-            worker.quit()
+        for job in self._in_flight.values():
+            job.cancel()
 
     def _store(self, key: HeatKey, image: QImage) -> QImage:
         self._cache[key] = image

@@ -1,5 +1,6 @@
-"""The main window: layout, menus and wiring. The Workspace owns images and results, the ModelLoader the
-model, Heatmaps the heat-map images; engine work happens on their workers, never on this thread."""
+"""The main window: layout, menus and wiring. The ModelLoader owns the model in use, the Workspace the images
+and results, Heatmaps the heat-map images; engine work happens on their background jobs, never on this
+thread."""
 
 from __future__ import annotations
 
@@ -55,16 +56,16 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.setWindowTitle("Cardinal")
         self.setAcceptDrops(True)
-        self.workspace = Workspace(self)
         self.loader = ModelLoader(self)
         self.loader.backend = backend or chosen_backend(settings)
+        self.workspace = Workspace(self.loader, self)
         self.heatmaps = Heatmaps(self)
         self._request = request or request_from_settings(settings)
         self._closing = False
         self.wizard = None  # the fine-tune wizard, once opened
         self._build_ui()
         self._build_menus()
-        self.model_menu = ModelMenu(self, self.loader, settings, self.open_wizard)
+        self.model_menu = ModelMenu(self, self.loader, settings, self.banner, self.open_wizard)
         self._connect()
         if settings.geometry is not None:
             self.restoreGeometry(settings.geometry)
@@ -82,10 +83,7 @@ class MainWindow(QMainWindow):
         outer.addWidget(self.banner)
         splitter = QSplitter(Qt.Orientation.Horizontal, central)
         self.image_view = ImageView(splitter)
-        self.side = SidePanel(self.settings.top_k, self.settings.opacity, splitter)
-        for name in ("title_label", "predictions", "k_spin", "overlay_check", "opacity_slider", "method_combo",
-                     "layer_combo"):
-            setattr(self, name, getattr(self.side, name))
+        self.side = SidePanel(self.settings.top_k, self.settings.opacity, self.settings.cam_method, splitter)
         splitter.setChildrenCollapsible(False)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
@@ -95,8 +93,8 @@ class MainWindow(QMainWindow):
         outer.addWidget(self.thumbnails)
         self.selection = SelectionView(self.workspace, self.heatmaps, self.thumbnails, self.image_view, self.side,
                                        self)
-        self.exports = ResultExports(self)
-        self.model_export = ModelExport(self)
+        self.exports = ResultExports(self.workspace, self.selection, self.side, self.banner, self.settings, self)
+        self.model_export = ModelExport(self.loader, self.banner, self.settings, self)
         self.setCentralWidget(central)
         self.drop_highlight = DropHighlight(central)
         self.setMinimumSize(720, 540)  # below this the side panel's controls would have to overlap
@@ -122,20 +120,25 @@ class MainWindow(QMainWindow):
             ("&Quit", QKeySequence.StandardKey.Quit, self.close),
         ])
         self.undo_action, remove, self.clear_all_action = fill_menu(self.menuBar().addMenu("&Edit"), [
-            ("&Undo Remove", QKeySequence.StandardKey.Undo, self.workspace.undo_remove),
+            ("&Undo Remove", QKeySequence.StandardKey.Undo, self.undo_remove),
             None,
             ("&Remove Selected Images", QKeySequence.StandardKey.Delete,
              lambda: self.workspace.remove(self.thumbnails.selected_ids())),
             ("&Clear All", None, self.workspace.clear),
         ])
-        remove.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)  # Delete acts on the strip only
+        # Delete acts where the images are (the strip, or the large view of the selected one), never in a text field.
+        remove.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.thumbnails.addAction(remove)
+        self.image_view.addAction(remove)
         self._update_edit_actions()
 
     def _connect(self) -> None:
-        self.k_spin.valueChanged.connect(self._k_changed)
-        self.overlay_check.toggled.connect(self.image_view.set_overlay_visible)
-        self.opacity_slider.valueChanged.connect(self._opacity_changed)
+        side = self.side
+        side.k_spin.valueChanged.connect(self._k_changed)
+        side.overlay_check.toggled.connect(self.image_view.set_overlay_visible)
+        side.opacity_slider.valueChanged.connect(self._opacity_changed)
+        for source in (self.exports, self.model_export):
+            source.status.connect(self.statusBar().showMessage)
         space = self.workspace
         space.items_added.connect(self._items_added)
         space.items_removed.connect(self._items_removed)
@@ -143,15 +146,20 @@ class MainWindow(QMainWindow):
         self.thumbnails.clear_requested.connect(space.clear)
         space.item_classified.connect(self._item_classified)
         space.progress.connect(self.progress_label.setText)
-        space.problem.connect(self.banner.show_message)
+        # A red banner stays only while what it says holds: a later success of the same kind clears it.
+        space.problem.connect(lambda text: self.banner.show_message(text, topic="images"))
+        space.item_classified.connect(lambda _: self.banner.clear("images"))
         self.loader.loading.connect(lambda label: self.model_label.setText(f"Loading {label}…"))
         self.loader.ready.connect(self._model_ready)
         self.loader.backend_changed.connect(self._backend_changed)
         self.loader.backend_note.connect(lambda text: self.banner.show_message(text, error=False))
         self.loader.failed.connect(lambda *_: self._show_model_in_use())
         self.heatmaps.ready.connect(lambda *_: self.progress_label.setText(space.progress_text()))
+        self.heatmaps.ready.connect(lambda *_: self.banner.clear("heat-map"))
         self.heatmaps.computing.connect(self.progress_label.setText)
-        self.heatmaps.failed.connect(self.banner.show_message)
+        self.heatmaps.failed.connect(lambda text: self.banner.show_message(text, topic="heat-map"))
+        side.method_combo.currentIndexChanged.connect(self._heatmap_choice_changed)
+        side.layer_combo.currentIndexChanged.connect(self._heatmap_choice_changed)
 
     # ----- the model ---------------------------------------------------------------------------------------
     def _show_model_in_use(self) -> None:
@@ -163,12 +171,8 @@ class MainWindow(QMainWindow):
 
     @property
     def model(self) -> workers.ModelInfo | None:
-        """The model in use (the workspace's), or None before the first one loaded."""
-        return self.workspace.model
-
-    @property
-    def weights_choice(self):
-        return self.model_menu.weights_choice
+        """The model in use (the loader's), or None before the first one loaded."""
+        return self.loader.model
 
     def start(self) -> None:
         """Load the initial model; call once the window is visible."""
@@ -183,8 +187,7 @@ class MainWindow(QMainWindow):
         if self._closing:
             return
         self.device_label.setText(info.device)
-        self.side.fill_layers(info.cam_layers)
-        self.workspace.set_model(info)
+        self.side.fill_layers(info.cam_layers, info.instant_cam_layers, preferred=self.settings.cam_layer)
         self._show_model_in_use()
         for item in self.workspace.items.values():
             self._show_thumbnail(item)
@@ -197,8 +200,7 @@ class MainWindow(QMainWindow):
         """The model in use now runs on a compiled backend: the images not yet classified go there."""
         if self._closing:
             return
-        self.device_label.setText(info.device)
-        self.workspace.set_model(info)
+        self.device_label.setText(info.device)  # the workspace queues what is left for it (it listens too)
 
     def open_wizard(self):
         """Open the fine-tune wizard; its "Use this model" loads the new model here."""
@@ -208,7 +210,8 @@ class MainWindow(QMainWindow):
         architectures = self.model.model_names if self.model is not None else ()
         wizard = FineTuneWizard(self, starting_points=self.loader.starting_points(), architectures=architectures,
                                 runs_folder=app_data_dir() / "runs", mirror=self.settings.mirror or None,
-                                device=self._request.device, dataset_folder=self.settings.dataset_folder)
+                                device=self._request.device, dataset_folder=self.settings.dataset_folder,
+                                settings=self.settings)
         wizard.use_model.connect(lambda path: self.load_model(workers.ModelRequest(weights_file=path)))
         wizard.folder_chosen.connect(lambda folder: setattr(self.settings, "dataset_folder", folder))
         self.wizard = wizard
@@ -238,11 +241,21 @@ class MainWindow(QMainWindow):
 
     def _items_removed(self, item_ids: list[int]) -> None:
         self.thumbnails.remove(item_ids)
+        shown = self.thumbnails.selected_id()  # Qt moves to a neighbour without selecting it: select what is shown
+        if shown is not None:
+            self.thumbnails.select(shown)
         self.heatmaps.forget(set(item_ids))
         self.selection.show()
         self.statusBar().showMessage(f"Removed {len(item_ids)} image{'s' if len(item_ids) != 1 else ''} "
                                      "(Edit ▸ Undo Remove brings them back).", 10_000)
         self._update_edit_actions()
+
+    def undo_remove(self) -> None:
+        """Bring back the images removed last, and say so (the "Removed" message no longer holds)."""
+        restored = self.workspace.undo_remove()
+        if restored:
+            self.statusBar().showMessage(f"Brought back {len(restored)} image{'s' if len(restored) != 1 else ''}.",
+                                         10_000)
 
     def _update_edit_actions(self) -> None:
         self.undo_action.setEnabled(self.workspace.can_undo)
@@ -299,6 +312,11 @@ class MainWindow(QMainWindow):
         folder = QFileDialog.getExistingDirectory(self, "Open a folder of images", self.settings.last_folder)
         if folder:
             self.add_paths([folder])
+
+    def _heatmap_choice_changed(self, *_) -> None:
+        """Method and layer are remembered for the next launch (a layer the next model lacks falls back)."""
+        self.settings.cam_method = self.side.method_combo.currentData() or ""
+        self.settings.cam_layer = self.side.layer_combo.currentData() or ""
 
     def _k_changed(self, k: int) -> None:
         self.settings.top_k = k

@@ -6,20 +6,24 @@ export generator on the worker; its errors come back as text for the banner.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtWidgets import QFileDialog, QProgressDialog
-from superqt.utils import thread_worker
+from PySide6.QtWidgets import QFileDialog, QProgressDialog, QWidget
 
 from cardinal.engine.progress import CancelToken
-from cardinal.gui.workers import surface_errors
+from cardinal.gui.background import Job, background
+from cardinal.gui.model_loader import ModelLoader
+from cardinal.gui.settings import Settings
+from cardinal.gui.widgets.banner import Banner
+
+log = logging.getLogger(__name__)
 
 FILE_FILTERS = {"ONNX (*.onnx)": ".onnx", "PyTorch ExportedProgram (*.pt2)": ".pt2"}
 
 
-@thread_worker(start_thread=False, ignore_errors=True)
-@surface_errors
+@background
 def run_export(model, path: str, format_name: str, force: bool, cancel: CancelToken):
     """The engine's export generator, off the GUI thread: yields ExportProgress, returns ExportResult."""
     from cardinal.engine.export.exporter import export_model
@@ -28,32 +32,34 @@ def run_export(model, path: str, format_name: str, force: bool, cancel: CancelTo
 
 
 class ModelExport(QObject):
-    """Exports the window's model in use; one export at a time, cancelled if the window closes."""
+    """Exports the model in use (the loader's); one export at a time, cancelled if the window closes."""
 
     exported = Signal(object)  # engine.export.ExportResult
     failed = Signal(str)  # the message shown to the user
+    status = Signal(str, int)  # a passing message for the status bar (0: until replaced), and for how long
 
-    def __init__(self, window) -> None:
-        super().__init__(window)
-        self.window = window
-        self._worker = None
-        self._cancel: CancelToken | None = None
+    def __init__(self, loader: ModelLoader, banner: Banner, settings: Settings, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.loader, self.banner, self.settings = loader, banner, settings
+        self._parent = parent  # the dialogs' parent
+        self._job: Job | None = None
+        self._target: str | None = None
         self._dialog: QProgressDialog | None = None
 
     @property
     def busy(self) -> bool:
-        return self._worker is not None
+        return self._job is not None
 
     def export_model(self, path: str | None = None, *, force: bool = False) -> None:
         """Ask where (unless `path` is given) and start exporting; `force` replaces an existing file."""
         from cardinal.engine.export.formats import export_format_for
 
-        window = self.window
-        if window.model is None:
-            window.banner.show_message("No model is loaded yet; wait until it has loaded, then export it.")
+        model = self.loader.model
+        if model is None:
+            self.banner.show_message("No model is loaded yet; wait until it has loaded, then export it.")
             return
         if self.busy:
-            window.statusBar().showMessage("An export is already running.", 5_000)
+            self.status.emit("An export is already running.", 5_000)
             return
         if path is None:
             path = self._ask_for_path()
@@ -62,22 +68,18 @@ class ModelExport(QObject):
             force = True  # the save dialog has already asked before replacing a file
         export_format = export_format_for(path)
         if export_format is None:
-            window.banner.show_message(f"{path}: end the file name in .onnx (ONNX) or .pt2 (PyTorch) to export.")
+            self.banner.show_message(f"{path}: end the file name in .onnx (ONNX) or .pt2 (PyTorch) to export.")
             return
-        self._cancel = CancelToken()
         self._dialog = self._progress_dialog(Path(path).name)
-        worker = run_export(window.model.classifier.model, path, export_format.name, force, self._cancel)
-        worker.yielded.connect(self._progressed)
-        worker.returned.connect(self._exported)
-        worker.errored.connect(self._failed)
-        worker.finished.connect(self._finished)
-        self._worker = worker
-        worker.start()
+        self._target = path
+        self._job = run_export(model.classifier.model, path, export_format.name, force, on_event=self._progressed,
+                               on_result=self._exported, on_error=self._failed, on_cancelled=self._failed,
+                               on_done=self._finished)
 
     def cancel(self) -> None:
         """Stop the running export at its next step; nothing is left at the target."""
-        if self._cancel is not None and self._worker is not None:
-            self._cancel.cancel()
+        if self._job is not None:
+            self._job.cancel()
             if self._dialog is not None:
                 self._dialog.setLabelText("Stopping after this step…")
 
@@ -86,17 +88,17 @@ class ModelExport(QObject):
         self.cancel()
 
     def _ask_for_path(self) -> str | None:
-        window = self.window
-        folder = Path(window.settings.last_folder or Path.home())
-        suggestion = str(folder / f"{window.model.display_name}.onnx")
-        path, chosen = QFileDialog.getSaveFileName(window, "Export model", suggestion, ";;".join(FILE_FILTERS))
+        folder = Path(self.settings.last_folder or Path.home())
+        suggestion = str(folder / f"{self.loader.model.display_name}.onnx")
+        path, chosen = QFileDialog.getSaveFileName(self._parent, "Export model", suggestion,
+                                                   ";;".join(FILE_FILTERS))
         if not path:
             return None
         suffix = FILE_FILTERS.get(chosen, ".onnx")
         return path if Path(path).suffix.lower() in FILE_FILTERS.values() else path + suffix
 
     def _progress_dialog(self, name: str) -> QProgressDialog:
-        dialog = QProgressDialog(f"Exporting to {name}…", "Cancel", 0, 4, self.window)
+        dialog = QProgressDialog(f"Exporting to {name}…", "Cancel", 0, 4, self._parent)
         dialog.setWindowTitle("Export model")
         dialog.setWindowModality(Qt.WindowModality.NonModal)  # the app stays usable while the export runs
         dialog.setMinimumDuration(0)
@@ -109,16 +111,17 @@ class ModelExport(QObject):
     def _progressed(self, event) -> None:
         if self._dialog is not None:
             self._dialog.setValue(event.step - 1)
-            if not self._cancel.cancelled:
+            if self._job is not None and not self._job.cancelled:
                 self._dialog.setLabelText(f"{event.message}…")
-        self.window.statusBar().showMessage(f"Export: {event.message}…")
+        self.status.emit(f"Export: {event.message}…", 0)
 
     def _exported(self, result) -> None:
+        log.info("exported the model to %s: %s", result.path, result.parity.summary())
         # A banner, not a passing status message: the parity figures are what says the file can be trusted.
-        self.window.banner.show_message(
+        self.banner.show_message(
             f"Exported to {result.path} (description in {result.description_path.name}). Parity with Cardinal: "
             f"{result.parity.summary()}", error=False)
-        self.window.statusBar().showMessage(f"Exported to {result.path.name}", 10_000)
+        self.status.emit(f"Exported to {result.path.name}", 10_000)
         self.exported.emit(result)
 
     def _failed(self, error: Exception) -> None:
@@ -126,16 +129,17 @@ class ModelExport(QObject):
 
         if isinstance(error, Cancelled):
             message = "The export was cancelled; nothing was saved."
-            self.window.banner.show_message(message, error=False)
+            log.info("model export to %s was cancelled", self._target)
+            self.banner.show_message(message, error=False)
         else:
             message = f"Could not export the model: {error}"
-            self.window.banner.show_message(message)
-        self.window.statusBar().clearMessage()
+            log.warning("model export to %s failed: %s", self._target, error)
+            self.banner.show_message(message)
+        self.status.emit("", 0)
         self.failed.emit(message)
 
     def _finished(self) -> None:
-        self._worker = None
-        self._cancel = None
+        self._job = None
         dialog, self._dialog = self._dialog, None
         if dialog is not None:
             dialog.canceled.disconnect(self.cancel)

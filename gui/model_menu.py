@@ -1,5 +1,5 @@
-"""The Model menu and the model's dialogs (download progress; what to do when weights cannot be had),
-driven by a ModelLoader.
+"""The Model menu, the download's progress, and what to do when weights cannot be had (a banner in the window
+with Retry, Open Weights File and Set Mirror), driven by a ModelLoader.
 
 The menu lists every model from the engine's static catalog (family, size, published top-1, licence), so it
 is built before torch or timm has loaded; whether each model's weights are on this computer is filled in
@@ -16,25 +16,30 @@ from PySide6.QtWidgets import QFileDialog, QInputDialog, QMainWindow, QMenu
 from cardinal.engine.errors import Cancelled, WeightsUnavailable
 from cardinal.engine.models.catalog import CATALOG, CatalogEntry, licence_notice
 from cardinal.gui import workers
-from cardinal.gui.dialogs import DownloadDialog, WeightsChoice
+from cardinal.gui.dialogs import DownloadDialog
 from cardinal.gui.model_loader import ModelLoader
 from cardinal.gui.settings import Settings
+from cardinal.gui.widgets.banner import Banner
 
 WEIGHTS_FILTER = "Model or weights (*.safetensors *.pth *.pt);;All files (*)"
 
 
 class ModelMenu:
-    """Architectures (checkable), Open Weights File, Mirror, Fine-Tune; shows the loader's dialogs."""
+    """Architectures (checkable: the one in use is checked), Open Weights File, Mirror, Fine-Tune; shows the
+    loader's progress and failures."""
 
-    def __init__(self, window: QMainWindow, loader: ModelLoader, settings: Settings, open_wizard) -> None:
+    def __init__(self, window: QMainWindow, loader: ModelLoader, settings: Settings, banner: Banner,
+                 open_wizard) -> None:
         self.window = window
         self.loader = loader
         self.settings = settings
+        self.banner = banner
         self.download_dialog: DownloadDialog | None = None
-        self.weights_choice: WeightsChoice | None = None
         self.menu: QMenu = window.menuBar().addMenu("&Model")
         self.menu.setToolTipsVisible(True)
         self.architectures = QActionGroup(window)
+        # None checked while a model file is in use; a click checks at once, and a load that fails un-checks it.
+        self.architectures.setExclusionPolicy(QActionGroup.ExclusionPolicy.ExclusiveOptional)
         self._add_models()
         self.menu.addSeparator()
         self._add("Open &Weights or Model File…", "Ctrl+M", self.open_weights)
@@ -137,34 +142,31 @@ class ModelMenu:
         for action in self.architectures.actions():
             name = action.data()
             action.setText(model_label(CATALOG[name], on_disk=name in info.pretrained_on_disk))
-            action.setChecked(not info.request.weights_file and name == info.name)
+        self._check_model_in_use()
+        self.banner.clear("model")  # whatever went wrong with an earlier model no longer holds
         notice = None if info.request.weights_file else licence_notice(info.name)
         if notice is not None:
-            self.window.banner.show_message(notice, error=False)
+            self.banner.show_message(notice, error=False, topic="model")
 
     def _failed(self, request: workers.ModelRequest, error: Exception) -> None:
         self._close_download_dialog()
+        self._check_model_in_use()
+        choices = [("Retry", self.loader.retry), ("Open Weights File…", self.open_weights),
+                   ("Set Mirror…", self.set_mirror)]
         if isinstance(error, Cancelled):
-            self._offer_choices("The download was cancelled.")
+            self.banner.show_message(f"The download of {request.label()}'s weights was cancelled.", error=False,
+                                     actions=choices, topic="model")
         elif isinstance(error, WeightsUnavailable):
-            self._offer_choices(str(error))
+            self.banner.show_message(str(error), actions=choices, topic="model")
         else:
-            self.window.banner.show_message(f"Could not load {request.label()}: {error}")
+            self.banner.show_message(f"Could not load {request.label()}: {error}", topic="model")
 
-    def _offer_choices(self, message: str) -> None:
-        box = WeightsChoice(message, self.window)
-        self.weights_choice = box
-
-        def chosen(button) -> None:
-            if button is box.retry_button:
-                self.loader.retry()
-            elif button is box.open_button:
-                self.open_weights()
-            elif button is box.mirror_button:
-                self.set_mirror()
-
-        box.buttonClicked.connect(chosen)
-        box.open()
+    def _check_model_in_use(self) -> None:
+        """Check the architecture in use (none when a model file is), whatever was clicked last."""
+        info = self.loader.model
+        in_use = None if info is None or info.request.weights_file else info.name
+        for action in self.architectures.actions():
+            action.setChecked(action.data() == in_use)
 
 
 def request_from_settings(settings: Settings) -> workers.ModelRequest:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from PySide6.QtCore import QObject
 
 from cardinal.gui import workers
-from cardinal.gui.heatmaps import LAST_STAGE, HeatKey, Heatmaps
+from cardinal.gui.heatmaps import HeatKey, Heatmaps
 from cardinal.gui.text import tooltip
-from cardinal.gui.widgets.image_view import ImageView
+from cardinal.gui.widgets.image_view import DROP_HINT, ImageView
 from cardinal.gui.widgets.side_panel import SidePanel
 from cardinal.gui.widgets.thumbnails import ThumbnailStrip
 from cardinal.gui.workspace import ImageItem, Workspace
+
+NO_MODEL_HINT = ("Model ▸ Open Weights or Model File… classifies with a model you have; Model ▸ Fine-Tune on a "
+                 "Folder… trains one on your own images.")
 
 
 class SelectionView(QObject):
@@ -27,6 +30,7 @@ class SelectionView(QObject):
         side.method_combo.currentIndexChanged.connect(lambda _: self.refresh_heatmap())
         side.layer_combo.currentIndexChanged.connect(lambda _: self.refresh_heatmap())
         workspace.display_ready.connect(self.show_if_selected)
+        workspace.loader.failed.connect(lambda *_: self.show())
         heatmaps.ready.connect(self._heatmap_ready)
 
     def current_item(self) -> ImageItem | None:
@@ -46,7 +50,7 @@ class SelectionView(QObject):
         """Show the selected image's results for the model in use (instant when cached)."""
         item, side = self.current_item(), self.side
         if item is None:
-            self.image_view.set_image(None)
+            self.image_view.set_image(None, DROP_HINT)
             side.predictions.show_message("No image selected")
             side.title_label.setText("Predictions")
             return
@@ -56,15 +60,23 @@ class SelectionView(QObject):
             self.image_view.set_image(None, f"{item.name} could not be read:\n{item.error}")
             side.predictions.show_message(item.error)
             return
-        outcome = self.current_outcome()
-        display = self.workspace.cached_display(item) if outcome is None else self.workspace.display_of(item)
+        outcome, model = self.current_outcome(), self.workspace.model
+        # Without a model the image is decoded just to be seen; with one, classifying decodes it.
+        display = self.workspace.display_of(item) if outcome is not None or model is None else \
+            self.workspace.cached_display(item)
         self.image_view.set_image(display.image if display else None,
-                                  "Classifying…" if outcome is None else "Loading the image…")
+                                  "Classifying…" if outcome is None and model else "Loading the image…")
         if outcome is None:
-            side.predictions.show_message("Classifying…" if self.workspace.model else "Waiting for the model…")
+            side.predictions.show_message("Classifying…" if model else self.waiting_text())
             return
         side.predictions.set_predictions(self.top_k(outcome), self.workspace.chosen_class(item))
         self.refresh_heatmap()
+
+    def waiting_text(self) -> str:
+        """What an image without a model says: the model is on its way, or how to get one."""
+        if self.workspace.loader.error is None:
+            return "Waiting for the model to load…"
+        return (f"Waiting for a model.\n\n{NO_MODEL_HINT}")
 
     def top_k(self, outcome: workers.ItemOutcome):
         from cardinal.engine.inference.analysis import top_k
@@ -80,11 +92,11 @@ class SelectionView(QObject):
 
     def heat_key(self) -> HeatKey | None:
         """What the heat-map shown now is of: image, model, class, method and layer."""
-        item, outcome = self.current_item(), self.current_outcome()
-        if outcome is None:
+        item, outcome, layer = self.current_item(), self.current_outcome(), self.side.layer_combo.currentData()
+        if outcome is None or layer is None:
             return None
         return HeatKey(item.item_id, outcome.model_key, self.workspace.chosen_class(item),
-                       self.side.method_combo.currentData(), self.side.layer_combo.currentData() or LAST_STAGE)
+                       self.side.method_combo.currentData(), layer)
 
     def refresh_heatmap(self) -> None:
         """Draw the heat-map of the chosen class, method and layer over the large image."""

@@ -47,6 +47,8 @@ class Settings:
     mirror = _Text("model/mirror")
     last_folder = _Text("files/last_folder")
     dataset_folder = _Text("files/dataset_folder")  # the wizard's last dataset
+    cam_method = _Text("view/cam_method")  # the heat-map's method and layer, as last chosen
+    cam_layer = _Text("view/cam_layer")
     backend = _Text("inference/backend")  # engine.choices.BACKENDS; empty: $CARDINAL_BACKEND, else auto
 
     def __init__(self, path: Path | None = None) -> None:
@@ -91,6 +93,21 @@ class Settings:
     @geometry.setter
     def geometry(self, value: QByteArray) -> None:
         self._qsettings.setValue("window/geometry", value)
+
+    def group(self, name: str) -> dict[str, str]:
+        """Every text value stored under `name` (e.g. the wizard's remembered choices)."""
+        qsettings = self._qsettings
+        qsettings.beginGroup(name)
+        try:
+            return {key: str(qsettings.value(key, "")) for key in qsettings.childKeys()}
+        finally:
+            qsettings.endGroup()
+
+    def set_group(self, name: str, values: dict[str, str]) -> None:
+        """Store `values` under `name`, in place of what was there."""
+        self._qsettings.remove(name)
+        for key, value in values.items():
+            self._qsettings.setValue(f"{name}/{key}", value)
 
     def sync(self) -> None:
         self._qsettings.sync()

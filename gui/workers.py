@@ -1,26 +1,25 @@
-"""Engine calls off the GUI thread: model loading (with download progress and cancel) and classification.
+"""The main window's background jobs: model loading (with download progress and cancel), classification,
+decoding an image again, heat-maps that need a backward pass, expanding dropped folders.
 
-Long work is a generator or function run by `superqt.utils.thread_worker`; its signals arrive on the GUI
-thread. Nothing here touches a widget. torch is imported inside the workers, so the window can show first.
+Each is a `@background` job (see `gui.background`); nothing here touches a widget. torch is imported inside
+the jobs, so the window can show first.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import logging
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
-from superqt.utils import thread_worker
 
 from cardinal.engine.choices import DEFAULT_MODEL
 from cardinal.engine.progress import CancelToken
+from cardinal.gui.background import background
 from cardinal.gui.qimage import array_to_qimage
 
 if TYPE_CHECKING:
@@ -32,37 +31,6 @@ log = logging.getLogger(__name__)
 DISPLAY_SIZE = 1024  # longest side of the image kept for the large view and its heat-map
 THUMBNAIL_SIZE = 112
 BATCH_SIZE = 8
-
-
-class WorkerError(Exception):
-    """An unexpected failure inside a worker, carried to the GUI as a message.
-
-    superqt treats a RuntimeError escaping a worker as "worker deleted" and drops it silently; torch
-    raises RuntimeError for real problems, so workers re-raise those as this type.
-    """
-
-
-def surface_errors(function: Callable) -> Callable:
-    """Re-raise RuntimeError (from torch and friends) as WorkerError so superqt reports it."""
-    if inspect.isgeneratorfunction(function):
-
-        @functools.wraps(function)
-        def generator_wrapper(*args: Any, **kwargs: Any):
-            try:
-                return (yield from function(*args, **kwargs))
-            except RuntimeError as error:
-                raise WorkerError(str(error)) from error
-
-        return generator_wrapper
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any):
-        try:
-            return function(*args, **kwargs)
-        except RuntimeError as error:
-            raise WorkerError(str(error)) from error
-
-    return wrapper
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +68,7 @@ class ModelInfo:
     device: str
     model_names: tuple[str, ...]
     cam_layers: tuple[str, ...]
+    instant_cam_layers: tuple[str, ...]  # the layers whose heat-maps need no backward pass (the engine says which)
     pretrained_on_disk: tuple[str, ...] = ()  # architectures whose ImageNet weights need no download
     source: str = ""  # where the weights came from (the model label's tooltip)
     conversion: Any = None  # engine Plan: the compiled backend to convert for in the background, if any
@@ -108,22 +77,17 @@ class ModelInfo:
 
 
 class DownloadProgress(QObject):
-    """Relays a download's byte counts from the worker thread; `cancel` stops it at the next chunk."""
+    """Relays a download's byte counts from the worker thread to the GUI thread."""
 
     progressed = Signal(int, object)  # bytes done, total bytes or None
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cancel = CancelToken()
 
     def report(self, done: int, total: int | None) -> None:
         self.progressed.emit(done, total)
 
 
-@thread_worker(start_thread=False, ignore_errors=True)
-@surface_errors
-def load_model(request: ModelRequest, progress: DownloadProgress) -> ModelInfo:
-    """Load (downloading if needed) and warm up a model; runs on a worker thread.
+@background
+def load_model(request: ModelRequest, progress: DownloadProgress, cancel: CancelToken) -> ModelInfo:
+    """Load (downloading if needed, until cancelled) and warm up a model.
 
     A model converted for a compiled backend before opens from the cache without loading PyTorch (the PyTorch
     model loads later, for what needs it); otherwise PyTorch loads it and `ModelInfo.conversion` says what to
@@ -132,7 +96,7 @@ def load_model(request: ModelRequest, progress: DownloadProgress) -> ModelInfo:
     from cardinal.engine.inference.backends.select import fast_classifier
 
     fast = fast_classifier(backend_request(request), request.device, request.backend or "auto",
-                           lambda: _load_torch_model(request, progress))
+                           lambda: _load_torch_model(request, progress, cancel))
     if fast is not None:
         return _info(request, fast, fast.model_name, needs_torch_model=True)
     import torch
@@ -142,7 +106,7 @@ def load_model(request: ModelRequest, progress: DownloadProgress) -> ModelInfo:
     from cardinal.engine.inference.backends.select import adopt, dtype_name, plan_for
     from cardinal.engine.inference.classifier import Classifier
 
-    model = _load_torch_model(request, progress)
+    model = _load_torch_model(request, progress, cancel)
     classifier = Classifier(model, device=request.device, precision=request.precision)
     side = model.preprocess.crop_size[0]
     classifier.forward(torch.zeros(1, 3, side, side))  # warm-up: the first real image is then fast
@@ -160,19 +124,21 @@ def load_model(request: ModelRequest, progress: DownloadProgress) -> ModelInfo:
     return _info(request, classifier, model.name, conversion=plan, backend_note=note)
 
 
-def _load_torch_model(request: ModelRequest, progress: DownloadProgress):
+def _load_torch_model(request: ModelRequest, progress: DownloadProgress, cancel: CancelToken):
     from cardinal.engine.models.registry import load_model_file, load_pretrained
 
     if request.weights_file:
         return load_model_file(request.weights_file, model=request.name)
     return load_pretrained(request.name or DEFAULT_MODEL, mirror=request.mirror, progress=progress.report,
-                           cancel=progress.cancel)
+                           cancel=cancel)
 
 
 def _info(request: ModelRequest, classifier, name: str, **extra) -> ModelInfo:
+    from cardinal.engine.inference.closed_form import needs_backward
     from cardinal.engine.models.catalog import CATALOG
     from cardinal.engine.models.download import find_local
 
+    layers = classifier.cam_layer_names()
     return ModelInfo(
         request=request,
         classifier=classifier,
@@ -181,7 +147,8 @@ def _info(request: ModelRequest, classifier, name: str, **extra) -> ModelInfo:
         num_classes=len(classifier.class_names),
         device=classifier.description,
         model_names=tuple(CATALOG),
-        cam_layers=classifier.cam_layer_names(),
+        cam_layers=layers,
+        instant_cam_layers=tuple(layer for layer in layers if not needs_backward(layer)),
         pretrained_on_disk=tuple(key for key, entry in CATALOG.items()
                                  if find_local(entry.weights_url, entry.weights_file)),
         source=classifier.source,
@@ -240,6 +207,14 @@ def make_display(image) -> tuple[Display, QImage]:
     pixels = np.asarray(display)
     thumbnail = display.copy()
     thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BILINEAR)
+    longest = max(thumbnail.size)
+    if longest < THUMBNAIL_SIZE:  # icons and tiles (16-28 px) would be a speck in their cell: enlarge them
+        factor = THUMBNAIL_SIZE // longest
+        # Whole-number factors keep pixels crisp (an icon stays an icon); a near-size image is smoothed instead.
+        resample = Image.Resampling.NEAREST if factor >= 2 else Image.Resampling.BICUBIC
+        scale = factor if factor >= 2 else THUMBNAIL_SIZE / longest
+        size = (max(1, round(thumbnail.width * scale)), max(1, round(thumbnail.height * scale)))
+        thumbnail = thumbnail.resize(size, resample)
     return Display(array_to_qimage(pixels), pixels), array_to_qimage(np.asarray(thumbnail))
 
 
@@ -255,12 +230,11 @@ class ItemOutcome:
     display: Display | None = None
 
 
-@thread_worker(start_thread=False, ignore_errors=True)
-@surface_errors
+@background
 def classify_items(
-    classifier: Classifier, model_key: str, work: list[tuple[int, Path]]
+    classifier: Classifier, model_key: str, work: list[tuple[int, Path]], cancel: CancelToken
 ) -> Generator[ItemOutcome, None, None]:
-    """Classify this worker's own list of images in small batches; quitting stops between batches."""
+    """Classify this job's own list of images in small batches; cancelling stops between batches."""
     for start in range(0, len(work), BATCH_SIZE):
         batch = work[start : start + BATCH_SIZE]
         results = classifier.classify_files(
@@ -270,6 +244,7 @@ def classify_items(
             keep_features=True,
             keep_images=True,
             draft_size=DISPLAY_SIZE,
+            cancel=cancel,
         )
         for (item_id, _), result in zip(batch, results, strict=True):
             if result.error is not None:
@@ -280,8 +255,7 @@ def classify_items(
             yield ItemOutcome(item_id, model_key, analysis=analysis, thumbnail=thumbnail, display=display)
 
 
-@thread_worker(start_thread=False, ignore_errors=True)
-@surface_errors
+@background
 def load_display(path: Path) -> Display:
     """Decode an image again for the large view (its earlier copy was dropped to bound memory)."""
     from cardinal.engine.data.images import load_image
@@ -289,19 +263,24 @@ def load_display(path: Path) -> Display:
     return make_display(load_image(path, draft_size=DISPLAY_SIZE))[0]
 
 
-@thread_worker(start_thread=False, ignore_errors=True)
-@surface_errors
-def layer_heatmap(classifier: Classifier, pixels: np.ndarray, class_index: int, layer: str, method: str):
-    """Heat-map at a chosen (not last-stage) layer, which needs a backward pass: off the GUI thread."""
+@background
+def layer_heatmap(classifier: Classifier, pixels: np.ndarray, class_index: int, layer: str, method: str,
+                  cancel: CancelToken):
+    """Heat-map at a layer that needs a backward pass (one pass: cancelling stops it only before it starts)."""
     from PIL import Image
 
+    cancel.raise_if_cancelled("the heat-map")
     return classifier.heatmap(Image.fromarray(pixels), class_index, layer=layer, method=method)
 
 
-@thread_worker(start_thread=False, ignore_errors=True)
-@surface_errors
-def expand_paths(paths: list[str]) -> list[Path]:
+@background
+def expand_paths(paths: list[str], cancel: CancelToken) -> list[Path]:
     """Folders to image files (recursive, sorted), off the GUI thread since folders can be huge."""
     from cardinal.engine.data.images import iter_image_files
 
-    return list(iter_image_files(paths))
+    found = []
+    for path in iter_image_files(paths):
+        if len(found) % 1000 == 0:
+            cancel.raise_if_cancelled("reading the dropped folders")
+        found.append(path)
+    return found

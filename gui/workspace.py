@@ -13,9 +13,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
-from superqt.utils import thread_worker
 
 from cardinal.gui import workers
+from cardinal.gui.background import Job, background
+from cardinal.gui.model_loader import ModelLoader
 from cardinal.gui.qimage import qimage_to_png
 
 DISPLAY_CACHE_SIZE = 48  # large-view images kept in memory (~5 MB each); older ones are decoded again
@@ -34,7 +35,8 @@ class ImageItem:
 
 
 class Workspace(QObject):
-    """Owns the images and results; classifies what the model in use has not seen yet, off the GUI thread."""
+    """Owns the images and results; classifies what the model in use (the loader's) has not seen yet, off the
+    GUI thread."""
 
     items_added = Signal(list, int)  # new item ids, how many files were already open and skipped
     items_removed = Signal(list)  # item ids
@@ -43,15 +45,16 @@ class Workspace(QObject):
     progress = Signal(str)  # a line for the status bar
     problem = Signal(str)  # something to tell the user (a dropped folder that cannot be read, a crash)
 
-    def __init__(self, parent: QObject | None = None, *, display_cache_size: int = DISPLAY_CACHE_SIZE) -> None:
+    def __init__(self, loader: ModelLoader, parent: QObject | None = None, *,
+                 display_cache_size: int = DISPLAY_CACHE_SIZE) -> None:
         super().__init__(parent)
+        self.loader = loader
         self.items: dict[int, ImageItem] = {}
-        self.model: workers.ModelInfo | None = None
         self.display_cache_size = display_cache_size
         self._next_id = 0
-        self._waiting: list[int] = []  # item ids for the next classify worker
-        self._classifier_worker = None
-        self._jobs: set = set()
+        self._waiting: list[int] = []  # item ids for the next classify job
+        self._classifying: Job | None = None
+        self._jobs: set[Job] = set()
         self._displays: OrderedDict[int, workers.Display] = OrderedDict()
         self._decoding: set[int] = set()
         self._removed: list[list[ImageItem]] = []
@@ -59,15 +62,23 @@ class Workspace(QObject):
         self._pasted = 0
         self._closed = False
 
+        loader.ready.connect(self._model_changed)
+        loader.backend_changed.connect(self._model_changed)  # the same model on a compiled backend
+        loader.failed.connect(lambda *_: self._report_progress())
+
     # ----- the model -------------------------------------------------------------------------------------
+    @property
+    def model(self) -> workers.ModelInfo | None:
+        """The model in use: the loader's (it is the one owner)."""
+        return self.loader.model
+
     @property
     def model_key(self) -> str | None:
         return None if self.model is None else self.model.request.key
 
-    def set_model(self, model: workers.ModelInfo) -> None:
-        """Classify with `model` from now on: every image it has not seen yet is queued."""
+    def _model_changed(self, _info: workers.ModelInfo | None = None) -> None:
+        """Classify with the new model from now on: every image it has not seen yet is queued."""
         self._stop_classifying()
-        self.model = model
         self._queue_missing()
 
     def outcome(self, item: ImageItem) -> workers.ItemOutcome | None:
@@ -91,10 +102,8 @@ class Workspace(QObject):
         paths = [str(p) for p in paths]
         if not paths or self._closed:
             return
-        worker = workers.expand_paths(paths)
-        worker.returned.connect(self.add_files)
-        worker.errored.connect(lambda error: self.problem.emit(f"Could not read the dropped items: {error}"))
-        self._run(worker)
+        self._run(workers.expand_paths, paths, on_result=self.add_files,
+                  on_error=lambda error: self.problem.emit(f"Could not read the dropped items: {error}"))
 
     def add_image(self, image: QImage) -> None:
         """Add a pasted image: saved as PNG in a temporary folder (on a worker: a screenshot can be large) so the
@@ -104,10 +113,9 @@ class Workspace(QObject):
         if self._paste_folder is None:
             self._paste_folder = Path(tempfile.mkdtemp(prefix="cardinal-pasted-"))
         self._pasted += 1
-        worker = _save_png(image.copy(), self._paste_folder / f"pasted-{self._pasted}.png")
-        worker.returned.connect(lambda path: self.add_files([path]))
-        worker.errored.connect(lambda error: self.problem.emit(f"Could not keep the pasted image: {error}"))
-        self._run(worker)
+        self._run(_save_png, image.copy(), self._paste_folder / f"pasted-{self._pasted}.png",
+                  on_result=lambda path: self.add_files([path]),
+                  on_error=lambda error: self.problem.emit(f"Could not keep the pasted image: {error}"))
 
     def add_files(self, files: list[Path]) -> list[int]:
         """Add image files that are not open yet; returns the new item ids (`items_added` says how many were
@@ -165,13 +173,14 @@ class Workspace(QObject):
     @property
     def busy(self) -> bool:
         """Whether images are being (or are waiting to be) classified."""
-        return self._classifier_worker is not None or bool(self._waiting)
+        return self._classifying is not None or bool(self._waiting)
 
     def is_done(self, item: ImageItem) -> bool:
         return item.error is not None or self.outcome(item) is not None
 
     def _queue_missing(self) -> None:
         if self.model is None or self._closed:
+            self._report_progress()  # what waits for a model says so
             return
         waiting = set(self._waiting)
         for item in self.items.values():
@@ -180,7 +189,7 @@ class Workspace(QObject):
         self._start_classifying()
 
     def _start_classifying(self) -> None:
-        if self._classifier_worker is not None or self.model is None or self._closed:
+        if self._classifying is not None or self.model is None or self._closed:
             self._report_progress()
             return
         work = [(item_id, self.items[item_id].path) for item_id in self._waiting if item_id in self.items]
@@ -188,24 +197,23 @@ class Workspace(QObject):
         if not work:
             self._report_progress()
             return
-        worker = workers.classify_items(self.model.classifier, self.model.request.key, work)
-        worker.yielded.connect(self._classified)
-        worker.errored.connect(lambda error: self.problem.emit(f"Classification failed: {error}"))
-        worker.finished.connect(lambda w=worker: self._classifier_finished(w))
-        self._classifier_worker = worker
+        job: Job | None = None
+        self._classifying = job = workers.classify_items(
+            self.model.classifier, self.model.request.key, work, on_event=self._classified,
+            on_error=lambda error: self.problem.emit(f"Classification failed: {error}"),
+            on_done=lambda: self._classifier_finished(job))
         self._report_progress()
-        worker.start()
 
-    def _classifier_finished(self, worker) -> None:
-        if worker is self._classifier_worker:
-            self._classifier_worker = None
-            self._start_classifying()  # images added while this worker ran
+    def _classifier_finished(self, job: Job | None) -> None:
+        if job is self._classifying:
+            self._classifying = None
+            self._start_classifying()  # images added while this job ran
 
     def _stop_classifying(self) -> None:
         self._waiting = []
-        if self._classifier_worker is not None:
-            self._classifier_worker.quit()
-            self._classifier_worker = None
+        if self._classifying is not None:
+            self._classifying.cancel()
+            self._classifying = None
 
     def _classified(self, outcome: workers.ItemOutcome) -> None:
         item = self.items.get(outcome.item_id)
@@ -225,8 +233,13 @@ class Workspace(QObject):
         total = len(self.items)
         done = sum(1 for item in self.items.values() if self.is_done(item))
         failed = sum(1 for item in self.items.values() if item.error is not None)
-        if total == 0 or self.model is None:
+        if total == 0:
             return ""
+        if self.model is None:
+            images = f"{total} image{'' if total == 1 else 's'} wait{'s' if total == 1 else ''}"
+            if self.loader.error is None:
+                return f"{images} for the model to load"
+            return f"{images} for a model: open one (Model ▸ Open Weights or Model File…) or fine-tune one"
         if done < total:
             return f"Classifying {done}/{total}…"
         classified = total - failed
@@ -245,10 +258,9 @@ class Workspace(QObject):
             return display
         if item.item_id not in self._decoding and item.error is None and not self._closed:
             self._decoding.add(item.item_id)
-            worker = workers.load_display(item.path)
-            worker.returned.connect(lambda loaded, i=item.item_id: self._display_loaded(i, loaded))
-            worker.errored.connect(lambda error, i=item.item_id: self._decoding.discard(i))
-            self._run(worker)
+            self._run(workers.load_display, item.path,
+                      on_result=lambda loaded, i=item.item_id: self._display_loaded(i, loaded),
+                      on_error=lambda error, i=item.item_id: self._decoding.discard(i))
         return None
 
     def cached_display(self, item: ImageItem) -> workers.Display | None:
@@ -271,21 +283,21 @@ class Workspace(QObject):
             self.display_ready.emit(item_id)
 
     # ----- shutting down ----------------------------------------------------------------------------------
-    def _run(self, worker) -> None:
-        self._jobs.add(worker)
-        worker.finished.connect(lambda w=worker: self._jobs.discard(w))
-        worker.start()
+    def _run(self, start, *args, **handlers) -> None:
+        """Start a short job that shutting down cancels."""
+        job: Job | None = None
+        job = start(*args, on_done=lambda: self._jobs.discard(job), **handlers)
+        self._jobs.add(job)
 
     def shutdown(self) -> None:
         """Stop all work between images; the caller waits for the threads."""
         self._closed = True
         self._stop_classifying()
-        for worker in list(self._jobs):
-            worker.quit()
+        for job in list(self._jobs):
+            job.cancel()
 
 
-@thread_worker(start_thread=False, ignore_errors=True)
-@workers.surface_errors
+@background
 def _save_png(image: QImage, path: Path) -> Path:
     path.write_bytes(qimage_to_png(image))
     return path

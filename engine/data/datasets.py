@@ -46,6 +46,7 @@ class DatasetScan:
     duplicates: tuple[tuple[Path, Path], ...] = field(default=())
     test: tuple[Sample, ...] | None = None  # the folder's own test split (never trained on), if it has one
     layout: Layout | None = None  # where the splits are (None: a folder of classes)
+    imbalanced: bool = False  # the largest class has over IMBALANCE_WARNING times the smallest's images
 
     def held_out(self) -> tuple[str, tuple[Sample, ...]]:
         """What to measure a model on, and its name: the test split, else the validation split, else every image
@@ -195,7 +196,8 @@ def scan_dataset(
         elif count < min_per_class:
             errors.append(f"class '{name}' has only {count} readable image(s); add at least {min_per_class}")
     present = [count for count in train_counts.values() if count > 0]
-    if present and max(present) > IMBALANCE_WARNING * min(present):
+    imbalanced = bool(present) and max(present) > IMBALANCE_WARNING * min(present)
+    if imbalanced:
         largest = class_names[max(train_counts, key=train_counts.get)]
         smallest = class_names[min(train_counts, key=train_counts.get)]
         warnings.append(
@@ -230,6 +232,7 @@ def scan_dataset(
         duplicates=tuple(duplicates),
         test=tuple(samples["test"]) if layout.test is not None else None,
         layout=layout if layout.split else None,
+        imbalanced=imbalanced,
     )
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from cardinal.engine.choices import CAM_METHODS
 from cardinal.engine.inference import closed_form
-from cardinal.engine.inference.closed_form import CropBox, heatmap_at_image_size
+from cardinal.engine.inference.closed_form import LAST_STAGE, CropBox, heatmap_at_image_size, needs_backward
 from cardinal.engine.inference.overlays import (
     colorize,
     heatmap_rgba,
@@ -24,9 +24,9 @@ from cardinal.engine.inference.overlays import (
     write_overlay_png,
 )
 
-__all__ = ["CropBox", "METHODS", "autograd_cam", "capture", "channel_weights", "closed_form_cam", "colorize",
-           "heatmap_at_image_size", "heatmap_rgba", "overlay", "seen_region", "weighted_activations",
-           "write_overlay_png"]
+__all__ = ["LAST_STAGE", "METHODS", "CropBox", "autograd_cam", "capture", "channel_weights", "closed_form_cam",
+           "colorize", "heatmap_at_image_size", "heatmap_rgba", "needs_backward", "overlay", "seen_region",
+           "weighted_activations", "write_overlay_png"]
 
 METHODS: tuple[str, ...] = tuple(CAM_METHODS)
 _EPS = 1e-7

@@ -125,7 +125,7 @@ class Classifier:
         return results
 
     def heatmap(
-        self, image: Image.Image, class_index: int, *, layer: str = "layer4", method: str = "gradcam"
+        self, image: Image.Image, class_index: int, *, layer: str = cam.LAST_STAGE, method: str = "gradcam"
     ) -> np.ndarray:
         """Heat-map of `class_index` at any named layer (e.g. 'layer3', 'layer4.1') by autograd."""
         module = dict(self.network.named_modules()).get(layer)

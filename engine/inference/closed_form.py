@@ -14,6 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 _EPS = 1e-7
+LAST_STAGE = "layer4"  # the stage that feeds global average pooling and the linear head
+
+
+def needs_backward(layer: str) -> bool:
+    """Whether a heat-map at `layer` costs a backward pass: every layer but the last stage, whose heat-maps
+    follow in closed form from the classification's own activations."""
+    return layer != LAST_STAGE
 
 
 @dataclass(frozen=True)

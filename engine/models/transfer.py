@@ -158,6 +158,8 @@ def _regular_file(job: Transfer, path: Path) -> Iterator[tuple[IO[bytes], int]]:
     descriptor, so a FIFO (whose open waits for a writer) or a device swapped in is refused, not waited on."""
     try:
         handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise job.unavailable(f"the mirror folder {path.parent} has no {path.name}") from None
     except OSError as error:
         raise job.unavailable(f"cannot read {path}: {error.strerror or error}") from None
     mode = os.fstat(handle).st_mode

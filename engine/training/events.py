@@ -35,6 +35,13 @@ class StopReason(str, Enum):
 
 
 @dataclass(frozen=True)
+class Preparing:
+    """A step before the first batch ends (which can take a minute on a CPU), in words: "building the model…"."""
+
+    step: str
+
+
+@dataclass(frozen=True)
 class FeatureProgress:
     """Fast mode's one pass of the backbone over every image."""
 
@@ -136,4 +143,5 @@ class TrainingResult:
         return RunPaths(self.out_dir)
 
 
-Event = RecipeChosen | FeatureProgress | LRFinderStep | LRFound | BatchEnd | EpochEnd | Notice | ReportProgress
+Event = (Preparing | RecipeChosen | FeatureProgress | LRFinderStep | LRFound | BatchEnd | EpochEnd | Notice
+         | ReportProgress)

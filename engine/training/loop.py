@@ -44,6 +44,7 @@ from cardinal.engine.training.events import (
     LRFinderStep,
     LRFound,
     Notice,
+    Preparing,
     RecipeChosen,
     StopReason,
     TrainingResult,
@@ -92,6 +93,7 @@ def train(
              team.main_only(lambda: claim_run_folder(out_dir, resume=resume)))
     with claim as folder:
         folder = folder or Path(out_dir).expanduser().absolute()
+        yield Preparing(f"building the model for {len(scan.class_names)} classes")
         model = new_model(base, scan.class_names, recipe.seed, recipe.image_size)
         generator = torch.Generator().manual_seed(recipe.seed)
         mode = MODE_TYPES[recipe.mode](model, recipe, device_, dtype, generator, team)
@@ -101,6 +103,7 @@ def train(
             if recipe.lr is None:  # the rate the run chose (or was given) at its start, not a new range test
                 run.use_rate(state.recipe.get("lr"), bool(state.recipe.get("lr_found")))
         yield RecipeChosen(recipe, said)
+        yield Preparing("getting the images ready")
         yield from mode.prepare(train_samples, val_samples, cancel)
         writes = team is None or team.is_main  # in a team, rank 0 alone writes history and report
         run.prepare_loss(train_samples)
@@ -111,6 +114,7 @@ def train(
                 write_lr_finding(folder, finding)
             yield LRFound(finding)
         run.start(state)
+        yield Preparing("training the first batch (the slowest: it also warms up)")
         stopped = yield from (record_history(run.epochs(), folder, run.history) if writes else run.epochs())
         run.finish()
         evaluation = None

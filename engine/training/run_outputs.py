@@ -28,6 +28,7 @@ from cardinal.engine.reports.report import (
     evaluate_for_report,
     picture_mistakes,
     worst_mistakes,
+    write_evaluation_report,
     write_report,
 )
 from cardinal.engine.runs.history import HistoryRow, read_history, write_history
@@ -42,7 +43,7 @@ from cardinal.engine.runs.state import (
     load_run_state,
 )
 from cardinal.engine.training.distributed import Team
-from cardinal.engine.training.events import BatchEnd, EpochEnd, Event, Notice, StopReason
+from cardinal.engine.training.events import BatchEnd, EpochEnd, Event, Notice, StopReason, TrainingResult
 from cardinal.engine.training.recipe import Recipe
 
 
@@ -120,6 +121,26 @@ def write_run_report(model: LoadedModel, samples: Sequence[Sample], folder: Path
     finally:
         # Leave the model as training handed it over: on the CPU, in the ordinary memory layout.
         model.network.to("cpu").to(memory_format=torch.contiguous_format)
+    return evaluation
+
+
+def evaluate_run(result: TrainingResult, classifier: Classifier, *, dataset: DatasetScan,
+                 cancel: CancelToken | None = None) -> Generator[ReportProgress | Notice, None, Evaluation]:
+    """The evaluation to show for a finished run: its own, or, for a run that stopped without one (it was
+    cancelled), a new one on its validation images, and then its report.html too. A report that cannot be
+    written is a notice: the evaluation stands."""
+    if result.evaluation is not None:
+        return result.evaluation
+    samples = list(result.val_samples)
+    evaluation = yield from evaluate_for_report(classifier, samples, cancel=cancel)
+    try:
+        yield from write_evaluation_report(classifier, evaluation, result.out_dir, dataset=dataset,
+                                           evaluated=f"the {len(samples)} validation images, which training never "
+                                                     "saw", run_folder=result.out_dir, cancel=cancel)
+    except Cancelled:
+        raise
+    except CardinalError as error:
+        yield Notice(f"The report could not be written: {error}")
     return evaluation
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QPoint, QPointF, QRect, QSize, Qt
-from PySide6.QtGui import QImage, QKeyEvent, QPainter, QPaintEvent, QWheelEvent
+from PySide6.QtGui import QImage, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QWheelEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 MAX_ZOOM = 16.0
 ZOOM_STEP = 1.25
+DROP_HINT = "Drop images or folders here\nor use File ▸ Open (Ctrl+O), or paste (Ctrl+V)"
 
 
 class ImageView(QWidget):
@@ -21,9 +22,11 @@ class ImageView(QWidget):
         self._overlay_visible = True
         self._zoom = 1.0
         self._pan = QPoint()
+        self._grab: QPoint | None = None  # where a drag that pans the zoomed image took hold
         self.setFocusPolicy(Qt.FocusPolicy.WheelFocus)
-        self.setToolTip("Ctrl+wheel or Ctrl+plus/minus zooms; Ctrl+0 fits the image to the view.")
-        self._message = "Drop images or folders here\nor use File ▸ Open (Ctrl+O), or paste (Ctrl+V)"
+        self.setToolTip("Ctrl+wheel or Ctrl+plus/minus zooms, dragging moves a zoomed image; Ctrl+0 fits the "
+                        "image to the view.")
+        self._message = DROP_HINT
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(320, 240)
         self.setAccessibleName("Selected image")
@@ -33,7 +36,8 @@ class ImageView(QWidget):
 
     def set_image(self, image: QImage | None, message: str | None = None) -> None:
         if image is None or self._image is None or image.size() != self._image.size():
-            self._zoom, self._pan = 1.0, QPoint()
+            self._zoom, self._pan, self._grab = 1.0, QPoint(), None
+            self.setCursor(Qt.CursorShape.ArrowCursor)
         self._image = image
         self._heat = None
         if message is not None:
@@ -53,6 +57,11 @@ class ImageView(QWidget):
         self.update()
 
     @property
+    def message(self) -> str:
+        """The text shown while there is no image."""
+        return self._message
+
+    @property
     def image(self) -> QImage | None:
         return self._image
 
@@ -64,15 +73,27 @@ class ImageView(QWidget):
     def heatmap_shown(self) -> bool:
         return self._heat is not None and self._overlay_visible and self._opacity > 0
 
+    def _drawn_size(self) -> QSize:
+        return self._image.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio) * self._zoom
+
     def image_rect(self) -> QRect:
         """Where the image is drawn: fitted to the view (small images are enlarged, smoothly), times the zoom,
-        centred on the zoom's focus."""
+        centred on the zoom's focus and moved by dragging."""
         if self._image is None:
             return QRect()
-        fitted = self._image.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio) * self._zoom
-        x = (self.width() - fitted.width()) // 2 + self._pan.x()
-        y = (self.height() - fitted.height()) // 2 + self._pan.y()
-        return QRect(x, y, fitted.width(), fitted.height())
+        drawn = self._drawn_size()
+        x = (self.width() - drawn.width()) // 2 + self._pan.x()
+        y = (self.height() - drawn.height()) // 2 + self._pan.y()
+        return QRect(x, y, drawn.width(), drawn.height())
+
+    def _keep_in_view(self) -> None:
+        """A zoomed image is never dragged so far that the view shows past its edge (where it is larger)."""
+        if self._image is None:
+            return
+        drawn = self._drawn_size()
+        room_x = max(drawn.width() - self.width(), 0) // 2
+        room_y = max(drawn.height() - self.height(), 0) // 2
+        self._pan = QPoint(min(max(self._pan.x(), -room_x), room_x), min(max(self._pan.y(), -room_y), room_y))
 
     def set_zoom(self, zoom: float, focus: QPointF | None = None) -> None:
         """Zoom (1 = fit to the view) about `focus` (default: the centre of the view)."""
@@ -85,7 +106,34 @@ class ImageView(QWidget):
         elif zoom == 1:
             self._pan = QPoint()
         self._zoom = zoom
+        self._keep_in_view()
+        self.setCursor(Qt.CursorShape.OpenHandCursor if zoom > 1 else Qt.CursorShape.ArrowCursor)
         self.update()
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt's naming
+        if event.button() == Qt.MouseButton.LeftButton and self._zoom > 1 and self._image is not None:
+            self._grab = event.position().toPoint() - self._pan
+            self.setCursor(Qt.CursorShape.ClosedHandCursor)
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt's naming
+        if self._grab is not None:
+            self._pan = event.position().toPoint() - self._grab
+            self._keep_in_view()
+            self.update()
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt's naming
+        if self._grab is not None and event.button() == Qt.MouseButton.LeftButton:
+            self._grab = None
+            self.setCursor(Qt.CursorShape.OpenHandCursor)
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
 
     def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802 - Qt's naming
         if event.modifiers() & Qt.KeyboardModifier.ControlModifier and event.angleDelta().y():

@@ -84,6 +84,11 @@ class PredictionList(QWidget):
     def bars(self) -> list[PredictionBar]:
         return [button for button in self._group.buttons() if isinstance(button, PredictionBar)]
 
+    @property
+    def message(self) -> str:
+        """The text shown instead of bars (empty while bars are shown)."""
+        return "" if self._placeholder.isHidden() else self._placeholder.text()
+
     def show_message(self, text: str) -> None:
         self._clear()
         self._placeholder.setText(text)

@@ -13,19 +13,18 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from superqt import QCollapsible, QLabeledSlider
+from superqt import QLabeledSlider
 
 from cardinal.engine.choices import CAM_METHODS
 from cardinal.gui.text import plain_label
+from cardinal.gui.widgets.collapsible import collapsible
 from cardinal.gui.widgets.predictions import PredictionList
-
-LAST_STAGE = ("layer4 (last stage)", "layer4")
 
 
 class SidePanel(QWidget):
     """Widgets only; the window connects them."""
 
-    def __init__(self, top_k: int, opacity: float, parent: QWidget | None = None) -> None:
+    def __init__(self, top_k: int, opacity: float, method: str = "", parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setMinimumWidth(260)
         layout = QVBoxLayout(self)
@@ -54,18 +53,18 @@ class SidePanel(QWidget):
         self.opacity_slider.setRange(0, 100)
         self.opacity_slider.setValue(round(opacity * 100))
         self.method_combo = QComboBox(self)
-        for method, label in CAM_METHODS.items():
-            self.method_combo.addItem(label, method)
+        for name, label in CAM_METHODS.items():
+            self.method_combo.addItem(label, name)
+        self.method_combo.setCurrentIndex(max(self.method_combo.findData(method), 0))
         controls.addRow("Top classes", self.k_spin)
         controls.addRow(self.overlay_check)
         controls.addRow("Opacity %", self.opacity_slider)
         controls.addRow("Method", self.method_combo)
 
-        self.advanced = QCollapsible("Advanced", self)
+        self.advanced = collapsible("Advanced", self)
         body = QWidget()
         advanced_form = QFormLayout(body)
-        self.layer_combo = QComboBox(body)
-        self.layer_combo.addItem(*LAST_STAGE)
+        self.layer_combo = QComboBox(body)  # filled with the model's layers once it has loaded
         self.layer_combo.setToolTip("Earlier layers show finer, less class-specific detail.")
         advanced_form.addRow("Layer", self.layer_combo)
         self.advanced.addWidget(body)
@@ -75,14 +74,16 @@ class SidePanel(QWidget):
         layout.addLayout(controls)
         layout.addWidget(self.advanced)
 
-    def fill_layers(self, layers: tuple[str, ...]) -> None:
-        """Offer the model's layers, keeping the current choice when the new model has it too."""
-        current = self.layer_combo.currentData()
+    def fill_layers(self, layers: tuple[str, ...], instant: tuple[str, ...], *, preferred: str = "") -> None:
+        """Offer the model's layers, those whose heat-maps are `instant` (no backward pass) first; keep the
+        current choice (at first, the `preferred` one) when the new model has it too."""
+        current = self.layer_combo.currentData() or preferred
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
-        self.layer_combo.addItem(*LAST_STAGE)
+        for layer in instant:
+            self.layer_combo.addItem(f"{layer} (last stage)", layer)
         for layer in layers:
-            if layer != LAST_STAGE[1]:
+            if layer not in instant:
                 self.layer_combo.addItem(layer, layer)
         self.layer_combo.setCurrentIndex(max(self.layer_combo.findData(current), 0))
         self.layer_combo.blockSignals(False)

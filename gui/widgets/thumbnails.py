@@ -3,7 +3,7 @@ one elided line; one horizontal scrollbar; Delete and a context menu remove imag
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, QRect, QSize, Qt, Signal
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFontMetrics, QIcon, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -170,9 +170,9 @@ class ThumbnailStrip(QListWidget):
         return [int(entry.data(ID_ROLE)) for entry in self.selectedItems()]
 
     def select(self, item_id: int) -> None:
-        """Select an image and scroll so that it is in view."""
+        """Select this image alone (what is shown selected is what Remove removes) and scroll it into view."""
         entry = self._items[item_id]
-        self.setCurrentItem(entry)
+        self.setCurrentItem(entry, QItemSelectionModel.SelectionFlag.ClearAndSelect)
         self.scrollToItem(entry, QAbstractItemView.ScrollHint.EnsureVisible)
 
     def remove(self, item_ids: list[int]) -> None:
@@ -180,10 +180,6 @@ class ThumbnailStrip(QListWidget):
             entry = self._items.pop(item_id, None)
             if entry is not None:
                 self.takeItem(self.row(entry))
-
-    def remove_all(self) -> None:
-        self.clear()
-        self._items.clear()
 
     def _context_menu(self, position) -> None:
         menu = QMenu(self)

@@ -1,4 +1,4 @@
-"""The wizard's first pages: choose a dataset folder (typed, browsed or dropped), then read its report."""
+"""The wizard's first pages: choose a dataset folder (typed, browsed or dropped), then see its check."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -24,22 +24,27 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from cardinal.engine.progress import CancelToken
+from cardinal.gui.background import Job
 from cardinal.gui.text import escaped, plain_label, tooltip
 from cardinal.gui.widgets.charts import new_plot
 from cardinal.gui.wizard import jobs
+from cardinal.gui.wizard.state import WizardState
 
 SAMPLES_PER_CLASS = 4
 
 
 class FolderPage(QWizardPage):
-    def __init__(self, wizard) -> None:
+    """The dataset folder: typed, browsed or dropped on the wizard."""
+
+    chosen = Signal(str)  # the folder, when Next takes it
+
+    def __init__(self, state: WizardState) -> None:
         super().__init__()
         self.setTitle("Choose your images")
         self.setSubTitle("A folder with one sub-folder per class, e.g. birds/robin/*.jpg, birds/wren/*.jpg. "
                          "If it already has train/ and val/ folders, Cardinal uses that split. You can also drop "
                          "the folder here.")
-        self._wizard = wizard
+        self._state = state
         layout = QHBoxLayout(self)
         self.path_edit = QLineEdit(self)
         self.path_edit.setPlaceholderText("Folder of class sub-folders")
@@ -55,19 +60,21 @@ class FolderPage(QWizardPage):
             self.path_edit.setText(folder)
 
     def validatePage(self) -> bool:  # noqa: N802 - Qt's naming
-        if not Path(self.path_edit.text()).expanduser().is_dir():
+        folder = Path(self.path_edit.text()).expanduser()
+        if not folder.is_dir():
             QMessageBox.warning(self, "Not a folder", f"{self.path_edit.text()} is not a folder.")
             return False
-        self._wizard.folder_chosen.emit(str(Path(self.path_edit.text()).expanduser()))
+        self._state.folder = folder
+        self.chosen.emit(str(folder))
         return True
 
 
 class DatasetCheckPage(QWizardPage):
     """Checks every image and shows counts, problems and samples; Next only when training can start."""
 
-    def __init__(self, wizard) -> None:
+    def __init__(self, state: WizardState) -> None:
         super().__init__()
-        self._wizard = wizard
+        self._state = state
         self.setTitle("Dataset check")
         self.setSubTitle("Every image is opened once; files that cannot be used are listed with the reason.")
         layout = QVBoxLayout(self)
@@ -89,35 +96,32 @@ class DatasetCheckPage(QWizardPage):
         layout.addWidget(QLabel("Problems", self))
         layout.addWidget(self.problems)
         layout.addWidget(self.samples)
-        self._worker = None
-        self._samples_worker = None
+        self._scanning: Job | None = None
+        self._sampling: Job | None = None
         self._latest = None
         self._progress_timer = QTimer(self)
         self._progress_timer.setInterval(100)
         self._progress_timer.timeout.connect(self._show_progress)
-        self._cancel = CancelToken()
 
     def initializePage(self) -> None:  # noqa: N802 - Qt's naming
         self.stop()
-        self._wizard.report = None
+        self._state.scan = None
         self.problems.clear()
         self.chart.clear()
         self._clear_samples()
         self.status.setText("Checking images…")
         self.progress.setRange(0, 0)
-        self._cancel = CancelToken()
-        worker = jobs.scan_folder(str(Path(self.field("folder")).expanduser()), self._cancel)
-        worker.yielded.connect(self._progressed)
-        worker.returned.connect(self._scanned)
-        worker.errored.connect(self._failed)
-        self._worker = worker
-        worker.start()
+        job: Job | None = None
+        self._scanning = job = jobs.scan_folder(
+            str(self._state.folder), on_event=self._progressed,
+            on_result=lambda scan: job is self._scanning and self._scanned(scan),
+            on_error=lambda error: job is self._scanning and self._failed(error))
 
     def stop(self) -> None:
-        self._cancel.cancel()
-        if self._samples_worker is not None:
-            self._samples_worker.quit()
-            self._samples_worker = None
+        for job in (self._scanning, self._sampling):
+            if job is not None:
+                job.cancel()
+        self._scanning = self._sampling = None
 
     def cleanupPage(self) -> None:  # noqa: N802 - Qt's naming (Back was pressed)
         self.stop()
@@ -130,7 +134,7 @@ class DatasetCheckPage(QWizardPage):
 
     def _show_progress(self) -> None:
         event, self._latest = self._latest, None
-        if event is None or self._wizard.report is not None:
+        if event is None or self._state.scan is not None:
             self._progress_timer.stop()
             return
         self.progress.setRange(0, event.total)
@@ -141,27 +145,27 @@ class DatasetCheckPage(QWizardPage):
         self.progress.setRange(0, 1)
         self.status.setText(f"<b>Cannot use this folder:</b> {escaped(error)}")
 
-    def _scanned(self, report) -> None:
-        self._wizard.report = report
-        counts = report.counts()
+    def _scanned(self, scan) -> None:
+        self._state.scan = scan
+        counts = scan.counts()
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         total = sum(counts.values())
-        verdict = "Ready to train." if report.ok else "Fix the problems marked ✖ and check again (Back, Next)."
-        self.status.setText(f"{len(report.class_names)} classes, {total} usable images. {verdict}")
+        verdict = "Ready to train." if scan.ok else "Fix the problems marked ✖ and check again (Back, Next)."
+        self.status.setText(f"{len(scan.class_names)} classes, {total} usable images. {verdict}")
         bars = pg.BarGraphItem(x=np.arange(len(counts)), height=list(counts.values()), width=0.6,
                                brush=pg.mkBrush(70, 130, 220))
         self.chart.addItem(bars)
         self.chart.getAxis("bottom").setTicks([list(enumerate(counts))])
-        for error in report.problems:
+        for error in scan.problems:
             self._add_problem(f"✖ {error}", Qt.GlobalColor.red)
-        for warning in report.warnings:
+        for warning in scan.warnings:
             self._add_problem(f"⚠ {warning}", None)
-        for path, reason in report.unreadable:
+        for path, reason in scan.unreadable:
             self._add_problem(f"skipped {path}: {reason}", None)
         if self.problems.count() == 0:
             self._add_problem("No problems found.", None)
-        self._show_samples(report)
+        self._show_samples(scan)
         self.completeChanged.emit()
 
     def _add_problem(self, text: str, colour) -> None:
@@ -177,13 +181,12 @@ class DatasetCheckPage(QWizardPage):
             if widget is not None:
                 widget.deleteLater()
 
-    def _show_samples(self, report) -> None:
-        for row, name in enumerate(report.class_names):
+    def _show_samples(self, scan) -> None:
+        for row, name in enumerate(scan.class_names):
             self.samples_layout.addWidget(plain_label(name, self.samples), row, 0)
-        worker = jobs.sample_thumbnails(report, SAMPLES_PER_CLASS, 56)
-        worker.yielded.connect(self._sample_ready)
-        self._samples_worker = worker
-        worker.start()
+        self._sampling = jobs.sample_thumbnails(scan, SAMPLES_PER_CLASS, 56, on_event=self._sample_ready,
+                                                on_error=lambda error: self._add_problem(
+                                                    f"The sample images could not be shown: {error}", None))
 
     def _sample_ready(self, sample) -> None:
         row, column, path, image = sample
@@ -193,4 +196,4 @@ class DatasetCheckPage(QWizardPage):
         self.samples_layout.addWidget(label, row, column)
 
     def isComplete(self) -> bool:  # noqa: N802 - Qt's naming
-        return self._wizard.report is not None and self._wizard.report.ok
+        return self._state.scan is not None and self._state.scan.ok

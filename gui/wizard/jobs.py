@@ -1,60 +1,27 @@
-"""Wizard work off the GUI thread: scanning, training and evaluating, as superqt generator workers."""
+"""The wizard's background jobs: scanning, training, evaluating, sample images, mistakes' heat-maps and saving
+(each a `@background` job, see `gui.background`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from superqt.utils import thread_worker
+from PySide6.QtGui import QImage
 
-from cardinal.engine.choices import DEFAULT_MODEL
 from cardinal.engine.progress import CancelToken
+from cardinal.gui.background import background
 from cardinal.gui.qimage import array_to_qimage
-from cardinal.gui.workers import surface_errors
 
 if TYPE_CHECKING:
+    from cardinal.engine.data.datasets import DatasetScan
+    from cardinal.engine.inference.evaluation import Mistake
     from cardinal.engine.models.registry import LoadedModel
-    from cardinal.engine.training.recipe import Recipe
+    from cardinal.engine.training.events import TrainingResult
+    from cardinal.gui.wizard.state import TrainingPlan
 
 
-@dataclass(frozen=True)
-class StartingPoints:
-    """What the main window knows about where fine-tuning can start."""
-
-    current_model: Any = None  # the LoadedModel in use, once loaded
-    current_file: str | None = None  # the model file in use (also before it has loaded, e.g. just after launch)
-    current_label: str = ""
-    pretrained_on_disk: tuple[str, ...] | None = None  # architectures whose ImageNet weights are here; None: unknown
-    offline_reason: str | None = None  # why ImageNet weights cannot be downloaded, when a download already failed
-
-    @property
-    def has_current(self) -> bool:
-        return self.current_model is not None or bool(self.current_file)
-
-
-@dataclass(frozen=True)
-class BaseChoice:
-    """Where training starts: ImageNet weights, the model in use, random weights, or a saved model file."""
-
-    kind: str  # "imagenet" | "current" | "scratch" | "file"
-    architecture: str = DEFAULT_MODEL
-    path: str | None = None
-    current: Any = None  # the main window's LoadedModel for kind "current"
-    mirror: str | None = None
-
-    def load(self) -> LoadedModel:
-        from cardinal.engine.training.starting_point import load_base_model
-
-        if self.kind == "current" and self.current is not None:
-            return self.current
-        if self.kind == "current":
-            return load_base_model("file", architecture=self.architecture, path=self.path)
-        return load_base_model(self.kind, architecture=self.architecture, path=self.path, mirror=self.mirror)
-
-
-@thread_worker(start_thread=False, ignore_errors=True)
-@surface_errors
+@background
 def scan_folder(folder: str, cancel: CancelToken):
     """Yields ScanProgress; returns the DatasetScan."""
     from cardinal.engine.data.datasets import scan_dataset
@@ -62,46 +29,31 @@ def scan_folder(folder: str, cancel: CancelToken):
     return (yield from scan_dataset(folder, cancel=cancel))
 
 
-@thread_worker(start_thread=False, ignore_errors=True)
-@surface_errors
-def run_training(report, base: BaseChoice, recipe: Recipe, out_dir: Path, cancel: CancelToken,
-                 device: str | None = None):
-    """Yields training events; returns the TrainingResult. Setting `cancel` stops it and keeps the best model."""
+@background
+def run_training(scan: DatasetScan, plan: TrainingPlan, device: str | None, cancel: CancelToken):
+    """Yields training events; returns the TrainingResult. Cancelling stops it and keeps the best model."""
+    from cardinal.engine.training.events import Preparing
     from cardinal.engine.training.loop import train
 
-    model = base.load()
-    return (yield from train(report, model, recipe, out_dir, device=device, cancel=cancel))
+    yield Preparing("loading the starting model")
+    model = plan.base.load()
+    return (yield from train(scan, model, plan.recipe, plan.out_dir, device=device, cancel=cancel))
 
 
-@thread_worker(start_thread=False, ignore_errors=True)
-@surface_errors
-def run_evaluation(model: LoadedModel, samples, device: str | None = None, *, result=None, dataset=None):
-    """Yields progress; returns (Evaluation, Classifier) so mistakes' heat-maps can be drawn. Given a run's
-    `result`, its own evaluation is used when it has one; when it has none (the run was cancelled), the run's
-    report.html is written with the new one (`dataset`: the scanned folder the run trained on)."""
-    from cardinal.engine.errors import CardinalError
+@background
+def run_evaluation(result: TrainingResult, dataset: DatasetScan, device: str | None, cancel: CancelToken):
+    """Yields progress; returns (Evaluation, Classifier) so mistakes' heat-maps can be drawn. Which evaluation
+    (the run's own, or a new one with its report for a cancelled run) is the engine's decision."""
     from cardinal.engine.inference.classifier import Classifier
-    from cardinal.engine.inference.evaluation import evaluate
-    from cardinal.engine.reports.report import write_evaluation_report
-    from cardinal.engine.training.events import Notice
+    from cardinal.engine.training.run_outputs import evaluate_run
 
-    classifier = Classifier(model, device=device)
-    if result is not None and result.evaluation is not None:
-        return result.evaluation, classifier
-    evaluation = yield from evaluate(classifier, samples)
-    if result is not None and dataset is not None:
-        try:
-            yield from write_evaluation_report(classifier, evaluation, result.out_dir, dataset=dataset,
-                                               evaluated=f"the {len(samples)} validation images, which training "
-                                                         "never saw", run_folder=result.out_dir)
-        except CardinalError as error:  # the evaluation stands; the page says why there is no report
-            yield Notice(f"The report could not be written: {error}")
+    classifier = Classifier(result.model, device=device)
+    evaluation = yield from evaluate_run(result, classifier, dataset=dataset, cancel=cancel)
     return evaluation, classifier
 
 
-@thread_worker(start_thread=False, ignore_errors=True)
-@surface_errors
-def sample_thumbnails(report, per_class: int, side: int):
+@background
+def sample_thumbnails(scan: DatasetScan, per_class: int, side: int, cancel: CancelToken):
     """Yields (class row, column, path, QImage): a few training images per class, decoded off the GUI thread."""
     import numpy as np
     from PIL import Image
@@ -109,9 +61,10 @@ def sample_thumbnails(report, per_class: int, side: int):
     from cardinal.engine.data.images import load_image
     from cardinal.engine.errors import ImageLoadError
 
-    for row in range(len(report.class_names)):
-        paths = [path for path, label in report.train if label == row][:per_class]
+    for row in range(len(scan.class_names)):
+        paths = [path for path, label in scan.train if label == row][:per_class]
         for column, path in enumerate(paths, start=1):
+            cancel.raise_if_cancelled("the sample images")
             try:
                 image = load_image(path, draft_size=side)
             except ImageLoadError:
@@ -120,30 +73,42 @@ def sample_thumbnails(report, per_class: int, side: int):
             yield row, column, path, array_to_qimage(np.asarray(image))
 
 
-@thread_worker(start_thread=False, ignore_errors=True)
-@surface_errors
-def mistake_overlays(mistakes, classifier, side: int):
-    """Yields (mistake, overlay of the predicted class, overlay of the true class, the roles whose map is empty)
-    with QImages, or (mistake, reason, None, ()) for an image that cannot be read: two heat-maps per image, off
-    the GUI thread."""
+@dataclass(frozen=True, eq=False)
+class MistakeRow:
+    """One mistake as the Mistakes window shows it: the image and its heat-maps of the predicted and the true
+    class (QImages, with the roles whose map is empty), or why the image cannot be shown."""
+
+    mistake: Mistake
+    image: QImage | None = None
+    predicted: QImage | None = None
+    true: QImage | None = None
+    no_evidence: frozenset[str] = frozenset()
+    problem: str | None = None
+
+
+@background
+def mistake_overlays(mistakes, classifier, side: int, cancel: CancelToken):
+    """Yields a MistakeRow per mistake: the image decoded and two heat-maps computed, off the GUI thread."""
     from cardinal.engine.errors import ImageLoadError
     from cardinal.engine.reports.report import mistake_pictures
 
     for mistake in mistakes:
+        cancel.raise_if_cancelled("the mistakes' heat-maps")
         try:
             drawn = mistake_pictures(classifier, mistake, side)
         except ImageLoadError as error:
-            yield mistake, str(error), None, frozenset()
+            yield MistakeRow(mistake, problem=str(error))
             continue
-        yield mistake, array_to_qimage(drawn.predicted), array_to_qimage(drawn.true), drawn.no_evidence
+        yield MistakeRow(mistake, array_to_qimage(drawn.image), array_to_qimage(drawn.predicted),
+                         array_to_qimage(drawn.true), drawn.no_evidence)
 
 
-@thread_worker(start_thread=False, ignore_errors=True)
-@surface_errors
-def save_trained_model(result, path: str, val_accuracy: float | None) -> Path:
+@background
+def save_trained_model(result: TrainingResult, path: str, val_accuracy: float | None) -> Path:
     """Write the trained model (about 90 MB for ResNeXt-50) off the GUI thread."""
     from cardinal.engine.models.registry import save_model
 
+    model: LoadedModel = result.model
     metrics = {} if val_accuracy is None else {"val_accuracy": val_accuracy}
-    return save_model(result.model, path, metrics=metrics, recipe=result.model.description.get("recipe"),
-                      provenance=result.model.description.get("provenance"))
+    return save_model(model, path, metrics=metrics, recipe=model.description.get("recipe"),
+                      provenance=model.description.get("provenance"))

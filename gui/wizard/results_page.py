@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QColor, QDesktopServices, QPixmap
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QPixmap
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -25,18 +26,24 @@ from PySide6.QtWidgets import (
 )
 
 from cardinal.engine.intervals import wilson_interval
+from cardinal.gui.background import Job
+from cardinal.gui.browser import open_in_browser
 from cardinal.gui.text import escaped, plain_label, tooltip
 from cardinal.gui.wizard import jobs
+from cardinal.gui.wizard.state import WizardState
 
 MISTAKE_SIZE = 200
+
+log = logging.getLogger(__name__)
 
 
 class ResultsPage(QWizardPage):
     saved = Signal(str)  # path of a model written by Save Model As
+    use_requested = Signal(str)  # "Use This Model": the path of the run's best model
 
-    def __init__(self, wizard) -> None:
+    def __init__(self, state: WizardState) -> None:
         super().__init__()
-        self._wizard = wizard
+        self._state = state
         self.setTitle("Results")
         self.setSubTitle("Measured on the validation images, which training never saw. Click a cell of the "
                          "confusion matrix to see those images.")
@@ -54,6 +61,7 @@ class ResultsPage(QWizardPage):
         self.report_button.clicked.connect(self.open_report)
         self.save_button = QPushButton("Save Model As…", self)
         self.save_button.clicked.connect(lambda: self.save_model())
+        self._evaluating: Job | None = None
         self.use_button = QPushButton("Use This Model", self)
         self.use_button.setToolTip("Close the wizard and classify with the new model from now on.")
         self.use_button.setDefault(True)
@@ -62,8 +70,10 @@ class ResultsPage(QWizardPage):
         self.saving.setRange(0, 0)  # busy: the size of a model file is written in one go
         self.saving.setMaximumWidth(120)
         self.saving.hide()
-        self.save_status = QLabel("", self)
-        buttons.addWidget(self.save_status, 1)
+        self.save_status = QLabel("", self)  # a line of its own: it names files, whose paths are long
+        self.save_status.setWordWrap(True)
+        self.save_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        buttons.addStretch(1)
         buttons.addWidget(self.saving)
         buttons.addWidget(self.report_button)
         buttons.addWidget(self.save_button)
@@ -72,6 +82,7 @@ class ResultsPage(QWizardPage):
         layout.addWidget(QLabel("Confusion matrix (rows: true class, columns: predicted)", self))
         layout.addWidget(self.confusion, 2)
         layout.addWidget(self.per_class, 1)
+        layout.addWidget(self.save_status)
         layout.addLayout(buttons)
         self.evaluation = None
         self.classifier = None
@@ -79,19 +90,15 @@ class ResultsPage(QWizardPage):
         self.report_problem = ""  # why the report could not be written, when a worker said so
 
     def initializePage(self) -> None:  # noqa: N802 - Qt's naming
-        result = self._wizard.result
+        state = self._state
         self.evaluation = None
         self.save_button.setEnabled(False)
         self.use_button.setEnabled(False)
         self.report_problem = ""
         self._show_report_state(pending=True)
         self.summary.setText("Evaluating the best model on the validation images…")
-        worker = jobs.run_evaluation(result.model, list(result.val_samples), self._wizard.device, result=result,
-                                     dataset=self._wizard.report)
-        worker.yielded.connect(self._progress)
-        worker.returned.connect(self._evaluated)
-        worker.errored.connect(self._evaluation_failed)
-        worker.start()
+        self._evaluating = jobs.run_evaluation(state.result, state.scan, state.device, on_event=self._progress,
+                                               on_result=self._evaluated, on_error=self._evaluation_failed)
 
     def _evaluation_failed(self, error) -> None:
         self.summary.setText(f"<b>Evaluation failed:</b> {escaped(error)}")
@@ -99,7 +106,7 @@ class ResultsPage(QWizardPage):
 
     def _evaluated(self, outcome) -> None:
         self.evaluation, self.classifier = outcome
-        evaluation, result = self.evaluation, self._wizard.result
+        evaluation, result = self.evaluation, self._state.result
         images = int(evaluation.confusion.sum())
         interval = wilson_interval(int(evaluation.confusion.trace()), images)
         self.summary.setText(
@@ -147,7 +154,7 @@ class ResultsPage(QWizardPage):
 
     def report_path(self) -> Path:
         """The run's report.html (written by the run, or by this page's worker for a cancelled run)."""
-        return self._wizard.result.paths.report
+        return self._state.result.paths.report
 
     def _show_report_state(self, pending: bool = False) -> None:
         """Open Report works once the report exists; until then its tooltip says why it does not."""
@@ -167,9 +174,15 @@ class ResultsPage(QWizardPage):
         path = self.report_path()
         if not path.is_file():
             return
-        # The browser starts on its own (or fails there, out of our sight): say where the file is either way.
-        opened = QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
-        self.save_status.setText(f"{'Opening' if opened else 'No browser to open'} the report: {escaped(path)}")
+        # Say where the file is either way: a browser can take a while to show up, or never does.
+        self.save_status.setText(f"Opening the report: {escaped(path)}")
+        open_in_browser(path, self, self._report_not_opened)
+
+    def _report_not_opened(self, reason: str) -> None:
+        path = self.report_path()
+        log.warning("the report %s could not be opened: %s", path, reason)
+        self.save_status.setText(f"<b>The report could not be opened</b> ({escaped(reason)}): open {escaped(path)} "
+                                 "in a web browser yourself.")
 
     def open_cell(self, row: int, column: int) -> None:
         """Show the images of one confusion cell, each with heat-maps of the predicted and the true class."""
@@ -182,7 +195,7 @@ class ResultsPage(QWizardPage):
         self.mistakes_dialog.show()
 
     def best_path(self) -> Path:
-        return self._wizard.result.paths.best
+        return self._state.result.paths.best
 
     def save_model(self, path: str | None = None) -> None:
         """Write the trained model to a file of the user's choice, on a worker; `saved` follows."""
@@ -192,13 +205,10 @@ class ResultsPage(QWizardPage):
             if not path:
                 return
         accuracy = None if self.evaluation is None else self.evaluation.accuracy
-        worker = jobs.save_trained_model(self._wizard.result, path, accuracy)
-        worker.returned.connect(self._saved)
-        worker.errored.connect(self._save_failed)
         self.save_button.setEnabled(False)
         self.saving.show()
-        worker.start()
-        self._save_worker = worker
+        jobs.save_trained_model(self._state.result, path, accuracy, on_result=self._saved,
+                                on_error=self._save_failed)
 
     def _saved(self, path: Path) -> None:
         self.saving.hide()
@@ -212,9 +222,7 @@ class ResultsPage(QWizardPage):
         self.save_status.setText(f"<b>Could not save:</b> {escaped(error)}")
 
     def use_model(self) -> None:
-        self._wizard.handed_over = True
-        self._wizard.use_model.emit(str(self.best_path()))
-        self._wizard.accept()
+        self.use_requested.emit(str(self.best_path()))
 
     def close_mistakes(self) -> None:
         if self.mistakes_dialog is not None:
@@ -222,8 +230,8 @@ class ResultsPage(QWizardPage):
 
 
 class MistakesDialog(QDialog):
-    """Each misclassified image twice: heat-map of the predicted class, and of the true class. The images are
-    decoded and the heat-maps computed on a worker; rows appear as they are ready."""
+    """Each misclassified image as it is, then with the heat-map of the predicted class and of the true class.
+    The images are decoded and the heat-maps computed on a job; rows appear as they are ready."""
 
     loaded = Signal()  # every row is shown
 
@@ -234,8 +242,9 @@ class MistakesDialog(QDialog):
         self.setWindowTitle(f"{self.true_name} taken for {self.predicted_name}")
         body = QWidget()
         self.grid = QGridLayout(body)
-        self.grid.addWidget(QLabel(f"<b>Where it saw “{escaped(self.predicted_name)}”</b>"), 0, 1)
-        self.grid.addWidget(QLabel(f"<b>Where it saw “{escaped(self.true_name)}”</b>"), 0, 2)
+        self.grid.addWidget(QLabel("<b>The image</b>"), 0, 1)
+        self.grid.addWidget(QLabel(f"<b>Where it saw “{escaped(self.predicted_name)}”</b>"), 0, 2)
+        self.grid.addWidget(QLabel(f"<b>Where it saw “{escaped(self.true_name)}”</b>"), 0, 3)
         self.grid.setRowStretch(len(mistakes) + 1, 1)
         self.rows = 0  # images shown with their heat-maps
         self._shown = 0
@@ -251,19 +260,17 @@ class MistakesDialog(QDialog):
         layout.addWidget(self.busy)
         layout.addWidget(scroll)
         layout.addWidget(close)
-        self.resize(3 * MISTAKE_SIZE + 220, min(700, 120 + MISTAKE_SIZE * len(mistakes)))
-        self._worker = jobs.mistake_overlays(list(mistakes), classifier, MISTAKE_SIZE)
-        self._worker.yielded.connect(self._add_row)
-        self._worker.finished.connect(self._finished)
-        self._worker.start()
+        self.resize(4 * MISTAKE_SIZE + 240, min(700, 120 + MISTAKE_SIZE * len(mistakes)))
+        self._job = jobs.mistake_overlays(list(mistakes), classifier, MISTAKE_SIZE, on_event=self._add_row,
+                                          on_error=self._failed, on_done=self._finished)
 
-    def _add_row(self, row) -> None:
-        mistake, predicted, true, no_evidence = row
+    def _add_row(self, row: jobs.MistakeRow) -> None:
+        mistake, no_evidence = row.mistake, row.no_evidence
         self._shown += 1
         position = self._shown
         self.busy.setValue(position)
-        if true is None:
-            self.grid.addWidget(plain_label(predicted), position, 0, 1, 3)
+        if row.problem is not None:
+            self.grid.addWidget(plain_label(row.problem), position, 0, 1, 4)
             return
         names = {"predicted": self.predicted_name, "true": self.true_name}
         # An empty map is drawn flat, which reads as a map: say it instead.
@@ -273,7 +280,7 @@ class MistakesDialog(QDialog):
                               f"{self.true_name}: {mistake.true_probability:.1%}{notes}")
         caption.setToolTip(tooltip(mistake.path))
         self.grid.addWidget(caption, position, 0)
-        for column, image, role in ((1, predicted, "predicted"), (2, true, "true")):
+        for column, image, role in ((1, row.image, "image"), (2, row.predicted, "predicted"), (3, row.true, "true")):
             label = QLabel()
             label.setPixmap(QPixmap.fromImage(image))
             if role in no_evidence:
@@ -281,12 +288,15 @@ class MistakesDialog(QDialog):
             self.grid.addWidget(label, position, column)
         self.rows += 1
 
+    def _failed(self, error: Exception) -> None:
+        self.grid.addWidget(plain_label(f"The heat-maps could not be computed: {error}"), self._shown + 1, 0, 1, 4)
+
     def _finished(self) -> None:
         self.busy.hide()
         self.loaded.emit()
 
     def done(self, result: int) -> None:
-        self._worker.quit()
+        self._job.cancel()
         super().done(result)
 
 

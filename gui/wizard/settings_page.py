@@ -21,22 +21,25 @@ from PySide6.QtWidgets import (
     QWidget,
     QWizardPage,
 )
-from superqt import QCollapsible
 
 from cardinal.engine.models.catalog import CATALOG
 from cardinal.engine.training.recipe import AUTO, MAX_IMAGE_SIZE, MAX_LEARNING_RATE, MIN_IMAGE_SIZE, OPTIMIZERS
+from cardinal.gui.settings import Settings
 from cardinal.gui.text import plain_label
-from cardinal.gui.wizard import jobs
+from cardinal.gui.widgets.collapsible import collapsible
+from cardinal.gui.wizard import remembered
+from cardinal.gui.wizard.state import BaseChoice, StartingPoints, TrainingPlan, WizardState
 
 
 class SettingsPage(QWizardPage):
     """Mode, starting point and epochs up front; the full recipe behind Advanced."""
 
-    def __init__(self, wizard) -> None:
+    def __init__(self, state: WizardState, memory: Settings | None = None) -> None:
         super().__init__()
         from cardinal.engine.training.recipe import AUGMENTATIONS, TRAINABLE_FROM, Recipe
 
-        self._wizard = wizard
+        self._state = state
+        self._memory = memory  # where the choices of the last run are remembered
         self._defaults = defaults = Recipe()
         self.setTitle("Training settings")
         self.setSubTitle("The defaults work well: Cardinal proposes the mode for where training starts and finds the "
@@ -61,11 +64,11 @@ class SettingsPage(QWizardPage):
         form.addRow("", self.proposal)
         self.base = QComboBox(self)
         self.architecture = QComboBox(self)
-        self.architecture.addItems(list(wizard.architectures))
-        for index, name in enumerate(wizard.architectures):
+        self.architecture.addItems(list(state.architectures))
+        for index, name in enumerate(state.architectures):
             if (entry := CATALOG.get(name)) is not None:
                 self.architecture.setItemData(index, entry.summary(), Qt.ItemDataRole.ToolTipRole)
-        self._fill_starting_points(wizard.starting_points)
+        self._fill_starting_points(state.starting_points)
         self.base.currentIndexChanged.connect(self._base_changed)
         self.architecture.currentIndexChanged.connect(lambda _: self._label_imagenet())
         self.base_file = ""
@@ -81,7 +84,7 @@ class SettingsPage(QWizardPage):
         form.addRow("Save to folder", self.out_dir)
         layout.addLayout(form)
 
-        advanced = QCollapsible("Advanced", self)
+        self.advanced = advanced = collapsible("Advanced", self)
         body = QWidget()
         advanced_form = QFormLayout(body)
         self.optimizer = QComboBox(body)
@@ -144,27 +147,75 @@ class SettingsPage(QWizardPage):
         layout.addStretch(1)
         for spin in (self.epochs, self.lr):
             spin.valueChanged.connect(lambda _: self._propose())
-        self._base_changed()
+        if memory is not None:
+            self._restore(memory)
+        self._update_architecture()
+        self._propose()
+
+    def remembered_widgets(self) -> dict[str, QWidget]:
+        """The choices a next run starts from (the run folder is new each time; the dataset is remembered
+        apart). The mode is remembered only when the person chose it; otherwise the starting point proposes it."""
+        return {"base": self.base, "architecture": self.architecture, "epochs": self.epochs,
+                "advanced": self.advanced, "optimizer": self.optimizer, "lr": self.lr, "batch_size": self.batch_size,
+                "label_smoothing": self.label_smoothing, "augmentation": self.augmentation,
+                "class_weighted": self.class_weighted, "train_from": self.train_from, "stop_early": self.stop_early,
+                "patience": self.patience, "val_fraction": self.val_fraction, "seed": self.seed,
+                "image_size": self.image_size}
+
+    def _remember(self, memory: Settings) -> None:
+        values = {name: remembered.value_of(widget) for name, widget in self.remembered_widgets().items()}
+        if self._mode_chosen:
+            values["mode"] = "full" if self.full.isChecked() else "fast"
+        if self.base.currentData() == "file":
+            values["base_file"] = self.base_file
+        memory.set_group(remembered.GROUP, values)
+
+    def _restore(self, memory: Settings) -> None:
+        values = memory.group(remembered.GROUP)
+        widgets = self.remembered_widgets()
+        base = widgets.pop("base")
+        self.base.blockSignals(True)  # a remembered "saved model file" must not open the file dialog
+        try:
+            if "base" in values:
+                remembered.restore(base, values["base"])
+            if self.base.currentData() == "file":
+                if Path(values.get("base_file", "")).is_file():
+                    self.base_file = values["base_file"]
+                else:
+                    self.base.setCurrentIndex(0)
+        finally:
+            self.base.blockSignals(False)
+        remembered.restore_all(memory, widgets)
+        if values.get("mode") in ("fast", "full"):
+            (self.full if values["mode"] == "full" else self.fast).setChecked(True)
+            self._mode_chosen = True
+
+    def refresh_run_folder(self) -> None:
+        """Shown again (Back from a run): the folder proposed before now holds that run, so propose the one the
+        next run will really use."""
+        out = Path(self.out_dir.text()).expanduser()
+        if self.out_dir.text() == self._auto_folder and out.exists() and any(out.iterdir()):
+            self._fresh_run_folder()
 
     def initializePage(self) -> None:  # noqa: N802 - Qt's naming
-        report = self._wizard.report
+        scan = self._state.scan
         if self.out_dir.text() in ("", self._auto_folder):
             self._fresh_run_folder()
-        if report is not None and any("imbalanced" in warning for warning in report.warnings):
+        if scan is not None and scan.imbalanced:
             self.class_weighted.setChecked(True)
 
     def _fresh_run_folder(self) -> None:
         """A new, empty folder name under the runs folder: <dataset>-<date>-<time>[-n]."""
-        report = self._wizard.report
-        name = report.root.name if report is not None else "run"
+        scan, runs = self._state.scan, self._state.runs_folder
+        name = scan.root.name if scan is not None else "run"
         stem = f"{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        folder, number = self._wizard.runs_folder / stem, 2
+        folder, number = runs / stem, 2
         while folder.exists() and any(folder.iterdir()):
-            folder, number = self._wizard.runs_folder / f"{stem}-{number}", number + 1
+            folder, number = runs / f"{stem}-{number}", number + 1
         self._auto_folder = str(folder)
         self.out_dir.setText(self._auto_folder)
 
-    def _fill_starting_points(self, points: jobs.StartingPoints) -> None:
+    def _fill_starting_points(self, points: StartingPoints) -> None:
         """Offer only what can start: the model in use, ImageNet weights (saying when they download first, or
         disabled with the reason when offline), random weights, a model file; the first that can start is chosen."""
         if points.has_current:
@@ -182,7 +233,7 @@ class SettingsPage(QWizardPage):
         self.base.setCurrentIndex(0 if points.has_current or not points.offline_reason else imagenet + 1)
 
     def _label_imagenet(self) -> None:
-        points = self._wizard.starting_points
+        points = self._state.starting_points
         imagenet = self.base.findData("imagenet")
         if points.offline_reason or imagenet < 0:
             return
@@ -195,9 +246,12 @@ class SettingsPage(QWizardPage):
         self.base.setItemData(imagenet, None if here else "The pretrained weights are not on this computer yet; "
                               "they are downloaded when training starts.", Qt.ItemDataRole.ToolTipRole)
 
+    def _update_architecture(self) -> None:
+        self.architecture.setEnabled(self.base.currentData() in ("imagenet", "scratch"))
+
     def _base_changed(self) -> None:
         kind = self.base.currentData()
-        self.architecture.setEnabled(kind in ("imagenet", "scratch"))
+        self._update_architecture()
         if kind == "file":
             path, _ = QFileDialog.getOpenFileName(self, "Start from a saved model", "",
                                                   "Cardinal model (*.safetensors)")
@@ -209,7 +263,7 @@ class SettingsPage(QWizardPage):
     def _random_start(self) -> bool:
         """Whether the chosen starting point has random weights (nothing learnt to keep)."""
         kind = self.base.currentData()
-        current = self._wizard.starting_points.current_model
+        current = self._state.starting_points.current_model
         return kind == "scratch" or (kind == "current" and getattr(current, "random_weights", False))
 
     def _mode_clicked(self) -> None:
@@ -233,13 +287,13 @@ class SettingsPage(QWizardPage):
 
     def _base_path(self) -> str | None:
         if self.base.currentData() == "current":
-            return self._wizard.starting_points.current_file
+            return self._state.starting_points.current_file
         return self.base_file or None
 
-    def base_choice(self) -> jobs.BaseChoice:
-        return jobs.BaseChoice(kind=self.base.currentData(), architecture=self.architecture.currentText(),
-                               path=self._base_path(), current=self._wizard.starting_points.current_model,
-                               mirror=self._wizard.mirror)
+    def base_choice(self) -> BaseChoice:
+        return BaseChoice(kind=self.base.currentData(), architecture=self.architecture.currentText(),
+                          path=self._base_path(), current=self._state.starting_points.current_model,
+                          mirror=self._state.mirror)
 
     def recipe(self):
         from cardinal.engine.training.recipe import Recipe
@@ -256,17 +310,19 @@ class SettingsPage(QWizardPage):
     def validatePage(self) -> bool:  # noqa: N802 - Qt's naming
         from cardinal.engine.errors import TrainingError
 
+        self._state.plan = None
         try:
-            self.recipe()
+            recipe = self.recipe()
         except TrainingError as error:
             self.error.setText(str(error))
             return False
+        self.refresh_run_folder()  # the proposed folder may hold an earlier run by now: propose another
         out = Path(self.out_dir.text()).expanduser()
-        if self.out_dir.text() == self._auto_folder and out.exists() and any(out.iterdir()):
-            self._fresh_run_folder()  # the proposed folder holds an earlier run (Back, Next): propose another
-            out = Path(self.out_dir.text()).expanduser()
         if out.exists() and any(out.iterdir()):
             self.error.setText(f"{out} is not empty; choose a new folder so no earlier run is overwritten.")
             return False
         self.error.setText("")
+        self._state.plan = TrainingPlan(recipe, self.base_choice(), out)
+        if self._memory is not None:
+            self._remember(self._memory)
         return True

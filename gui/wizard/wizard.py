@@ -7,47 +7,49 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget, QWizard
 
-from cardinal.engine.choices import DEFAULT_MODEL
 from cardinal.gui.drops import folders_in
-from cardinal.gui.wizard import jobs
+from cardinal.gui.settings import Settings
 from cardinal.gui.wizard.dataset_pages import DatasetCheckPage, FolderPage
 from cardinal.gui.wizard.results_page import ResultsPage
 from cardinal.gui.wizard.settings_page import SettingsPage
+from cardinal.gui.wizard.state import StartingPoints, WizardState
 from cardinal.gui.wizard.training_page import TrainingPage
 
 
 class FineTuneWizard(QWizard):
-    """Folder -> report -> settings -> training -> results; `use_model` hands the new model over."""
+    """Folder -> dataset check -> settings -> training -> results; `use_model` hands the new model over. The
+    pages share one `WizardState`."""
 
     use_model = Signal(str)  # path of the saved model to load in the main window
     folder_chosen = Signal(str)  # the dataset folder, to offer again next time
 
-    def __init__(self, parent: QWidget | None = None, *, starting_points: jobs.StartingPoints | None = None,
+    def __init__(self, parent: QWidget | None = None, *, starting_points: StartingPoints | None = None,
                  architectures=(), runs_folder: Path | None = None, mirror: str | None = None,
-                 device: str | None = None, dataset_folder: str = "") -> None:
+                 device: str | None = None, dataset_folder: str = "", settings: Settings | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Fine-tune on your images")
         self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)
         self.setOption(QWizard.WizardOption.NoBackButtonOnLastPage, True)
         self.setOption(QWizard.WizardOption.NoCancelButtonOnLastPage, True)  # "Keep Current Model" says it
-        self.starting_points = starting_points or jobs.StartingPoints()
-        self.architectures = tuple(architectures) or (DEFAULT_MODEL,)
-        self.runs_folder = runs_folder or Path.home() / "Cardinal runs"
-        self.mirror = mirror
-        self.device = device
-        self.dataset_folder = dataset_folder
-        self.report = None
-        self.result = None
-        self.handed_over = False  # "Use This Model" was clicked
+        self.state = state = WizardState(mirror=mirror, device=device)
+        if starting_points is not None:
+            state.starting_points = starting_points
+        if architectures:
+            state.architectures = tuple(architectures)
+        if runs_folder is not None:
+            state.runs_folder = runs_folder
         self.setAcceptDrops(True)
-        self.folder_page = FolderPage(self)
-        self.report_page = DatasetCheckPage(self)
-        self.settings_page = SettingsPage(self)
-        self.training_page = TrainingPage(self)
-        self.results_page = ResultsPage(self)
-        for page in (self.folder_page, self.report_page, self.settings_page, self.training_page,
+        self.folder_page = FolderPage(state)
+        self.check_page = DatasetCheckPage(state)
+        self.settings_page = SettingsPage(state, memory=settings)
+        self.training_page = TrainingPage(state)
+        self.results_page = ResultsPage(state)
+        for page in (self.folder_page, self.check_page, self.settings_page, self.training_page,
                      self.results_page):
             self.addPage(page)
+        self.folder_page.chosen.connect(self.folder_chosen)
+        self.currentIdChanged.connect(self._page_shown)
+        self.results_page.use_requested.connect(self._use_model)
         # Filled once the pages are added: Qt counts a mandatory field as filled only when it differs from the value
         # it had then.
         self.folder_page.path_edit.setText(dataset_folder)
@@ -71,16 +73,26 @@ class FineTuneWizard(QWizard):
                 self._close_when_stopped = True
                 self.training_page.cancel()
             return
-        if self.currentPage() is self.results_page and self.result is not None and not self.handed_over:
+        result = self.state.result
+        if self.currentPage() is self.results_page and result is not None and not self.state.handed_over:
             answer = QMessageBox.question(
                 self, "Close without using the new model?",
-                f"Close without using the new model? It stays saved in {self.result.out_dir}.",
+                f"Close without using the new model? It stays saved in {result.out_dir}.",
                 QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
             )
             if answer != QMessageBox.StandardButton.Yes:
                 return
-        self.report_page.stop()
+        self.check_page.stop()
         super().reject()
+
+    def _page_shown(self) -> None:
+        if self.currentPage() is self.settings_page:  # also after Back from a run: show the folder it will use
+            self.settings_page.refresh_run_folder()
+
+    def _use_model(self, path: str) -> None:
+        self.state.handed_over = True
+        self.use_model.emit(path)
+        self.accept()
 
     def done(self, result: int) -> None:
         """However the wizard closes, the mistakes window closes with it."""

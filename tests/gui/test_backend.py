@@ -51,5 +51,5 @@ def test_the_app_converts_after_its_first_results_and_later_starts_from_the_conv
     drop(second, paths)
     wait_classified(qtbot, second, 3)
     qtbot.waitUntil(lambda: second.image_view.heatmap_shown, timeout=30_000)  # the closed-form CAM, compiled
-    assert {bar.label for bar in second.predictions.bars} == {"cat", "dog", "fish"}
+    assert {bar.label for bar in second.side.predictions.bars} == {"cat", "dog", "fish"}
     second.close()

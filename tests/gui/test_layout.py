@@ -16,14 +16,17 @@ def test_many_predictions_scroll_instead_of_growing_the_window(qtbot, make_windo
     QApplication.processEvents()
     height = window.height()
     window.side.advanced.expand(animate=False)
-    window.k_spin.setValue(12)
+    window.side.k_spin.setValue(12)
     drop(window, pictures[1][:1])
     wait_classified(qtbot, window, 1)
-    qtbot.waitUntil(lambda: len(window.predictions.bars) == 12, timeout=10_000)
-    QApplication.processEvents()
+    qtbot.waitUntil(lambda: len(window.side.predictions.bars) == 12, timeout=10_000)
+
+    def laid_out():  # the bars are not squashed (waited for: Qt lays new widgets out on a later turn of its loop)
+        bars = window.side.predictions.bars
+        assert len(bars) == 12 and min(bar.height() for bar in bars) >= bars[0].sizeHint().height()
+
+    qtbot.waitUntil(laid_out, timeout=10_000)
     assert window.height() == height  # the list scrolls; the window does not grow
-    bars = window.predictions.bars
-    assert min(bar.height() for bar in bars) >= bars[0].sizeHint().height()  # and the bars are not squashed
     scroll = window.side.predictions_area.verticalScrollBar()
     assert scroll.maximum() > 0
 

@@ -19,9 +19,9 @@ def test_markup_in_class_and_file_names_is_shown_literally(qtbot, make_window, t
     drop(window, [image])
     wait_classified(qtbot, window, 1)
     window.thumbnails.select(window.thumbnails.selected_id() or next(iter(window.workspace.items)))
-    qtbot.waitUntil(lambda: window.title_label.text() == image.name, timeout=10_000)
-    assert window.title_label.textFormat() == Qt.TextFormat.PlainText
-    bars = window.predictions.bars
+    qtbot.waitUntil(lambda: window.side.title_label.text() == image.name, timeout=10_000)
+    assert window.side.title_label.textFormat() == Qt.TextFormat.PlainText
+    bars = window.side.predictions.bars
     assert {bar.label for bar in bars} == set(MARKUP_NAMES)
     for bar in bars:
         assert bar.toolTip().startswith("<qt>") and "<b>" not in bar.toolTip().removeprefix("<qt>")

@@ -83,3 +83,17 @@ def test_the_wizards_imagenet_start_says_when_its_weights_are_non_commercial(qtb
     assert "non-commercial" in page.architecture.itemData(swsl, Qt.ItemDataRole.ToolTipRole)
     page.architecture.setCurrentText("resnest50d")
     assert "non-commercial" not in page.base.itemText(imagenet)
+
+
+def test_a_model_that_fails_to_load_is_not_left_checked(qtbot, make_window, model_files, torch_home, settings):
+    from tests.conftest import closed_port
+
+    settings.mirror = f"http://127.0.0.1:{closed_port()}/"
+    window = make_window(model_files["pets"])
+    actions = model_actions(window)
+    with qtbot.waitSignal(window.loader.failed, timeout=30_000):
+        actions["resnext50_32x4d"].trigger()  # as a click in the menu does: Qt checks it at once
+    assert [name for name, action in actions.items() if action.isChecked()] == []  # pets, a file, is in use
+    with qtbot.waitSignal(window.loader.failed, timeout=30_000):
+        actions["resnext101_32x8d"].trigger()
+    assert not actions["resnext101_32x8d"].isChecked()

@@ -94,6 +94,35 @@ def test_remove_with_delete_clear_all_and_undo(qtbot, make_window, pictures, mod
     assert window.workspace.outcome(window.workspace.items[first]) is not None  # results came back too
     window.clear_all_action.trigger()
     assert strip.count() == 0 and not window.workspace.items
-    assert window.predictions.bars == [] and window.image_view.image is None
+    assert window.side.predictions.bars == [] and window.image_view.image is None
     window.undo_action.trigger()
     assert strip.count() == 3 and window.progress_label.text() == "3 images classified"
+
+
+def test_added_images_replace_the_selection_and_delete_works_from_the_image_view(qtbot, make_window, model_files,
+                                                                                tmp_path):
+    window = make_window(model_files["pets"])
+    make_pictures(tmp_path / "first", 2)
+    drop(window, [tmp_path / "first"])
+    wait_classified(qtbot, window, 2)
+    extra = tmp_path / "extra.png"
+    extra.write_bytes(encode(random_picture(99)))
+    drop(window, [extra])
+    wait_classified(qtbot, window, 3)
+    new_id = next(i for i, item in window.workspace.items.items() if item.name == "extra.png")
+    assert window.thumbnails.selected_ids() == [new_id]  # what is shown selected is all that is selected
+    window.image_view.setFocus()
+    qtbot.keyClick(window.image_view, Qt.Key.Key_Delete)  # Delete where the user is looking at the image
+    assert sorted(item.name for item in window.workspace.items.values()) == ["photo00.jpg", "photo01.jpg"]
+
+
+def test_clear_all_and_undo_say_what_happened(qtbot, make_window, pictures, model_files):
+    window = make_window(model_files["pets"])
+    drop(window, pictures[1])
+    wait_classified(qtbot, window, 3)
+    window.clear_all_action.trigger()
+    assert "Drop images" in window.image_view.message  # the hint for an empty window, not "Loading the image…"
+    assert "Removed 3 images" in window.statusBar().currentMessage()
+    window.undo_action.trigger()
+    message = window.statusBar().currentMessage()
+    assert "Removed" not in message and "Brought back 3 images" in message

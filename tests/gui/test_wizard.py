@@ -18,8 +18,8 @@ def wizard_on_report(qtbot, window, data):
     wizard = window.open_wizard()
     qtbot.addWidget(wizard)
     wizard.folder_page.path_edit.setText(str(data))
-    next_page(qtbot, wizard, wizard.report_page)
-    qtbot.waitUntil(lambda: wizard.report is not None, timeout=60_000)
+    next_page(qtbot, wizard, wizard.check_page)
+    qtbot.waitUntil(lambda: wizard.state.scan is not None, timeout=60_000)
     return wizard
 
 
@@ -37,9 +37,9 @@ def test_wizard_end_to_end_trains_evaluates_and_hands_over(qtbot, make_window, m
     (data / "blue_bars" / "note.txt").write_text("not an image")
     window = make_window(model_files["pets"])
     wizard = wizard_on_report(qtbot, window, data)
-    problems = [wizard.report_page.problems.item(i).text() for i in range(wizard.report_page.problems.count())]
+    problems = [wizard.check_page.problems.item(i).text() for i in range(wizard.check_page.problems.count())]
     assert any("note.txt" in text and "not an image file type" in text for text in problems)
-    qtbot.waitUntil(lambda: wizard.report_page.samples_layout.count() == 3 + 3 * 4, timeout=30_000)  # off-thread
+    qtbot.waitUntil(lambda: wizard.check_page.samples_layout.count() == 3 + 3 * 4, timeout=30_000)  # off-thread
     next_page(qtbot, wizard, wizard.settings_page)
     settings_for(wizard, tmp_path / "run", lr=1e-5)
     next_page(qtbot, wizard, wizard.training_page)
@@ -54,7 +54,7 @@ def test_wizard_end_to_end_trains_evaluates_and_hands_over(qtbot, make_window, m
     results = wizard.results_page
     qtbot.waitUntil(lambda: results.evaluation is not None, timeout=60_000)
     total = sum(int(results.confusion.item(r, c).text()) for r in range(3) for c in range(3))
-    assert total == len(wizard.result.val_samples) == 9
+    assert total == len(wizard.state.result.val_samples) == 9
     assert results.per_class.rowCount() == 3
     mistakes = results.evaluation.mistakes
     assert mistakes  # a barely trained head (lr 1e-5) gets several validation images wrong
@@ -82,9 +82,9 @@ def test_wizard_end_to_end_trains_evaluates_and_hands_over(qtbot, make_window, m
 def test_report_with_problems_blocks_next(qtbot, make_window, model_files, tmp_path):
     data = make_shapes_folder(tmp_path / "shapes", counts={"red_circles": 6, "green_squares": 0, "blue_bars": 6})
     wizard = wizard_on_report(qtbot, make_window(model_files["pets"]), data)
-    assert not wizard.report_page.isComplete()
+    assert not wizard.check_page.isComplete()
     assert not wizard.button(QWizard.WizardButton.NextButton).isEnabled()
-    assert wizard.report_page.problems.item(0).text().startswith("✖ class 'green_squares' has no readable images")
+    assert wizard.check_page.problems.item(0).text().startswith("✖ class 'green_squares' has no readable images")
 
 
 def answer(button):
@@ -182,9 +182,82 @@ def test_a_run_cancelled_before_its_first_epoch_says_so_and_offers_no_model(qtbo
     settings_for(wizard, tmp_path / "run", mode="full", epochs=50, lr=1e-3)
     wizard.settings_page.batch_size.setValue(2)
     training = wizard.training_page
-    training.status_changed.connect(lambda text: "batch 2 of" in text and training.cancel())
+    training.status_changed.connect(lambda text: "batch 1 of" in text and training.cancel())
     next_page(qtbot, wizard, wizard.training_page)
     qtbot.waitUntil(lambda: not training.running, timeout=60_000)
     assert training.epochs == []
     assert "-100" not in training.status.text() and "first epoch" in training.status.text()
     assert not wizard.button(QWizard.WizardButton.NextButton).isEnabled()  # no model to evaluate or use
+
+
+def drag(widget, start, end, qtbot):
+    """A person's drag across a widget: press, move in steps (as a hand does, not all at once), release."""
+    from PySide6.QtCore import QEvent, QPointF
+    from PySide6.QtGui import QMouseEvent
+
+    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+
+    def send(kind, point, button, buttons):
+        position = QPointF(*point)
+        global_position = QPointF(widget.mapToGlobal(position.toPoint()))
+        QApplication.sendEvent(widget, QMouseEvent(kind, position, global_position, button, buttons,
+                                                   Qt.KeyboardModifier.NoModifier))
+
+    send(QEvent.Type.MouseMove, start, none, none)
+    send(QEvent.Type.MouseButtonPress, start, left, left)
+    for step in range(1, 9):
+        qtbot.wait(60)
+        point = (start[0] + (end[0] - start[0]) * step / 8, start[1] + (end[1] - start[1]) * step / 8)
+        send(QEvent.Type.MouseMove, point, none, left)
+    send(QEvent.Type.MouseButtonRelease, end, left, none)
+
+
+def test_a_stray_drag_does_not_stop_the_live_plots_following_the_data(qtbot, make_window, model_files, tmp_path):
+    wizard, training = start_long_training(qtbot, make_window(model_files["pets"]), tmp_path)
+    plot = training.loss_plot
+    centre = plot.viewport().rect().center()
+    try:
+        drag(plot.viewport(), (centre.x(), centre.y()), (centre.x() - 120, centre.y() + 80), qtbot)
+        seen = len(training.batch_loss)
+        qtbot.waitUntil(lambda: len(training.batch_loss) >= seen + 3, timeout=60_000)
+        qtbot.wait(400)  # a redraw or two
+        (x_low, x_high), (y_low, y_high) = plot.viewRange()
+        losses = list(training.batch_loss)
+    finally:  # a run left going would ask "Stop training?" when the test's window closes
+        training.cancel()
+        qtbot.waitUntil(lambda: not training.running, timeout=60_000)
+    assert (x_low, x_high) == pytest.approx((0, 50), abs=1.5)  # still the whole run
+    assert y_low <= min(losses) and max(losses) <= y_high  # and every loss so far in view
+
+
+def test_preparing_says_what_it_is_doing(qtbot, make_window, model_files, tmp_path):
+    data = make_shapes_folder(tmp_path / "shapes", per_class=15)
+    wizard = wizard_on_report(qtbot, make_window(model_files["pets"]), data)
+    next_page(qtbot, wizard, wizard.settings_page)
+    settings_for(wizard, tmp_path / "run", mode="full", epochs=1, lr=1e-3)
+    training = wizard.training_page
+    statuses = []
+    training.status_changed.connect(statuses.append)
+    next_page(qtbot, wizard, wizard.training_page)
+    busy_at_start = training.progress.maximum() == 0
+    qtbot.waitUntil(training.isComplete, timeout=120_000)
+    assert busy_at_start  # a busy bar from the start, not an empty one
+    preparing = [text for text in statuses if text.startswith("Preparing")]
+    assert any("starting model" in text for text in preparing)
+    assert any("first batch" in text for text in preparing)
+
+
+def test_accuracy_is_plotted_in_the_percent_the_text_gives(qtbot, make_window, model_files, tmp_path):
+    data = make_shapes_folder(tmp_path / "shapes", per_class=15)
+    wizard = wizard_on_report(qtbot, make_window(model_files["pets"]), data)
+    next_page(qtbot, wizard, wizard.settings_page)
+    settings_for(wizard, tmp_path / "run", epochs=2)
+    training = wizard.training_page
+    next_page(qtbot, wizard, wizard.training_page)
+    qtbot.waitUntil(training.isComplete, timeout=120_000)
+    _, plotted = training.val_acc_curve.getData()
+    history = wizard.state.result.history
+    assert list(plotted) == pytest.approx([100 * epoch.val_accuracy for epoch in history])
+    assert f"{wizard.state.result.best_val_accuracy:.1%}" in training.status.text()
+    assert training.accuracy_plot.viewRange()[1] == pytest.approx([0, 100], abs=4)
+    assert "%" in training.accuracy_plot.getAxis("left").labelString()

@@ -17,4 +17,4 @@ def test_image_size_defaults_to_the_model_s_own_and_trains_at_the_size_chosen(qt
     assert page.recipe().image_size == 48
     next_page(qtbot, wizard, wizard.training_page)
     qtbot.waitUntil(lambda: wizard.training_page.isComplete(), timeout=120_000)
-    assert wizard.result.model.preprocess.crop_size == [48]
+    assert wizard.state.result.model.preprocess.crop_size == [48]

@@ -5,14 +5,14 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QWizard
 
 from cardinal.engine.training.recipe import Recipe
-from cardinal.gui.wizard import jobs
+from cardinal.gui.wizard.state import StartingPoints
 from cardinal.gui.wizard.wizard import FineTuneWizard
 from tests.conftest import make_shapes_folder
 from tests.gui.test_wizard import next_page, wizard_on_report
 
 
 def test_offline_without_a_model_it_proposes_random_weights_and_full_mode_and_says_so(qtbot, tmp_path):
-    wizard = FineTuneWizard(starting_points=jobs.StartingPoints(offline_reason="no network"), device="cpu",
+    wizard = FineTuneWizard(starting_points=StartingPoints(offline_reason="no network"), device="cpu",
                             runs_folder=tmp_path)
     qtbot.addWidget(wizard)
     page = wizard.settings_page
@@ -27,7 +27,7 @@ def test_offline_without_a_model_it_proposes_random_weights_and_full_mode_and_sa
 
 
 def test_a_trained_start_proposes_fast_and_a_mode_the_user_picks_stays(qtbot, tmp_path, model_files):
-    points = jobs.StartingPoints(current_file=str(model_files["pets"]), current_label="pets")
+    points = StartingPoints(current_file=str(model_files["pets"]), current_label="pets")
     wizard = FineTuneWizard(starting_points=points, device="cpu", runs_folder=tmp_path)
     qtbot.addWidget(wizard)
     page = wizard.settings_page
@@ -57,7 +57,7 @@ def test_an_automatic_rate_shows_the_range_test_while_training(qtbot, make_windo
     rates, losses = training.lr_curve.getData()
     assert len(rates) >= 5 and len(rates) == len(losses)
     finding = training.finding
-    assert finding is not None and wizard.result.recipe.lr == finding.suggestion
+    assert finding is not None and wizard.state.result.recipe.lr == finding.suggestion
     assert training.lr_chosen.isVisible() and not training.lr_plot.isHidden()
     notices = [training.notices.item(i).text() for i in range(training.notices.count())]
     assert any("chosen by a range test" in text for text in notices)

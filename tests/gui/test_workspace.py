@@ -12,15 +12,15 @@ from tests.conftest import encode, random_picture
 from tests.gui.conftest import wait_classified
 
 
-def load(qtbot, model_file):
-    loader = ModelLoader()
+def load(qtbot, loader, model_file):
     with qtbot.waitSignal(loader.ready, timeout=60_000) as ready:
         loader.load(ModelRequest(weights_file=str(model_file), device="cpu"))
-    return loader, ready.args[0]
+    return ready.args[0]
 
 
 def test_loader_reports_the_model_or_a_typed_error(qtbot, model_files, tmp_path):
-    loader, info = load(qtbot, model_files["pets"])
+    loader = ModelLoader()
+    info = load(qtbot, loader, model_files["pets"])
     assert info.display_name == "pets" and info.num_classes == 3 and loader.model is info
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"not a model")
@@ -33,25 +33,26 @@ def test_loader_reports_the_model_or_a_typed_error(qtbot, model_files, tmp_path)
 
 def test_workspace_classifies_what_the_model_has_not_seen(qtbot, model_files, pictures, tmp_path):
     _, paths = pictures
-    space = Workspace()
+    loader = ModelLoader()
+    space = Workspace(loader)
     with qtbot.waitSignal(space.items_added, timeout=10_000) as added:
         space.add_paths([paths[1].parent])  # a folder: expanded off the GUI thread
     assert len(added.args[0]) == 2
-    _, pets = load(qtbot, model_files["pets"])
-    space.set_model(pets)
+    pets = load(qtbot, loader, model_files["pets"])
+    assert space.model is pets  # the loader's model is the one the workspace classifies with
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")
     space.add_files([paths[0], bad])
     wait_classified(qtbot, space, 4)
     good = [item for item in space.items.values() if item.error is None]
     assert len(good) == 3 and all(space.outcome(item).analysis.probabilities.shape == (3,) for item in good)
-    _, fruit = load(qtbot, model_files["fruit"])
-    space.set_model(fruit)
+    load(qtbot, loader, model_files["fruit"])
     wait_classified(qtbot, space, 4)
     assert all(space.outcome(item).analysis.probabilities.shape == (4,) for item in good)
     space.choose_class(good[0], 3)
     assert space.chosen_class(good[0]) == 3
-    space.set_model(pets)  # results are kept per model, and so is the chosen class
+    load(qtbot, loader, model_files["pets"])  # results are kept per model, and so is the chosen class
+    assert all(space.is_done(item) for item in space.items.values())  # nothing to classify again
     assert space.chosen_class(good[0]) == space.outcome(good[0]).analysis.predictions[0].index
     space.shutdown()
 
@@ -59,9 +60,9 @@ def test_workspace_classifies_what_the_model_has_not_seen(qtbot, model_files, pi
 def test_heatmaps_colour_only_the_crop_the_network_saw(qtbot, model_files, tmp_path):
     wide = tmp_path / "wide.png"
     wide.write_bytes(encode(random_picture(3, size=(300, 100))))
-    space = Workspace()
-    _, pets = load(qtbot, model_files["pets"])
-    space.set_model(pets)
+    loader = ModelLoader()
+    space = Workspace(loader)
+    pets = load(qtbot, loader, model_files["pets"])
     item_id = space.add_files([wide])[0]
     wait_classified(qtbot, space, 1)
     item = space.items[item_id]

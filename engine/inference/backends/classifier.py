@@ -20,7 +20,7 @@ from cardinal.engine.data.decode_ahead import decode_ahead
 from cardinal.engine.data.images import ImageSource, load_image
 from cardinal.engine.inference.analysis import Analysis, FileResult, file_results, top_k
 from cardinal.engine.inference.backends.compiled import CompiledModel
-from cardinal.engine.inference.closed_form import CropBox
+from cardinal.engine.inference.closed_form import LAST_STAGE, CropBox
 from cardinal.engine.progress import CancelToken
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ class CompiledClassifier:
                          head_weight=self.head_weight if keep_features else None)
                 for row, size in enumerate(sizes)]
 
-    def heatmap(self, image: Image.Image, class_index: int, *, layer: str = "layer4",
+    def heatmap(self, image: Image.Image, class_index: int, *, layer: str = LAST_STAGE,
                 method: str = "gradcam") -> np.ndarray:
         """Heat-map of `class_index` at any named layer by autograd: PyTorch's own (loaded on first use)."""
         return self.torch_classifier.heatmap(image, class_index, layer=layer, method=method)

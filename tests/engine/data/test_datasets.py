@@ -26,7 +26,7 @@ def test_report_lists_broken_files_empty_class_and_imbalance(tmp_path):
     assert "empty file" in reasons["empty.jpg"]
     assert any("'blue_bars' has no readable images" in e for e in report.problems)
     assert any("'green_squares' has only 1 readable image" in e for e in report.problems)
-    assert any("imbalanced 100:1" in w for w in report.warnings)
+    assert any("imbalanced 100:1" in w for w in report.warnings) and report.imbalanced
     assert not report.ok
     assert events[-1].done == events[-1].total == 104  # every file was checked and reported
     with pytest.raises(DatasetError, match="cannot be used for training"):
@@ -38,7 +38,7 @@ def test_duplicates_across_classes_and_small_validation_are_warnings(tmp_path):
     duplicate = (root / "red_circles" / "000.png").read_bytes()
     (root / "blue_bars" / "copy.png").write_bytes(duplicate)
     report, _ = scan(root)
-    assert report.ok
+    assert report.ok and not report.imbalanced
     assert report.duplicates == ((root / "blue_bars" / "copy.png", root / "red_circles" / "000.png"),)
     assert any("identical file(s) appear in different classes" in w for w in report.warnings)
     assert any("validation set has only" in w for w in report.warnings)

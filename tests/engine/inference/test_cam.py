@@ -123,3 +123,8 @@ def test_overlay_leaves_unseen_pixels_untouched():
     blended = cam.overlay(image, heatmap, opacity=1.0, seen=seen)
     assert np.array_equal(blended[:, :10], image[:, :10]) and np.array_equal(blended[:, 20:], image[:, 20:])
     assert tuple(blended[5, 15]) == tuple(cam.colorize(heatmap)[5, 15])
+
+
+def test_only_the_last_stage_is_instant(classifier):
+    instant = [layer for layer in cam_layers(classifier.network) if not cam.needs_backward(layer)]
+    assert instant == [cam.LAST_STAGE] == ["layer4"]  # the one layer the closed form covers

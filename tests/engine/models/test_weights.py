@@ -268,3 +268,15 @@ def test_integer_step_counter_of_batch_norm_is_still_accepted(tmp_path):
     network = make_tiny_model().network
     apply_state_dict(network, read_state_dict(path), path)
     assert torch.equal(network.fc.weight, state_dict["fc.weight"])
+
+
+def test_a_mirror_folder_without_the_file_says_so_in_folder_words(tmp_path, torch_home):
+    share = tmp_path / "share"
+    share.mkdir()
+    name = "resnext50_32x4d-1a0047aa.pth"
+    with pytest.raises(WeightsUnavailable) as caught:
+        resolve_pretrained(f"https://download.pytorch.org/models/{name}", mirror=str(share))
+    message = str(caught.value)
+    assert "cannot reach the server" not in message and "file:" not in message  # no server, no URL to download
+    assert f"the mirror folder {share} has no {name}" in message
+    assert f"Put {name} in {share}" in message and str(cache_path(f"https://x/{name}")) in message

@@ -238,6 +238,27 @@ def test_a_class_with_no_evidence_is_said_so_not_drawn_as_a_cold_map(tmp_path):
     assert "no evidence for “cat” anywhere" in card and "where it saw “dog”" in card
 
 
+def test_the_run_s_own_evaluation_is_shown_and_a_cancelled_run_gets_one_and_its_report(trained, tmp_path):
+    import dataclasses
+
+    from cardinal.engine.inference.classifier import Classifier
+    from cardinal.engine.training.run_outputs import evaluate_run
+
+    data, result, _ = trained
+    scan = run_to_end(scan_dataset(data))
+    classifier = Classifier(result.model, device="cpu")
+    events = []
+    assert run_to_end(evaluate_run(result, classifier, dataset=scan), events.append) is result.evaluation
+    assert events == []  # nothing evaluated again
+    folder = tmp_path / "cancelled-run"
+    folder.mkdir()
+    cancelled = dataclasses.replace(result, evaluation=None, out_dir=folder)  # as a cancelled run returns
+    evaluation = run_to_end(evaluate_run(cancelled, classifier, dataset=scan), events.append)
+    assert int(evaluation.confusion.sum()) == len(result.val_samples)
+    assert (folder / REPORT_NAME).is_file() and {event.stage for event in events} == {"evaluating",
+                                                                                     "explaining mistakes"}
+
+
 def test_evaluate_prints_the_most_confident_mistakes_and_the_report_lists_them_all(capsys, tmp_path):
     import torch
 
