@@ -61,8 +61,14 @@ def export_results(path: str | Path, workspace, k: int) -> Exported:
 
 
 def predictions_text(path: Path, predictions) -> str:
-    """The image's path, then one tab-separated line per class: pastes into a spreadsheet."""
-    return "\n".join([str(path)] + [f"{p.label}\t{p.probability:.4f}" for p in predictions])
+    """The image's path, then one tab-separated line per class: pastes into a spreadsheet, where a name that
+    starts like a formula stays text (quoted as in Cardinal's CSV files)."""
+    from cardinal.engine.inference.result_files import csv_field
+
+    def cell(value: object) -> str:
+        return csv_field(value, separator="\t")
+
+    return "\n".join([cell(path)] + [f"{cell(p.label)}\t{p.probability:.4f}" for p in predictions])
 
 
 class ResultExports(QObject):

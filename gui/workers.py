@@ -274,13 +274,15 @@ def layer_heatmap(classifier: Classifier, pixels: np.ndarray, class_index: int, 
 
 
 @background
-def expand_paths(paths: list[str], cancel: CancelToken) -> list[Path]:
-    """Folders to image files (recursive, sorted), off the GUI thread since folders can be huge."""
+def expand_paths(paths: list[str], cancel: CancelToken) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Folders to image files (recursive, sorted), off the GUI thread since folders can be huge; and the
+    folders that could not be read, each with the reason."""
     from cardinal.engine.data.images import iter_image_files
 
-    found = []
-    for path in iter_image_files(paths):
+    found: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []
+    for path in iter_image_files(paths, lambda folder, reason: unreadable.append((folder, reason))):
         if len(found) % 1000 == 0:
             cancel.raise_if_cancelled("reading the dropped folders")
         found.append(path)
-    return found
+    return found, unreadable

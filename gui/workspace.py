@@ -102,8 +102,17 @@ class Workspace(QObject):
         paths = [str(p) for p in paths]
         if not paths or self._closed:
             return
-        self._run(workers.expand_paths, paths, on_result=self.add_files,
+        self._run(workers.expand_paths, paths, on_result=self._expanded,
                   on_error=lambda error: self.problem.emit(f"Could not read the dropped items: {error}"))
+
+    def _expanded(self, expanded: tuple[list[Path], list[tuple[Path, str]]]) -> None:
+        files, unreadable = expanded
+        self.add_files(files)
+        if unreadable:  # the images found are added; the folders that could not be opened are named
+            shown = "; ".join(f"{folder} ({reason})" for folder, reason in unreadable[:3])
+            more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+            self.problem.emit(f"Could not open {len(unreadable)} folder{'s' if len(unreadable) > 1 else ''}, "
+                              f"so its images were not added: {shown}{more}. Check the folder's permissions.")
 
     def add_image(self, image: QImage) -> None:
         """Add a pasted image: saved as PNG in a temporary folder (on a worker: a screenshot can be large) so the

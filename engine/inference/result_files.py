@@ -17,17 +17,18 @@ FORMATS: tuple[str, ...] = ("table", "csv", "json")
 COLUMNS: tuple[str, ...] = ("path", "rank", "class_index", "label", "probability")
 # OWASP's list of first characters that make a spreadsheet read a cell as a formula.
 FORMULA_STARTS: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
-_NEEDS_QUOTES = (",", '"', "\r", "\n")
+_NEEDS_QUOTES = ('"', "\r", "\n")
 
 
-def csv_field(value: object) -> str:
-    """One CSV field: quoted when it holds a separator, a quote or a line break (a bare CR too), and a cell a
-    spreadsheet would run as a formula turned into text by a leading single quote (OWASP)."""
+def csv_field(value: object, separator: str = ",") -> str:
+    """One CSV field (or, with `separator` a tab, one cell of text to paste into a spreadsheet): quoted when it
+    holds the separator, a quote or a line break (a bare CR too), and a cell a spreadsheet would run as a
+    formula turned into text by a leading single quote (OWASP)."""
     text = str(value)
     neutralised = text.startswith(FORMULA_STARTS)
     if neutralised:
         text = "'" + text
-    if neutralised or any(mark in text for mark in _NEEDS_QUOTES):
+    if neutralised or separator in text or any(mark in text for mark in _NEEDS_QUOTES):
         return '"' + text.replace('"', '""') + '"'
     return text
 

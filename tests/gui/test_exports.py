@@ -28,3 +28,15 @@ def test_export_all_results_with_a_name_in_other_bytes_and_a_formula_for_a_class
     assert {os.path.basename(row["path"]) for row in rows} == {"a.png", "caf\\udce9.png"}
     assert "'=HYPERLINK(\"http://x\")" in {row["label"] for row in rows}
     assert "2 images" in window.statusBar().currentMessage()
+
+
+def test_copied_predictions_paste_into_a_spreadsheet_as_text_never_as_formulas(tmp_path):
+    from types import SimpleNamespace
+
+    from cardinal.gui.exports import predictions_text
+
+    shown = [SimpleNamespace(label='=HYPERLINK("http://x","y")', probability=0.75),
+             SimpleNamespace(label="cat\tdog", probability=0.25)]
+    text = predictions_text(tmp_path / "-rm.png", shown)
+    rows = list(csv.reader(text.splitlines(), delimiter="\t"))  # as a spreadsheet splits pasted text
+    assert rows == [[str(tmp_path / "-rm.png")], ['\'=HYPERLINK("http://x","y")', "0.7500"], ["cat\tdog", "0.2500"]]

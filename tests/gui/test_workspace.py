@@ -89,3 +89,21 @@ def qimage_to_array_alpha(image):
         rgba.height(), rgba.width(), 4)[..., 3]
 
 
+
+
+def test_a_dropped_folder_with_an_unreadable_sub_folder_adds_the_rest_and_says_which(qtbot, shared_tmp):
+    from tests.conftest import unprivileged
+
+    photos = shared_tmp / "photos"
+    (photos / "locked").mkdir(parents=True)
+    (photos / "a.png").write_bytes(encode(random_picture(1)))
+    (photos / "locked" / "b.png").write_bytes(encode(random_picture(2)))
+    (photos / "locked").chmod(0)
+    space = Workspace(ModelLoader())
+    problems = []
+    space.problem.connect(problems.append)
+    with unprivileged(), qtbot.waitSignal(space.items_added, timeout=10_000):
+        space.add_paths([photos])
+    qtbot.waitUntil(lambda: len(problems) == 1, timeout=10_000)
+    assert [item.path for item in space.items.values()] == [photos / "a.png"]
+    assert str(photos / "locked") in problems[0] and "permission denied" in problems[0]
