@@ -8,7 +8,26 @@ loader in `engine.images`; both are torch-free too.
 
 from __future__ import annotations
 
+from enum import Enum
+
 DEFAULT_MODEL = "resnext50_32x4d"
+
+
+class StartingPoint(str, Enum):
+    """Where fine-tuning starts: `cardinal train --base` takes the first two words or a file, the wizard offers
+    all four, and `load_base_model` loads any but the app's own model."""
+
+    IMAGENET = "imagenet"  # the architecture's published ImageNet weights (downloaded if needed)
+    SCRATCH = "scratch"  # random weights
+    FILE = "file"  # a saved model file
+    CURRENT = "current"  # the model in use in the app (the wizard only)
+
+
+def base_kind(base: str) -> StartingPoint:
+    """What `cardinal train --base BASE` starts from: its word (imagenet, scratch), else a model file."""
+    words = (StartingPoint.IMAGENET, StartingPoint.SCRATCH)
+    return next((kind for kind in words if kind.value == base), StartingPoint.FILE)
+
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 # Who runs the network: auto (a compiled CPU runtime where it is installed and faster, else PyTorch), or one of them.
 BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino", "onnxruntime")

@@ -11,6 +11,7 @@ import io
 from pathlib import Path
 from typing import TextIO
 
+from cardinal.engine.choices import StartingPoint, base_kind
 from cardinal.engine.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
 from cardinal.engine.cli.evaluation_text import evaluation_text
 from cardinal.engine.cli.terminal import advance, cancel_on_interrupt, download_progress, printable, progress_bar
@@ -33,7 +34,7 @@ def add_training_parsers(commands, models, default_model: str, precisions) -> No
                        help="fast: train the head on cached features; full: fine-tune the network; auto (default): "
                             "full from random weights, fast from a trained model")
     train.add_argument("--model", choices=list(models), default=default_model, help="architecture")
-    train.add_argument("--base", default="imagenet", metavar="imagenet|scratch|FILE",
+    train.add_argument("--base", default=StartingPoint.IMAGENET.value, metavar="imagenet|scratch|FILE",
                        help="start from ImageNet weights, random weights, or a saved model")
     train.add_argument("--epochs", type=positive, default=defaults.epochs)
     train.add_argument("--batch-size", type=positive, default=defaults.batch_size)
@@ -166,7 +167,7 @@ def _settings_that_must_agree(args: argparse.Namespace) -> dict[str, object]:
     settings: dict[str, object] = {f"--{dest.replace('_', '-')}": value for dest, value in sorted(vars(args).items())
                                    if dest not in _MAY_DIFFER and dest not in ("folder", "base")}
     settings["FOLDER"] = str(Path(args.folder).resolve())
-    settings["--base"] = args.base if args.base in ("imagenet", "scratch") else str(Path(args.base).resolve())
+    settings["--base"] = args.base if base_kind(args.base) != StartingPoint.FILE else str(Path(args.base).resolve())
     return settings
 
 
@@ -234,9 +235,9 @@ def _check_resume_early(args: argparse.Namespace, recipe) -> None:
 
     state = load_run_state(Path(args.out))
     # The checkpoint records the recipe as the run adapted it to its start; compare like with like.
-    adapted = recipe.adapted(random_weights=args.base == "scratch")
-    check_resumable(state, recipe=adapted.to_dict(),
-                    architecture=args.model if args.base in ("imagenet", "scratch") else None)
+    kind = base_kind(args.base)
+    adapted = recipe.adapted(random_weights=kind == StartingPoint.SCRATCH)
+    check_resumable(state, recipe=adapted.to_dict(), architecture=args.model if kind != StartingPoint.FILE else None)
 
 
 class TrainingPrinter:
@@ -329,7 +330,6 @@ def _print_report(report, out: TextIO) -> None:
 def _base_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken):
     from cardinal.engine.training.starting_point import load_base_model
 
-    kind = args.base if args.base in ("imagenet", "scratch") else "file"
     with download_progress(err) as progress:
-        return load_base_model(kind, architecture=args.model, path=args.base, mirror=args.mirror, seed=args.seed,
-                               progress=progress, cancel=cancel)
+        return load_base_model(base_kind(args.base), architecture=args.model, path=args.base, mirror=args.mirror,
+                               seed=args.seed, progress=progress, cancel=cancel)

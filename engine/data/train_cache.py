@@ -93,21 +93,6 @@ class TrainCache:
                 yield images, labels, torch.tensor(chunk)
 
 
-def device_augmentation(preprocess, augmentation: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The training augmentation on uint8 tensors (v2 transforms), in the model's crop size and interpolation."""
-    from torchvision.transforms import v2
-
-    crop = preprocess.crop_size[0]
-    if augmentation == "none":  # the model's own evaluation geometry
-        return v2.Compose([v2.Resize(preprocess.resize_size, interpolation=preprocess.interpolation, antialias=True),
-                           v2.CenterCrop(crop)])
-    steps: list = [v2.RandomResizedCrop(crop, interpolation=preprocess.interpolation, antialias=True),
-                   v2.RandomHorizontalFlip()]
-    if augmentation == "trivialaugment":
-        steps.append(v2.TrivialAugmentWide(interpolation=preprocess.interpolation))
-    return v2.Compose(steps)
-
-
 def augment_batch(images: Sequence[torch.Tensor], seeds: Sequence[int], augment: Callable, preprocess,
                   device: torch.device) -> torch.Tensor:
     """Augment each image on `device` under its own seed, then scale and normalise the batch in one go."""

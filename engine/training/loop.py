@@ -195,7 +195,7 @@ class _Run:
     def start(self, state: RunState | None) -> None:
         """Build the optimizer, and continue from `state` when resuming."""
         self.last_save = time.monotonic()  # the save interval counts training time, not the feature pass
-        self.optimizer = self._optimizer(self.recipe.learning_rate)
+        self.optimizer = self._optimizer(self.recipe.chosen_lr)
         if state is None:
             return
         self.mode.load_weights(state.weights)
@@ -275,7 +275,7 @@ class _Run:
                 self.cancel.raise_if_cancelled("training")
             factor = lr_factor(epoch + index / max(batches, 1), self.recipe)
             for group in self.optimizer.param_groups:
-                group["lr"] = self.recipe.learning_rate * factor * group.get("lr_scale", 1.0)
+                group["lr"] = self.recipe.chosen_lr * factor * group.get("lr_scale", 1.0)
             with self.mode.autocast():
                 logits = self.mode.forward(inputs)
                 loss = self.criterion(logits.float(), labels)
@@ -295,7 +295,7 @@ class _Run:
             per_batch = elapsed / (index + 1)
             left = per_batch * (batches - index - 1 + batches * (self.recipe.epochs - epoch - 1))
             ranks = 1 if self.team is None else self.team.world_size  # every rank runs batches alike
-            yield BatchEnd(epoch + 1, index + 1, batches, batch_loss, self.recipe.learning_rate * factor,
+            yield BatchEnd(epoch + 1, index + 1, batches, batch_loss, self.recipe.chosen_lr * factor,
                            images_per_second=ranks * seen / max(elapsed, 1e-9), eta_seconds=left)
         train_seconds = time.perf_counter() - started
         if self.team is not None:

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from cardinal.engine.data.augmentation import augmentation_steps
 from cardinal.engine.data.datasets import ImageDataset, Sample
 from cardinal.engine.data.device_images import device_pipeline_wanted
-from cardinal.engine.data.train_cache import TrainCache, augment_batch, device_augmentation, image_seed, ram_budget
+from cardinal.engine.data.train_cache import TrainCache, augment_batch, image_seed, ram_budget
 from cardinal.engine.errors import Cancelled
 from cardinal.engine.inference.device import autocast_for, preferred_memory_format
 from cardinal.engine.inference.network import forward_features, pooled_features
@@ -232,7 +233,7 @@ class FullMode(TrainingMode):
             local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if self.team is not None else 1
             self.cache = TrainCache(train_samples, preprocess.resize_size[0],
                                     budget_bytes=ram_budget(processes=local_processes), workers=max(self.workers(), 2))
-            self.device_augment = device_augmentation(preprocess, self.recipe.augmentation)
+            self.device_augment = augmentation_steps(preprocess, self.recipe.augmentation)
         self.val_dataset = ImageDataset(val_samples, preprocess, preprocess.resize_size[0])
         return iter(())
 
@@ -331,18 +332,13 @@ def _decay_groups(parameters: list[nn.Parameter], weight_decay: float, lr_scale:
 
 
 def train_transform(preprocess, augmentation: str) -> Callable:
-    """Augmentation in the model's own geometry and normalisation (torchvision's transforms)."""
-    from torchvision import transforms as T
+    """A PIL image to the network's input: the augmentation's steps, then the model's own normalisation."""
+    from torchvision.transforms import v2
 
     if augmentation == "none":
         return preprocess
-    crop = preprocess.crop_size[0]
-    steps: list = [T.RandomResizedCrop(crop, interpolation=preprocess.interpolation, antialias=True),
-                   T.RandomHorizontalFlip()]
-    if augmentation == "trivialaugment":
-        steps.append(T.TrivialAugmentWide(interpolation=preprocess.interpolation))
-    steps += [T.PILToTensor(), T.ConvertImageDtype(torch.float), T.Normalize(preprocess.mean, preprocess.std)]
-    return T.Compose(steps)
+    return v2.Compose([augmentation_steps(preprocess, augmentation), v2.PILToTensor(),
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(preprocess.mean, preprocess.std)])
 
 
 class _SeededImages(torch.utils.data.Dataset):

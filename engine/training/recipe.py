@@ -110,8 +110,9 @@ class Recipe:
                 f"cosine schedule over {self.epochs} epochs.")
 
     @property
-    def learning_rate(self) -> float:
-        """The peak learning rate in force (the head's, in Full mode with discriminative rates)."""
+    def chosen_lr(self) -> float:
+        """`lr` once it is chosen (given, or found by the range test): the peak learning rate in force (the
+        head's, in Full mode with discriminative rates). Raises before."""
         if self.lr is None:
             raise TrainingError("the learning rate is not chosen yet: the range test at the start of the run "
                                 "chooses it (or give one, e.g. --lr 1e-3)")

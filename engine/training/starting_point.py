@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torchvision.transforms._presets import ImageClassification
 
+from cardinal.engine.choices import StartingPoint
 from cardinal.engine.errors import TrainingError
 from cardinal.engine.models.download import Progress
 from cardinal.engine.models.registry import LoadedModel
@@ -72,7 +73,7 @@ def at_image_size(preprocess: ImageClassification, size: int | None) -> ImageCla
 
 
 def load_base_model(
-    kind: str,
+    kind: StartingPoint | str,
     *,
     architecture: str,
     path: str | Path | None = None,
@@ -85,10 +86,10 @@ def load_base_model(
     model 'file' at `path`."""
     from cardinal.engine.models.registry import load_model_file, load_pretrained, random_model
 
-    if kind == "scratch":
+    if kind == StartingPoint.SCRATCH:
         return random_model(architecture, seed=seed)
-    if kind == "imagenet":
+    if kind == StartingPoint.IMAGENET:
         return load_pretrained(architecture, mirror=mirror, progress=progress, cancel=cancel)
-    if kind == "file" and path:
+    if kind == StartingPoint.FILE and path:
         return load_model_file(path)
     raise TrainingError(f"unknown starting point '{kind}' (choose imagenet, scratch or a model file)")

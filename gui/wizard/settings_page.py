@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
+from cardinal.engine.choices import StartingPoint
 from cardinal.engine.models.catalog import CATALOG
 from cardinal.engine.training.recipe import AUTO, MAX_IMAGE_SIZE, MAX_LEARNING_RATE, MIN_IMAGE_SIZE, OPTIMIZERS
 from cardinal.gui.settings import Settings
@@ -166,7 +167,7 @@ class SettingsPage(QWizardPage):
         values = {name: remembered.value_of(widget) for name, widget in self.remembered_widgets().items()}
         if self._mode_chosen:
             values["mode"] = "full" if self.full.isChecked() else "fast"
-        if self.base.currentData() == "file":
+        if self.base.currentData() == StartingPoint.FILE:
             values["base_file"] = self.base_file
         memory.set_group(remembered.GROUP, values)
 
@@ -178,7 +179,7 @@ class SettingsPage(QWizardPage):
         try:
             if "base" in values:
                 remembered.restore(base, values["base"])
-            if self.base.currentData() == "file":
+            if self.base.currentData() == StartingPoint.FILE:
                 if Path(values.get("base_file", "")).is_file():
                     self.base_file = values["base_file"]
                 else:
@@ -219,11 +220,11 @@ class SettingsPage(QWizardPage):
         """Offer only what can start: the model in use, ImageNet weights (saying when they download first, or
         disabled with the reason when offline), random weights, a model file; the first that can start is chosen."""
         if points.has_current:
-            self.base.addItem(f"The model in use ({points.current_label})", "current")
-        self.base.addItem("ImageNet weights", "imagenet")
-        self.base.addItem("Random weights (from scratch)", "scratch")
-        self.base.addItem("A saved model file…", "file")
-        imagenet = self.base.findData("imagenet")
+            self.base.addItem(f"The model in use ({points.current_label})", StartingPoint.CURRENT)
+        self.base.addItem("ImageNet weights", StartingPoint.IMAGENET)
+        self.base.addItem("Random weights (from scratch)", StartingPoint.SCRATCH)
+        self.base.addItem("A saved model file…", StartingPoint.FILE)
+        imagenet = self.base.findData(StartingPoint.IMAGENET)
         if points.offline_reason:
             self.base.model().item(imagenet).setEnabled(False)
             self.base.setItemText(imagenet, "ImageNet weights (unavailable: offline)")
@@ -234,7 +235,7 @@ class SettingsPage(QWizardPage):
 
     def _label_imagenet(self) -> None:
         points = self._state.starting_points
-        imagenet = self.base.findData("imagenet")
+        imagenet = self.base.findData(StartingPoint.IMAGENET)
         if points.offline_reason or imagenet < 0:
             return
         here = points.pretrained_on_disk is not None and self.architecture.currentText() in points.pretrained_on_disk
@@ -247,12 +248,12 @@ class SettingsPage(QWizardPage):
                               "they are downloaded when training starts.", Qt.ItemDataRole.ToolTipRole)
 
     def _update_architecture(self) -> None:
-        self.architecture.setEnabled(self.base.currentData() in ("imagenet", "scratch"))
+        self.architecture.setEnabled(self.base.currentData() in (StartingPoint.IMAGENET, StartingPoint.SCRATCH))
 
     def _base_changed(self) -> None:
         kind = self.base.currentData()
         self._update_architecture()
-        if kind == "file":
+        if kind == StartingPoint.FILE:
             path, _ = QFileDialog.getOpenFileName(self, "Start from a saved model", "",
                                                   "Cardinal model (*.safetensors)")
             self.base_file = path
@@ -264,7 +265,8 @@ class SettingsPage(QWizardPage):
         """Whether the chosen starting point has random weights (nothing learnt to keep)."""
         kind = self.base.currentData()
         current = self._state.starting_points.current_model
-        return kind == "scratch" or (kind == "current" and getattr(current, "random_weights", False))
+        return kind == StartingPoint.SCRATCH or (kind == StartingPoint.CURRENT
+                                                 and getattr(current, "random_weights", False))
 
     def _mode_clicked(self) -> None:
         self._mode_chosen = True
@@ -286,12 +288,12 @@ class SettingsPage(QWizardPage):
         self.proposal.setText(recipe.choices_said(random_weights=random_start))
 
     def _base_path(self) -> str | None:
-        if self.base.currentData() == "current":
+        if self.base.currentData() == StartingPoint.CURRENT:
             return self._state.starting_points.current_file
         return self.base_file or None
 
     def base_choice(self) -> BaseChoice:
-        return BaseChoice(kind=self.base.currentData(), architecture=self.architecture.currentText(),
+        return BaseChoice(kind=StartingPoint(self.base.currentData()), architecture=self.architecture.currentText(),
                           path=self._base_path(), current=self._state.starting_points.current_model,
                           mirror=self._state.mirror)
 

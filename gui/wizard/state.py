@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cardinal.engine.choices import DEFAULT_MODEL
+from cardinal.engine.choices import DEFAULT_MODEL, StartingPoint
 
 if TYPE_CHECKING:
     from cardinal.engine.data.datasets import DatasetScan
@@ -36,19 +36,19 @@ class StartingPoints:
 class BaseChoice:
     """Where training starts: ImageNet weights, the model in use, random weights, or a saved model file."""
 
-    kind: str  # "imagenet" | "current" | "scratch" | "file"
+    kind: StartingPoint
     architecture: str = DEFAULT_MODEL
     path: str | None = None
-    current: Any = None  # the main window's LoadedModel for kind "current"
+    current: Any = None  # the main window's LoadedModel for StartingPoint.CURRENT
     mirror: str | None = None
 
     def load(self) -> LoadedModel:
         from cardinal.engine.training.starting_point import load_base_model
 
-        if self.kind == "current" and self.current is not None:
+        if self.kind == StartingPoint.CURRENT and self.current is not None:
             return self.current
-        if self.kind == "current":
-            return load_base_model("file", architecture=self.architecture, path=self.path)
+        if self.kind == StartingPoint.CURRENT:
+            return load_base_model(StartingPoint.FILE, architecture=self.architecture, path=self.path)
         return load_base_model(self.kind, architecture=self.architecture, path=self.path, mirror=self.mirror)
 
 

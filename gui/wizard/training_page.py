@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
+from cardinal.engine.choices import StartingPoint
 from cardinal.gui.background import Job
 from cardinal.gui.text import escaped
 from cardinal.gui.widgets.charts import BATCH_COLOUR, TRAIN_COLOUR, VALIDATION_COLOUR, curve, new_plot
@@ -127,7 +128,8 @@ class TrainingPage(QWizardPage):
         recipe = plan.recipe
         log.info("training started in %s: %s mode on %s (%d classes, %d images) from %s, %d epochs; recipe %s",
                  plan.out_dir, recipe.mode, state.scan.root, len(state.scan.class_names), len(state.scan.train),
-                 plan.base.kind if plan.base.kind != "file" else plan.base.path, recipe.epochs, recipe.to_dict())
+                 plan.base.kind.value if plan.base.kind != StartingPoint.FILE else plan.base.path, recipe.epochs,
+                 recipe.to_dict())
         job: Job | None = None
 
         def current() -> bool:

@@ -220,12 +220,13 @@ def test_a_stray_drag_does_not_stop_the_live_plots_following_the_data(qtbot, mak
         drag(plot.viewport(), (centre.x(), centre.y()), (centre.x() - 120, centre.y() + 80), qtbot)
         seen = len(training.batch_loss)
         qtbot.waitUntil(lambda: len(training.batch_loss) >= seen + 3, timeout=60_000)
-        qtbot.wait(400)  # a redraw or two
-        (x_low, x_high), (y_low, y_high) = plot.viewRange()
-        losses = list(training.batch_loss)
     finally:  # a run left going would ask "Stop training?" when the test's window closes
         training.cancel()
         qtbot.waitUntil(lambda: not training.running, timeout=60_000)
+    qtbot.wait(400)  # a redraw or two, with no new losses arriving meanwhile
+    (x_low, x_high), (y_low, y_high) = plot.viewRange()
+    losses = list(training.batch_loss)
+    assert len(losses) >= seen + 3
     assert (x_low, x_high) == pytest.approx((0, 50), abs=1.5)  # still the whole run
     assert y_low <= min(losses) and max(losses) <= y_high  # and every loss so far in view
 

@@ -7,10 +7,11 @@ import textwrap
 
 import torch
 
+from cardinal.engine.data.augmentation import augmentation_steps
 from cardinal.engine.data.datasets import scan_dataset, train_val_split
 from cardinal.engine.data.device_images import device_pipeline_wanted
 from cardinal.engine.data.images import load_image
-from cardinal.engine.data.train_cache import TrainCache, augment_batch, device_augmentation, image_seed
+from cardinal.engine.data.train_cache import TrainCache, augment_batch, image_seed
 from cardinal.engine.progress import run_to_end
 from tests.conftest import make_shapes_folder, make_tiny_model, run_python
 
@@ -59,7 +60,7 @@ def test_augmentation_is_seeded_per_image_and_normalised(tmp_path):
     preprocess = make_tiny_model().preprocess
     cache = TrainCache(samples, preprocess.resize_size[0], budget_bytes=10**9)
     images = [cache.image(index) for index in range(4)]
-    augment = device_augmentation(preprocess, "trivialaugment")
+    augment = augmentation_steps(preprocess, "trivialaugment")
     seeds = [image_seed(0, 1, index) for index in range(4)]
     state = torch.get_rng_state()
     batch = augment_batch(images, seeds, augment, preprocess, torch.device("cpu"))
@@ -75,7 +76,7 @@ def test_without_augmentation_the_batch_is_the_models_own_preprocessing(tmp_path
     samples = shapes_samples(tmp_path)
     preprocess = make_tiny_model().preprocess
     cache = TrainCache(samples, preprocess.resize_size[0], budget_bytes=10**9)
-    batch = augment_batch([cache.image(i) for i in range(3)], [0, 1, 2], device_augmentation(preprocess, "none"),
+    batch = augment_batch([cache.image(i) for i in range(3)], [0, 1, 2], augmentation_steps(preprocess, "none"),
                           preprocess, torch.device("cpu"))
     reference = torch.stack([preprocess(load_image(samples[i][0])) for i in range(3)])
     assert (batch - reference).abs().max() < 1e-5  # the 72 px pictures need no resize: identical pixels

@@ -42,7 +42,7 @@ def test_one_row_per_epoch_as_the_run_goes(shapes, tmp_path):
         assert row.epoch == epoch.epoch
         assert row.val_accuracy == pytest.approx(epoch.val_accuracy, rel=1e-5)
         assert row.train_loss == pytest.approx(epoch.train_loss, rel=1e-5)
-        assert 0 < row.learning_rate <= RECIPE.learning_rate and row.epoch_seconds > 0
+        assert 0 < row.learning_rate <= RECIPE.chosen_lr and row.epoch_seconds > 0
     elapsed = [row.elapsed_seconds for row in history]
     assert elapsed == sorted(elapsed) and elapsed[-1] == pytest.approx(sum(r.epoch_seconds for r in history), 1e-3)
 

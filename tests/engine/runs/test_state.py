@@ -4,13 +4,16 @@ naming the file or the difference, with the way out."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
 import torch
 
 from cardinal.engine.cli.main import main
+from cardinal.engine.errors import TrainingError
 from cardinal.engine.models.registry import save_model
+from cardinal.engine.runs.state import RunState, check_resumable
 from tests.conftest import make_shapes_folder, make_tiny_model
 
 
@@ -166,3 +169,41 @@ def test_resume_may_change_the_learning_rate_and_the_epochs(capsys, shapes, mode
     assert "epoch 2/2" in out
     state = torch.load(run_copy / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 2 and state["recipe"]["lr"] == 0.0005
+
+
+def _state(**recipe) -> RunState:
+    return RunState(class_names=("a", "b"), architecture="resnext50_32x4d",
+                    recipe={"mode": "full", "image_size": None, "optimizer": "adamw", "trainable_from": "layer3",
+                            "weight_decay": 0.05, "batch_size": 32, "seed": 0, "val_fraction": 0.2, "lr": 1e-3,
+                            "epochs": 10, **recipe},
+                    base="imagenet:resnext50_32x4d", epoch=3, weights={}, optimizer={}, batch_size=32,
+                    generator=torch.Generator().get_state(), history=(), best_accuracy=0.5, best_epoch=2)
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    ({"class_names": ("a", "c")}, "the classes changed"),
+    ({"architecture": "resnext101_32x8d"}, "resume with --model resnext50_32x4d"),
+    ({"base": "scratch:resnext50_32x4d"}, "started from imagenet:resnext50_32x4d"),
+    ({"recipe": {"mode": "fast"}}, "cannot resume a full run in fast mode; resume with --mode full"),
+    ({"recipe": {"image_size": 64}}, "trains at the model's own image size, not 64 px; resume with no --image-size"),
+    ({"recipe": {"optimizer": "sgd"}}, "the run used --optimizer adamw, not --optimizer sgd"),
+    ({"recipe": {"trainable_from": "all"}}, "the run used --train-from layer3"),
+    ({"recipe": {"weight_decay": 0.01}}, "the run used --weight-decay 0.05, not --weight-decay 0.01"),
+    ({"recipe": {"val_fraction": 0.3}}, "--val-fraction 0.2"),
+    ({"recipe": {"seed": 1}}, "--seed 0"),
+])
+def test_check_resumable_names_each_difference_it_cannot_continue(change, said):
+    state = _state()
+    if "recipe" in change:
+        change = {"recipe": {**state.recipe, **change["recipe"]}}
+    with pytest.raises(TrainingError, match=re.escape(said)):
+        check_resumable(state, **change)
+
+
+def test_check_resumable_lets_the_rate_and_the_epochs_change_and_checks_only_what_it_is_given():
+    state = _state()
+    check_resumable(state, recipe={**state.recipe, "lr": 3e-4, "epochs": 20}, class_names=("a", "b"),
+                    architecture="resnext50_32x4d", base="imagenet:resnext50_32x4d")
+    check_resumable(state)  # nothing given: nothing to refuse
+    fast = _state(mode="fast")  # Fast mode trains no stage: the first trained stage is not compared
+    check_resumable(fast, recipe={**fast.recipe, "trainable_from": "all"})
