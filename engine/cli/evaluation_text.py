@@ -14,7 +14,8 @@ def evaluation_text(evaluation: Evaluation) -> str:
     """The evaluation's numbers as text for the terminal (names escaped: they come from folders and files)."""
     names = [printable(name) for name in evaluation.class_names]
     width = max(len(name) for name in [*names, "class"])
-    lines = [f"accuracy {evaluation.accuracy:.2%} on {int(evaluation.confusion.sum())} images", ""]
+    lines = [f"accuracy {evaluation.accuracy:.2%} on {int(evaluation.confusion.sum())} images",
+             *honesty_lines(evaluation), ""]
     lines.append(f"{'class':<{width}}  precision  recall     f1  images")
     for name, metrics in zip(names, evaluation.per_class, strict=True):
         lines.append(f"{name:<{width}}  {metrics.precision:9.3f}  {metrics.recall:6.3f}  "
@@ -34,3 +35,22 @@ def evaluation_text(evaluation: Evaluation) -> str:
     for path, reason in evaluation.unreadable:
         lines.append(f"  could not read {printable(path)}: {printable(reason)}")
     return "\n".join(lines)
+
+
+def honesty_lines(evaluation: Evaluation) -> list[str]:
+    """How well the probabilities matched how often the model was right (ECE), and how many images it called
+    none of its classes."""
+    from cardinal.engine.inference.calibration import ECE_BINS
+    from cardinal.engine.models.output_rules import unknown_words
+
+    lines = []
+    if evaluation.reliability is not None and evaluation.reliability.images:
+        before = evaluation.reliability_before
+        lines.append(f"expected calibration error {evaluation.reliability.ece:.2%} ({ECE_BINS} bins)"
+                     + ("" if before is None else f"; {before.ece:.2%} before temperature scaling"))
+    if evaluation.unknown_flagged is not None:
+        images = int(evaluation.confusion.sum())
+        share = evaluation.unknown_flagged / images if images else 0.0
+        lines.append(f"{unknown_words(len(evaluation.class_names))}: {evaluation.unknown_flagged} of {images} "
+                     f"images ({share:.1%})")
+    return lines

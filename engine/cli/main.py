@@ -168,7 +168,7 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         model = load_model(args, err, token)
         classifier = Classifier(model, device=device, precision=args.precision)
         err.write(f"{printable(model.name)} ({model.num_classes} classes) on {classifier.description}\n")
-        writer = ResultWriter(args.format, out, printable=printable)
+        writer = ResultWriter(args.format, out, printable=printable, num_classes=model.num_classes)
         cam_names: set[str] = set()
         bar = progress_bar(err, "Classifying", len(files), enabled=err.isatty() and len(files) > 1, unit="img")
         want_cam = args.cam is not None
@@ -181,7 +181,9 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                         failures += 1
                         err.write(f"error: {printable(result.error)}\n")
                     else:
-                        writer.write(result.path, result.analysis.predictions)
+                        analysis = result.analysis
+                        writer.write(result.path, analysis.predictions, unknown=analysis.unknown,
+                                     unknown_score=analysis.unknown_score)
                         if want_cam:
                             failures += _save_cam(result, args.cam, args.cam_method, cam_names, err)
                 bar.update()

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from cardinal.engine.data.datasets import Sample
+from cardinal.engine.inference.calibration import ConfidenceTally, Reliability
 from cardinal.engine.inference.classifier import Analysis, Classifier
 from cardinal.engine.progress import CancelToken
 
@@ -54,6 +55,10 @@ class Evaluation:
     confusion: np.ndarray  # rows: true class, columns: predicted class
     mistakes: tuple[Mistake, ...]
     unreadable: tuple[tuple[Path, str], ...]
+    # How honest the probabilities were: as the model gave them, and before its temperature (None: it has none).
+    reliability: Reliability | None = None
+    reliability_before: Reliability | None = None
+    unknown_flagged: int | None = None  # images called "not one of the N classes" (None: the model has no rule)
 
     def mistakes_for(self, true_index: int, predicted_index: int) -> list[Mistake]:
         """The images of one confusion-matrix cell."""
@@ -78,11 +83,15 @@ def evaluate(
     mistakes: list[Mistake] = []
     failures: list[tuple[Path, str]] = []
     labels = [label for _, label in samples]
+    tally = ConfidenceTally(classifier.model.output_rules.temperature)
+    flagged = 0
     results = classifier.classify_files([path for path, _ in samples], k=1, batch_size=batch_size, cancel=cancel)
     for done, (result, label) in enumerate(zip(results, labels, strict=True), start=1):
         if result.error is not None:
             failures.append((result.path, result.error.reason))
         else:
+            tally.add(result.analysis.probabilities, label)
+            flagged += bool(result.analysis.unknown)
             predicted = result.analysis.predictions[0]
             confusion[label, predicted.index] += 1
             if predicted.index != label:
@@ -90,7 +99,8 @@ def evaluate(
                                         float(result.analysis.probabilities[label]), predicted.probability))
         yield EvaluationProgress(done, len(samples))
     return Evaluation(names, confusion_accuracy(confusion), per_class_metrics(confusion, names), confusion,
-                      tuple(mistakes), tuple(failures))
+                      tuple(mistakes), tuple(failures), tally.reliability(), tally.reliability_before(),
+                      None if classifier.model.output_rules.unknown is None else flagged)
 
 
 def confusion_accuracy(confusion: np.ndarray) -> float:

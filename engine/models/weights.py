@@ -24,6 +24,9 @@ _SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode")
 _SCAN_LIMIT = 64 << 20
 
 StateDict = dict[str, torch.Tensor]
+# A Cardinal model file may hold tensors of its own beside the network's (a feature bank), named under this prefix;
+# they are never part of the network's state dict.
+CARDINAL_TENSORS = "cardinal."
 
 
 def read_state_dict(path: str | Path) -> StateDict:
@@ -48,7 +51,7 @@ def _read_safetensors(path: Path) -> Mapping[str, object]:
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path))
+        return {key: value for key, value in load_file(str(path)).items() if not key.startswith(CARDINAL_TENSORS)}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise WeightsError(path, f"not a valid safetensors file, or damaged ({error})") from None
 

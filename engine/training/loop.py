@@ -28,6 +28,7 @@ from cardinal.engine.progress import CancelToken
 from cardinal.engine.runs.folder import claim_run_folder
 from cardinal.engine.runs.layout import RunPaths
 from cardinal.engine.runs.state import RunState, check_resumable, load_run_state, save_run_state
+from cardinal.engine.training.calibrate import calibrate_best
 from cardinal.engine.training.distributed import ShardRecord, Team
 from cardinal.engine.training.events import (
     BatchEnd,
@@ -95,6 +96,10 @@ def train(
         stopped = yield from (record_history(run.epochs(), folder, run.history) if writes else run.epochs())
         run.finish()
         evaluation = None
+        if writes and stopped is not StopReason.CANCELLED:
+            run.model = yield from calibrate_best(run.model, train_samples, val_samples, RunPaths(folder).best,
+                                                  device=device_, precision=recipe.precision, seed=recipe.seed,
+                                                  cached=mode.cached_features(), cancel=cancel)
         if writes:
             evaluation = yield from write_run_report(run.model, val_samples, folder, dataset=scan, recipe=recipe,
                                                      device=device_, stopped=stopped, best_epoch=run.best_epoch,
