@@ -53,4 +53,8 @@ def honesty_lines(evaluation: Evaluation) -> list[str]:
         share = evaluation.unknown_flagged / images if images else 0.0
         lines.append(f"{unknown_words(len(evaluation.class_names))}: {evaluation.unknown_flagged} of {images} "
                      f"images ({share:.1%})")
+    if evaluation.without_copies is not None:
+        kept = evaluation.without_copies
+        lines.append(f"accuracy {kept.accuracy:.2%} on {kept.images} images without the {kept.left_out} that are "
+                     "near-copies of training images")
     return lines

@@ -43,6 +43,7 @@ class DatasetScan:
     problems: tuple[str, ...]  # what blocks training, in words
     warnings: tuple[str, ...]
     duplicates: tuple[tuple[Path, Path], ...] = field(default=())
+    identical: tuple[tuple[Path, Path], ...] = field(default=())  # every pair of identical files, any classes
 
     @property
     def ok(self) -> bool:
@@ -122,6 +123,7 @@ def scan_dataset(
     failures: list[tuple[Path, str]] = []
     digests: dict[str, tuple[Path, int]] = {}
     duplicates: list[tuple[Path, Path]] = []
+    identical: list[tuple[Path, Path]] = []
     for done, (split, path, label) in enumerate(jobs, start=1):
         if cancel is not None:
             cancel.raise_if_cancelled("the scan")
@@ -130,6 +132,8 @@ def scan_dataset(
             seen = digests.get(digest)
             if seen is not None and seen[1] != label:
                 duplicates.append((seen[0], path))
+            if seen is not None:
+                identical.append((seen[0], path))
             digests.setdefault(digest, (path, label))
             samples[split].append((path, label))
         else:
@@ -172,6 +176,7 @@ def scan_dataset(
         problems=tuple(errors),
         warnings=tuple(warnings),
         duplicates=tuple(duplicates),
+        identical=tuple(identical),
     )
 
 

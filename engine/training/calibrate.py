@@ -11,8 +11,9 @@ A run with too few validation images gets neither, and a note says why.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -55,15 +56,17 @@ def model_outputs(classifier: Classifier, samples: Sequence[Sample], *, batch_si
 
 def calibrate_best(model: LoadedModel, train_samples: Sequence[Sample], val_samples: Sequence[Sample], best: Path, *,
                    device: torch.device, precision: str, seed: int = 0, cached: tuple[Cached, Cached] | None = None,
+                   sections: Mapping[str, Any] | None = None,
                    cancel: CancelToken | None = None) -> Generator[ReportProgress | Notice, None, LoadedModel]:
-    """Fit the temperature and the "none of these" rule, write them into `best` (the file `model` was loaded
-    from) and return the model with them. `cached`: Fast mode's (training, validation) pooled features with their
-    labels. Problems are notices: the model stays saved, without them."""
+    """Fit the temperature and the "none of these" rule, write them (and `sections`, more of the description, such
+    as the duplicates found) into `best`, the file `model` was loaded from, and return the model with them.
+    `cached`: Fast mode's (training, validation) pooled features with their labels. Problems are notices: the
+    model stays saved, without them."""
     if len(val_samples) < MIN_VAL_IMAGES:
         yield Notice(f"The validation set has only {len(val_samples)} images: too few to calibrate the "
                      f"probabilities or to set the \"none of these\" threshold (at least {MIN_VAL_IMAGES} are needed), "
                      "so the model gives its network's own probabilities and flags nothing.")
-        return model
+        return (yield from _described(model, best, dict(sections or {}))) if sections else model
     chosen = bank_choice(len(train_samples) if cached is None else len(cached[0][1]), seed)
     try:
         if cached is not None:
@@ -85,16 +88,22 @@ def calibrate_best(model: LoadedModel, train_samples: Sequence[Sample], val_samp
     calibration = calibrate(logits.numpy(), labels.cpu().numpy(), fitted_on=f"the {len(labels)} validation images")
     bank = feature_bank(train_features)
     rule = fit_knn_rule(val_features, bank)
-    description = {**(read_model_sidecar(best) or model.description), "calibration": calibration.to_dict(),
-                   "unknown": rule.to_dict()}
-    calibrated = dataclasses.replace(model, description=description, feature_bank=bank)
+    return (yield from _described(model, best, {**(sections or {}), "calibration": calibration.to_dict(),
+                                                "unknown": rule.to_dict()}, bank))
+
+
+def _described(model: LoadedModel, best: Path, sections: dict[str, Any], bank: torch.Tensor | None = None
+               ) -> Generator[Notice, None, LoadedModel]:
+    """`model` with `sections` added to its description (and its feature bank), saved again as `best`."""
+    description = {**(read_model_sidecar(best) or model.description), **sections}
+    described = dataclasses.replace(model, description=description, feature_bank=bank)
     try:
-        save_model(calibrated, best, metrics=description.get("metrics"), recipe=description.get("recipe"),
+        save_model(described, best, metrics=description.get("metrics"), recipe=description.get("recipe"),
                    provenance=description.get("provenance"))
     except CardinalError as error:
         yield Notice(f"The calibration could not be saved into {best.name}: {error}")
         return model
-    return calibrated
+    return described
 
 
 def _full_pass(model: LoadedModel, train_samples: Sequence[Sample], val_samples: Sequence[Sample],

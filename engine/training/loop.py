@@ -30,6 +30,7 @@ from cardinal.engine.runs.layout import RunPaths
 from cardinal.engine.runs.state import RunState, check_resumable, load_run_state, save_run_state
 from cardinal.engine.training.calibrate import calibrate_best
 from cardinal.engine.training.distributed import ShardRecord, Team
+from cardinal.engine.training.duplicates import check_duplicates
 from cardinal.engine.training.events import (
     BatchEnd,
     EpochEnd,
@@ -91,15 +92,18 @@ def train(
             check_resumable(state, class_names=model.class_names, architecture=model.name, mode=recipe.mode,
                             base=base.source, image_size=recipe.image_size)
         yield from mode.prepare(train_samples, val_samples, cancel)
+        writes = team is None or team.is_main  # in a team, rank 0 alone writes history, scan and report
+        duplicates = (yield from check_duplicates(scan, train_samples, val_samples, mode, cancel, recipe.seed)
+                      ) if writes else None
         run.start(state, train_samples)
-        writes = team is None or team.is_main  # in a team, rank 0 alone writes history and scan
         stopped = yield from (record_history(run.epochs(), folder, run.history) if writes else run.epochs())
         run.finish()
         evaluation = None
         if writes and stopped is not StopReason.CANCELLED:
             run.model = yield from calibrate_best(run.model, train_samples, val_samples, RunPaths(folder).best,
                                                   device=device_, precision=recipe.precision, seed=recipe.seed,
-                                                  cached=mode.cached_features(), cancel=cancel)
+                                                  cached=mode.cached_features(),
+                                                  sections={"duplicates": duplicates.to_dict()}, cancel=cancel)
         if writes:
             evaluation = yield from write_run_report(run.model, val_samples, folder, dataset=scan, recipe=recipe,
                                                      device=device_, stopped=stopped, best_epoch=run.best_epoch,
