@@ -12,6 +12,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from cardinal.engine import __version__
+from cardinal.engine.reports.honesty_html import honesty_cards, honesty_section
 from cardinal.engine.reports.svg import Series, line_chart
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ def render_report(content: ReportContent) -> str:
     sections = [
         _header(content),
         _curves(content),
+        honesty_section(content),
         _per_class(content),
         _confusion(content),
         _mistakes(content),
@@ -81,7 +83,9 @@ def _header(content: ReportContent) -> str:
         cards.insert(1, (str(content.history[-1].epoch), "epochs"))
     if content.best_epoch:
         cards.insert(2, (str(content.best_epoch), "best epoch"))
+    cards += honesty_cards(content)
     links = [("curves", "Curves")] if content.history else []
+    links += [("honesty", "Calibration")] if honesty_section(content) else []
     links += [("per-class", "Per class"), ("confusion", "Confusion matrix"), ("mistakes", "Mistakes")]
     links += [("dataset", "Dataset")] if content.dataset is not None else []
     links += [("recipe", "Recipe")] if content.recipe else []

@@ -41,11 +41,13 @@ def check_duplicates(scan: DatasetScan, train: Sequence[Sample], val: Sequence[S
     warning = duplicates.leak_warning()
     if warning:
         yield Notice(warning)
-    across = duplicates.across_classes
-    if any(not pair.identical for pair in across):  # identical files in two classes: the scan said so already
+    across = [pair for pair in duplicates.across_classes if not pair.identical]  # the scan named identical ones
+    if across:
+        first = across[0]
+        more = " and more" if len(across) > 1 else ""
         yield Notice(f"{len(across)} pair(s) of near-identical images are in different classes, so one of each is "
-                     f"probably labelled wrongly: {across[0].first.parent.name}/{across[0].first.name} ≈ "
-                     f"{across[0].second.parent.name}/{across[0].second.name}" + (" and more" if len(across) > 1 else ""))
+                     f"probably labelled wrongly: {first.first.parent.name}/{first.first.name} ≈ "
+                     f"{first.second.parent.name}/{first.second.name}{more}")
     return duplicates
 
 
