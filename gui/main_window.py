@@ -72,7 +72,8 @@ class MainWindow(QMainWindow):
         outer.addWidget(self.banner)
         splitter = QSplitter(Qt.Orientation.Horizontal, central)
         self.image_view = ImageView(splitter)
-        self.side = SidePanel(self.settings.top_k, self.settings.opacity, splitter)
+        self.side = SidePanel(self.settings.top_k, self.settings.opacity, splitter,
+                              say_unknown=self.settings.say_unknown)
         for name in ("title_label", "predictions", "k_spin", "overlay_check", "opacity_slider", "method_combo",
                      "layer_combo"):
             setattr(self, name, getattr(self.side, name))
@@ -126,6 +127,7 @@ class MainWindow(QMainWindow):
         self.k_spin.valueChanged.connect(self._k_changed)
         self.overlay_check.toggled.connect(self.image_view.set_overlay_visible)
         self.opacity_slider.valueChanged.connect(self._opacity_changed)
+        self.side.unknown_check.toggled.connect(self._say_unknown_changed)
         space = self.workspace
         space.items_added.connect(self._items_added)
         space.items_removed.connect(self._items_removed)
@@ -240,7 +242,8 @@ class MainWindow(QMainWindow):
             self.thumbnails.set_waiting(item.item_id, item.name)
         else:
             top = outcome.analysis.predictions[0]
-            self.thumbnails.set_result(item.item_id, item.name, outcome.thumbnail, top.label, top.probability)
+            self.thumbnails.set_result(item.item_id, item.name, outcome.thumbnail, top.label, top.probability,
+                                       self.selection.unknown_words(outcome))
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's naming
         if may_hold_content(event.mimeData()):
@@ -280,6 +283,12 @@ class MainWindow(QMainWindow):
 
     def _k_changed(self, k: int) -> None:
         self.settings.top_k = k
+
+    def _say_unknown_changed(self, on: bool) -> None:
+        self.settings.say_unknown = on
+        for item in self.workspace.items.values():
+            self._show_thumbnail(item)
+        self.selection.show()
 
     def _opacity_changed(self, percent: int) -> None:
         self.settings.opacity = percent / 100

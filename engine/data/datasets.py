@@ -158,7 +158,8 @@ def scan_dataset(
     val_size = len(samples["val"]) if val_dir is not None else _expected_val_size(train_counts, val_fraction)
     if val_size < MIN_VAL_IMAGES:
         warnings.append(
-            f"the validation set has only {val_size} images: its accuracy will be a rough estimate "
+            f"the validation set has only {val_size} images: its accuracy will be a rough estimate, and the "
+            "model's probabilities cannot be calibrated nor its \"none of these\" threshold set "
             f"(aim for {MIN_VAL_IMAGES} or more)"
         )
     if duplicates:

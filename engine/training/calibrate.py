@@ -5,7 +5,7 @@ their pooled features, compared with the training images' (the feature bank the 
 an image of its own classes looks (the threshold, `engine.inference.unknown`). Both go into best.safetensors,
 where `classify`, the app, `evaluate` and exports read them. Fast mode has every feature cached already, so
 this is instant; Full mode classifies the validation images and up to BANK_LIMIT training images once more.
-A run with too few validation images gets neither, and a note says why.
+A run with fewer than MIN_VAL_IMAGES validation images gets neither (the dataset scan warns of it).
 """
 
 from __future__ import annotations
@@ -62,10 +62,7 @@ def calibrate_best(model: LoadedModel, train_samples: Sequence[Sample], val_samp
     as the duplicates found) into `best`, the file `model` was loaded from, and return the model with them.
     `cached`: Fast mode's (training, validation) pooled features with their labels. Problems are notices: the
     model stays saved, without them."""
-    if len(val_samples) < MIN_VAL_IMAGES:
-        yield Notice(f"The validation set has only {len(val_samples)} images: too few to calibrate the "
-                     f"probabilities or to set the \"none of these\" threshold (at least {MIN_VAL_IMAGES} are needed), "
-                     "so the model gives its network's own probabilities and flags nothing.")
+    if len(val_samples) < MIN_VAL_IMAGES:  # the scan's warning said so: the model keeps its network's own answers
         return (yield from _described(model, best, dict(sections or {}))) if sections else model
     chosen = bank_choice(len(train_samples) if cached is None else len(cached[0][1]), seed)
     try:

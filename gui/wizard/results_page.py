@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from cardinal.gui.text import escaped, plain_label, tooltip
 from cardinal.gui.wizard import jobs
+from cardinal.gui.wizard.calibration_view import CalibrationView
 
 MISTAKE_SIZE = 200
 
@@ -68,6 +69,8 @@ class ResultsPage(QWizardPage):
         buttons.addWidget(self.save_button)
         buttons.addWidget(self.use_button)
         layout.addWidget(self.summary)
+        self.calibration = CalibrationView(self)
+        layout.addWidget(self.calibration)
         layout.addWidget(QLabel("Confusion matrix (rows: true class, columns: predicted)", self))
         layout.addWidget(self.confusion, 2)
         layout.addWidget(self.per_class, 1)
@@ -105,6 +108,7 @@ class ResultsPage(QWizardPage):
             f"{result.epochs_run} epochs; best epoch {result.best_epoch}. "
             f"Model saved as {escaped(result.paths.best)}."
         )
+        self.calibration.show_for(evaluation, self.classifier.model)
         names = evaluation.class_names
         self.confusion.setRowCount(len(names))
         self.confusion.setColumnCount(len(names))
