@@ -71,8 +71,7 @@ def _unknown(content: ReportContent) -> str:
         return ""
     words = unknown_words(len(content.evaluation.class_names))
     if rule.score == "knn":
-        how = ("the cosine similarity of an image's features to the most similar of the training images the model "
-               "keeps")
+        how = "its features' cosine similarity to the most similar of the training images the model keeps"
     elif rule.score == "max_probability":
         how = "the top class's probability"
     else:
@@ -87,17 +86,17 @@ def _unknown(content: ReportContent) -> str:
     if flagged_count is not None and images:
         flagged = (f" Of the {images} images evaluated here, <b>{flagged_count}</b> ({flagged_count / images:.1%}) "
                    f"were called {esc(words)}.")
+    basis = "" if passed else f" ({esc(rule.basis)})"
     return (f"<p>“None of these”: an image is <i>{esc(words)}</i> when {how} is below "
-            f"<b>{rule.threshold:.4g}</b> ({esc(rule.basis)}).{passed}{flagged}</p>")
+            f"<b>{rule.threshold:.4g}</b>{basis}.{passed}{flagged}</p>")
 
 
 def _duplicates(content: ReportContent) -> str:
     summary, kept = content.duplicates, content.evaluation.without_copies
     if summary is None:
         return ""
-    how = ("by their features (cosine similarity of at least "
-           f"{summary['threshold']:.4f}) and identical files" if summary.get("threshold") is not None
-           else "identical files only")
+    how = (f"identical files, and features with a cosine similarity of at least {summary['threshold']:.4f}"
+           if summary.get("threshold") is not None else "identical files only")
     counts = (f"<p>Near-copies among the {summary.get('images', '?')} training and validation images ({how}): "
               f"<b>{summary.get('within_class', 0)}</b> pairs within a class, <b>{summary.get('across_classes', 0)}"
               f"</b> across classes, <b>{summary.get('train_val', 0)}</b> between training and validation "

@@ -24,6 +24,7 @@ RESULT_ROLE = Qt.ItemDataRole.UserRole + 1  # the second caption line: top class
 FAILED_ROLE = Qt.ItemDataRole.UserRole + 2
 UNKNOWN_ROLE = Qt.ItemDataRole.UserRole + 3  # "not one of the N classes": the caption says so, in its own colour
 UNKNOWN_COLOUR = QColor(200, 120, 20)
+UNKNOWN_CAPTION = "none of these"  # what fits under a thumbnail; the tooltip and the side panel say it in full
 ICON_SIZE = 96
 CELL_WIDTH = ICON_SIZE + 40
 PADDING = 4
@@ -151,12 +152,13 @@ class ThumbnailStrip(QListWidget):
 
     def set_result(self, item_id: int, name: str, thumbnail: QImage | None, top_label: str, probability: float,
                    unknown: str | None = None):
-        """Show a classified image; `unknown` ("not one of the 3 classes") replaces the top class in its caption."""
+        """Show a classified image; with `unknown` ("not one of the 3 classes", said in full in the tooltip) the
+        caption says "none of these" instead of the top class."""
         entry = self._items[item_id]
         if thumbnail is not None:
             entry.setIcon(QIcon(QPixmap.fromImage(thumbnail)))
         result = f"{top_label} {probability:.0%}" if probability >= 0.1 else f"{top_label} {probability:.1%}"
-        entry.setData(RESULT_ROLE, unknown or result)
+        entry.setData(RESULT_ROLE, UNKNOWN_CAPTION if unknown else result)
         entry.setData(FAILED_ROLE, False)
         entry.setData(UNKNOWN_ROLE, unknown is not None)
         closest = f"\n{unknown}; the closest class is {top_label} ({probability:.1%})" if unknown else \

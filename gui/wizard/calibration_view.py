@@ -24,7 +24,7 @@ class CalibrationView(QWidget):
         self.text.setWordWrap(True)
         self.plot = new_plot("Reliability", "accuracy", "confidence",
                              series=(("before", BEFORE_COLOUR), ("after", AFTER_COLOUR)))
-        self.plot.setFixedSize(320, 200)
+        self.plot.setFixedSize(320, 170)
         self.plot.setXRange(0, 1)
         self.plot.setYRange(0, 1)
         self.plot.plot([0, 1], [0, 1], pen=pg.mkPen((120, 120, 120), style=pg.QtCore.Qt.PenStyle.DashLine))
@@ -46,9 +46,12 @@ class CalibrationView(QWidget):
             else None
         before = evaluation.reliability_before
         if measured is not None:
-            said = f"Calibration error ({ECE_BINS} bins) <b>{measured.ece:.1%}</b>"
-            said += "" if before is None else f", <b>{before.ece:.1%}</b> before temperature scaling"
-            lines.append(said + (f" (temperature {fitted.temperature:.3g})." if fitted is not None else "."))
+            if before is None:
+                lines.append(f"Calibration error (ECE, {ECE_BINS} bins): <b>{measured.ece:.1%}</b>.")
+            else:
+                temperature = "" if fitted is None else f" (temperature {fitted.temperature:.3g})"
+                lines.append(f"Calibration error (ECE, {ECE_BINS} bins): <b>{before.ece:.1%}</b> before temperature "
+                             f"scaling, <b>{measured.ece:.1%}</b> after{temperature}.")
         rule = model.output_rules.unknown
         images = int(evaluation.confusion.sum())
         if rule is not None:

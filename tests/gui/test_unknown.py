@@ -23,7 +23,8 @@ def test_unknown_images_say_so_and_the_setting_turns_it_off(qtbot, make_window, 
     wait_classified(qtbot, window, 3)
     item_id = next(iter(window.workspace.items))
     window.thumbnails.select(item_id)
-    assert window.thumbnails.caption(item_id)[1] == "not one of the 3 classes"
+    assert window.thumbnails.caption(item_id)[1] == "none of these"
+    assert "not one of the 3 classes; the closest class is" in window.thumbnails.entry(item_id).toolTip()
     note = window.side.unknown_note
     assert note.isVisible() and note.text().startswith("Not one of the 3 classes")
     assert window.side.predictions.bars  # the closest classes are still shown below it
