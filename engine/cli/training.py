@@ -120,7 +120,7 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
 
     def scan_and_report():
         if args.resume:
-            _check_resume_early(args)
+            _check_resume_early(args, recipe)
         report = _scan(args.folder, chatter, token)
         _print_report(report, out)
         return report
@@ -163,13 +163,13 @@ class _Discard(io.TextIOBase):
         return len(text)
 
 
-def _check_resume_early(args: argparse.Namespace) -> None:
-    """Before any scan: the checkpoint is Cardinal's and fits the chosen mode and model."""
+def _check_resume_early(args: argparse.Namespace, recipe) -> None:
+    """Before any scan: the checkpoint is Cardinal's, undamaged, and fits the chosen model and recipe."""
     from cardinal.engine.runs.state import check_resumable, load_run_state
 
     state = load_run_state(Path(args.out))
-    check_resumable(state, mode=args.mode, architecture=args.model if args.base in ("imagenet", "scratch") else None,
-                    image_size=args.image_size)
+    check_resumable(state, recipe=recipe.to_dict(),
+                    architecture=args.model if args.base in ("imagenet", "scratch") else None)
 
 
 class _TrainingPrinter:

@@ -23,11 +23,20 @@ from cardinal.engine.errors import Cancelled, TrainingError
 from cardinal.engine.inference.device import resolve_precision, select_device
 from cardinal.engine.models.model_file import read_model_sidecar
 from cardinal.engine.models.registry import LoadedModel, save_model
-from cardinal.engine.models.weights import read_state_dict
+from cardinal.engine.models.weights import numbers_in, read_state_dict
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.runs.folder import claim_run_folder
 from cardinal.engine.runs.layout import RunPaths
-from cardinal.engine.runs.state import RunState, check_resumable, load_run_state, save_run_state
+from cardinal.engine.runs.state import (
+    RunState,
+    check_resumable,
+    check_weights_fit,
+    checkpoint_damaged,
+    checkpoint_limit,
+    load_run_state,
+    restore_optimizer,
+    save_run_state,
+)
 from cardinal.engine.training.calibrate import calibrate_best
 from cardinal.engine.training.distributed import ShardRecord, Team
 from cardinal.engine.training.duplicates import check_duplicates
@@ -87,10 +96,14 @@ def train(
         run = _Run(scan, recipe, model, mode, folder, cancel, base.source)
         state = None
         if resume:
-            state = load_run_state(folder) if team is None else team.from_main(lambda: load_run_state(folder))
+            limit = checkpoint_limit(numbers_in(model.network))
+            state = (load_run_state(folder, limit=limit) if team is None else
+                     team.from_main(lambda: load_run_state(folder, limit=limit)))
         if state is not None:
-            check_resumable(state, class_names=model.class_names, architecture=model.name, mode=recipe.mode,
-                            base=base.source, image_size=recipe.image_size)
+            check_resumable(state, class_names=model.class_names, architecture=model.name, recipe=recipe.to_dict(),
+                            base=base.source)
+            check_weights_fit(state, folder, mode.trained_module().state_dict())
+            _check_epoch_records(state, folder)
         yield from mode.prepare(train_samples, val_samples, cancel)
         writes = team is None or team.is_main  # in a team, rank 0 alone writes history, scan and report
         duplicates = (yield from check_duplicates(scan, train_samples, val_samples, mode, cancel, recipe.seed)
@@ -119,6 +132,13 @@ def train(
         val_samples=tuple(val_samples),
         evaluation=evaluation,
     )
+
+
+def _check_epoch_records(state: RunState, folder: Path) -> None:
+    """The checkpoint's history holds this version's epoch records (the rest of it is checked on reading)."""
+    fields = {field.name for field in dataclasses.fields(EpochEnd)}
+    if any(entry.keys() != fields for entry in state.history):
+        raise checkpoint_damaged(folder, "its history does not hold this version's epoch records")
 
 
 class _NonFinite(Exception):
@@ -156,7 +176,7 @@ class _Run:
         if state is None:
             return
         self.mode.load_weights(state.weights)
-        self.optimizer.load_state_dict(state.optimizer)
+        restore_optimizer(state, self.folder, self.optimizer)
         self.batch_size = state.batch_size
         self.mode.generator.set_state(state.generator)
         self.history = [EpochEnd(**values) for values in state.history]

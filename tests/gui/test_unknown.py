@@ -13,7 +13,8 @@ def strict_model(folder):
     """A model whose rule calls every image none of its classes: a tiny random model is never 99% sure."""
     model = make_tiny_model(("cat", "dog", "fish"))
     rule = UnknownRule("max_probability", 0.99, basis="a test's rule")
-    return save_model(dataclasses.replace(model, description={"unknown": rule.to_dict()}), folder / "strict.safetensors")
+    strict = dataclasses.replace(model, description={"unknown": rule.to_dict()})
+    return save_model(strict, folder / "strict.safetensors")
 
 
 def test_unknown_images_say_so_and_the_setting_turns_it_off(qtbot, make_window, settings, pictures, tmp_path):
