@@ -324,12 +324,13 @@ def _calibration_notes(rules: OutputRules) -> dict[str, Any]:
     if rules.temperature != 1.0:
         notes["calibrated"] = (f"the logits are divided by {rules.temperature:.6g} before the softmax (temperature "
                                "scaling fitted on the model's validation images): these are Cardinal's probabilities")
-    if rules.unknown is not None:
-        notes["unknown"] = {**rules.unknown.to_dict(), "in_graph": False,
-                            "how": "Cardinal also says when an image is none of the classes; that rule is not part "
-                                   "of this graph" + (" (it compares the network's features with a bank of training "
-                                                      "images kept in the Cardinal model file)"
-                                                      if rules.unknown.score == "knn" else "")}
+    rule = rules.unknown
+    if rule is not None:
+        how = ("an image is none of the classes when its top probability is below the threshold: apply it to these "
+               "probabilities" if rule.score == "max_probability" else
+               "Cardinal also says when an image is none of the classes; that rule is not part of this graph (it "
+               "compares the network's features with a bank of training images kept in the Cardinal model file)")
+        notes["unknown"] = {**rule.to_dict(), "in_graph": False, "how": how}
     return notes
 
 
