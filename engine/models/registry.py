@@ -140,6 +140,7 @@ class LoadedModel:
     description: dict[str, Any] = field(default_factory=dict)
     # Normalised pooled features of (up to 4096 of) its training images: what "none of these" compares with.
     feature_bank: torch.Tensor | None = field(default=None, repr=False)
+    random_weights: bool = False  # freshly initialised: nothing learnt yet (training from it starts from scratch)
 
     @property
     def num_classes(self) -> int:
@@ -179,6 +180,7 @@ def random_model(
         class_names=names,
         preprocess=preprocess,
         source="random initialisation",
+        random_weights=True,
     )
 
 

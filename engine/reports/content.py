@@ -12,6 +12,7 @@ from cardinal.engine.inference.calibration import Calibration
 from cardinal.engine.inference.evaluation import Evaluation, Mistake
 from cardinal.engine.models.output_rules import UnknownRule
 from cardinal.engine.runs.history import HistoryRow
+from cardinal.engine.runs.lr_find import LRFinding
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,6 +45,7 @@ class ReportContent:
     history: tuple[HistoryRow, ...] = ()
     best_epoch: int | None = None
     outcome: str | None = None  # how the run ended, in words
+    lr_finding: LRFinding | None = None  # the learning-rate range test the run started with
     # How honest the model's probabilities are: its temperature, its "none of these" rule and the near-copies
     # found in the images they were fitted on (all from the model's description; None where it has none).
     calibration: Calibration | None = None

@@ -25,6 +25,7 @@ from cardinal.engine.progress import CancelToken
 from cardinal.engine.reports.content import MistakePictures, ReportContent
 from cardinal.engine.runs.history import read_history
 from cardinal.engine.runs.layout import REPORT_NAME
+from cardinal.engine.runs.lr_find import read_lr_finding
 
 WORST_MISTAKES = 12  # the most confident mistakes shown with heat-maps; the page lists how many there are in all
 PICTURE_SIDE = 160
@@ -41,8 +42,8 @@ class ReportProgress:
 
 
 def worst_mistakes(evaluation: Evaluation, limit: int = WORST_MISTAKES) -> list[Mistake]:
-    """The mistakes made with the most confidence (then by file name, so the choice is stable)."""
-    return sorted(evaluation.mistakes, key=lambda m: (-m.predicted_probability, str(m.path)))[:limit]
+    """The mistakes the page shows with pictures: the ones made with the most confidence."""
+    return evaluation.worst_mistakes(limit)
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,7 +133,8 @@ def write_report(path: str | Path, content: ReportContent) -> Path:
     """Render the page and write it atomically (the previous report stays until the new one is complete)."""
     from cardinal.engine.reports.html import render_report
 
-    data = render_report(content).encode("utf-8")
+    # A name that is not valid UTF-8 (its odd bytes carried as lone surrogates) is shown escaped: caf\udce9.jpg
+    data = render_report(content).encode("utf-8", "backslashreplace")
     path = Path(path)
     return atomic_write(path, lambda out: out.write(data))
 
@@ -149,7 +151,8 @@ def write_evaluation_report(classifier: Classifier, evaluation: Evaluation, dire
         metrics = description.get("metrics") or {}
         epoch = metrics.get("epoch")
         run = {"history": read_history(run_folder), "recipe": description.get("recipe") or None,
-               "best_epoch": epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None}
+               "best_epoch": epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+               "lr_finding": read_lr_finding(run_folder)}
     title = (f"Training run “{run_folder.name}” on {dataset.root.name}" if run_folder is not None
              else f"{classifier.model.name} on {dataset.root.name}")
     content = content_for(classifier, evaluation, pictures, title=title, evaluated=evaluated, dataset=dataset, **run)
