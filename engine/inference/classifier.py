@@ -25,7 +25,8 @@ from cardinal.engine.inference.device import (
     select_device,
 )
 from cardinal.engine.inference.network import cam_layers, forward_features, forward_head, pooled_features
-from cardinal.engine.inference.unknown import flag_unknown
+from cardinal.engine.inference.unknown import as_array, flag_unknown
+from cardinal.engine.models.output_rules import OutputRules
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
 
@@ -43,7 +44,7 @@ class Classifier:
         self.network = self.network.to(memory_format=self.memory_format)
         # Kept on the CPU in fp32 so heat-maps for any class need no device round trip.
         self.head_weight = self.network.fc.weight.detach().float().cpu()
-        self._bank: torch.Tensor | None = None  # the model's feature bank on the device, once needed
+        self._bank: np.ndarray | None = None  # the model's feature bank in fp32, once needed
         self._lock = threading.Lock()
 
     backend = "torch"
@@ -143,9 +144,14 @@ class Classifier:
         if rules.unknown is not None and rules.unknown.score == "knn":
             with torch.inference_mode():
                 pooled = pooled_features(self.network, features).float()
-            if self._bank is None:  # on the device once, in fp32
-                self._bank = self.model.feature_bank.to(self.device, torch.float32)
+            if self._bank is None:  # in fp32 once
+                self._bank = as_array(self.model.feature_bank)
         return flag_unknown(logits, pooled, rules, self._bank)
+
+    @property
+    def output_rules(self) -> OutputRules:
+        """The model's temperature and "none of these" rule, which every answer of this classifier applies."""
+        return self.model.output_rules
 
     def heatmap(
         self, image: Image.Image, class_index: int, *, layer: str = "layer4", method: str = "gradcam"

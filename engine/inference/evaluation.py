@@ -116,7 +116,7 @@ def evaluate(
     mistakes: list[Mistake] = []
     failures: list[tuple[Path, str]] = []
     labels = [label for _, label in samples]
-    tally = ConfidenceTally(classifier.model.output_rules.temperature)
+    tally = ConfidenceTally(classifier.output_rules.temperature)
     flagged = 0
     copies = {_resolved(path) for path in leaked_paths(classifier.model.description)}
     copies_seen = copies_right = 0
@@ -141,7 +141,7 @@ def evaluate(
         (int(np.trace(confusion)) - copies_right) / left if left else 0.0, left, copies_seen)
     return Evaluation(names, confusion_accuracy(confusion), per_class_metrics(confusion, names), confusion,
                       tuple(mistakes), tuple(failures), tally.reliability(), tally.reliability_before(),
-                      None if classifier.model.output_rules.unknown is None else flagged, without)
+                      None if classifier.output_rules.unknown is None else flagged, without)
 
 
 def confusion_accuracy(confusion: np.ndarray) -> float:

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from cardinal.engine.inference.calibration import softmax
 from cardinal.engine.models.output_rules import OutputRules, UnknownRule
+
+if TYPE_CHECKING:  # torch-free at import: a compiled backend scores images before (or without) PyTorch loading
+    import torch
 
 PASS_RATE = 0.95
 NEIGHBOURS = 1  # measured best of 1, 3, 5, 10, 20, 50 (bench_honest.py --neighbours)
@@ -31,19 +34,30 @@ BANK_LIMIT = 4096  # training images whose features a model keeps (2048 values e
 
 def normalised(features: torch.Tensor) -> torch.Tensor:
     """Pooled features (N, C) scaled to unit length, in fp32: what the bank holds and what is compared with it."""
+    import torch
+
     return torch.nn.functional.normalize(features.float(), dim=1)
 
 
-def knn_scores(features: torch.Tensor, bank: torch.Tensor, neighbours: int = NEIGHBOURS,
-               chunk: int = 256) -> np.ndarray:
-    """Each image's cosine similarity to its `neighbours`-th most similar bank entry (higher: more familiar)."""
-    bank = bank.to(features.device, torch.float32)
+def as_array(values: Any) -> np.ndarray:
+    """A torch tensor (on any device, any float type) or an array, as a float32 numpy array."""
+    if hasattr(values, "detach"):
+        values = values.detach().float().cpu().numpy()
+    return np.asarray(values, dtype=np.float32)
+
+
+def knn_scores(features: Any, bank: Any, neighbours: int = NEIGHBOURS, chunk: int = 256) -> np.ndarray:
+    """Each image's cosine similarity to its `neighbours`-th most similar bank entry (higher: more familiar).
+    `features` (N, C) and the (unit-length) `bank` as torch tensors or arrays: every backend scores the same way."""
+    features, bank = as_array(features), as_array(bank)
     k = min(neighbours, len(bank))
     scores = []
     for start in range(0, len(features), chunk):  # bounds the (images x bank) similarity matrix
-        similarity = normalised(features[start : start + chunk]) @ bank.T
-        scores.append(similarity.topk(k, dim=1).values[:, -1].cpu())
-    return torch.cat(scores).double().numpy() if scores else np.zeros(0)
+        rows = features[start : start + chunk]
+        rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+        similarity = rows @ bank.T
+        scores.append(np.partition(similarity, len(bank) - k, axis=1)[:, len(bank) - k])
+    return np.concatenate(scores).astype(np.float64) if scores else np.zeros(0)
 
 
 def logit_scores(logits: np.ndarray, score: str, temperature: float = 1.0) -> np.ndarray:
@@ -69,6 +83,8 @@ def threshold_for(scores: Sequence[float] | np.ndarray, pass_rate: float = PASS_
 def bank_choice(count: int, seed: int = 0, limit: int = BANK_LIMIT) -> list[int]:
     """Which of `count` training images a model keeps in its bank: all of them, or a seeded random `limit` of
     them (so each class keeps its share), in their order."""
+    import torch
+
     if count <= limit:
         return list(range(count))
     return sorted(torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit].tolist())
@@ -90,10 +106,11 @@ def fit_knn_rule(val_features: torch.Tensor, bank: torch.Tensor, *, neighbours: 
                        f"features' similarity to the {len(bank)} training images the model keeps", neighbours)
 
 
-def flag_unknown(logits: torch.Tensor, features: torch.Tensor | None, rules: OutputRules,
-                 bank: torch.Tensor | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+def flag_unknown(logits: Any, features: Any, rules: OutputRules,
+                 bank: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Each image's score and whether it is below the model's threshold; (None, None) for a model without a rule.
-    `features`: the pooled features (N, C), needed by the "knn" score with the model's `bank`."""
+    `features`: the pooled features (N, C), needed by the "knn" score with the model's `bank` (torch tensors or
+    arrays, from PyTorch or a compiled backend)."""
     rule = rules.unknown
     if rule is None:
         return None, None
@@ -102,5 +119,5 @@ def flag_unknown(logits: torch.Tensor, features: torch.Tensor | None, rules: Out
             raise ValueError("the knn score needs the images' pooled features and the model's feature bank")
         scores = knn_scores(features, bank, rule.neighbours)
     else:
-        scores = logit_scores(logits.float().cpu().numpy(), rule.score, rules.temperature)
+        scores = logit_scores(as_array(logits), rule.score, rules.temperature)
     return scores, scores < rule.threshold

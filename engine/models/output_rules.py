@@ -16,7 +16,8 @@ from typing import Any
 
 # The parts of a description that hold the rules and how they were set (and the near-copies found in the images
 # they were set on); a saved model keeps them.
-RULE_SECTIONS = ("calibration", "unknown", "duplicates")
+OUTPUT_SECTIONS = ("calibration", "unknown")  # what decides its answers beyond the network (a conversion keeps them)
+RULE_SECTIONS = (*OUTPUT_SECTIONS, "duplicates")
 # A fitted temperature stays within this range (see calibration.fit_temperature); a file outside it was edited.
 TEMPERATURE_RANGE = (0.05, 20.0)
 # Scores that say how much an image looks like the training images (higher: more alike); see inference/unknown.py.
