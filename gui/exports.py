@@ -46,14 +46,16 @@ def export_results(path: str | Path, workspace, k: int) -> Exported:
     from cardinal.engine.inference.result_files import ResultWriter, result_format_for
 
     text = io.StringIO()
-    writer = ResultWriter(result_format_for(path), text, with_errors=True)
     class_names = workspace.model.classifier.class_names
+    writer = ResultWriter(result_format_for(path), text, with_errors=True, num_classes=len(class_names))
     for item in workspace.items.values():
         outcome = workspace.outcome(item)
         if item.error is not None or outcome is None:
             writer.write_error(item.path, item.error or "not classified yet")
         else:
-            writer.write(item.path, top_k(outcome.analysis.probabilities, class_names, k))
+            analysis = outcome.analysis
+            writer.write(item.path, top_k(analysis.probabilities, class_names, k), unknown=analysis.unknown,
+                         unknown_score=analysis.unknown_score)
     writer.finish()
     data = text.getvalue().encode("utf-8", "backslashreplace")  # a name not in UTF-8 shown escaped: caf\udce9.png
     written = atomic_write(path, lambda out: out.write(data))

@@ -83,7 +83,8 @@ class MainWindow(QMainWindow):
         outer.addWidget(self.banner)
         splitter = QSplitter(Qt.Orientation.Horizontal, central)
         self.image_view = ImageView(splitter)
-        self.side = SidePanel(self.settings.top_k, self.settings.opacity, self.settings.cam_method, splitter)
+        self.side = SidePanel(self.settings.top_k, self.settings.opacity, self.settings.cam_method, splitter,
+                              say_unknown=self.settings.say_unknown)
         splitter.setChildrenCollapsible(False)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
@@ -139,6 +140,7 @@ class MainWindow(QMainWindow):
         side.opacity_slider.valueChanged.connect(self._opacity_changed)
         for source in (self.exports, self.model_export):
             source.status.connect(self.statusBar().showMessage)
+        side.unknown_check.toggled.connect(self._say_unknown_changed)
         space = self.workspace
         space.items_added.connect(self._items_added)
         space.items_removed.connect(self._items_removed)
@@ -275,7 +277,8 @@ class MainWindow(QMainWindow):
             self.thumbnails.set_waiting(item.item_id, item.name)
         else:
             top = outcome.analysis.predictions[0]
-            self.thumbnails.set_result(item.item_id, item.name, outcome.thumbnail, top.label, top.probability)
+            self.thumbnails.set_result(item.item_id, item.name, outcome.thumbnail, top.label, top.probability,
+                                       self.selection.unknown_words(outcome))
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's naming
         if may_hold_content(event.mimeData()):
@@ -320,6 +323,12 @@ class MainWindow(QMainWindow):
 
     def _k_changed(self, k: int) -> None:
         self.settings.top_k = k
+
+    def _say_unknown_changed(self, on: bool) -> None:
+        self.settings.say_unknown = on
+        for item in self.workspace.items.values():
+            self._show_thumbnail(item)
+        self.selection.show()
 
     def _opacity_changed(self, percent: int) -> None:
         self.settings.opacity = percent / 100

@@ -49,6 +49,7 @@ class SelectionView(QObject):
     def show(self) -> None:
         """Show the selected image's results for the model in use (instant when cached)."""
         item, side = self.current_item(), self.side
+        side.show_unknown(None)
         if item is None:
             self.image_view.set_image(None, DROP_HINT)
             side.predictions.show_message("No image selected")
@@ -69,6 +70,7 @@ class SelectionView(QObject):
         if outcome is None:
             side.predictions.show_message("Classifying…" if model else self.waiting_text())
             return
+        side.show_unknown(self.unknown_words(outcome))
         side.predictions.set_predictions(self.top_k(outcome), self.workspace.chosen_class(item))
         self.refresh_heatmap()
 
@@ -77,6 +79,16 @@ class SelectionView(QObject):
         if self.workspace.loader.error is None:
             return "Waiting for the model to load…"
         return (f"Waiting for a model.\n\n{NO_MODEL_HINT}")
+
+    def unknown_words(self, outcome: workers.ItemOutcome | None) -> str | None:
+        """"not one of the N classes" when the model says so of this image and the setting lets it be said."""
+        from cardinal.engine.models.output_rules import unknown_words
+
+        if outcome is None or outcome.analysis is None or not outcome.analysis.unknown:
+            return None
+        if not self.side.unknown_check.isChecked() or self.workspace.model is None:
+            return None
+        return unknown_words(self.workspace.model.num_classes)
 
     def top_k(self, outcome: workers.ItemOutcome):
         from cardinal.engine.inference.analysis import top_k

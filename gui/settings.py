@@ -86,6 +86,15 @@ class Settings:
         self._qsettings.setValue("view/opacity", float(value))
 
     @property
+    def say_unknown(self) -> bool:
+        """Whether the app says when an image is "not one of the N classes" (on by default)."""
+        return str(self._qsettings.value("view/say_unknown", "true")).lower() not in ("false", "0")
+
+    @say_unknown.setter
+    def say_unknown(self, value: bool) -> None:
+        self._qsettings.setValue("view/say_unknown", "true" if value else "false")
+
+    @property
     def geometry(self) -> QByteArray | None:
         value = self._qsettings.value("window/geometry")
         return value if isinstance(value, QByteArray) else None

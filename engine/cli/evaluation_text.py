@@ -27,7 +27,8 @@ def evaluation_text(evaluation: Evaluation, *, all_mistakes_in: str | None = Non
     readable = len(seen) <= MATRIX_LIMIT
     images = int(evaluation.confusion.sum())
     interval = wilson_interval(int(evaluation.confusion.trace()), images)
-    lines = [f"accuracy {evaluation.accuracy:.2%} on {images} images (95% CI {interval.range_text()})", ""]
+    lines = [f"accuracy {evaluation.accuracy:.2%} on {images} images (95% CI {interval.range_text()})",
+             *honesty_lines(evaluation), ""]
     lines += _per_class_lines(evaluation, names, seen, every_class=readable)
     lines.append("")
     if readable:
@@ -38,6 +39,29 @@ def evaluation_text(evaluation: Evaluation, *, all_mistakes_in: str | None = Non
     for path, reason in evaluation.unreadable:
         lines.append(f"  could not read {printable(path)}: {printable(reason)}")
     return "\n".join(lines)
+
+
+def honesty_lines(evaluation: Evaluation) -> list[str]:
+    """How well the probabilities matched how often the model was right (ECE), and how many images it called
+    none of its classes."""
+    from cardinal.engine.inference.calibration import ECE_BINS
+    from cardinal.engine.models.output_rules import unknown_words
+
+    lines = []
+    if evaluation.reliability is not None and evaluation.reliability.images:
+        before = evaluation.reliability_before
+        lines.append(f"expected calibration error {evaluation.reliability.ece:.2%} ({ECE_BINS} bins)"
+                     + ("" if before is None else f"; {before.ece:.2%} before temperature scaling"))
+    if evaluation.unknown_flagged is not None:
+        images = int(evaluation.confusion.sum())
+        share = evaluation.unknown_flagged / images if images else 0.0
+        lines.append(f"{unknown_words(len(evaluation.class_names))}: {evaluation.unknown_flagged} of {images} "
+                     f"images ({share:.1%})")
+    if evaluation.without_copies is not None:
+        kept = evaluation.without_copies
+        lines.append(f"accuracy {kept.accuracy:.2%} on {kept.images} images without the {kept.left_out} that are "
+                     "near-copies of training images")
+    return lines
 
 
 def _per_class_lines(evaluation: Evaluation, names: list[str], seen: list[int], *, every_class: bool) -> list[str]:

@@ -185,7 +185,7 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                   f"{classifier.description}\n")
         # Names are escaped for a reader's eyes (the table, anything on a terminal), kept exact for a program.
         shown = printable if args.format == "table" or out.isatty() else str
-        writer = ResultWriter(args.format, out, printable=shown)
+        writer = ResultWriter(args.format, out, printable=shown, num_classes=len(classifier.class_names))
         cam_names: set[str] = set()
         bar = progress_bar(err, "Classifying", len(files), enabled=err.isatty() and len(files) > 1, unit="img")
         want_cam = args.cam is not None
@@ -198,7 +198,9 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                         failures += 1
                         err.write(f"error: {printable(result.error)}\n")
                     else:
-                        writer.write(result.path, result.analysis.predictions)
+                        analysis = result.analysis
+                        writer.write(result.path, analysis.predictions, unknown=analysis.unknown,
+                                     unknown_score=analysis.unknown_score)
                         if want_cam:
                             failures += _save_cam(result, args.cam, args.cam_method, cam_names, err)
                 bar.update()

@@ -44,6 +44,7 @@ class DatasetScan:
     problems: tuple[str, ...]  # what blocks training, in words
     warnings: tuple[str, ...]
     duplicates: tuple[tuple[Path, Path], ...] = field(default=())
+    identical: tuple[tuple[Path, Path], ...] = field(default=())  # every pair of identical files, any classes
     test: tuple[Sample, ...] | None = None  # the folder's own test split (never trained on), if it has one
     layout: Layout | None = None  # where the splits are (None: a folder of classes)
     imbalanced: bool = False  # the largest class has over IMBALANCE_WARNING times the smallest's images
@@ -169,6 +170,7 @@ def scan_dataset(
     samples: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
     digests: dict[str, tuple[Path, int, str]] = {}
     duplicates: list[tuple[Path, Path]] = []
+    identical: list[tuple[Path, Path]] = []  # every pair of identical files (the near-copy check reads them)
     leaked: list[tuple[Path, Path]] = []  # a test image identical to a training one
     for done, (split, path, label) in enumerate(jobs, start=1):
         if cancel is not None:
@@ -180,6 +182,8 @@ def scan_dataset(
                 duplicates.append((seen[0], path))
             elif seen is not None and {seen[2], split} == {"train", "test"}:
                 leaked.append((seen[0], path))
+            if seen is not None:
+                identical.append((seen[0], path))
             digests.setdefault(digest, (path, label, split))
             samples[split].append((path, label))
         else:
@@ -207,7 +211,8 @@ def scan_dataset(
     val_size = len(samples["val"]) if layout.val is not None else _expected_val_size(train_counts, val_fraction)
     if val_size < MIN_VAL_IMAGES:
         warnings.append(
-            f"the validation set has only {val_size} images: its accuracy will be a rough estimate "
+            f"the validation set has only {val_size} images: its accuracy will be a rough estimate, and the "
+            "model's probabilities cannot be calibrated nor its \"none of these\" threshold set "
             f"(aim for {MIN_VAL_IMAGES} or more)"
         )
     if duplicates:
@@ -230,6 +235,7 @@ def scan_dataset(
         problems=tuple(errors),
         warnings=tuple(warnings),
         duplicates=tuple(duplicates),
+        identical=tuple(identical),
         test=tuple(samples["test"]) if layout.test is not None else None,
         layout=layout if layout.split else None,
         imbalanced=imbalanced,

@@ -39,6 +39,7 @@ from cardinal.engine.export.formats import (
 from cardinal.engine.export.parity import check_parity
 from cardinal.engine.inference.parity import DEFAULT_TOLERANCE, ParityReport
 from cardinal.engine.models.model_file import preprocess_to_dict
+from cardinal.engine.models.output_rules import OutputRules
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
 
@@ -71,17 +72,19 @@ class ExportResult:
 
 
 class WithPreprocessing(nn.Module):
-    """The network between its normalisation and a softmax: RGB pixels in [0, 1] -> class probabilities."""
+    """The network between its normalisation and a calibrated softmax: RGB pixels in [0, 1] -> class probabilities
+    (the logits divided by the model's temperature first, as Cardinal's classifier does)."""
 
-    def __init__(self, network: nn.Module, mean: Any, std: Any) -> None:
+    def __init__(self, network: nn.Module, mean: Any, std: Any, temperature: float = 1.0) -> None:
         super().__init__()
         self.network = network
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("temperature", torch.tensor(float(temperature), dtype=torch.float32))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         # The same arithmetic as torchvision's normalize: subtract the mean, then divide by the std.
-        return torch.softmax(self.network((pixels - self.mean) / self.std), dim=1)
+        return torch.softmax(self.network((pixels - self.mean) / self.std) / self.temperature, dim=1)
 
 
 def _write_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
@@ -203,7 +206,8 @@ def export_model(
     # A private copy: the app may be classifying with the original on another device or in another precision.
     network = copy.deepcopy(model.network).to(device="cpu", dtype=torch.float32, memory_format=torch.contiguous_format)
     reference = dataclasses.replace(model, network=network.eval())
-    wrapper = WithPreprocessing(reference.network, model.preprocess.mean, model.preprocess.std).eval()
+    wrapper = WithPreprocessing(reference.network, model.preprocess.mean, model.preprocess.std,
+                                model.output_rules.temperature).eval()
     _stop_if_cancelled(cancel)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -322,6 +326,7 @@ def describe(model: LoadedModel, export_format: ExportFormat, details: dict[str,
         "output": {
             "name": OUTPUT, "dtype": "float32", "shape": ["batch", model.num_classes], "kind": "probabilities",
             "how": "softmax probabilities (each row sums to 1), not logits; column i is class_names[i]",
+            **_calibration_notes(model.output_rules),
         },
         "preprocessing": {**preprocessing, "normalisation": "inside the model (mean/std here for reference)"},
         "class_names": list(model.class_names),
@@ -338,6 +343,22 @@ def describe(model: LoadedModel, export_format: ExportFormat, details: dict[str,
         },
         "parity": report.to_dict(),
     }
+
+
+def _calibration_notes(rules: OutputRules) -> dict[str, Any]:
+    """What the description says about the temperature inside the graph and the "none of these" rule outside it."""
+    notes: dict[str, Any] = {"temperature": rules.temperature}
+    if rules.temperature != 1.0:
+        notes["calibrated"] = (f"the logits are divided by {rules.temperature:.6g} before the softmax (temperature "
+                               "scaling fitted on the model's validation images): these are Cardinal's probabilities")
+    rule = rules.unknown
+    if rule is not None:
+        how = ("an image is none of the classes when its top probability is below the threshold: apply it to these "
+               "probabilities" if rule.score == "max_probability" else
+               "Cardinal also says when an image is none of the classes; that rule is not part of this graph (it "
+               "compares the network's features with a bank of training images kept in the Cardinal model file)")
+        notes["unknown"] = {**rule.to_dict(), "in_graph": False, "how": how}
+    return notes
 
 
 def _stop_if_cancelled(cancel: CancelToken | None) -> None:

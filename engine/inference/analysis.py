@@ -52,6 +52,9 @@ class Analysis:
     crop_box: CropBox
     features: Any = field(default=None, repr=False)
     head_weight: Any = field(default=None, repr=False)
+    # "None of these": the image's score and whether it is below the model's threshold (None: the model has no rule).
+    unknown_score: float | None = None
+    unknown: bool | None = None
 
     def heatmap(
         self, class_index: int, method: str = "gradcam", *, size: tuple[int, int] | None = None

@@ -24,7 +24,9 @@ from cardinal.engine.inference.device import (
     resolve_precision,
     select_device,
 )
-from cardinal.engine.inference.network import cam_layers, forward_features, forward_head
+from cardinal.engine.inference.network import cam_layers, forward_features, forward_head, pooled_features
+from cardinal.engine.inference.unknown import as_array, flag_unknown
+from cardinal.engine.models.output_rules import OutputRules
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
 
@@ -42,6 +44,7 @@ class Classifier:
         self.network = self.network.to(memory_format=self.memory_format)
         # Kept on the CPU in fp32 so heat-maps for any class need no device round trip.
         self.head_weight = self.network.fc.weight.detach().float().cpu()
+        self._bank: np.ndarray | None = None  # the model's feature bank in fp32, once needed
         self._lock = threading.Lock()
 
     backend = "torch"
@@ -77,12 +80,19 @@ class Classifier:
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Probabilities (N, classes) and last-stage activations (N, C, h, w) for a preprocessed batch."""
+        logits, features = self.forward_logits(batch)
+        return self.probabilities(logits), features
+
+    def forward_logits(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (N, classes) and last-stage activations (N, C, h, w) for a preprocessed batch."""
         with self._lock, torch.inference_mode(), self.autocast():
             batch = batch.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             features = forward_features(self.network, batch)
-            logits = forward_head(self.network, features)
-            probabilities = torch.softmax(logits.float(), dim=1)
-        return probabilities, features
+            return forward_head(self.network, features), features
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """The calibrated softmax: logits divided by the model's temperature (1 for a model without one)."""
+        return torch.softmax(logits.float() / self.model.output_rules.temperature, dim=1)
 
     def analyze(self, images: Sequence[Image.Image], k: int = 5, *, keep_features: bool = True) -> list[Analysis]:
         """Top-k for each image, keeping the activations so heat-maps for any class are instant."""
@@ -107,8 +117,9 @@ class Classifier:
     ) -> list[Analysis]:
         if k < 1:
             raise ValueError("k must be at least 1")
-        probabilities, features = self.forward(batch)
-        probabilities_cpu = probabilities.cpu().numpy()
+        logits, features = self.forward_logits(batch)
+        probabilities_cpu = self.probabilities(logits).cpu().numpy()
+        scores, unknown = self._unknown(logits, features)
         features_cpu = features.float().cpu() if keep_features else None
         results = []
         for row, size in enumerate(sizes):
@@ -120,9 +131,27 @@ class Classifier:
                     crop_box=self.crop_box(size),
                     features=None if features_cpu is None else features_cpu[row],
                     head_weight=self.head_weight if keep_features else None,
+                    unknown_score=None if scores is None else float(scores[row]),
+                    unknown=None if unknown is None else bool(unknown[row]),
                 )
             )
         return results
+
+    def _unknown(self, logits: torch.Tensor, features: torch.Tensor) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Each image's "none of these" score and whether it is below the model's threshold (None: no rule)."""
+        rules = self.model.output_rules
+        pooled = None
+        if rules.unknown is not None and rules.unknown.score == "knn":
+            with torch.inference_mode():
+                pooled = pooled_features(self.network, features).float()
+            if self._bank is None:  # in fp32 once
+                self._bank = as_array(self.model.feature_bank)
+        return flag_unknown(logits, pooled, rules, self._bank)
+
+    @property
+    def output_rules(self) -> OutputRules:
+        """The model's temperature and "none of these" rule, which every answer of this classifier applies."""
+        return self.model.output_rules
 
     def heatmap(
         self, image: Image.Image, class_index: int, *, layer: str = cam.LAST_STAGE, method: str = "gradcam"

@@ -10,7 +10,9 @@ import numpy as np
 from PIL import Image
 
 from cardinal.engine.data.datasets import Sample
+from cardinal.engine.data.near_duplicates import leaked_paths
 from cardinal.engine.inference.analysis import Analysis
+from cardinal.engine.inference.calibration import ConfidenceTally, Reliability
 from cardinal.engine.inference.classifier import Classifier
 from cardinal.engine.progress import CancelToken
 
@@ -49,6 +51,15 @@ def explain(classifier: Classifier, mistake: Mistake, image: Image.Image | None 
     return classifier.analyze_source(mistake.path, k=1, keep_features=True)
 
 
+@dataclass(frozen=True)
+class WithoutCopies:
+    """The accuracy on the images left when `left_out` near-copies of training images are taken away."""
+
+    accuracy: float
+    images: int
+    left_out: int
+
+
 @dataclass(frozen=True, eq=False)
 class Evaluation:
     class_names: tuple[str, ...]
@@ -57,6 +68,12 @@ class Evaluation:
     confusion: np.ndarray  # rows: true class, columns: predicted class
     mistakes: tuple[Mistake, ...]
     unreadable: tuple[tuple[Path, str], ...]
+    # How honest the probabilities were: as the model gave them, and before its temperature (None: it has none).
+    reliability: Reliability | None = None
+    reliability_before: Reliability | None = None
+    unknown_flagged: int | None = None  # images called "not one of the N classes" (None: the model has no rule)
+    # The accuracy with the validation images that are near-copies of training images left out (None: none here).
+    without_copies: WithoutCopies | None = None
 
     def mistakes_for(self, true_index: int, predicted_index: int) -> list[Mistake]:
         """The images of one confusion-matrix cell."""
@@ -99,19 +116,32 @@ def evaluate(
     mistakes: list[Mistake] = []
     failures: list[tuple[Path, str]] = []
     labels = [label for _, label in samples]
+    tally = ConfidenceTally(classifier.output_rules.temperature)
+    flagged = 0
+    copies = {_resolved(path) for path in leaked_paths(classifier.model.description)}
+    copies_seen = copies_right = 0
     results = classifier.classify_files([path for path, _ in samples], k=1, batch_size=batch_size, cancel=cancel)
     for done, (result, label) in enumerate(zip(results, labels, strict=True), start=1):
         if result.error is not None:
             failures.append((result.path, result.error.reason))
         else:
+            tally.add(result.analysis.probabilities, label)
+            flagged += bool(result.analysis.unknown)
             predicted = result.analysis.predictions[0]
+            if copies and _resolved(result.path) in copies:
+                copies_seen += 1
+                copies_right += predicted.index == label
             confusion[label, predicted.index] += 1
             if predicted.index != label:
                 mistakes.append(Mistake(result.path, label, predicted.index,
                                         float(result.analysis.probabilities[label]), predicted.probability))
         yield EvaluationProgress(done, len(samples))
+    left = int(confusion.sum()) - copies_seen
+    without = None if not copies_seen else WithoutCopies(
+        (int(np.trace(confusion)) - copies_right) / left if left else 0.0, left, copies_seen)
     return Evaluation(names, confusion_accuracy(confusion), per_class_metrics(confusion, names), confusion,
-                      tuple(mistakes), tuple(failures))
+                      tuple(mistakes), tuple(failures), tally.reliability(), tally.reliability_before(),
+                      None if classifier.output_rules.unknown is None else flagged, without)
 
 
 def confusion_accuracy(confusion: np.ndarray) -> float:
@@ -132,3 +162,11 @@ def per_class_metrics(confusion: np.ndarray, names: Sequence[str]) -> tuple[Clas
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         metrics.append(ClassMetrics(name, float(precision), float(recall), float(f1), int(actual)))
     return tuple(metrics)
+
+
+def _resolved(path: Path) -> Path:
+    """The same file however its folder was spelled (the run's scan and this evaluation may differ)."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(path).absolute()

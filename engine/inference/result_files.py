@@ -13,19 +13,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from cardinal.engine.models.output_rules import unknown_words
+
 FORMATS: tuple[str, ...] = ("table", "csv", "json")
-COLUMNS: tuple[str, ...] = ("path", "rank", "class_index", "label", "probability")
+COLUMNS: tuple[str, ...] = ("path", "rank", "class_index", "label", "probability", "unknown", "unknown_score")
 # OWASP's list of first characters that make a spreadsheet read a cell as a formula.
 FORMULA_STARTS: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 _NEEDS_QUOTES = ('"', "\r", "\n")
 
 
+class Number(str):
+    """A number Cardinal formatted itself (e.g. a negative score): a CSV cell that is never taken for a formula."""
+
+
 def csv_field(value: object, separator: str = ",") -> str:
     """One CSV field (or, with `separator` a tab, one cell of text to paste into a spreadsheet): quoted when it
     holds the separator, a quote or a line break (a bare CR too), and a cell a spreadsheet would run as a
-    formula turned into text by a leading single quote (OWASP)."""
+    formula turned into text by a leading single quote (OWASP); numbers stay numbers."""
     text = str(value)
-    neutralised = text.startswith(FORMULA_STARTS)
+    neutralised = not isinstance(value, Number | int | float) and text.startswith(FORMULA_STARTS)
     if neutralised:
         text = "'" + text
     if neutralised or separator in text or any(mark in text for mark in _NEEDS_QUOTES):
@@ -47,16 +53,19 @@ class ResultWriter:
     `printable` turns paths, labels and errors into text fit for the output, in the table and in CSV (the CLI
     escapes control and bidi characters for a terminal, and keeps CSV exact in a file); JSON is always ASCII
     (`\\u001b`), so it is safe on a terminal and exact in a file.
+    `unknown` (CSV and JSON) is true for an image below the model's "none of these" threshold (the table says
+    "not one of the N classes", with N = `num_classes`), false above it, empty (null) for a model without one.
     """
 
     def __init__(self, fmt: str, out: TextIO, *, with_errors: bool = False,
-                 printable: Callable[[object], str] = str) -> None:
+                 printable: Callable[[object], str] = str, num_classes: int | None = None) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown result format '{fmt}'; choose one of {', '.join(FORMATS)}")
         self.fmt = fmt
         self.out = out
         self.with_errors = with_errors
         self.printable = printable
+        self.num_classes = num_classes
         self.written = 0
         self.failed = 0
         self._collected: list[dict] = []
@@ -66,9 +75,11 @@ class ResultWriter:
     def _row(self, *cells: object) -> None:
         self.out.write(",".join(csv_field(cell) for cell in cells) + "\n")
 
-    def write(self, path: str | Path, predictions: Sequence[_Prediction]) -> None:
-        """One image's top-k, most probable first."""
+    def write(self, path: str | Path, predictions: Sequence[_Prediction], *, unknown: bool | None = None,
+              unknown_score: float | None = None) -> None:
+        """One image's top-k, most probable first, and whether it is none of the model's classes."""
         self.written += 1
+        score = None if unknown_score is None else round(float(unknown_score), 6)
         if self.fmt == "json":
             self._collected.append({
                 "path": str(path),
@@ -76,14 +87,19 @@ class ResultWriter:
                     {"rank": rank, "index": p.index, "label": p.label, "probability": round(p.probability, 6)}
                     for rank, p in enumerate(predictions, start=1)
                 ],
+                "unknown": unknown,
+                "unknown_score": score,
             })
         elif self.fmt == "csv":
             extra = [""] if self.with_errors else []
+            flag = "" if unknown is None else str(unknown).lower()
             for rank, p in enumerate(predictions, start=1):
-                self._row(self.printable(path), rank, p.index, self.printable(p.label), f"{p.probability:.6f}",
-                          *extra)
+                self._row(self.printable(path), rank, p.index, self.printable(p.label), f"{p.probability:.6f}", flag,
+                          "" if score is None else Number(f"{score:.6f}"), *extra)
         else:
             self.out.write(f"{self.printable(path)}\n")
+            if unknown:
+                self.out.write(f"  {unknown_words(self.num_classes)}\n")
             for rank, p in enumerate(predictions, start=1):
                 self.out.write(f"  {rank:>2}  {p.probability * 100:6.2f}%  {self.printable(p.label)}\n")
         self.out.flush()
@@ -96,7 +112,7 @@ class ResultWriter:
         if self.fmt == "json":
             self._collected.append({"path": str(path), "predictions": [], "error": reason})
         elif self.fmt == "csv":
-            self._row(self.printable(path), "", "", "", "", self.printable(reason))
+            self._row(self.printable(path), "", "", "", "", "", "", self.printable(reason))
         else:
             self.out.write(f"{self.printable(path)}\n  error: {self.printable(reason)}\n")
         self.out.flush()

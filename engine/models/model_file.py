@@ -17,6 +17,7 @@ import torch
 
 from cardinal.engine.durable import atomic_write
 from cardinal.engine.errors import CheckpointError, WeightsError
+from cardinal.engine.models.weights import CARDINAL_TENSORS
 
 if TYPE_CHECKING:
     from torchvision.transforms._presets import ImageClassification
@@ -35,8 +36,10 @@ def sidecar_path(weights_path: str | Path) -> Path:
     return Path(weights_path).with_suffix(".json")
 
 
-def save_model_files(path: str | Path, state_dict: Mapping[str, torch.Tensor], sidecar: Mapping[str, Any]) -> Path:
-    """Save weights as `.safetensors` with `sidecar` embedded, then write the readable `.json` beside it."""
+def save_model_files(path: str | Path, state_dict: Mapping[str, torch.Tensor], sidecar: Mapping[str, Any],
+                     extras: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Save weights as `.safetensors` with `sidecar` embedded, then write the readable `.json` beside it.
+    `extras` are Cardinal's own tensors (a feature bank), stored beside the network's under their own names."""
     from safetensors.torch import save
 
     path = Path(path)
@@ -45,6 +48,8 @@ def save_model_files(path: str | Path, state_dict: Mapping[str, torch.Tensor], s
     document = {"format": "cardinal-model", "format_version": FORMAT_VERSION, **sidecar}
     text = json.dumps(document, indent=2, sort_keys=True)
     tensors = {key: value.detach().to("cpu").contiguous() for key, value in state_dict.items()}
+    tensors.update({CARDINAL_TENSORS + key: value.detach().to("cpu").contiguous()
+                    for key, value in (extras or {}).items()})
     payload = save(tensors, metadata={SIDECAR_KEY: text})
     atomic_write(path, lambda out: out.write(payload))
     atomic_write(sidecar_path(path), lambda out: out.write(text.encode("utf-8")))
@@ -85,7 +90,20 @@ def read_tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()
+                    if not key.startswith(CARDINAL_TENSORS)}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise WeightsError(path, f"not a valid safetensors file, or damaged ({error})") from None
+
+
+def read_extra_tensor(path: str | Path, name: str) -> torch.Tensor | None:
+    """One of Cardinal's own tensors that `save_model_files` stored as `extras[name]`, or None if there is none."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            key = CARDINAL_TENSORS + name
+            return handle.get_tensor(key) if key in handle.keys() else None
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise WeightsError(path, f"not a valid safetensors file, or damaged ({error})") from None
 

@@ -8,6 +8,7 @@ list or a transform. What a listing shows (family, size, accuracy, licence) is i
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +29,17 @@ from cardinal.engine.models.download import SHA256_HEADER, Progress, find_local,
 from cardinal.engine.models.model_file import (
     preprocess_from_dict,
     preprocess_to_dict,
+    read_extra_tensor,
     read_model_sidecar,
     read_tensor_shapes,
     save_model_files,
+)
+from cardinal.engine.models.output_rules import (
+    FEATURE_BANK,
+    RULE_SECTIONS,
+    OutputRules,
+    imagenet_rule,
+    rules_from_description,
 )
 from cardinal.engine.models.timm_builders import timm_preprocess
 from cardinal.engine.models.weights import (
@@ -88,6 +97,8 @@ class ModelSpec:
 
 
 _IMAGENET = tv.ResNeXt50_32X4D_Weights.IMAGENET1K_V2
+# How a model with ImageNet weights says "none of these" (it has no validation images of its own here).
+_IMAGENET_RULES = {"unknown": imagenet_rule(len(_IMAGENET.meta["categories"])).to_dict()}
 _TORCHVISION: dict[str, tuple[tv.WeightsEnum, Callable[..., tv.ResNet], Architecture]] = {
     "resnext50_32x4d": (tv.ResNeXt50_32X4D_Weights.IMAGENET1K_V2, tv.resnext50_32x4d,
                         Architecture((3, 4, 6, 3), 32, 4)),
@@ -127,11 +138,18 @@ class LoadedModel:
     preprocess: ImageClassification
     source: str
     description: dict[str, Any] = field(default_factory=dict)
+    # Normalised pooled features of (up to 4096 of) its training images: what "none of these" compares with.
+    feature_bank: torch.Tensor | None = field(default=None, repr=False)
     random_weights: bool = False  # freshly initialised: nothing learnt yet (training from it starts from scratch)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @functools.cached_property
+    def output_rules(self) -> OutputRules:
+        """Its temperature and "none of these" rule, as its description records them (checked when opened)."""
+        return rules_from_description(self.description)
 
 
 def random_model(
@@ -199,6 +217,7 @@ def load_pretrained(
         class_names=spec.class_names,
         preprocess=spec.preprocess(),
         source=f"{entry.family.library} {spec.pretrained.name if spec.pretrained else entry.timm_config} ({path})",
+        description=dict(_IMAGENET_RULES),
     )
 
 
@@ -221,10 +240,8 @@ def load_model_file(path: str | Path, *, model: str | None = None) -> LoadedMode
     else:
         spec, network = _detect(state_dict, num_classes, path)
     apply_state_dict(network, state_dict, path)
-    if num_classes == len(spec.class_names):
-        class_names = spec.class_names
-    else:
-        class_names = tuple(f"class {index}" for index in range(num_classes))
+    imagenet = num_classes == len(spec.class_names)
+    class_names = spec.class_names if imagenet else tuple(f"class {index}" for index in range(num_classes))
     return LoadedModel(
         network=network.eval(),
         name=spec.name,
@@ -232,6 +249,7 @@ def load_model_file(path: str | Path, *, model: str | None = None) -> LoadedMode
         class_names=class_names,
         preprocess=spec.preprocess(),
         source=str(path),
+        description=dict(_IMAGENET_RULES) if imagenet else {},
     )
 
 
@@ -245,6 +263,7 @@ def _from_description(path: Path, description: dict[str, Any]) -> LoadedModel:
         for key in ("metrics", "recipe", "provenance"):  # what reports and exports read from a description
             if not isinstance(description.get(key, {}), dict):
                 raise ValueError(f"{key} must be an object, not {type(description[key]).__name__}")
+        rules = rules_from_description(description)
     except (KeyError, TypeError, AttributeError) as error:
         raise _invalid(path, f"is incomplete or invalid (missing or wrong {error})") from None
     except ValueError as error:
@@ -262,8 +281,23 @@ def _from_description(path: Path, description: dict[str, Any]) -> LoadedModel:
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise _invalid(path, f"does not match its weights: {'; '.join(problems[:3])}{more}")
+    bank = _feature_bank(path, rules, head[1])
     apply_state_dict(network, read_state_dict(path), path)
-    return LoadedModel(network.eval(), name, architecture, class_names, preprocess, str(path), description)
+    return LoadedModel(network.eval(), name, architecture, class_names, preprocess, str(path), description, bank)
+
+
+def _feature_bank(path: Path, rules: OutputRules, width: int) -> torch.Tensor | None:
+    """The file's feature bank, which its "knn" rule needs: one row per kept image, as wide as the head reads."""
+    if rules.unknown is None or rules.unknown.score != "knn":
+        return None
+    bank = read_extra_tensor(path, FEATURE_BANK)
+    if bank is None or bank.ndim != 2 or len(bank) == 0 or bank.shape[1] != width:
+        shape = "none" if bank is None else tuple(bank.shape)
+        raise _invalid(path, f"has a \"none of these\" rule whose feature bank is missing or of the wrong shape "
+                             f"({shape}; it needs (images, {width}))")
+    if not bank.is_floating_point() or not bool(torch.isfinite(bank).all()):
+        raise _invalid(path, "has a feature bank that is not finite numbers")
+    return bank
 
 
 def _empty(build: Callable[[int], nn.Module], num_classes: int) -> nn.Module:
@@ -323,7 +357,8 @@ def save_model(
     recipe: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Save `model` in Cardinal's format so it reopens with its own class names and preprocessing."""
+    """Save `model` in Cardinal's format so it reopens with its own class names, preprocessing, temperature and
+    "none of these" rule."""
     entry = CATALOG.get(model.name)
     description = {
         "name": model.name,
@@ -339,8 +374,11 @@ def save_model(
             "source": model.source,
             **(provenance or {}),
         },
+        # How its answers are calibrated and when it says "none of these" travel with the model.
+        **{key: model.description[key] for key in RULE_SECTIONS if key in model.description},
     }
-    return save_model_files(path, model.network.state_dict(), description)
+    extras = {} if model.feature_bank is None else {FEATURE_BANK: model.feature_bank}
+    return save_model_files(path, model.network.state_dict(), description, extras)
 
 
 def weights_on_disk(name: str) -> Path | None:

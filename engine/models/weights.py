@@ -34,6 +34,9 @@ _ROOM = 64 << 20
 _MAX_INFLATION = 20
 
 StateDict = dict[str, torch.Tensor]
+# A Cardinal model file may hold tensors of its own beside the network's (a feature bank), named under this prefix;
+# they are never part of the network's state dict.
+CARDINAL_TENSORS = "cardinal."
 
 
 def size_limit(numbers: int, copies: int = 1) -> int:
@@ -79,7 +82,7 @@ def _read_safetensors(path: Path) -> Mapping[str, object]:
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path))
+        return {key: value for key, value in load_file(str(path)).items() if not key.startswith(CARDINAL_TENSORS)}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise WeightsError(path, f"not a valid safetensors file, or damaged ({error})") from None
 

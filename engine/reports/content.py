@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cardinal.engine.data.datasets import DatasetScan
+from cardinal.engine.inference.calibration import Calibration
 from cardinal.engine.inference.evaluation import Evaluation, Mistake
+from cardinal.engine.models.output_rules import UnknownRule
 from cardinal.engine.runs.history import HistoryRow
 from cardinal.engine.runs.lr_find import LRFinding
 
@@ -44,4 +46,9 @@ class ReportContent:
     best_epoch: int | None = None
     outcome: str | None = None  # how the run ended, in words
     lr_finding: LRFinding | None = None  # the learning-rate range test the run started with
+    # How honest the model's probabilities are: its temperature, its "none of these" rule and the near-copies
+    # found in the images they were fitted on (all from the model's description; None where it has none).
+    calibration: Calibration | None = None
+    unknown: UnknownRule | None = None
+    duplicates: Mapping[str, Any] | None = None
     created: str = field(default_factory=lambda: _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))

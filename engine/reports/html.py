@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from cardinal.engine import __version__
 from cardinal.engine.inference.evaluation import MATRIX_LIMIT
 from cardinal.engine.intervals import wilson_interval
+from cardinal.engine.reports.honesty_html import honesty_cards, honesty_section
 from cardinal.engine.reports.svg import Series, line_chart, lr_chart
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def render_report(content: ReportContent) -> str:
     sections = [
         _header(content),
         _curves(content),
+        honesty_section(content),
         _per_class(content),
         _confusion(content),
         _mistakes(content),
@@ -85,7 +87,9 @@ def _header(content: ReportContent) -> str:
         cards.insert(1, (str(content.history[-1].epoch), "epochs"))
     if content.best_epoch:
         cards.insert(2, (str(content.best_epoch), "best epoch"))
+    cards += honesty_cards(content)
     links = [("curves", "Curves")] if content.history else []
+    links += [("honesty", "Calibration")] if honesty_section(content) else []
     links += [("per-class", "Per class"), ("confusion", "Confusion matrix"), ("mistakes", "Mistakes")]
     links += [("dataset", "Dataset")] if content.dataset is not None else []
     links += [("recipe", "Recipe")] if content.recipe else []

@@ -117,11 +117,15 @@ def evaluate_for_report(classifier: Classifier, samples: Sequence[Sample], *, ba
 def content_for(classifier: Classifier, evaluation: Evaluation, mistakes: tuple[MistakePictures, ...], *,
                 title: str, evaluated: str, **run: Any) -> ReportContent:
     """The page's content for a classifier's evaluation; `run` adds the run's parts (dataset, recipe, ...)."""
+    from cardinal.engine.data.near_duplicates import duplicates_summary
+    from cardinal.engine.inference.calibration import calibration_of
+
     model = classifier.model
     return ReportContent(
         title=title, model_name=model.name, model_source=model.source,
         crop_size=model.preprocess.crop_size[0], resize_size=model.preprocess.resize_size[0],
-        evaluated=evaluated, evaluation=evaluation, mistakes=mistakes, **run,
+        evaluated=evaluated, evaluation=evaluation, mistakes=mistakes, calibration=calibration_of(model.description),
+        unknown=model.output_rules.unknown, duplicates=duplicates_summary(model.description), **run,
     )
 
 

@@ -110,6 +110,52 @@ def _epoch_ticks(first: int, last: int) -> list[int]:
     return sorted({first, *between, last})
 
 
+def reliability_chart(title: str, curves: Sequence[tuple[str, str, Sequence[tuple[int, float, float]]]], *,
+                      chart_id: str = "") -> str:
+    """A reliability diagram: each bin's accuracy against its mean confidence (the diagonal is perfect
+    calibration). `curves`: (name, colour, [(images, confidence, accuracy) per bin]); empty bins are skipped,
+    and a point's size grows with its bin's images."""
+    side = HEIGHT - TOP - BOTTOM
+    left = LEFT
+
+    def x_of(value: float) -> float:
+        return left + value * side
+
+    def y_of(value: float) -> float:
+        return TOP + (1 - value) * side
+
+    width = left + side + 190
+    parts = [f'<svg class="chart" id="{escape(chart_id)}" viewBox="0 0 {width} {HEIGHT}" width="{width}" '
+             f'height="{HEIGHT}" role="img" aria-label="{escape(title)}">',
+             f'<text x="{LEFT}" y="18" class="chart-title">{escape(title)}</text>']
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(f'<line x1="{x_of(0):.1f}" x2="{x_of(1):.1f}" y1="{y_of(tick):.1f}" y2="{y_of(tick):.1f}" '
+                     f'class="grid"/><text x="{left - 6}" y="{y_of(tick) + 4:.1f}" class="tick" text-anchor="end">'
+                     f'{tick:.0%}</text><text x="{x_of(tick):.1f}" y="{TOP + side + 17}" class="tick" '
+                     f'text-anchor="middle">{tick:.0%}</text>')
+    parts.append(f'<line x1="{x_of(0):.1f}" y1="{y_of(0):.1f}" x2="{x_of(1):.1f}" y2="{y_of(1):.1f}" class="best"/>'
+                 f'<text x="{left + side / 2:.1f}" y="{HEIGHT - 6}" class="axis-label" text-anchor="middle">'
+                 f'confidence (top probability)</text><text x="14" y="{TOP + side / 2:.1f}" class="axis-label" '
+                 f'text-anchor="middle" transform="rotate(-90 14 {TOP + side / 2:.1f})">accuracy</text>')
+    for index, (name, colour, bins) in enumerate(curves):
+        filled = [(images, confidence, accuracy) for images, confidence, accuracy in bins if images > 0]
+        total = sum(images for images, _, _ in filled) or 1
+        path = " ".join(f"{x_of(c):.1f},{y_of(a):.1f}" for _, c, a in filled)
+        parts.append(f'<g class="series" data-series="{escape(name)}"><polyline points="{path}" fill="none" '
+                     f'stroke="{colour}" stroke-width="2"/>')
+        parts += [f'<circle cx="{x_of(c):.1f}" cy="{y_of(a):.1f}" r="{2.5 + 5 * math.sqrt(n / total):.1f}" '
+                  f'fill="{colour}" fill-opacity="0.75" data-images="{n}"><title>{escape(name)}: {n} images at '
+                  f'{c:.1%} confidence were {a:.1%} right</title></circle>' for n, c, a in filled]
+        legend_y = TOP + 14 + 20 * index
+        parts.append(f'</g><rect x="{x_of(1) + 18:.1f}" y="{legend_y - 5}" width="14" height="4" fill="{colour}"/>'
+                     f'<text x="{x_of(1) + 37:.1f}" y="{legend_y}" class="tick">{escape(name)}</text>')
+    legend_y = TOP + 14 + 20 * len(curves)
+    parts.append(f'<line x1="{x_of(1) + 18:.1f}" x2="{x_of(1) + 32:.1f}" y1="{legend_y - 3}" y2="{legend_y - 3}" '
+                 f'class="best"/><text x="{x_of(1) + 37:.1f}" y="{legend_y}" class="tick">perfectly calibrated'
+                 '</text></svg>')
+    return "".join(parts)
+
+
 def lr_chart(lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float], chosen: float, *,
              chart_id: str = "lr-chart") -> str:
     """The learning-rate range test: loss against the rate on a log scale, the smoothed curve, and the chosen rate

@@ -31,12 +31,10 @@ from cardinal.engine.progress import CancelToken
 from cardinal.engine.runs.folder import claim_run_folder
 from cardinal.engine.runs.layout import RunPaths
 from cardinal.engine.runs.lr_find import LRFinding, write_lr_finding
-from cardinal.engine.runs.state import (
-    RunState,
-    restore_optimizer,
-    save_run_state,
-)
+from cardinal.engine.runs.state import RunState, restore_optimizer, save_run_state
+from cardinal.engine.training.calibrate import calibrate_best
 from cardinal.engine.training.distributed import ShardRecord, Team
+from cardinal.engine.training.duplicates import check_duplicates
 from cardinal.engine.training.events import (
     BatchEnd,
     EpochEnd,
@@ -99,13 +97,14 @@ def train(
         mode = MODE_TYPES[recipe.mode](model, recipe, device_, dtype, generator, team)
         run = _Run(scan, recipe, model, mode, folder, cancel, base.source)
         state = resumed_state(folder, model, mode.trained_module(), recipe, base.source, team) if resume else None
-        if state is not None:
-            if recipe.lr is None:  # the rate the run chose (or was given) at its start, not a new range test
-                run.use_rate(state.recipe.get("lr"), bool(state.recipe.get("lr_found")))
+        if state is not None and recipe.lr is None:  # the rate the run chose (or was given), not a new range test
+            run.use_rate(state.recipe.get("lr"), bool(state.recipe.get("lr_found")))
         yield RecipeChosen(recipe, said)
         yield Preparing("getting the images ready")
         yield from mode.prepare(train_samples, val_samples, cancel)
-        writes = team is None or team.is_main  # in a team, rank 0 alone writes history and report
+        writes = team is None or team.is_main  # in a team, rank 0 alone writes history, scan and report
+        duplicates = (yield from check_duplicates(scan, train_samples, val_samples, mode, cancel, recipe.seed)
+                      ) if writes else None
         run.prepare_loss(train_samples)
         finding = None
         if run.recipe.lr is None:
@@ -118,23 +117,19 @@ def train(
         stopped = yield from (record_history(run.epochs(), folder, run.history) if writes else run.epochs())
         run.finish()
         evaluation = None
+        if writes and stopped is not StopReason.CANCELLED:
+            run.model = yield from calibrate_best(run.model, train_samples, val_samples, RunPaths(folder).best,
+                                                  device=device_, precision=recipe.precision, seed=recipe.seed,
+                                                  cached=mode.cached_features(),
+                                                  sections={"duplicates": duplicates.to_dict()}, cancel=cancel)
         if writes:
             evaluation = yield from write_run_report(run.model, val_samples, folder, dataset=scan,
                                                      recipe=run.recipe, device=device_, stopped=stopped,
                                                      best_epoch=run.best_epoch, cancel=cancel)
-    return TrainingResult(
-        model=run.model,
-        best_epoch=run.best_epoch,
-        best_val_accuracy=run.best_accuracy,
-        epochs_run=len(run.history),
-        stopped=stopped,
-        history=tuple(run.history),
-        out_dir=folder,
-        val_samples=tuple(val_samples),
-        evaluation=evaluation,
-        recipe=run.recipe,
-        lr_finding=finding,
-    )
+    return TrainingResult(model=run.model, best_epoch=run.best_epoch, best_val_accuracy=run.best_accuracy,
+                          epochs_run=len(run.history), stopped=stopped, history=tuple(run.history), out_dir=folder,
+                          val_samples=tuple(val_samples), evaluation=evaluation, recipe=run.recipe,
+                          lr_finding=finding)
 
 
 class _NonFinite(Exception):

@@ -89,6 +89,11 @@ class TrainingMode:
     def load_weights(self, weights: StateDict) -> None:
         self.trained_module().load_state_dict(weights)
 
+    def cached_features(self) -> tuple[Batch, Batch] | None:
+        """The training and the validation images' pooled features with their labels, when the mode has them
+        cached (Fast mode: its frozen network's, so they are the trained model's too)."""
+        return None
+
     def eval_mode(self) -> None:
         self.trained_module().eval()
 
@@ -190,6 +195,9 @@ class FastMode(TrainingMode):
         size = self.recipe.eval_batch_size
         for start in range(0, len(labels), size):
             yield features[start : start + size], labels[start : start + size]
+
+    def cached_features(self):
+        return self.train_data, self.val_data
 
     def forward(self, inputs):
         return self._through(self.network.fc)(inputs)

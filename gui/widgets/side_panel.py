@@ -24,7 +24,8 @@ from cardinal.gui.widgets.predictions import PredictionList
 class SidePanel(QWidget):
     """Widgets only; the window connects them."""
 
-    def __init__(self, top_k: int, opacity: float, method: str = "", parent: QWidget | None = None) -> None:
+    def __init__(self, top_k: int, opacity: float, method: str = "", parent: QWidget | None = None,
+                 say_unknown: bool = True) -> None:
         super().__init__(parent)
         self.setMinimumWidth(260)
         layout = QVBoxLayout(self)
@@ -35,6 +36,10 @@ class SidePanel(QWidget):
         font.setPointSizeF(font.pointSizeF() * 1.15)
         self.title_label.setFont(font)
         self.title_label.setWordWrap(True)
+        self.unknown_note = plain_label("", self)  # "Not one of the N classes", above the bars
+        self.unknown_note.setWordWrap(True)
+        self.unknown_note.setStyleSheet("QLabel { color: rgb(200, 120, 20); font-weight: 600; }")
+        self.unknown_note.hide()
         self.predictions = PredictionList()
         self.predictions_area = QScrollArea(self)  # a long top-k scrolls here instead of growing the window
         self.predictions_area.setWidget(self.predictions)
@@ -60,6 +65,11 @@ class SidePanel(QWidget):
         controls.addRow(self.overlay_check)
         controls.addRow("Opacity %", self.opacity_slider)
         controls.addRow("Method", self.method_combo)
+        self.unknown_check = QCheckBox("Say when an image is none of the classes", self)
+        self.unknown_check.setChecked(say_unknown)
+        self.unknown_check.setToolTip("A model you trained knows what its own classes look like: an image unlike "
+                                      "all of them is marked \u201cnot one of the N classes\u201d.")
+        controls.addRow(self.unknown_check)
 
         self.advanced = collapsible("Advanced", self)
         body = QWidget()
@@ -70,6 +80,7 @@ class SidePanel(QWidget):
         self.advanced.addWidget(body)
 
         layout.addWidget(self.title_label)
+        layout.addWidget(self.unknown_note)
         layout.addWidget(self.predictions_area, 1)
         layout.addLayout(controls)
         layout.addWidget(self.advanced)
@@ -87,3 +98,10 @@ class SidePanel(QWidget):
                 self.layer_combo.addItem(layer, layer)
         self.layer_combo.setCurrentIndex(max(self.layer_combo.findData(current), 0))
         self.layer_combo.blockSignals(False)
+
+    def show_unknown(self, words: str | None) -> None:
+        """Say above the bars that the image is none of the model's classes (None: hide the note)."""
+        self.unknown_note.setVisible(words is not None)
+        if words is not None:
+            self.unknown_note.setText(f"{words[0].upper()}{words[1:]}: it looks like none of the images the model "
+                                      "was trained on. The bars are the closest classes.")

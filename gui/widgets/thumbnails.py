@@ -22,6 +22,9 @@ from cardinal.gui.text import tooltip
 ID_ROLE = Qt.ItemDataRole.UserRole
 RESULT_ROLE = Qt.ItemDataRole.UserRole + 1  # the second caption line: top class, or the reason it failed
 FAILED_ROLE = Qt.ItemDataRole.UserRole + 2
+UNKNOWN_ROLE = Qt.ItemDataRole.UserRole + 3  # "not one of the N classes": the caption says so, in its own colour
+UNKNOWN_COLOUR = QColor(200, 120, 20)
+UNKNOWN_CAPTION = "none of these"  # what fits under a thumbnail; the tooltip and the side panel say it in full
 ICON_SIZE = 96
 CELL_WIDTH = ICON_SIZE + 40
 PADDING = 4
@@ -85,7 +88,8 @@ class _CaptionDelegate(QStyledItemDelegate):
         painter.save()
         painter.setPen(text)
         painter.drawText(QRect(rect.x(), top, rect.width(), line), Qt.AlignmentFlag.AlignHCenter, name)
-        painter.setPen(QColor(200, 60, 60) if index.data(FAILED_ROLE) and not selected else text)
+        painter.setPen(QColor(200, 60, 60) if index.data(FAILED_ROLE) and not selected else
+                       UNKNOWN_COLOUR if index.data(UNKNOWN_ROLE) and not selected else text)
         painter.drawText(QRect(rect.x(), top + line, rect.width(), line), Qt.AlignmentFlag.AlignHCenter, result)
         painter.restore()
 
@@ -146,14 +150,20 @@ class ThumbnailStrip(QListWidget):
         entry.setData(FAILED_ROLE, False)
         entry.setToolTip(tooltip(f"{name}\nwaiting to be classified"))
 
-    def set_result(self, item_id: int, name: str, thumbnail: QImage | None, top_label: str, probability: float):
+    def set_result(self, item_id: int, name: str, thumbnail: QImage | None, top_label: str, probability: float,
+                   unknown: str | None = None):
+        """Show a classified image; with `unknown` ("not one of the 3 classes", said in full in the tooltip) the
+        caption says "none of these" instead of the top class."""
         entry = self._items[item_id]
         if thumbnail is not None:
             entry.setIcon(QIcon(QPixmap.fromImage(thumbnail)))
-        entry.setData(RESULT_ROLE, f"{top_label} {probability:.0%}" if probability >= 0.1 else
-                      f"{top_label} {probability:.1%}")
+        result = f"{top_label} {probability:.0%}" if probability >= 0.1 else f"{top_label} {probability:.1%}"
+        entry.setData(RESULT_ROLE, UNKNOWN_CAPTION if unknown else result)
         entry.setData(FAILED_ROLE, False)
-        entry.setToolTip(tooltip(f"{name}\n{top_label}: {probability:.1%}"))
+        entry.setData(UNKNOWN_ROLE, unknown is not None)
+        closest = f"\n{unknown}; the closest class is {top_label} ({probability:.1%})" if unknown else \
+            f"\n{top_label}: {probability:.1%}"
+        entry.setToolTip(tooltip(f"{name}{closest}"))
 
     def set_error(self, item_id: int, name: str, reason: str) -> None:
         entry = self._items[item_id]

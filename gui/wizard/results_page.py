@@ -30,6 +30,7 @@ from cardinal.gui.background import Job
 from cardinal.gui.browser import open_in_browser
 from cardinal.gui.text import escaped, plain_label, tooltip
 from cardinal.gui.wizard import jobs
+from cardinal.gui.wizard.calibration_view import CalibrationView
 from cardinal.gui.wizard.state import WizardState
 
 MISTAKE_SIZE = 200
@@ -79,6 +80,8 @@ class ResultsPage(QWizardPage):
         buttons.addWidget(self.save_button)
         buttons.addWidget(self.use_button)
         layout.addWidget(self.summary)
+        self.calibration = CalibrationView(self)
+        layout.addWidget(self.calibration)
         layout.addWidget(QLabel("Confusion matrix (rows: true class, columns: predicted)", self))
         layout.addWidget(self.confusion, 2)
         layout.addWidget(self.per_class, 1)
@@ -116,6 +119,7 @@ class ResultsPage(QWizardPage):
             "validation loss). "
             f"Model saved as {escaped(result.paths.best)}."
         )
+        self.calibration.show_for(evaluation, self.classifier.model)
         names = evaluation.class_names
         self.confusion.setRowCount(len(names))
         self.confusion.setColumnCount(len(names))

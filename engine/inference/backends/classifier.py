@@ -1,8 +1,9 @@
 """CompiledClassifier: the Classifier's interface on a converted model, torch-free until PyTorch is really needed.
 
 Top-k, probabilities and the closed-form last-stage Grad-CAM come from the compiled graph (it returns the last
-stage's activations with the logits). What only PyTorch can do — a heat-map at another layer (autograd), exporting,
-fine-tuning from this model — loads the PyTorch model on first use, through the `load_model` it was given.
+stage's activations with the logits); the model's temperature and "none of these" rule are applied to them here,
+by the same code as PyTorch's classifier uses. What only PyTorch can do — a heat-map at another layer (autograd),
+exporting, fine-tuning from this model — loads the PyTorch model on first use, through the `load_model` it was given.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from PIL import Image
 from cardinal.engine.data.decode_ahead import decode_ahead
 from cardinal.engine.data.images import ImageSource, load_image
 from cardinal.engine.inference.analysis import Analysis, FileResult, file_results, top_k
-from cardinal.engine.inference.backends.compiled import CompiledModel
+from cardinal.engine.inference.backends.compiled import CompiledModel, softmax
 from cardinal.engine.inference.closed_form import LAST_STAGE, CropBox
+from cardinal.engine.inference.unknown import flag_unknown
+from cardinal.engine.models.output_rules import OutputRules
 from cardinal.engine.progress import CancelToken
 
 if TYPE_CHECKING:
@@ -86,9 +89,15 @@ class CompiledClassifier:
         spec = self.compiled.pixels
         return CropBox.centre_crop(image_size, spec.resize, spec.crop)
 
+    @property
+    def output_rules(self) -> OutputRules:
+        """The model's temperature and "none of these" rule, as its conversion recorded them."""
+        return self.compiled.output_rules
+
     def forward(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (N, classes) and last-stage activations (N, C, h, w) for normalised pixels."""
-        return self.compiled.forward(pixels)
+        """Calibrated probabilities (N, classes) and last-stage activations (N, C, h, w) for normalised pixels."""
+        logits, features = self.compiled.logits_and_features(pixels)
+        return softmax(logits, self.output_rules.temperature), features
 
     def analyze(self, images: Sequence[Image.Image], k: int = 5, *, keep_features: bool = True) -> list[Analysis]:
         """Top-k for each image, keeping the activations so heat-maps for any class are instant."""
@@ -106,11 +115,18 @@ class CompiledClassifier:
                        keep_features: bool) -> list[Analysis]:
         if k < 1:
             raise ValueError("k must be at least 1")
-        probabilities, features = self.forward(pixels)
+        logits, features = self.compiled.logits_and_features(pixels)
+        rules = self.output_rules
+        probabilities = softmax(logits, rules.temperature)
+        knn = rules.unknown is not None and rules.unknown.score == "knn"
+        scores, unknown = flag_unknown(logits, features.mean(axis=(2, 3)) if knn else None, rules,
+                                       self.compiled.feature_bank)
         return [Analysis(predictions=top_k(probabilities[row], self.class_names, k), probabilities=probabilities[row],
                          image_size=size, crop_box=self.crop_box(size),
                          features=features[row] if keep_features else None,
-                         head_weight=self.head_weight if keep_features else None)
+                         head_weight=self.head_weight if keep_features else None,
+                         unknown_score=None if scores is None else float(scores[row]),
+                         unknown=None if unknown is None else bool(unknown[row]))
                 for row, size in enumerate(sizes)]
 
     def heatmap(self, image: Image.Image, class_index: int, *, layer: str = LAST_STAGE,

@@ -17,10 +17,11 @@ from cardinal.engine.inference.backends import store
 from cardinal.engine.inference.backends.pixels import PixelSpec
 from cardinal.engine.inference.backends.runtimes import RUNTIMES, Run
 from cardinal.engine.inference.parity import ParityReport
+from cardinal.engine.models.output_rules import rules_from_description
 
 log = logging.getLogger(__name__)
 
-REFERENCE, HEAD = "reference.npy", "head_weight.npy"
+REFERENCE, HEAD, BANK = "reference.npy", "head_weight.npy", "feature_bank.npy"
 
 
 @dataclass(frozen=True)
@@ -47,20 +48,34 @@ class CompiledModel:
         self.class_names: tuple[str, ...] = tuple(record["class_names"])
         self.head_weight = np.load(store.entry_folder(key) / HEAD)  # (classes, C) fp32, for the closed-form CAM
         self.description = self.runtime.describe(self.precision)
+        # The model's temperature and "none of these" rule (checked as when a model file is opened), and the
+        # feature bank its "knn" score compares images with: applied here as PyTorch's classifier applies them.
+        self.output_rules = rules_from_description(record.get("outputs") or {})
+        bank = store.entry_folder(key) / BANK
+        self.feature_bank = np.load(bank).astype(np.float32) if bank.is_file() else None
+        if self.output_rules.unknown is not None and self.output_rules.unknown.score == "knn" \
+                and self.feature_bank is None:
+            raise ValueError("its \"none of these\" rule needs a feature bank, and the entry has none")
 
     def forward(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (N, classes) and last-stage activations (N, C, h, w), both float32, for (N, 3, H, W)."""
-        logits, features = self._run(pixels)
+        """The graph's softmax (temperature 1, what its parity was checked on) and last-stage activations (N, C,
+        h, w), both float32, for (N, 3, H, W)."""
+        logits, features = self.logits_and_features(pixels)
         return softmax(logits), features
+
+    def logits_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits (N, classes) and last-stage activations (N, C, h, w), float32, for (N, 3, H, W)."""
+        return self._run(pixels)
 
     @property
     def parity(self) -> ParityReport:
         return report_from_dict(self.record["parity"])
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float32, as the PyTorch classifier computes it from its logits."""
-    shifted = np.asarray(logits, np.float32) - np.max(logits, axis=1, keepdims=True)
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of logits / temperature in float32, as the PyTorch classifier computes it."""
+    logits = np.asarray(logits, np.float32) / np.float32(temperature)
+    shifted = logits - np.max(logits, axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
 

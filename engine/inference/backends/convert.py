@@ -29,6 +29,7 @@ from cardinal.engine import __version__
 from cardinal.engine.errors import Cancelled
 from cardinal.engine.inference.backends import store
 from cardinal.engine.inference.backends.compiled import (
+    BANK,
     HEAD,
     REFERENCE,
     CompiledModel,
@@ -43,6 +44,7 @@ from cardinal.engine.inference.backends.runtimes import Runtime
 from cardinal.engine.inference.network import cam_layers, forward_features, forward_head
 from cardinal.engine.inference.parity import BF16_TOLERANCE, DEFAULT_TOLERANCE, compare_probabilities
 from cardinal.engine.models.model_file import preprocess_to_dict
+from cardinal.engine.models.output_rules import OUTPUT_SECTIONS
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
 
@@ -69,13 +71,24 @@ class Conversion:
     seconds: float
 
 
+def output_sections(model: LoadedModel) -> dict:
+    """The parts of the model's description that decide its answers beyond the graph: its temperature and its
+    "none of these" rule (a converted model applies them as PyTorch's classifier does)."""
+    return {key: model.description[key] for key in OUTPUT_SECTIONS if key in model.description}
+
+
 def model_identity(model: LoadedModel, *, backbone_only: bool = False) -> str:
-    """A digest of everything that decides the answers: the weights' bytes, class names and preprocessing (with
-    `backbone_only`, of what decides the last stage's activations: no head, no class names)."""
+    """A digest of everything that decides the answers: the weights' bytes, class names, preprocessing, temperature,
+    "none of these" rule and feature bank (with `backbone_only`, of what decides the last stage's activations: no
+    head, no class names, no rules)."""
     digest = hashlib.sha256()
     classes = [] if backbone_only else list(model.class_names)
+    outputs = {} if backbone_only else output_sections(model)  # its temperature and "none of these" rule
     digest.update(json.dumps({"architecture": model.architecture.to_dict(), "classes": classes,
-                              "preprocessing": preprocess_to_dict(model.preprocess)}, sort_keys=True).encode())
+                              "preprocessing": preprocess_to_dict(model.preprocess), "outputs": outputs},
+                             sort_keys=True).encode())
+    if not backbone_only and model.feature_bank is not None:
+        digest.update(model.feature_bank.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     for name, tensor in model.network.state_dict().items():
         if backbone_only and name.startswith("fc."):
             continue
@@ -141,6 +154,8 @@ def convert(model: LoadedModel, runtime: Runtime, precision: str, *, key: str | 
             report = check(folder, precision, tolerance)  # then the same graph computing in bf16
         np.save(folder / REFERENCE, expected)
         np.save(folder / HEAD, network.fc.weight.detach().float().numpy())
+        if model.feature_bank is not None:
+            np.save(folder / BANK, model.feature_bank.detach().cpu().numpy())
         record = _record(model, runtime, precision, network, report.to_dict(), time.perf_counter() - started)
         if not report.same_answers:
             for item in folder.iterdir():  # a refused conversion keeps only its record
@@ -177,6 +192,7 @@ def _record(model: LoadedModel, runtime: Runtime, precision: str, network: nn.Mo
         "runtime": runtime.name, "runtime_version": runtime.version(), "precision": precision,
         "model": model.name, "source": model.source, "class_names": list(model.class_names),
         "preprocessing": preprocess_to_dict(model.preprocess), "cam_layers": cam_layers(network),
+        "outputs": output_sections(model),
         "parity": parity, "cardinal_version": __version__, "torch": torch.__version__,
         "converted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "conversion_seconds": round(seconds, 2),

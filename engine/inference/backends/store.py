@@ -25,7 +25,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 CACHE_VARIABLE = "CARDINAL_CACHE_DIR"
-FORMAT = 1  # bump when what a converted graph computes changes: older entries are then never matched
+# Bump when what a converted model computes changes: older entries are then never matched (2: records keep the
+# model's temperature and "none of these" rule).
+FORMAT = 2
 RECORD, INDEX = "record.json", "index.json"
 _index_lock = threading.Lock()
 

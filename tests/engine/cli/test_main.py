@@ -56,7 +56,7 @@ def test_bad_file_is_one_line_and_the_rest_still_classify(capsys, model_file, ph
     code, out, err = run(capsys, "classify", photos, "--weights", model_file, "--format", "csv", "--top-k", "1")
     assert code == 1
     rows = out.strip().splitlines()
-    assert rows[0] == "path,rank,class_index,label,probability"
+    assert rows[0] == "path,rank,class_index,label,probability,unknown,unknown_score"
     assert len(rows) == 3 and not any("broken" in row for row in rows)
     error_lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and str(bad) in error_lines[0]

@@ -237,3 +237,79 @@ def test_onnx_runtime_backend_converts_checks_and_classifies_like_pytorch(cache)
     for mine, reference in zip(ours, theirs, strict=True):
         assert np.abs(mine.probabilities - reference.probabilities).max() <= 1e-4
         assert np.abs(mine.heatmap(0) - reference.heatmap(0)).max() <= 1e-3
+
+
+def honest_model(tmp_path: Path, temperature: float = 2.5) -> Path:
+    """A saved model with a temperature and a "none of these" rule: a bank of three pictures' features, and a
+    threshold that passes pictures like them and flags others."""
+    from cardinal.engine.inference.network import pooled_features
+    from cardinal.engine.inference.unknown import feature_bank, knn_scores
+    from cardinal.engine.models.output_rules import UnknownRule
+
+    model = sharp_model()
+    torch_side = Classifier(model, device="cpu", precision="fp32")
+
+    def pooled(seeds):
+        batch = torch.stack([model.preprocess(random_picture(seed)) for seed in seeds])
+        _, maps = torch_side.forward_logits(batch)
+        return pooled_features(model.network, maps)
+
+    bank = feature_bank(pooled(range(100, 103)))
+    scores = knn_scores(pooled(range(6)), bank)
+    rule = UnknownRule("knn", float(np.median(scores)), 0.95, 6, "a test's threshold")
+    described = dataclasses.replace(model, description={"calibration": {"temperature": temperature},
+                                                        "unknown": rule.to_dict()}, feature_bank=bank)
+    return save_model(described, tmp_path / f"honest-{temperature}.safetensors")
+
+
+@needs_openvino
+def test_the_compiled_backend_applies_the_temperature_and_the_none_of_these_rule(cache, tmp_path):
+    from cardinal.engine.inference.evaluation import evaluate
+    from cardinal.engine.models.registry import load_model_file
+    from cardinal.engine.progress import run_to_end
+
+    path = honest_model(tmp_path)
+    model = load_model_file(path)
+    request = store.request_key(f"file:{path}", architecture=None, device="cpu", precision="fp32", backend="openvino")
+    torch_side, conversion = open_classifier(request=request, device="cpu", precision="fp32", backend="openvino",
+                                             load_model=lambda: model, watched=lambda m: path)
+    compiled = conversion.wait()
+    assert isinstance(compiled, CompiledClassifier), compiled
+    images = [random_picture(seed) for seed in range(6)]
+    reference = torch_side.analyze(images, k=3)
+    assert {a.unknown for a in reference} == {True, False}  # the rule flags some of these and passes others
+
+    def same_answers(classifier):
+        for mine, theirs in zip(classifier.analyze(images, k=3), reference, strict=True):
+            assert np.abs(mine.probabilities - theirs.probabilities).max() <= 1e-4
+            assert mine.unknown == theirs.unknown and mine.unknown_score == pytest.approx(theirs.unknown_score,
+                                                                                          abs=1e-4)
+
+    same_answers(compiled)
+
+    def no_pytorch():
+        raise AssertionError("the cached model needed PyTorch's")
+
+    started_fast = fast_classifier(request, "cpu", "openvino", no_pytorch)  # the next start: from the cache alone
+    assert isinstance(started_fast, CompiledClassifier)
+    same_answers(started_fast)
+    assert started_fast.output_rules == model.output_rules
+
+    samples = []
+    for seed, image in enumerate(images):
+        image.save(tmp_path / f"{seed}.png")
+        samples.append((tmp_path / f"{seed}.png", seed % 3))
+    ours, theirs = (run_to_end(evaluate(classifier, samples)) for classifier in (compiled, torch_side))
+    assert ours.unknown_flagged == theirs.unknown_flagged is not None
+    assert ours.reliability.ece == pytest.approx(theirs.reliability.ece, abs=1e-4)
+    assert ours.reliability_before.ece == pytest.approx(theirs.reliability_before.ece, abs=1e-4)
+
+
+@needs_openvino
+def test_a_model_whose_temperature_changed_is_converted_again(cache, tmp_path):
+    from cardinal.engine.inference.backends.convert import key_for
+    from cardinal.engine.models.registry import load_model_file
+
+    first, second = (load_model_file(honest_model(tmp_path, temperature)) for temperature in (2.5, 0.5))
+    runtime = runtimes.RUNTIMES["openvino"]
+    assert key_for(first, runtime, "fp32") != key_for(second, runtime, "fp32")

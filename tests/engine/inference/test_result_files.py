@@ -10,17 +10,38 @@ from cardinal.engine.inference.result_files import ResultWriter, result_format_f
 TOP = (Prediction(2, "fish", 0.7), Prediction(0, "cat, tabby", 0.2))
 
 
-def test_csv_without_errors_is_what_the_cli_always_wrote():
+def test_csv_without_errors_is_what_the_cli_always_wrote_and_the_unknown_columns():
     out = io.StringIO()
     writer = ResultWriter("csv", out)
-    writer.write("a.png", TOP)
+    writer.write("a.png", TOP)  # a model without a "none of these" rule leaves its columns empty
+    writer.write("c.png", TOP, unknown=True, unknown_score=-1.25)
     writer.write_error("b.png", "not an image")  # the CLI reports failures on stderr instead
     writer.finish()
     assert out.getvalue().splitlines() == [
-        "path,rank,class_index,label,probability",
-        "a.png,1,2,fish,0.700000",
-        'a.png,2,0,"cat, tabby",0.200000',
+        "path,rank,class_index,label,probability,unknown,unknown_score",
+        "a.png,1,2,fish,0.700000,,",
+        'a.png,2,0,"cat, tabby",0.200000,,',
+        "c.png,1,2,fish,0.700000,true,-1.250000",
+        'c.png,2,0,"cat, tabby",0.200000,true,-1.250000',
     ]
+
+
+def test_the_table_says_not_one_of_the_classes_and_json_has_the_flag():
+    table = io.StringIO()
+    writer = ResultWriter("table", table, num_classes=3)
+    writer.write("a.png", TOP, unknown=False, unknown_score=4.0)
+    writer.write("b.png", TOP, unknown=True, unknown_score=-2.0)
+    lines = table.getvalue().splitlines()
+    assert "not one of the 3 classes" not in "\n".join(lines[:3])
+    assert lines[3:5] == ["b.png", "  not one of the 3 classes"]
+    out = io.StringIO()
+    writer = ResultWriter("json", out)
+    writer.write("b.png", TOP, unknown=True, unknown_score=-2.0)
+    writer.write("a.png", TOP)
+    writer.finish()
+    document = json.loads(out.getvalue())
+    assert (document[0]["unknown"], document[0]["unknown_score"]) == (True, -2.0)
+    assert (document[1]["unknown"], document[1]["unknown_score"]) == (None, None)
 
 
 def test_csv_with_errors_has_an_error_column_and_a_row_per_failure():
@@ -85,7 +106,8 @@ def test_a_carriage_return_inside_a_name_is_quoted_and_keeps_its_row():
     writer = ResultWriter("csv", out)
     writer.write("a\rb.png", [Prediction(0, "x\ry", 0.5), Prediction(1, "plain", 0.25)])
     rows = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
-    assert rows[1:] == [["a\rb.png", "1", "0", "x\ry", "0.500000"], ["a\rb.png", "2", "1", "plain", "0.250000"]]
+    assert rows[1:] == [["a\rb.png", "1", "0", "x\ry", "0.500000", "", ""],
+                        ["a\rb.png", "2", "1", "plain", "0.250000", "", ""]]
 
 
 def test_csv_made_printable_for_a_terminal_escapes_controls_and_is_still_neutralised():

@@ -78,7 +78,7 @@ def test_curves_have_a_point_for_every_epoch(trained):
     _, page = page_of(result.out_dir)
     epochs = [str(row.epoch) for row in read_history(result.out_dir)]
     assert epochs == ["1", "2", "3"]
-    circles = [attrs for name, attrs in page.elements if name == "circle"]
+    circles = [attrs for name, attrs in page.elements if name == "circle" and "data-epoch" in attrs]
     assert len(circles) == 2 * 2 * len(epochs)  # two charts, train and validation each
     for chart in ("loss-chart", "accuracy-chart"):
         assert chart in page.ids
@@ -156,7 +156,8 @@ def test_evaluate_takes_a_run_folder_and_reports_its_curves(trained, capsys, tmp
     assert out.startswith("accuracy ") and "on 30 images" in out
     _, page = page_of(tmp_path / "again")
     assert {"loss-chart", "accuracy-chart", "recipe"} <= page.ids
-    assert len([1 for name, _ in page.elements if name == "circle"]) == 12
+    assert len([1 for name, attrs in page.elements if name == "circle" and "data-epoch" in attrs]) == 12
+    assert "reliability-chart" in page.ids  # this folder's calibration error, measured here
 
 
 def test_evaluate_on_a_folder_without_a_model_says_so(capsys, tmp_path):
