@@ -8,6 +8,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cardinal.engine.data.class_folders import is_class_folder
 from cardinal.engine.data.images import IMAGE_SUFFIXES, load_image, open_image_file, walk_files
 from cardinal.engine.durable import sha256_of
 from cardinal.engine.errors import DatasetError, ImageLoadError
@@ -60,7 +61,7 @@ class DatasetScan:
 
 
 def _class_folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if is_class_folder(p))  # hidden folders and _excluded/ are not classes
 
 
 def _files(folder: Path, cancel: CancelToken | None) -> list[Path]:

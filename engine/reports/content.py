@@ -25,6 +25,21 @@ class MistakePictures:
     no_evidence: frozenset[str] = frozenset()  # "predicted"/"true": Grad-CAM found nothing for that class
 
 
+@dataclass(frozen=True)
+class BeforeAfter:
+    """Accuracy before and after a review's label changes, both on this run's validation images with their labels
+    as they are now: the earlier model, and this run's. `earlier_accuracy` is what the earlier run measured on its
+    own validation images, with the labels as they were."""
+
+    before: float
+    after: float
+    images: int
+    earlier_run: str
+    earlier_accuracy: float | None
+    changes: int
+    seen_by_earlier: int  # of these images, how many the earlier model trained on
+
+
 @dataclass(frozen=True, eq=False)
 class ReportContent:
     """Everything the page shows; the run's parts (dataset, recipe, history) are empty for a plain evaluation."""
@@ -42,4 +57,5 @@ class ReportContent:
     history: tuple[HistoryRow, ...] = ()
     best_epoch: int | None = None
     outcome: str | None = None  # how the run ended, in words
+    before_after: BeforeAfter | None = None  # a run retrained after a review's label changes
     created: str = field(default_factory=lambda: _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))

@@ -1,0 +1,212 @@
+"""Out-of-fold class probabilities: each image's probabilities from a model that never trained on it.
+
+Confident Learning (cleanlab) needs them to say which labels look wrong: a model that trained on an image has
+learned its label, right or wrong. The images are split into K stratified folds; K models each train on K-1
+folds and predict the one left out. Two ways, after the two training modes:
+
+- fast: the network stays frozen, its pooled features are computed once (Fast mode's own feature pass), and K
+  linear heads are fitted on them with the Fast recipe (seconds, even on a CPU);
+- full: the network's last stage adapts too. The stages before it stay frozen and their activations are
+  computed once; each fold fine-tunes a copy of the last stage and a fresh head on them for a few epochs,
+  unaugmented (minutes on a CPU for a few thousand images; the frozen stages' pass is most of the work).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cardinal.engine.data.datasets import ImageDataset, Sample
+from cardinal.engine.data.train_cache import ram_budget
+from cardinal.engine.errors import TrainingError
+from cardinal.engine.inference.device import autocast_for
+from cardinal.engine.inference.network import pooled_features
+from cardinal.engine.models.registry import LoadedModel
+from cardinal.engine.progress import CancelToken
+from cardinal.engine.training.loop import warmup_cosine
+from cardinal.engine.training.recipe import Recipe
+
+DEFAULT_FOLDS = 5
+FULL_FOLD_EPOCHS = 5  # each fold's fine-tune of the last stage: enough to adapt it, short enough to repeat K times
+
+
+@dataclass(frozen=True)
+class FoldProgress:
+    """Another fold's model has trained and predicted its held-out images."""
+
+    done: int
+    total: int
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """Each image's fold (0..folds-1), every class spread evenly over the folds, seeded."""
+    from sklearn.model_selection import StratifiedKFold
+
+    assignment = np.zeros(len(labels), np.int64)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        assignment[held_out] = fold
+    return assignment
+
+
+def usable_folds(labels: np.ndarray, num_classes: int, wanted: int = DEFAULT_FOLDS) -> int:
+    """`wanted` folds, fewer when the smallest class has fewer images; `TrainingError` below two per class."""
+    counts = np.bincount(labels, minlength=num_classes)
+    smallest = int(counts.min()) if len(counts) else 0
+    if smallest < 2:
+        raise TrainingError("every class needs at least 2 images for its labels to be checked; "
+                            f"class {int(counts.argmin())} has {smallest}")
+    return max(2, min(wanted, smallest))
+
+
+def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, recipe: Recipe,
+                    generator: torch.Generator) -> nn.Linear:
+    """A linear head trained on pooled features as Fast mode trains one (AdamW, warm-up and cosine, label
+    smoothing, the recipe's epochs and batch size), without early stopping: there is no validation set."""
+    head = _seeded_linear(features.shape[1], num_classes, generator).to(features.device).train()
+    _train(head, features, labels, recipe, recipe.epochs, generator,
+           [{"params": head.parameters(), "lr": recipe.learning_rate}])
+    return head.eval()
+
+
+def fast_out_of_fold(features: torch.Tensor, labels: torch.Tensor, num_classes: int, folds: np.ndarray,
+                     recipe: Recipe, *, seed: int = 0, cancel: CancelToken | None = None
+                     ) -> Generator[FoldProgress, None, np.ndarray]:
+    """Out-of-fold probabilities (N, classes) from K linear heads on cached pooled features."""
+    probabilities = np.zeros((len(labels), num_classes), np.float32)
+    count = int(folds.max()) + 1
+    for fold in range(count):
+        if cancel is not None:
+            cancel.raise_if_cancelled("the label check")
+        held_out = torch.from_numpy(folds == fold).to(features.device)
+        generator = torch.Generator().manual_seed(seed * 1000 + fold)
+        head = fit_linear_head(features[~held_out], labels[~held_out], num_classes, recipe, generator)
+        with torch.no_grad():
+            probabilities[held_out.cpu().numpy()] = torch.softmax(head(features[held_out]).float(), 1).cpu().numpy()
+        yield FoldProgress(fold + 1, count)
+    return probabilities
+
+
+def last_stage_inputs(model: LoadedModel, samples: Sequence[Sample], device: torch.device, dtype: torch.dtype, *,
+                      batch_size: int, workers: int = 0, cancel: CancelToken | None = None
+                      ) -> Generator[tuple[int, int], None, tuple[torch.Tensor, torch.Tensor]]:
+    """The frozen stages' activations (N, C, h, w) for every image, kept in bf16 on the CPU, and the pooled
+    features of the whole frozen network (N, C'); yields (done, total). `TrainingError` when the activations
+    would not fit in this computer's memory budget."""
+    network = model.network.to(device).eval()
+    preprocess = model.preprocess
+    side = preprocess.crop_size[0]
+    with torch.inference_mode():
+        probe = _frozen_stages(network, torch.zeros(1, 3, side, side, device=device))
+    needed, budget = probe.numel() * 2 * len(samples), ram_budget()
+    if budget and needed > budget:
+        raise TrainingError(f"the full label check would keep {needed / 1e9:.1f} GB of activations for "
+                            f"{len(samples)} images, more than this computer's budget of {budget / 1e9:.1f} GB; "
+                            "use the fast check (it keeps one small vector per image)")
+    loader = DataLoader(ImageDataset(samples, preprocess, preprocess.resize_size[0]), batch_size=batch_size,
+                        num_workers=workers)
+    chunks, pooled, done = [], [], 0
+    for batch, _ in loader:
+        if cancel is not None:
+            cancel.raise_if_cancelled("the label check")
+        with torch.inference_mode(), autocast_for(device, dtype):
+            maps = _frozen_stages(network, batch.to(device))
+            pooled.append(pooled_features(network, network.layer4(maps)).float())
+            chunks.append(maps.to("cpu", torch.bfloat16))
+        done += len(batch)
+        yield done, len(samples)
+    if not chunks:
+        return torch.empty(0, *probe.shape[1:], dtype=torch.bfloat16), torch.empty(0, network.fc.in_features)
+    return torch.cat(chunks), torch.cat(pooled)
+
+
+def full_out_of_fold(model: LoadedModel, inputs: torch.Tensor, pooled: torch.Tensor, labels: torch.Tensor,
+                     folds: np.ndarray, recipe: Recipe, device: torch.device, dtype: torch.dtype, *, seed: int = 0,
+                     cancel: CancelToken | None = None) -> Generator[FoldProgress, None, np.ndarray]:
+    """Out-of-fold probabilities from K fine-tunes, fastai's `fine_tune` in small: a head fitted on the frozen
+    network's `pooled` features first, then a copy of the last stage and that head trained together on
+    `inputs` (the earlier stages' activations) for `FULL_FOLD_EPOCHS` epochs at most."""
+    network = model.network
+    num_classes = model.num_classes
+    probabilities = np.zeros((len(labels), num_classes), np.float32)
+    count = int(folds.max()) + 1
+    head_recipe = Recipe(mode="fast", batch_size=recipe.batch_size, label_smoothing=recipe.label_smoothing,
+                         weight_decay=recipe.weight_decay, seed=recipe.seed)
+    epochs = min(recipe.epochs, FULL_FOLD_EPOCHS)
+    pooled, labels = pooled.to(device), labels.to(device)
+    for fold in range(count):
+        if cancel is not None:
+            cancel.raise_if_cancelled("the label check")
+        held_out = torch.from_numpy(folds == fold)
+        generator = torch.Generator().manual_seed(seed * 1000 + fold)
+        on_device = held_out.to(device)
+        head = fit_linear_head(pooled[~on_device], labels[~on_device], num_classes, head_recipe, generator)
+        stage = copy.deepcopy(network.layer4).to(device).float()
+
+        def forward(batch: torch.Tensor, stage=stage, head=head) -> torch.Tensor:
+            with autocast_for(device, dtype):
+                maps = stage(batch.to(device, torch.float32, non_blocking=True))
+                return head(pooled_features(network, maps).float())
+
+        groups = [{"params": [*stage.parameters(), *head.parameters()], "lr": recipe.learning_rate}]
+        # BatchNorm keeps the statistics the head was fitted under: with a few hundred images per fold, batch
+        # statistics would shift every feature between training and prediction.
+        stage.eval()
+        head.train()
+        _train(forward, inputs[~held_out], labels[~on_device], recipe, epochs, generator, groups, cancel=cancel)
+        head.eval()
+        rows = torch.nonzero(held_out).flatten()
+        with torch.no_grad():
+            for start in range(0, len(rows), recipe.eval_batch_size):
+                index = rows[start : start + recipe.eval_batch_size]
+                probabilities[index.numpy()] = torch.softmax(forward(inputs[index]).float(), 1).cpu().numpy()
+        yield FoldProgress(fold + 1, count)
+    return probabilities
+
+
+def _frozen_stages(network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """The network up to (not including) its last stage (torchvision's and timm's ResNets name them alike)."""
+    activation = network.relu if hasattr(network, "relu") else network.act1
+    x = network.maxpool(activation(network.bn1(network.conv1(batch))))
+    return network.layer3(network.layer2(network.layer1(x)))
+
+
+def _seeded_linear(inputs: int, outputs: int, generator: torch.Generator) -> nn.Linear:
+    """nn.Linear's own initialisation, drawn from `generator` rather than the global one."""
+    head = nn.Linear(inputs, outputs, device="meta").to_empty(device="cpu")
+    nn.init.kaiming_uniform_(head.weight, a=math.sqrt(5), generator=generator)
+    bound = 1 / math.sqrt(inputs)
+    nn.init.uniform_(head.bias, -bound, bound, generator=generator)
+    return head
+
+
+def _train(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, labels: torch.Tensor,
+           recipe: Recipe, epochs: int, generator: torch.Generator, groups: list[dict], *,
+           cancel: CancelToken | None = None) -> None:
+    """Minimise label-smoothed cross-entropy with AdamW under warm-up and cosine decay (the loop's schedule)."""
+    optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
+    base_rates = [group["lr"] for group in optimizer.param_groups]
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    count = len(labels)
+    batches = max(1, math.ceil(count / recipe.batch_size))
+    for epoch in range(epochs):
+        order = torch.randperm(count, generator=generator)
+        for step, start in enumerate(range(0, count, recipe.batch_size)):
+            if cancel is not None:
+                cancel.raise_if_cancelled("the label check")
+            index = order[start : start + recipe.batch_size]
+            factor = warmup_cosine(epoch + step / batches, epochs, recipe.warmup_epochs)
+            for group, rate in zip(optimizer.param_groups, base_rates, strict=True):
+                group["lr"] = rate * factor
+            logits = forward(inputs[index.to(inputs.device)]).float()
+            loss = criterion(logits, labels[index.to(labels.device)].to(logits.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
