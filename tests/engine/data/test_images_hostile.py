@@ -5,7 +5,6 @@ import os
 import socket
 import sys
 import tempfile
-import time
 import tracemalloc
 
 import pytest
@@ -117,10 +116,8 @@ except ImageLoadError as error:
 
 def reason_in_child(path) -> str:
     code = f"import sys; sys.argv[1:] = [{str(path)!r}]\n" + LOAD_CHILD
-    started = time.monotonic()
-    child = run_python(code, timeout=30, max_memory=2 * 2**30)
+    child = run_python(code, timeout=120, max_memory=2 * 2**30)  # a hang fails here; speed is bench's business
     assert child.returncode == 0, child.stderr[-2000:]
-    assert time.monotonic() - started < 20
     return json.loads(child.stdout)
 
 

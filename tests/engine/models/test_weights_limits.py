@@ -100,10 +100,9 @@ def test_content_length_above_the_expected_size_is_refused_at_once(hostile, tmp_
 def test_load_pretrained_passes_torchvisions_file_size_down(hostile, torch_home):
     spec = get_spec("resnext50_32x4d")
     name = cache_path(spec.pretrained.url).name
-    started = time.monotonic()
+    # Refused on the announcement (before a byte of the body is kept): the message quotes both sizes.
     with pytest.raises(WeightsUnavailable, match=r"announces 10000\.0 MB.* expected 100\.\d MB"):
         load_pretrained("resnext50_32x4d", mirror=f"{hostile.base}/claims/10000000000/")
-    assert time.monotonic() - started < 10
     assert leftovers(cache_path(spec.pretrained.url).parent) == []
     assert name.startswith("resnext50_32x4d-")
 
