@@ -196,9 +196,10 @@ class LabelChanges:
     def _check_writable(self, *folders: Path) -> None:
         for folder in (self.root, *folders):
             if not os.access(folder, os.W_OK | os.X_OK):
-                raise LabelChangeError(folder, "is read-only (permission denied), so Cardinal cannot move images "
-                                               f"in it or write {CHANGES_LOG}. {NOTHING_CHANGED} Make the folder "
-                                               "writable, or copy the dataset to a folder you can write to.")
+                what = f"write {CHANGES_LOG} in it" if folder == self.root else "move images into or out of it"
+                raise LabelChangeError(folder, f"is read-only (permission denied), so Cardinal cannot {what}. "
+                                               f"{NOTHING_CHANGED} Make the folder writable, or copy the dataset to a "
+                                               "folder you can write to.")
 
     def _write(self, entries: Sequence[LabelChange]) -> None:
         buffer = io.StringIO()

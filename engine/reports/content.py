@@ -38,6 +38,8 @@ class BeforeAfter:
     earlier_accuracy: float | None
     changes: int
     seen_by_earlier: int  # of these images, how many the earlier model trained on
+    unseen_before: float | None = None  # both accuracies on the images neither model trained on
+    unseen_after: float | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -103,7 +103,12 @@ def _before_after(change: BeforeAfter) -> str:
                f" (it measured {change.earlier_accuracy:.1%} on its own validation images, with the labels as they "
                "were)")
     seen = (f" The earlier model trained on {change.seen_by_earlier} of these images, with their labels as they were "
-            "then." if change.seen_by_earlier else "")
+            "then" if change.seen_by_earlier else "")
+    if change.seen_by_earlier and change.unseen_before is not None:
+        seen += (f"; on the {change.images - change.seen_by_earlier} that neither model trained on, accuracy was "
+                 f"{change.unseen_before:.1%} before and {change.unseen_after:.1%} after.")
+    elif seen:
+        seen += "."
     return (f"<section id=\"before-after\"><h2>Before and after the label changes</h2><div class=\"cards\">"
             f"<div class=\"card\"><b>{change.before:.1%}</b><span>before: run “{esc(change.earlier_run)}”</span></div>"
             f"<div class=\"card\"><b>{change.after:.1%}</b><span>after: this run</span></div>"

@@ -54,11 +54,24 @@ def retrain_after_changes(folder: str | Path, base: LoadedModel, recipe: Recipe,
     before = correct / len(samples) if samples else 0.0
     after = result.evaluation.accuracy if result.evaluation is not None else result.best_val_accuracy
     seen = {Path(path) for path in earlier_training}
+    unseen = [Path(path) for path, _ in samples if Path(path) not in seen]
     comparison = BeforeAfter(before=before, after=after, images=len(samples), earlier_run=earlier_run,
                              earlier_accuracy=earlier_accuracy, changes=changes,
-                             seen_by_earlier=sum(Path(path) in seen for path, _ in samples))
+                             seen_by_earlier=len(samples) - len(unseen),
+                             unseen_before=_accuracy_on(unseen, evaluation, remapped),
+                             unseen_after=_accuracy_on(unseen, result.evaluation, samples))
     earlier.network.to("cpu")
     yield from write_run_report(result.model, samples, result.out_dir, dataset=scan, recipe=recipe, device=device,
                                 stopped=result.stopped, best_epoch=result.best_epoch, cancel=cancel,
                                 before_after=comparison)
     return Retrained(result, comparison)
+
+
+def _accuracy_on(paths: list[Path], evaluation, samples) -> float | None:
+    """The share of `paths` an evaluation got right (a path it could not label counts as wrong)."""
+    if not paths or evaluation is None:
+        return None
+    wanted = set(paths)
+    wrong = {Path(mistake.path) for mistake in evaluation.mistakes} | {Path(path) for path, _ in evaluation.unreadable}
+    wrong |= {Path(path) for path, label in samples if label < 0}
+    return sum(path not in wrong for path in wanted) / len(wanted)

@@ -39,6 +39,7 @@ class FineTuneWizard(QWizard):
         self.report = None
         self.result = None
         self.handed_over = False  # "Use This Model" was clicked
+        self.review_window = None  # the review queue, while open (gui.review.opening)
         self.setAcceptDrops(True)
         self.folder_page = FolderPage(self)
         self.report_page = DatasetCheckPage(self)
@@ -85,6 +86,8 @@ class FineTuneWizard(QWizard):
     def done(self, result: int) -> None:
         """However the wizard closes, the mistakes window closes with it."""
         self.results_page.close_mistakes()
+        if self.review_window is not None:
+            self.review_window.close()
         super().done(result)
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt's naming
