@@ -42,11 +42,18 @@ def small_model(class_names: tuple[str, ...], seed: int = 0) -> LoadedModel:
     return random_model(SMALL, class_names, preprocess=ImageClassification(crop_size=64, resize_size=64), seed=seed)
 
 
-def backbone(kind: str, work: Path, *, epochs: int = 8, seed: int = 0) -> LoadedModel:
+def backbone(kind: str, work: Path, *, epochs: int = 3, seed: int = 0, cache: Path | None = None) -> LoadedModel:
     """The network whose features the benchmark uses: "random" weights, or "other-digits": trained (Full mode,
-    from random weights) on the digits 0-4, so that the benchmarks on 5-9 use features learned elsewhere."""
+    from random weights) on the digits 0-4, so that the benchmarks on 5-9 use features learned elsewhere
+    (kept in `cache`, when given, for the next benchmark run)."""
+    from cardinal.engine.models.registry import load_model_file, save_model
+
     if kind == "random":
         return small_model(("unused",), seed)
+    kept = None if cache is None else cache / f"digits-0-4-{epochs}-epochs-seed-{seed}.safetensors"
+    if kept is not None and kept.is_file():
+        print(f"backbone: {kept}")
+        return load_model_file(kept)
     from cardinal.engine.data.datasets import scan_dataset
     from cardinal.engine.training.loop import train
     from cardinal.engine.training.recipe import Recipe
@@ -58,4 +65,6 @@ def backbone(kind: str, work: Path, *, epochs: int = 8, seed: int = 0) -> Loaded
     result = run_to_end(train(scan, small_model(scan.class_names, seed), recipe, work / "pretrain-run", device="cpu"))
     print(f"backbone: trained on digits 0-4 for {result.epochs_run} epochs, validation accuracy "
           f"{result.best_val_accuracy:.1%}")
+    if kept is not None:
+        save_model(result.model, kept)
     return result.model

@@ -140,6 +140,8 @@ class SortWindow(QWidget):
         self.strip.setFlow(QListView.Flow.LeftToRight)
         self.strip.setWrapping(False)
         self.strip.setIconSize(QSize(THUMB, THUMB))
+        self.strip.setGridSize(QSize(THUMB + 36, THUMB + 44))  # room for two caption lines under each image
+        self.strip.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.strip.setFixedHeight(THUMB + 70)
         self.strip.setDragEnabled(True)
         self.strip.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
