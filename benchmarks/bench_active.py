@@ -41,7 +41,7 @@ from cardinal.engine.training.recipe import Recipe  # noqa: E402
 STRATEGIES = {"ranking": "#d62728", "uncertainty": "#ff7f0e", "random": "#1f77b4"}
 TEST_SHARE = 0.33
 # Enough steps for a head to fit a few dozen labels (the Fast recipe's 20 epochs are one step each on 10 images).
-HEAD = Recipe(mode="fast", epochs=100, lr=3e-3)
+HEAD = Recipe(mode="fast", epochs=100, lr=3e-3).adapted(random_weights=False)
 
 
 def choose(strategy: str, probabilities: np.ndarray, features: np.ndarray, count: int,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cardinal.engine.cli.terminal import printable
+from cardinal.engine.intervals import wilson_interval
 
 if TYPE_CHECKING:
     from cardinal.engine.inference.evaluation import Evaluation
@@ -14,7 +15,9 @@ def evaluation_text(evaluation: Evaluation) -> str:
     """The evaluation's numbers as text for the terminal (names escaped: they come from folders and files)."""
     names = [printable(name) for name in evaluation.class_names]
     width = max(len(name) for name in [*names, "class"])
-    lines = [f"accuracy {evaluation.accuracy:.2%} on {int(evaluation.confusion.sum())} images", ""]
+    images = int(evaluation.confusion.sum())
+    interval = wilson_interval(int(evaluation.confusion.trace()), images)
+    lines = [f"accuracy {evaluation.accuracy:.2%} on {images} images (95% CI {interval.range_text()})", ""]
     lines.append(f"{'class':<{width}}  precision  recall     f1  images")
     for name, metrics in zip(names, evaluation.per_class, strict=True):
         lines.append(f"{name:<{width}}  {metrics.precision:9.3f}  {metrics.recall:6.3f}  "

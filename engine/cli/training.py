@@ -21,29 +21,42 @@ from cardinal.engine.progress import CancelToken, run_to_end
 def add_training_parsers(commands, models, default_model: str, precisions) -> None:
     """The `train` and `evaluate` sub-commands, their choices taken from the engine's own lists."""
     from cardinal.engine.cli.common import positive
-    from cardinal.engine.training.recipe import AUGMENTATIONS, MODES, OPTIMIZERS, TRAINABLE_FROM, Recipe
+    from cardinal.engine.training.recipe import AUGMENTATIONS, MODE_CHOICES, OPTIMIZERS, TRAINABLE_FROM, Recipe
 
     defaults = Recipe()
     train = commands.add_parser("train", help="fine-tune on a folder with one sub-folder per class")
-    train.add_argument("folder", type=Path, metavar="FOLDER", help="one sub-folder per class (or train/ + val/)")
+    train.add_argument("folder", type=Path, metavar="FOLDER",
+                       help="one sub-folder per class (or train/ with val/ and/or test/ splits)")
     train.add_argument("--out", type=Path, required=True, metavar="DIR", help="where checkpoints and models go")
-    train.add_argument("--mode", choices=MODES, default=defaults.mode,
-                       help="fast: train the head on cached features; full: fine-tune the network")
+    train.add_argument("--mode", choices=MODE_CHOICES, default=defaults.mode,
+                       help="fast: train the head on cached features; full: fine-tune the network; auto (default): "
+                            "full from random weights, fast from a trained model")
     train.add_argument("--model", choices=list(models), default=default_model, help="architecture")
     train.add_argument("--base", default="imagenet", metavar="imagenet|scratch|FILE",
                        help="start from ImageNet weights, random weights, or a saved model")
     train.add_argument("--epochs", type=positive, default=defaults.epochs)
     train.add_argument("--batch-size", type=positive, default=defaults.batch_size)
-    train.add_argument("--lr", type=float, default=None, help="learning rate (default depends on mode)")
+    train.add_argument("--lr", type=_auto_or_number, default=defaults.lr, metavar="auto|RATE",
+                       help="learning rate; auto (default): chosen by a short range test on your images")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
-    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    train.add_argument("--weight-decay", type=_auto_or_number, default=defaults.weight_decay, metavar="auto|DECAY",
+                       help="auto (default): 0.05 for adamw, 1e-4 for sgd")
     train.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
     train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     train.add_argument("--augment", choices=AUGMENTATIONS, default=defaults.augmentation)
     train.add_argument("--class-weighted", action="store_true", help="weight the loss against class imbalance")
     train.add_argument("--train-from", choices=TRAINABLE_FROM, default=defaults.trainable_from,
                        help="full mode: fine-tune from this stage on (earlier stages stay frozen)")
-    train.add_argument("--patience", type=int, default=defaults.patience, help="early stopping; 0 turns it off")
+    train.add_argument("--freeze-epochs", type=_auto_or_whole, default=defaults.freeze_epochs, metavar="auto|N",
+                       help="full mode: epochs that train the new head alone first; auto: 1 from a trained model, "
+                            "0 from random weights")
+    train.add_argument("--early-lr-factor", type=_auto_or_number, default=defaults.early_lr_factor,
+                       metavar="auto|F", help="full mode: the first stage's learning rate as a share of the head's "
+                                              "(rates in between fall geometrically); auto: 0.01 from a trained "
+                                              "model, 1 from random weights")
+    train.add_argument("--patience", type=_patience, default=defaults.patience, metavar="auto|N",
+                       help="stop after N epochs without a better validation loss; 0 turns it off; auto "
+                            "(default): a third of the epochs, at least 5")
     train.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
     train.add_argument("--image-size", type=int, default=None, metavar="PX",
                        help="train at this crop size, e.g. 128 for icons, tiles or small scans: several times "
@@ -59,7 +72,8 @@ def add_training_parsers(commands, models, default_model: str, precisions) -> No
     evaluate = commands.add_parser("evaluate", help="accuracy, per-class metrics and mistakes on a labelled folder")
     evaluate.add_argument("model", type=Path, metavar="MODEL",
                           help="a model saved by Cardinal (.safetensors), or a training run's folder (its best model)")
-    evaluate.add_argument("folder", type=Path, metavar="FOLDER", help="one sub-folder per class (or train/ + val/)")
+    evaluate.add_argument("folder", type=Path, metavar="FOLDER",
+                          help="one sub-folder per class; a folder with a test/ (or val/) split is measured on it")
     evaluate.add_argument("--report", type=Path, metavar="DIR",
                           help="also write report.html here: metrics, confusion matrix, worst mistakes with Grad-CAM")
     evaluate.add_argument("--device", default="auto")
@@ -75,11 +89,40 @@ def _recipe(args: argparse.Namespace):
                       lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                       label_smoothing=args.label_smoothing, augmentation=args.augment,
                       class_weighted=args.class_weighted, trainable_from=args.train_from,
-                      patience=None if args.patience == 0 else args.patience, precision=args.precision,
+                      freeze_epochs=args.freeze_epochs, early_lr_factor=args.early_lr_factor,
+                      patience=args.patience, precision=args.precision,
                       seed=args.seed, val_fraction=args.val_fraction, num_workers=args.workers,
                       image_size=args.image_size)
     except TrainingError as error:
         raise UsageError(str(error)) from None
+
+
+def _auto_or_number(text: str) -> float | None:
+    """argparse type: 'auto' (None: the recipe decides) or a number."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number, got '{text}'") from None
+
+
+def _auto_or_whole(text: str) -> int | None:
+    """argparse type: 'auto' (None: the recipe decides) or a whole number."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number, got '{text}'") from None
+
+
+def _patience(text: str) -> int | str | None:
+    """argparse type for --patience: 'auto', 0 (never stop early) or a number of epochs."""
+    from cardinal.engine.training.recipe import AUTO
+
+    value = _auto_or_whole(text)
+    return AUTO if value is None else (None if value == 0 else value)
 
 
 def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -120,7 +163,7 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
 
     def scan_and_report():
         if args.resume:
-            _check_resume_early(args)
+            _check_resume_early(args, recipe)
         report = _scan(args.folder, chatter, token)
         _print_report(report, out)
         return report
@@ -141,8 +184,8 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
             show.close()
     if team is not None and not team.is_main:  # rank 0 reports and evaluates for the team
         return EXIT_INTERRUPTED if result.stopped is StopReason.CANCELLED else EXIT_OK
-    out.write(f"Training {result.stopped.sentence} after {result.epochs_run} epochs; best validation accuracy "
-              f"{result.best_val_accuracy:.2%} (epoch {result.best_epoch})\n")
+    out.write(f"Training {result.stopped.sentence} after {result.epochs_run} epochs; best epoch {result.best_epoch} "
+              f"(lowest validation loss) with validation accuracy {result.best_val_interval.describe()}\n")
     out.write(f"saved {printable(result.paths.best)} (best) and {printable(result.paths.last)} "
               f"(last); history in {printable(result.paths.history)}\n")
     if result.stopped is StopReason.CANCELLED:
@@ -163,13 +206,15 @@ class _Discard(io.TextIOBase):
         return len(text)
 
 
-def _check_resume_early(args: argparse.Namespace) -> None:
-    """Before any scan: the checkpoint is Cardinal's and fits the chosen mode and model."""
+def _check_resume_early(args: argparse.Namespace, recipe) -> None:
+    """Before any scan: the checkpoint is Cardinal's, undamaged, and fits the chosen model and recipe."""
     from cardinal.engine.runs.state import check_resumable, load_run_state
 
     state = load_run_state(Path(args.out))
-    check_resumable(state, mode=args.mode, architecture=args.model if args.base in ("imagenet", "scratch") else None,
-                    image_size=args.image_size)
+    # The checkpoint records the recipe as the run adapted it to its start; compare like with like.
+    adapted = recipe.adapted(random_weights=args.base == "scratch")
+    check_resumable(state, recipe=adapted.to_dict(),
+                    architecture=args.model if args.base in ("imagenet", "scratch") else None)
 
 
 class _TrainingPrinter:
@@ -194,19 +239,35 @@ class _TrainingPrinter:
 
     def __call__(self, event) -> None:
         from cardinal.engine.reports.report import ReportProgress
-        from cardinal.engine.training.events import BatchEnd, EpochEnd, FeatureProgress, Notice
+        from cardinal.engine.training.events import (
+            BatchEnd,
+            EpochEnd,
+            FeatureProgress,
+            LRFinderStep,
+            LRFound,
+            Notice,
+            RecipeChosen,
+        )
 
-        if isinstance(event, FeatureProgress):
+        if isinstance(event, RecipeChosen):
+            self.out.write(f"{event.said}\n")
+        elif isinstance(event, FeatureProgress):
             advance(self._bar("Computing features", event.total, "img"), event.done)
+        elif isinstance(event, LRFinderStep):
+            advance(self._bar("Finding the learning rate", event.steps, "step"), event.step, event.steps)
+        elif isinstance(event, LRFound):
+            self.close()
+            self.out.write(f"{event.finding.describe()} (the curve is in lr_find.csv and the report)\n")
         elif isinstance(event, BatchEnd):
             advance(self._bar(f"Epoch {event.epoch}", event.batches, "batch"), event.batch, event.batches)
         elif isinstance(event, ReportProgress):
             advance(self._bar(event.stage.capitalize(), event.total, "img"), event.done)
         elif isinstance(event, EpochEnd):
             self.close()
+            interval = f" ({event.val_interval.range_text()})" if event.val_images else ""
             self.out.write(f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f} "
                            f"acc {event.train_accuracy:.2%} | val loss {event.val_loss:.4f} "
-                           f"acc {event.val_accuracy:.2%} | {event.images_per_second:.1f} img/s"
+                           f"acc {event.val_accuracy:.2%}{interval} | {event.images_per_second:.1f} img/s"
                            f"{'  *best' if event.improved else ''}\n")
             self.out.flush()
         elif isinstance(event, Notice):
@@ -222,10 +283,16 @@ def _scan(folder: Path, err: TextIO, cancel: CancelToken):
 
 
 def _print_report(report, out: TextIO) -> None:
-    out.write(f"{printable(report.root)}: {len(report.class_names)} classes\n")
-    val_counts = report.counts("val") if report.val is not None else None
+    splits = ""
+    if report.layout is not None:
+        named = [folder.name + "/" for folder in (report.layout.train, report.layout.val, report.layout.test)
+                 if folder is not None]
+        splits = f" (split into {', '.join(named)})"
+    out.write(f"{printable(report.root)}: {len(report.class_names)} classes{printable(splits)}\n")
+    extra_counts = [(label, report.counts(split)) for split, label in (("val", "validation"), ("test", "test"))
+                    if getattr(report, split) is not None]
     for name, count in report.counts().items():
-        extra = f" (+{val_counts[name]} validation)" if val_counts is not None else ""
+        extra = "".join(f" (+{counts[name]} {label})" for label, counts in extra_counts)
         out.write(f"  {printable(name)}: {count} images{extra}\n")
     for path, reason in report.unreadable:
         out.write(f"  skipped {printable(path)}: {printable(reason)}\n")
@@ -263,11 +330,14 @@ def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 f"{len(model.class_names)} classes are: {short_list(model.class_names)}"
             )
         remap = [model.class_names.index(name) for name in report.class_names]
-        own_split = report.val is not None
-        samples = [(path, remap[label]) for path, label in (report.val if own_split else report.train)]
-        for path, reason in report.unreadable:
+        split, held_out = report.held_out()
+        own_split = split != "all"
+        samples = [(path, remap[label]) for path, label in held_out]
+        unreadable = report.unreadable_in(split)
+        for path, reason in unreadable:
             err.write(f"error: {printable(path)}: {printable(reason)}\n")
-        evaluated = (f"the {len(samples)} images of the validation folder of {report.root}" if own_split
+        split_name = {"test": "test", "val": "validation"}.get(split)
+        evaluated = (f"the {len(samples)} images of the {split_name} folder of {report.root}" if own_split
                      else f"all {len(samples)} images of {report.root}")
         if _trained_on(model, args.folder) and not own_split:
             caveat = "the folder this model was trained on; most of its images were seen in training, so these " \
@@ -276,7 +346,7 @@ def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             evaluated += f", {caveat}"  # the report says it too
         code = _evaluate_and_print(model, samples, args.device, args.precision, out, err, token,
                                    report_dir=args.report, dataset=report, run_folder=run_folder, evaluated=evaluated)
-    return EXIT_SOME_FAILED if report.unreadable else code
+    return EXIT_SOME_FAILED if unreadable else code
 
 
 def _model_file(path: Path) -> tuple[Path, Path | None]:

@@ -1,4 +1,5 @@
-"""Datasets from a folder of class sub-folders: scan and check, split, and torch datasets over them."""
+"""Datasets from a folder of class sub-folders (or of train/, val/ and test/ splits that hold them): scan and
+check, split, and torch datasets over them."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cardinal.engine.data.class_folders import is_class_folder
 from cardinal.engine.data.images import IMAGE_SUFFIXES, load_image, open_image_file, walk_files
+from cardinal.engine.data.layout import Layout, detect_layout, nested_classes_note, sub_folders
 from cardinal.engine.durable import sha256_of
 from cardinal.engine.errors import DatasetError, ImageLoadError
 from cardinal.engine.progress import CancelToken
@@ -17,7 +18,6 @@ from cardinal.engine.progress import CancelToken
 MIN_IMAGES_PER_CLASS = 5
 IMBALANCE_WARNING = 10.0
 MIN_VAL_IMAGES = 20
-SPLIT_NAMES = (("train", "val"), ("train", "validation"), ("train", "valid"))
 
 
 Sample = tuple[Path, int]
@@ -39,29 +39,44 @@ class DatasetScan:
     root: Path
     class_names: tuple[str, ...]
     train: tuple[Sample, ...]
-    val: tuple[Sample, ...] | None  # the folder's own split, if it has one
+    val: tuple[Sample, ...] | None  # the folder's own validation split, if it has one
     unreadable: tuple[tuple[Path, str], ...]
     problems: tuple[str, ...]  # what blocks training, in words
     warnings: tuple[str, ...]
     duplicates: tuple[tuple[Path, Path], ...] = field(default=())
+    test: tuple[Sample, ...] | None = None  # the folder's own test split (never trained on), if it has one
+    layout: Layout | None = None  # where the splits are (None: a folder of classes)
+
+    def held_out(self) -> tuple[str, tuple[Sample, ...]]:
+        """What to measure a model on, and its name: the test split, else the validation split, else every image
+        ('all')."""
+        if self.test is not None:
+            return "test", self.test
+        if self.val is not None:
+            return "val", self.val
+        return "all", self.train
+
+    def unreadable_in(self, split: str) -> tuple[tuple[Path, str], ...]:
+        """The unreadable files of one split ('train', 'val', 'test' or 'all')."""
+        if split == "all" or self.layout is None:
+            return self.unreadable
+        folder = {"train": self.layout.train, "val": self.layout.val, "test": self.layout.test}[split]
+        return tuple((path, reason) for path, reason in self.unreadable
+                     if folder is not None and path.is_relative_to(folder))
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def counts(self, split: str = "train") -> dict[str, int]:
-        """Readable images per class in a split ('train' or 'val')."""
-        samples = self.train if split == "train" else (self.val or ())
+        """Readable images per class in a split ('train', 'val' or 'test')."""
+        samples = {"train": self.train, "val": self.val, "test": self.test}[split] or ()
         counter = Counter(label for _, label in samples)
         return {name: counter.get(index, 0) for index, name in enumerate(self.class_names)}
 
     def raise_for_problems(self) -> None:
         if self.problems:
             raise DatasetError(f"{self.root} cannot be used for training:\n- " + "\n- ".join(self.problems))
-
-
-def _class_folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if is_class_folder(p))  # hidden folders and _excluded/ are not classes
 
 
 def _files(folder: Path, cancel: CancelToken | None) -> list[Path]:
@@ -72,14 +87,6 @@ def _files(folder: Path, cancel: CancelToken | None) -> list[Path]:
             cancel.raise_if_cancelled("the scan")
         found.append(path)
     return found
-
-
-def detect_layout(root: Path) -> tuple[Path, Path | None]:
-    """The train folder and, when the folder is already split (train/ + val/), the validation folder."""
-    for train_name, val_name in SPLIT_NAMES:
-        if (root / train_name).is_dir() and (root / val_name).is_dir():
-            return root / train_name, root / val_name
-    return root, None
 
 
 def scan_dataset(
@@ -96,8 +103,9 @@ def scan_dataset(
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder; choose a folder with one sub-folder per class")
-    train_dir, val_dir = detect_layout(root)
-    class_dirs = _class_folders(train_dir)
+    layout = detect_layout(root)
+    train_dir = layout.train
+    class_dirs = sub_folders(train_dir)
     class_names = tuple(d.name for d in class_dirs)
     errors: list[str] = []
     warnings: list[str] = []
@@ -106,23 +114,25 @@ def scan_dataset(
             f"{train_dir} has {len(class_dirs)} class sub-folder(s); put each class's images in its own "
             "sub-folder (e.g. cats/, dogs/), at least two classes"
         )
+    nested_problem, nested_warning = nested_classes_note(class_dirs)
+    errors += [nested_problem] if nested_problem else []
+    warnings += [nested_warning] if nested_warning else []
+    if layout.ignored:
+        names = ", ".join(f"{folder.name}/" for folder in layout.ignored)
+        warnings.append(f"{names} beside {train_dir.name}/ {'is' if len(layout.ignored) == 1 else 'are'} not a "
+                        "split (train, val, test) and will not be used")
     jobs: list[tuple[str, Path, int]] = []
     for index, folder in enumerate(class_dirs):
         jobs += [("train", path, index) for path in _files(folder, cancel)]
-    if val_dir is not None:
-        val_classes = {d.name: d for d in _class_folders(val_dir)}
-        for name in sorted(set(val_classes) - set(class_names)):
-            errors.append(f"class '{name}' is in {val_dir.name}/ but not in {train_dir.name}/")
-        for index, name in enumerate(class_names):
-            if name in val_classes:
-                jobs += [("val", path, index) for path in _files(val_classes[name], cancel)]
-            else:
-                warnings.append(f"class '{name}' has no {val_dir.name}/ folder: it will not be validated")
+    for split, split_dir in (("val", layout.val), ("test", layout.test)):
+        if split_dir is not None:
+            jobs += _split_jobs(split, split_dir, train_dir, class_names, errors, warnings, cancel)
 
-    samples: dict[str, list[Sample]] = {"train": [], "val": []}
+    samples: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
     failures: list[tuple[Path, str]] = []
-    digests: dict[str, tuple[Path, int]] = {}
+    digests: dict[str, tuple[Path, int, str]] = {}
     duplicates: list[tuple[Path, Path]] = []
+    leaked: list[tuple[Path, Path]] = []  # a test image identical to a training one
     for done, (split, path, label) in enumerate(jobs, start=1):
         if cancel is not None:
             cancel.raise_if_cancelled("the scan")
@@ -131,7 +141,9 @@ def scan_dataset(
             seen = digests.get(digest)
             if seen is not None and seen[1] != label:
                 duplicates.append((seen[0], path))
-            digests.setdefault(digest, (path, label))
+            elif seen is not None and {seen[2], split} == {"train", "test"}:
+                leaked.append((seen[0], path))
+            digests.setdefault(digest, (path, label, split))
             samples[split].append((path, label))
         else:
             failures.append((path, reason))
@@ -152,7 +164,7 @@ def scan_dataset(
             f"classes are imbalanced {max(present)}:{min(present)} ('{largest}' vs '{smallest}'); "
             "consider the class-weighted loss or adding images to small classes"
         )
-    val_size = len(samples["val"]) if val_dir is not None else _expected_val_size(train_counts, val_fraction)
+    val_size = len(samples["val"]) if layout.val is not None else _expected_val_size(train_counts, val_fraction)
     if val_size < MIN_VAL_IMAGES:
         warnings.append(
             f"the validation set has only {val_size} images: its accuracy will be a rough estimate "
@@ -162,18 +174,45 @@ def scan_dataset(
         shown = "; ".join(f"{a.parent.name}/{a.name} = {b.parent.name}/{b.name}" for a, b in duplicates[:3])
         more = f" and {len(duplicates) - 3} more" if len(duplicates) > 3 else ""
         warnings.append(f"{len(duplicates)} identical file(s) appear in different classes: {shown}{more}")
+    if leaked:
+        first_train, first_test = leaked[0]
+        warnings.append(f"{len(leaked)} test image(s) are identical to training images (e.g. {first_test.name} = "
+                        f"{first_train.parent.name}/{first_train.name}): test accuracy will be optimistic")
     if failures:
         warnings.append(f"{len(failures)} file(s) cannot be read and will be skipped (listed with reasons)")
     return DatasetScan(
         root=root,
         class_names=class_names,
         train=tuple(samples["train"]),
-        val=tuple(samples["val"]) if val_dir is not None else None,
+        val=tuple(samples["val"]) if layout.val is not None else None,
         unreadable=tuple(failures),
         problems=tuple(errors),
         warnings=tuple(warnings),
         duplicates=tuple(duplicates),
+        test=tuple(samples["test"]) if layout.test is not None else None,
+        layout=layout if layout.split else None,
     )
+
+
+def _split_jobs(split: str, split_dir: Path, train_dir: Path, class_names: tuple[str, ...], errors: list[str],
+                warnings: list[str], cancel: CancelToken | None) -> list[tuple[str, Path, int]]:
+    """The files of a validation or test folder, labelled by the training classes; a class the training folder
+    lacks is a problem in val/ (it could not be validated) and a warning in test/ (its images are not used)."""
+    classes = {d.name: d for d in sub_folders(split_dir)}
+    for name in sorted(set(classes) - set(class_names)):
+        message = f"class '{name}' is in {split_dir.name}/ but not in {train_dir.name}/"
+        if split == "val":
+            errors.append(message)
+        else:
+            warnings.append(f"{message}: its images are not used")
+    jobs: list[tuple[str, Path, int]] = []
+    for index, name in enumerate(class_names):
+        if name in classes:
+            jobs += [(split, path, index) for path in _files(classes[name], cancel)]
+        else:
+            verb = "validated" if split == "val" else "tested"
+            warnings.append(f"class '{name}' has no {split_dir.name}/ folder: it will not be {verb}")
+    return jobs
 
 
 def _check_file(path: Path) -> tuple[str | None, str | None]:

@@ -9,6 +9,7 @@ for parity with Cardinal's classifier, and only then renamed into place; a failu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime as _dt
@@ -132,6 +133,7 @@ def check_target(export_format: ExportFormat, path: str | Path, *, force: bool =
     path = Path(path)
     if path.suffix.lower() != export_format.suffix:
         raise ExportError(f"{path}: an {export_format.title} export's file name must end in {export_format.suffix}")
+    _refuse_folders(_paths_of(path))
     if force:
         return
     taken = [candidate for candidate in _paths_of(path) if candidate.exists()]
@@ -142,6 +144,12 @@ def check_target(export_format: ExportFormat, path: str | Path, *, force: bool =
 
 def _paths_of(path: Path) -> tuple[Path, ...]:
     return path, Path(f"{path}.data"), description_path(path)
+
+
+def _refuse_folders(paths: tuple[Path, ...]) -> None:
+    folder = next((candidate for candidate in paths if candidate.is_dir()), None)
+    if folder is not None:  # --force replaces files, never a folder and what is in it
+        raise ExportError(f"{folder} is a folder, not a file; nothing was changed. Choose a file name (--out).")
 
 
 def export_model(
@@ -228,17 +236,36 @@ def _publish(workspace: Path, path: Path, export_format: ExportFormat, model: Lo
     sidecar.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
     for item in (*(workspace / name for name in hashes), sidecar):
         flush_to_disk(item)  # a rename must never publish a file whose bytes are still only in memory
-    written = []
-    for name in hashes:
-        if name != path.name:
-            os.replace(workspace / name, path.parent / name)
-            written.append(path.parent / name)
-    os.replace(sidecar, description_path(path))
-    os.replace(staged, path)
-    if weights.name not in hashes:  # a replaced export's weights file would now describe nothing
-        (path.parent / weights.name).unlink(missing_ok=True)
+    written = [path.parent / name for name in hashes if name != path.name]
+    moves = [(workspace / item.name, item) for item in written] + [(sidecar, description_path(path)), (staged, path)]
+    # A replaced export's weights file would describe nothing once the new export is in place: it goes too.
+    _replace_all(workspace, moves, _paths_of(path))
     fsync_folder(path.parent)
     return ExportResult(path, description_path(path), export_format.name, (path, *written), hashes[path.name], report)
+
+
+def _replace_all(workspace: Path, moves: list[tuple[Path, Path]], replaced: tuple[Path, ...]) -> None:
+    """Rename the new files into place, all or none: the files they replace are first set aside in the
+    workspace (removed with it once all is in place), and put back if any rename fails."""
+    _refuse_folders(replaced)
+    aside: list[tuple[Path, Path]] = []
+    try:
+        for index, target in enumerate(replaced):
+            if os.path.lexists(target):
+                os.replace(target, workspace / f".previous-{index}")
+                aside.append((workspace / f".previous-{index}", target))
+        for source, target in moves:
+            os.replace(source, target)
+    except OSError:
+        kept = {target for _, target in aside}
+        for _, target in moves:
+            if target not in kept:
+                with contextlib.suppress(OSError):
+                    target.unlink(missing_ok=True)
+        for previous, target in aside:
+            with contextlib.suppress(OSError):
+                os.replace(previous, target)
+        raise
 
 
 def describe(model: LoadedModel, export_format: ExportFormat, details: dict[str, Any], report: ParityReport,

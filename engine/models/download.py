@@ -1,45 +1,52 @@
 """Find pretrained weights on this computer or download them: progress, cancel, size bound, hash, mirror.
 
-A download goes through a temp file beside its destination and is renamed only once complete and verified,
-so an interrupted, oversized or corrupt download leaves nothing behind. Integrity is checked against the
-sha256 prefix in the file's name (torchvision's and torch hub's convention) or, for files whose name carries
-none (timm's on the Hugging Face hub), against the sha256 the host reports before the download
-(`X-Linked-Etag`, the hub's header for the file's Git LFS sha256); a host that reports none is refused.
+A download is written with `atomic_write` (a temp file beside its destination, renamed only once complete
+and verified), so an interrupted, oversized or corrupt download leaves nothing behind, nor does SIGTERM; the
+temp file of one killed outright (kill -9, a power cut) is removed by a later download once no process holds
+it. Integrity is checked against the sha256 prefix in the file's name (torchvision's and torch hub's
+convention) or, for files whose name carries none (timm's on the Hugging Face hub), against the sha256 the
+host reports before the download (`X-Linked-Etag`, the hub's header for the file's Git LFS sha256); a host
+that reports none is refused. How the bytes travel (http(s) or a folder, redirects, stalls, cancel) is
+`engine.models.transfer`'s part.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import http.client
+import contextlib
 import os
 import re
+import signal
 import sys
-import tempfile
-import urllib.error
+import threading
+import time
 import urllib.parse
-import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO
 
 import torch
 
-from cardinal.engine.errors import WeightsError, WeightsUnavailable
+from cardinal.engine.durable import atomic_write
+from cardinal.engine.errors import Cancelled, CheckpointError, WeightsError, WeightsUnavailable
 from cardinal.engine.models.catalog import HASH_IN_NAME
+from cardinal.engine.models.transfer import SCHEMES, Progress, Transfer, announced_sha256, mb, receive
 from cardinal.engine.progress import CancelToken
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
 MIRROR_ENV = "CARDINAL_WEIGHTS_MIRROR"
-# torchvision names its files "<name>-<first hex digits of sha256>.pth", as torch.hub expects.
-_CHUNK = 1 << 20
 # Without a known size a download still stops here (above any ResNeXt file), so a mirror cannot fill the disk.
 MAX_DOWNLOAD_BYTES = 4 << 30
-
-Progress = Callable[[int, int | None], None]
 # The Hugging Face hub's header holding a Git LFS file's sha256 (huggingface_hub reads the same one).
 SHA256_HEADER = "X-Linked-Etag"
 _SHA256 = re.compile(r"[a-f0-9]{64}")
+# The temp files of downloads: atomic_write's, and mkstemp's of earlier versions. One untouched this long and
+# held by no process (each download locks its own) was left by a download that was killed.
+_TEMP_NAME = re.compile(r"\..+\.(?:[0-9a-f]{8}\.tmp|[a-z0-9_]{8}\.part)")
+_STALE_AFTER_S = 60.0 if fcntl is not None else 24 * 3600.0  # without locks, only age tells
 
 
 def _name(url: str, filename: str | None) -> str:
@@ -106,10 +113,11 @@ def resolve_pretrained(
     `filename` names the file in the cache and on a mirror when its URL's name is not its own; a name
     without a sha256 prefix needs `sha256_header`, the response header in which the host reports the sha256.
     """
+    destination = cache_path(url, filename)
+    remove_stale_downloads(destination.parent)
     local = find_local(url, filename)
     if local is not None:
         return local
-    destination = cache_path(url, filename)
     source = mirrored_url(url, mirror, filename)
     if not allow_download:
         raise WeightsUnavailable(source, destination, "downloads are turned off")
@@ -129,158 +137,127 @@ def download(
     expected_size: int | None = None,
     sha256_header: str | None = None,
 ) -> Path:
-    """Download `url` to `destination` through a temp file, verifying the sha256 prefix in its name, or the
-    sha256 the server reports in `sha256_header` (asked first with a HEAD request, refused without one).
+    """Download `url` (http, https or file) to `destination` through a temp file, verifying the sha256 prefix
+    in its name, or the sha256 the server reports in `sha256_header` (asked first with a HEAD request,
+    refused without one).
 
-    `progress(done_bytes, total_bytes_or_None)` is called per chunk; cancelling `cancel` raises
-    `Cancelled` at the next chunk. A server announcing more than `expected_size` (bytes, plus a small margin)
-    is refused at once, and one sending more is cut off (at `MAX_DOWNLOAD_BYTES` when no size is expected).
-    On any failure nothing is left at `destination`.
+    `progress(done_bytes, total_bytes_or_None)` is called as bytes arrive; cancelling `cancel` raises
+    `Cancelled` within a fraction of a second, and a server sending less than 64 KB in `timeout` seconds is
+    given up on. A server announcing more than `expected_size` (bytes, plus a small margin) is refused at
+    once, and one sending more is cut off (at `MAX_DOWNLOAD_BYTES` when no size is expected). On any failure,
+    and on SIGTERM, nothing is left at `destination`.
     """
     destination = Path(destination)
+    job = Transfer(url, destination, expected_size, progress, timeout, cancel, _limit(expected_size))
+    scheme = urllib.parse.urlparse(url).scheme
+    if scheme not in SCHEMES:
+        raise job.unavailable(f"Cardinal downloads only over http and https, or from a folder, not over {scheme}")
     expected = expected_hash_prefix(destination.name)
     if expected is None and sha256_header is not None:
-        expected, reported_size = announced_sha256(url, sha256_header, timeout, destination)
-        expected_size = expected_size or reported_size
-    try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
-    except OSError as error:
-        raise WeightsUnavailable(url, destination, f"cannot create {destination.parent}: {error}") from None
-    temp = Path(temp_name)
-    job = _Download(url, destination, expected_size, progress, timeout, cancel)
-    try:
+        expected, reported_size = _reported_sha256(job, sha256_header)
+        job.expected_size = expected_size or reported_size
+        job.limit = _limit(job.expected_size)
+    remove_stale_downloads(destination.parent)
+    with _unwound_by_sigterm():
         try:
-            with os.fdopen(handle, "wb") as out:
-                _stream(job, out)
-                out.flush()
-                os.fsync(out.fileno())
-        except OSError as error:
-            raise job.write_failure(error) from None
-        if job.total is not None and job.done != job.total:
-            raise job.unavailable(f"connection lost after {_mb(job.done)} of {_mb(job.total)}")
-        actual = job.digest.hexdigest()
-        if expected and not actual.startswith(expected):
-            raise WeightsError(
-                url,
-                f"downloaded file is corrupt or not the expected one (sha256 {actual[:12]}..., expected "
-                f"{expected}...); nothing was saved. Try again, or check the mirror's copy.",
-            )
-        os.replace(temp, destination)
-    finally:
-        temp.unlink(missing_ok=True)
+            atomic_write(destination, lambda out: _receive_verified(job, out, expected))
+        except CheckpointError as error:  # the cache folder cannot be written
+            raise job.unavailable(str(error)) from None
     return destination
 
 
-@dataclass
-class _Download:
-    """One download in progress: where from and to, the size it may reach, and how far it got."""
-
-    url: str
-    destination: Path
-    expected_size: int | None
-    progress: Progress | None
-    timeout: float
-    cancel: CancelToken | None
-    done: int = 0
-    total: int | None = None
-    digest: Any = field(default_factory=hashlib.sha256)
-
-    @property
-    def limit(self) -> int:
-        return MAX_DOWNLOAD_BYTES if self.expected_size is None else self.expected_size + _margin(self.expected_size)
-
-    def unavailable(self, reason: str) -> WeightsUnavailable:
-        return WeightsUnavailable(self.url, self.destination, reason)
-
-    def refuse_wrong_announcement(self) -> None:
-        """A Content-Length above the limit is refused before a byte is read (a smaller file fails the hash)."""
-        if self.total is not None and self.total > self.limit:
-            raise self.wrong_size(self.total)
-
-    def wrong_size(self, announced: int | None = None) -> WeightsUnavailable:
-        size = f"the expected {_mb(self.expected_size)}" if self.expected_size else f"the {_mb(self.limit)} limit"
-        what = f"announces {_mb(announced)}, not {size}" if announced else f"sent more than {size} and was stopped"
-        return self.unavailable(f"the server {what}; this mirror does not serve the right file")
-
-    def write_failure(self, error: OSError) -> WeightsUnavailable:
-        folder = self.destination.parent
-        if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-            needed = _mb(self.total or self.expected_size or self.done)
-            return self.unavailable(f"the disk is full: {needed} needed in {folder}; free some space and try again")
-        return self.unavailable(f"cannot write in {folder}: {error.strerror or error}")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):  # the hub reports the sha256 on its redirect, not on the CDN
-        return None
-
-
-def announced_sha256(url: str, header: str, timeout: float, destination: Path) -> tuple[str, int | None]:
-    """The sha256 (and size) the server reports for `url` in `header`, from a HEAD request that follows no
-    redirect; `WeightsUnavailable` when it cannot be asked or reports none, since nothing else could check it."""
-    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "cardinal-vision",
-                                                                   "Accept-Encoding": "identity"})
-    try:
-        with urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout) as response:
-            headers = response.headers
-    except urllib.error.HTTPError as error:
-        if not 300 <= error.code < 400:
-            raise WeightsUnavailable(url, destination, f"the server answered {error.code} {error.reason}") from None
-        headers = error.headers
-    except urllib.error.URLError as error:
-        raise WeightsUnavailable(url, destination, f"cannot reach the server: {error.reason}") from None
-    except (OSError, http.client.HTTPException) as error:
-        raise WeightsUnavailable(url, destination, f"cannot reach the server ({error})") from None
-    reported = (headers.get(header) or "").removeprefix("W/").strip('"').lower()
-    if not _SHA256.fullmatch(reported):
-        raise WeightsUnavailable(
-            url, destination,
-            f"the server does not report the file's sha256 ({header}), so its integrity cannot be checked",
+def _receive_verified(job: Transfer, out: IO[bytes], expected: str | None) -> None:
+    """The download proper, into atomic_write's temp file: raising here leaves nothing at the destination."""
+    if fcntl is not None:  # held while this process writes it: remove_stale_downloads leaves it alone
+        with contextlib.suppress(OSError):
+            fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    receive(job, out)
+    if job.total is not None and job.done != job.total:
+        raise job.unavailable(f"connection lost after {mb(job.done)} of {mb(job.total)}")
+    actual = job.digest.hexdigest()
+    if expected and not actual.startswith(expected):
+        raise WeightsError(
+            job.url,
+            f"downloaded file is corrupt or not the expected one (sha256 {actual[:12]}..., expected "
+            f"{expected}...); nothing was saved. Try again, or check the mirror's copy.",
         )
-    size = headers.get("X-Linked-Size") or ""
-    return reported, int(size) if size.isdigit() else None
 
 
-def _margin(expected_size: int) -> int:
+def _reported_sha256(job: Transfer, header: str) -> tuple[str, int | None]:
+    """The sha256 the server reports, refused when it reports none, since nothing else could check the file."""
+    value, size = announced_sha256(job, header)
+    reported = (value or "").removeprefix("W/").strip('"').lower()
+    if not _SHA256.fullmatch(reported):
+        raise job.unavailable(f"the server does not report the file's sha256 ({header}), so its integrity cannot "
+                              "be checked")
+    return reported, size
+
+
+def _limit(expected_size: int | None) -> int:
     # torchvision records sizes rounded to a thousandth of a MiB; 1% more leaves room for that and no more.
-    return max(64 << 10, expected_size // 100)
+    return MAX_DOWNLOAD_BYTES if expected_size is None else expected_size + max(64 << 10, expected_size // 100)
 
 
-def _stream(job: _Download, out) -> None:
+def remove_stale_downloads(folder: Path) -> list[Path]:
+    """Delete the temp files that killed downloads left in `folder`: those untouched for a minute that no
+    process holds (a live download, even one whose server stalled, holds a lock on its own). Returns them."""
+    removed: list[Path] = []
     try:
-        request = urllib.request.Request(job.url, headers={"User-Agent": "cardinal-vision"})
-        with urllib.request.urlopen(request, timeout=job.timeout) as response:
-            length = response.headers.get("Content-Length")
-            job.total = int(length) if length and length.isdigit() else None
-            job.refuse_wrong_announcement()
-            if job.progress:
-                job.progress(0, job.total)
-            while chunk := response.read(_CHUNK):
-                if job.cancel is not None:
-                    job.cancel.raise_if_cancelled("the download")
-                if job.done + len(chunk) > job.limit:  # stop before the disk fills, whatever the server says
-                    raise job.wrong_size()
-                try:
-                    out.write(chunk)
-                except OSError as error:
-                    raise job.write_failure(error) from None
-                job.digest.update(chunk)
-                job.done += len(chunk)
-                if job.progress:
-                    job.progress(job.done, job.total)
-    except http.client.IncompleteRead as error:
-        job.done += len(error.partial)
-        raise job.unavailable(f"connection lost after {_mb(job.done)} of {_mb(job.total)}") from None
-    except urllib.error.HTTPError as error:
-        raise job.unavailable(f"the server answered {error.code} {error.reason}") from None
-    except urllib.error.URLError as error:
-        raise job.unavailable(f"cannot reach the server: {error.reason}") from None
-    except TimeoutError:
-        raise job.unavailable(f"no answer within {job.timeout:g} s") from None
-    except (OSError, http.client.HTTPException) as error:
-        raise job.unavailable(f"connection lost after {_mb(job.done)} ({error})") from None
+        entries = [entry for entry in os.scandir(folder) if _TEMP_NAME.fullmatch(entry.name)]
+    except OSError:
+        return removed
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False) and \
+                    time.time() - entry.stat(follow_symlinks=False).st_mtime >= _STALE_AFTER_S and \
+                    _unlink_unless_held(Path(entry.path)):
+                removed.append(Path(entry.path))
+    return removed
 
 
-def _mb(size: int | None) -> str:
-    return "an unknown size" if size is None else f"{size / 1e6:.1f} MB"
+def _unlink_unless_held(path: Path) -> bool:
+    if fcntl is None:
+        path.unlink()
+        return True
+    handle = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        path.unlink()  # under our lock: no download can be writing it
+        return True
+    finally:
+        os.close(handle)
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived mid-download (internal: unwinds the download, so its temp file goes, then the process
+    ends as SIGTERM says)."""
+
+
+@contextlib.contextmanager
+def _unwound_by_sigterm() -> Iterator[None]:
+    """In the main thread, let a SIGTERM unwind the download first (removing its temp file), then deliver it
+    to whatever handled it before (by default: the process ends, as it would have)."""
+    term = getattr(signal, "SIGTERM", None)
+    if term is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(term)
+    if previous in (signal.SIG_IGN, None):  # ignored, or handled outside Python: left as it is
+        yield
+        return
+
+    def terminated(signum, frame) -> None:
+        raise _Terminated
+
+    signal.signal(term, terminated)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(term, previous)
+        signal.raise_signal(term)
+        raise Cancelled("the download was stopped (SIGTERM)") from None
+    finally:
+        signal.signal(term, previous)

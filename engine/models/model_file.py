@@ -25,6 +25,9 @@ SIDECAR_KEY = "cardinal"
 FORMAT_VERSION = 1
 # A description of even 100,000 classes is a few MB; a bigger `.json` beside the weights is someone else's.
 _SIDECAR_LIMIT = 32 << 20
+# Cardinal's descriptions nest three deep; anything far deeper is crafted, and would exhaust the stack of
+# whatever walks it later (copying, printing, re-saving) if not of the parser.
+_MAX_NESTING = 32
 
 
 def sidecar_path(weights_path: str | Path) -> Path:
@@ -66,9 +69,11 @@ def read_model_sidecar(path: str | Path) -> dict[str, Any] | None:
     if text is None:
         return _cardinal_sidecar(sidecar_path(path))
     try:
-        document = json.loads(text)
+        document = parse_json(text)
     except json.JSONDecodeError as error:
         raise WeightsError(path, f"model description is not valid JSON ({error})") from None
+    except ValueError as error:
+        raise WeightsError(path, f"model description {error}; the file was edited or damaged") from None
     if not isinstance(document, dict):
         raise WeightsError(path, "model description is not a JSON object")
     return document
@@ -92,12 +97,38 @@ def whole_number(value: object, name: str, low: int, high: int) -> int:
     return value
 
 
+def parse_json(text: str | bytes) -> Any:
+    """`json.loads`, refusing (ValueError) a document nested deeper than any description Cardinal writes."""
+    try:
+        document = json.loads(text)
+    except RecursionError:
+        document = None
+    else:
+        if _nesting_within(document, _MAX_NESTING):
+            return document
+    raise ValueError(f"is nested too deeply (more than {_MAX_NESTING} levels)")
+
+
+def _nesting_within(document: Any, limit: int) -> bool:
+    # A loop, not recursion: the point is not to exhaust the stack on what is checked.
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return False
+        pending.extend((child, depth + 1) for child in children)
+    return True
+
+
 def _cardinal_sidecar(sidecar: Path) -> dict[str, Any] | None:
     try:
         if sidecar.stat().st_size > _SIDECAR_LIMIT:
             return None
-        document = json.loads(sidecar.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        document = parse_json(sidecar.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):  # JSONDecodeError is a ValueError
         return None
     if isinstance(document, dict) and document.get("format") == "cardinal-model":
         return document

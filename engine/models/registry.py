@@ -33,7 +33,13 @@ from cardinal.engine.models.model_file import (
     save_model_files,
 )
 from cardinal.engine.models.timm_builders import timm_preprocess
-from cardinal.engine.models.weights import apply_state_dict, read_state_dict, state_dict_mismatches
+from cardinal.engine.models.weights import (
+    apply_state_dict,
+    numbers_in,
+    read_state_dict,
+    size_limit,
+    state_dict_mismatches,
+)
 from cardinal.engine.progress import CancelToken
 
 __all__ = ["Architecture", "TimmArchitecture", "MODELS", "LoadedModel", "ModelSpec", "get_spec", "load_model_file",
@@ -121,6 +127,7 @@ class LoadedModel:
     preprocess: ImageClassification
     source: str
     description: dict[str, Any] = field(default_factory=dict)
+    random_weights: bool = False  # freshly initialised: nothing learnt yet (training from it starts from scratch)
 
     @property
     def num_classes(self) -> int:
@@ -155,6 +162,7 @@ def random_model(
         class_names=names,
         preprocess=preprocess,
         source="random initialisation",
+        random_weights=True,
     )
 
 
@@ -183,7 +191,7 @@ def load_pretrained(
         sha256_header=None if entry.hash_in_name else SHA256_HEADER,
     )
     network = _empty(spec.build, len(spec.class_names))
-    apply_state_dict(network, read_state_dict(path), path)
+    apply_state_dict(network, read_state_dict(path, limit=size_limit(numbers_in(network))), path)
     return LoadedModel(
         network=network.eval(),
         name=spec.name,
@@ -234,6 +242,9 @@ def _from_description(path: Path, description: dict[str, Any]) -> LoadedModel:
         class_names = _class_names(description["class_names"])
         preprocess = preprocess_from_dict(description["preprocessing"])
         name = str(description.get("name") or description.get("base_model") or "custom")
+        for key in ("metrics", "recipe", "provenance"):  # what reports and exports read from a description
+            if not isinstance(description.get(key, {}), dict):
+                raise ValueError(f"{key} must be an object, not {type(description[key]).__name__}")
     except (KeyError, TypeError, AttributeError) as error:
         raise _invalid(path, f"is incomplete or invalid (missing or wrong {error})") from None
     except ValueError as error:

@@ -1,7 +1,9 @@
 """Read weights files safely and apply them to a network (downloading lives in `engine.models.download`).
 
 Nothing here ever unpickles arbitrary objects: `.pth`/`.pt` files load with `weights_only=True` and a
-file that needs more is refused.
+file that needs more is refused. A `.pth` is a zip archive: what its members would unpack to is checked
+against what the model can need before torch inflates anything, so a zip bomb is refused unopened.
+Floating-point tensors of any width (F16, BF16, F64, F8) are read as F32, the type every network computes in.
 """
 
 from __future__ import annotations
@@ -18,16 +20,40 @@ from pathlib import Path
 import torch
 
 from cardinal.engine.errors import WeightsError
+from cardinal.engine.models.catalog import CATALOG
 
 # Callables a torch.save file legitimately names; any other would run when the file is unpickled.
 _SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode")
 _SCAN_LIMIT = 64 << 20
+# F64, the widest floating type a weights file may hold, takes 8 bytes a number; the pickle, the buffers and
+# the archive's padding take a little more.
+_BYTES_PER_NUMBER = 8
+_ROOM = 64 << 20
+# Deflate shrinks trained weights by a few percent; an archive unpacking to many times its packed size holds
+# something else (zeros, repeated to fill the memory).
+_MAX_INFLATION = 20
 
 StateDict = dict[str, torch.Tensor]
 
 
-def read_state_dict(path: str | Path) -> StateDict:
-    """Read tensors from a `.safetensors` or `.pth`/`.pt` file, refusing anything that needs unpickling."""
+def size_limit(numbers: int, copies: int = 1) -> int:
+    """The most bytes a torch file holding `copies` copies of a model's `numbers` numbers can unpack to."""
+    return copies * numbers * _BYTES_PER_NUMBER + _ROOM
+
+
+def numbers_in(module: torch.nn.Module) -> int:
+    """How many numbers `module`'s weights and buffers hold (on the meta device too: nothing is allocated)."""
+    return sum(tensor.numel() for tensor in module.state_dict().values())
+
+
+# A bare weights file is one of the registry's models: the largest bounds what any of them can need.
+ANY_MODEL_NUMBERS = max(entry.params for entry in CATALOG.values())
+ANY_MODEL_LIMIT = size_limit(ANY_MODEL_NUMBERS)
+
+
+def read_state_dict(path: str | Path, *, limit: int = ANY_MODEL_LIMIT) -> StateDict:
+    """Read tensors from a `.safetensors` or `.pth`/`.pt` file (one unpacking to at most `limit` bytes),
+    refusing anything that needs unpickling; floating-point tensors come back as F32."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(path, "file not found")
@@ -35,12 +61,17 @@ def read_state_dict(path: str | Path) -> StateDict:
     if suffix == ".safetensors":
         raw = _read_safetensors(path)
     elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        raw = read_torch_file(path)
+        raw = read_torch_file(path, limit=limit)
     else:
         raise WeightsError(path, "unknown weights format; Cardinal opens .safetensors, .pth and .pt files")
-    state_dict = _unwrap(raw, path)
+    state_dict = {key: _as_f32(tensor) for key, tensor in _unwrap(raw, path).items()}
     check_finite(state_dict, path)
     return state_dict
+
+
+def _as_f32(tensor: torch.Tensor) -> torch.Tensor:
+    # F64 values beyond F32's range become infinite here, and check_finite refuses them.
+    return tensor.float() if tensor.is_floating_point() and tensor.dtype != torch.float32 else tensor
 
 
 def _read_safetensors(path: Path) -> Mapping[str, object]:
@@ -53,8 +84,10 @@ def _read_safetensors(path: Path) -> Mapping[str, object]:
         raise WeightsError(path, f"not a valid safetensors file, or damaged ({error})") from None
 
 
-def read_torch_file(path: Path) -> object:
-    """What a `torch.save` file holds, loaded without running code; `WeightsError` says why it is refused."""
+def read_torch_file(path: Path, *, limit: int = ANY_MODEL_LIMIT) -> object:
+    """What a `torch.save` file holds, loaded without running code and only if its archive unpacks to at most
+    `limit` bytes; `WeightsError` says why it is refused."""
+    refuse_zip_bomb(path, limit)
     try:
         with warnings.catch_warnings():
             # torch warns about protocol-4 pickles on stderr before refusing them; the refusal says it all.
@@ -64,6 +97,32 @@ def read_torch_file(path: Path) -> object:
         raise _pickle_refusal(path, str(error)) from None
     except (RuntimeError, OSError, EOFError, ValueError) as error:
         raise WeightsError(path, f"not a PyTorch weights file, or damaged/truncated ({error})") from None
+
+
+def refuse_zip_bomb(path: Path, limit: int) -> None:
+    """Refuse a zip archive whose members would unpack to more than `limit` bytes, or to far more than they
+    take up: the sizes are the archive's own, read from its directory without inflating anything."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+        return  # torch.load says what is wrong with it
+    unpacked = sum(member.file_size for member in members)
+    packed = sum(member.compress_size for member in members)
+    if unpacked > limit:
+        raise WeightsError(path, f"refused: it would unpack to {_mb(unpacked)}, more than its model can need "
+                                 f"({_mb(limit)} at most): the file is damaged or hostile (a zip bomb). Use the "
+                                 "original file.")
+    if unpacked > _ROOM and unpacked > _MAX_INFLATION * packed:
+        raise WeightsError(path, f"refused: {_mb(packed)} of it would unpack to {_mb(unpacked)}, far more than "
+                                 "weights compress: the file is hostile (a zip bomb), not weights. Use the "
+                                 "original file.")
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
 
 
 def _pickle_refusal(path: Path, message: str) -> WeightsError:
@@ -162,7 +221,8 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], path: str | Path | None
     for key, tensor in state_dict.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
-            raise WeightsError(path, f"tensor '{key}' contains {bad} NaN/infinite values; the file is damaged")
+            raise WeightsError(path, f"tensor '{key}' contains {bad} NaN/infinite values (or values too large "
+                                     "for 32-bit floats); the file is damaged")
 
 
 def apply_state_dict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | Path) -> None:
@@ -182,6 +242,7 @@ def apply_state_dict(module: torch.nn.Module, state_dict: Mapping[str, torch.Ten
             f"tensor '{wrong[0]}' holds {dtype} values, not floating-point weights{more}; the file is damaged "
             "or not a model's weights. Use the original file.",
         )
+    _refuse_negative_variances(module, state_dict, path)
     on_meta = any(parameter.is_meta for parameter in module.parameters())
     # A network built on the meta device takes the file's tensors as they are (no copy, no random init).
     module.load_state_dict(state_dict, strict=True, assign=on_meta)
@@ -189,6 +250,18 @@ def apply_state_dict(module: torch.nn.Module, state_dict: Mapping[str, torch.Ten
         if buffer.is_meta:  # a step counter the file did not have (see state_dict_mismatches)
             owner, _, leaf = name.rpartition(".")
             module.get_submodule(owner).register_buffer(leaf, torch.zeros_like(buffer, device="cpu"))
+
+
+def _refuse_negative_variances(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
+                               path: str | Path) -> None:
+    """BatchNorm divides by the square root of its running variance: a negative one turns every answer to NaN."""
+    for key in module.state_dict():
+        if key.rpartition(".")[2] == "running_var" and key in state_dict:
+            negative = int((state_dict[key] < 0).sum())
+            if negative:
+                raise WeightsError(path, f"tensor '{key}' holds negative variances ({negative} of them), which "
+                                         "no trained network has; the file is damaged or was edited. Use the "
+                                         "original file.")
 
 
 def state_dict_mismatches(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 from cardinal.engine.data.datasets import DatasetScan
 from cardinal.engine.inference.evaluation import Evaluation, Mistake
 from cardinal.engine.runs.history import HistoryRow
+from cardinal.engine.runs.lr_find import LRFinding
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,5 +60,6 @@ class ReportContent:
     history: tuple[HistoryRow, ...] = ()
     best_epoch: int | None = None
     outcome: str | None = None  # how the run ended, in words
+    lr_finding: LRFinding | None = None  # the learning-rate range test the run started with
     before_after: BeforeAfter | None = None  # a run retrained after a review's label changes
     created: str = field(default_factory=lambda: _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))

@@ -12,7 +12,8 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from cardinal.engine import __version__
-from cardinal.engine.reports.svg import Series, line_chart
+from cardinal.engine.intervals import wilson_interval
+from cardinal.engine.reports.svg import Series, line_chart, lr_chart
 
 if TYPE_CHECKING:
     from cardinal.engine.data.datasets import DatasetScan
@@ -75,7 +76,9 @@ def render_report(content: ReportContent) -> str:
 def _header(content: ReportContent) -> str:
     evaluation = content.evaluation
     images = int(evaluation.confusion.sum())
-    cards = [(f"{evaluation.accuracy:.1%}", "accuracy"), (str(images), "images evaluated"),
+    interval = wilson_interval(int(evaluation.confusion.trace()), images)
+    cards = [(f"{evaluation.accuracy:.1%}", f"accuracy (95% CI {interval.range_text()})"),
+             (str(images), "images evaluated"),
              (str(len(evaluation.mistakes)), "mistakes"), (f"{content.crop_size} px", "image size")]
     if content.history:
         cards.insert(1, (str(content.history[-1].epoch), "epochs"))
@@ -136,7 +139,15 @@ def _curves(content: ReportContent) -> str:
         f"<td>{row.val_loss:.4f}</td><td>{row.val_accuracy:.1%}</td><td>{_optional(row.learning_rate, '.2e')}</td>"
         f"<td>{row.images_per_second:.1f}</td><td>{_optional(row.epoch_seconds, '.1f')}</td></tr>"
         for row in history)
-    return (f"<section id=\"curves\"><h2>Loss and accuracy</h2><div class=\"charts\">{loss}{accuracy}</div>"
+    finding = content.lr_finding
+    rate = ""
+    if finding is not None:
+        rate = (f"<p class=\"sub\" id=\"lr-finder\">The {esc(finding.describe())}: the middle of the stretch where "
+                "the loss fell fastest, before it blows up. The run then warmed up to it and decayed it along a "
+                "cosine.</p>")
+    charts = loss + accuracy + (lr_chart(finding.lrs, finding.losses, finding.smoothed, finding.suggestion)
+                                if finding is not None else "")
+    return (f"<section id=\"curves\"><h2>Loss and accuracy</h2>{rate}<div class=\"charts\">{charts}</div>"
             "<details><summary>Every epoch (also in history.csv)</summary><table><tr><th>epoch</th>"
             "<th>train loss</th><th>train accuracy</th><th>validation loss</th><th>validation accuracy</th>"
             f"<th>learning rate</th><th>images/s</th><th>seconds</th></tr>{rows}</table></details></section>")

@@ -25,6 +25,7 @@ from cardinal.engine.progress import CancelToken
 from cardinal.engine.reports.content import MistakePictures, ReportContent
 from cardinal.engine.runs.history import read_history
 from cardinal.engine.runs.layout import REPORT_NAME
+from cardinal.engine.runs.lr_find import read_lr_finding
 
 WORST_MISTAKES = 12  # the most confident mistakes shown with heat-maps; the page lists how many there are in all
 PICTURE_SIDE = 160
@@ -145,7 +146,8 @@ def write_evaluation_report(classifier: Classifier, evaluation: Evaluation, dire
         metrics = description.get("metrics") or {}
         epoch = metrics.get("epoch")
         run = {"history": read_history(run_folder), "recipe": description.get("recipe") or None,
-               "best_epoch": epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None}
+               "best_epoch": epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+               "lr_finding": read_lr_finding(run_folder)}
     title = (f"Training run “{run_folder.name}” on {dataset.root.name}" if run_folder is not None
              else f"{classifier.model.name} on {dataset.root.name}")
     content = content_for(classifier, evaluation, pictures, title=title, evaluated=evaluated, dataset=dataset, **run)

@@ -111,3 +111,65 @@ def _epoch_ticks(first: int, last: int) -> list[int]:
     between = [tick for tick in range(step * (first // step + 1), last, step) if tick - first >= step / 2
                and last - tick >= step / 2]
     return sorted({first, *between, last})
+
+
+def lr_chart(lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float], chosen: float, *,
+             chart_id: str = "lr-chart") -> str:
+    """The learning-rate range test: loss against the rate on a log scale, the smoothed curve, and the chosen rate
+    as a dashed line (`data-lr` on each point names its rate)."""
+    points = [(lr, loss) for lr, loss in zip(lrs, losses, strict=True) if lr > 0 and math.isfinite(loss)]
+    smooth = [(lr, loss) for lr, loss in zip(lrs, smoothed, strict=True) if lr > 0 and math.isfinite(loss)]
+    title = "Learning-rate range test"
+    if not points:
+        return ""
+    low_x, high_x = math.log10(min(lr for lr, _ in points)), math.log10(max(lr for lr, _ in points))
+    values = [loss for _, loss in points + smooth]
+    # The test stops when the loss blows up: the last points would flatten the valley, so the scale stops at
+    # a little above where it started.
+    low_y = min(values)
+    high_y = min(max(values), 1.5 * points[0][1] if points[0][1] > low_y else max(values))
+    margin = (high_y - low_y) * 0.08 or 1.0
+    low_y, high_y = max(0.0, low_y - margin), high_y + margin
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def x_of(lr: float) -> float:
+        span = high_x - low_x or 1.0
+        return LEFT + (math.log10(lr) - low_x) / span * plot_w
+
+    def y_of(value: float) -> float:
+        return TOP + (1 - (min(value, high_y) - low_y) / (high_y - low_y)) * plot_h
+
+    parts = [f'<svg class="chart" id="{escape(chart_id)}" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
+             f'height="{HEIGHT}" role="img" aria-label="{title}">',
+             f'<text x="{LEFT}" y="18" class="chart-title">{title}</text>']
+    for tick in nice_ticks(low_y, high_y):
+        y = y_of(tick)
+        parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+                     f'<text x="{LEFT - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{tick:.2f}</text>')
+    for power in range(math.ceil(low_x - 1e-9), math.floor(high_x + 1e-9) + 1):
+        x = x_of(10.0 ** power)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{TOP + plot_h}" y2="{TOP + plot_h + 4}" class="axis"/>'
+                     f'<text x="{x:.1f}" y="{TOP + plot_h + 17}" class="tick" text-anchor="middle">1e{power}</text>')
+    parts.append(f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + plot_h}" class="axis"/>'
+                 f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{TOP + plot_h}" y2="{TOP + plot_h}" class="axis"/>'
+                 f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 6}" class="axis-label" text-anchor="middle">'
+                 f'learning rate (log scale)</text><text x="14" y="{TOP + plot_h / 2:.1f}" class="axis-label" '
+                 f'text-anchor="middle" transform="rotate(-90 14 {TOP + plot_h / 2:.1f})">training loss</text>')
+    raw = " ".join(f"{x_of(lr):.1f},{y_of(v):.1f}" for lr, v in points)
+    parts.append(f'<g class="series" data-series="loss"><polyline points="{raw}" fill="none" stroke="#9aa5b1" '
+                 'stroke-width="1"/>')
+    parts += [f'<circle cx="{x_of(lr):.1f}" cy="{y_of(v):.1f}" r="2.5" fill="#9aa5b1" data-lr="{lr:.3g}">'
+              f'<title>rate {lr:.3g}: loss {v:.4f}</title></circle>' for lr, v in points]
+    parts.append("</g>")
+    line = " ".join(f"{x_of(lr):.1f},{y_of(v):.1f}" for lr, v in smooth)
+    parts.append(f'<polyline class="smoothed" points="{line}" fill="none" stroke="#1f77b4" stroke-width="2"/>')
+    if chosen > 0 and low_x <= math.log10(chosen) <= high_x:
+        x = x_of(chosen)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{TOP}" y2="{TOP + plot_h}" class="best" data-chosen='
+                     f'"{chosen:.3g}"/><text x="{min(x + 5, WIDTH - RIGHT - 90):.1f}" y="{TOP + 12}" class="tick">'
+                     f'chosen {chosen:.2g}</text>')
+    parts += [f'<rect x="{LEFT}" y="{LEGEND_Y - 5}" width="14" height="4" fill="#9aa5b1"/>'
+              f'<text x="{LEFT + 19}" y="{LEGEND_Y}" class="tick">loss per step</text>'
+              f'<rect x="{LEFT + 120}" y="{LEGEND_Y - 5}" width="14" height="4" fill="#1f77b4"/>'
+              f'<text x="{LEFT + 139}" y="{LEGEND_Y}" class="tick">smoothed</text></svg>']
+    return "".join(parts)

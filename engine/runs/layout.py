@@ -14,6 +14,7 @@ MODEL_SUFFIX = ".safetensors"
 DESCRIPTION_SUFFIX = ".json"  # each model's readable description beside it (engine.models.model_file)
 CHECKPOINT_NAME = "checkpoint.pt"
 HISTORY_NAME = "history.csv"
+LR_FIND_NAME = "lr_find.csv"  # the learning-rate range test a run started with (when its rate was "auto")
 REPORT_NAME = "report.html"  # also the page `cardinal evaluate --report DIR` writes
 DISTRIBUTED_RECORD_NAME = "distributed.json"
 LOCK_NAME = ".cardinal-run.lock"
@@ -46,6 +47,10 @@ class RunPaths:
         return self.folder / HISTORY_NAME
 
     @property
+    def lr_find(self) -> Path:
+        return self.folder / LR_FIND_NAME
+
+    @property
     def report(self) -> Path:
         return self.folder / REPORT_NAME
 
@@ -63,4 +68,4 @@ class RunPaths:
 RUN_FILES: tuple[str, ...] = (CHECKPOINT_NAME, *(f"{which}{suffix}" for which in (BEST, LAST)
                                                  for suffix in (MODEL_SUFFIX, DESCRIPTION_SUFFIX)))
 # Every file a run writes atomically (each through a hidden temp file that a killed save can leave behind).
-WRITTEN_FILES: tuple[str, ...] = (*RUN_FILES, HISTORY_NAME, REPORT_NAME, DISTRIBUTED_RECORD_NAME)
+WRITTEN_FILES: tuple[str, ...] = (*RUN_FILES, HISTORY_NAME, LR_FIND_NAME, REPORT_NAME, DISTRIBUTED_RECORD_NAME)

@@ -149,12 +149,13 @@ class Team:
             order = torch.cat([order, order[:padding]])
         return order[self.rank :: self.world_size]
 
-    def wrap(self, module: nn.Module) -> nn.Module:
-        """`module` under DistributedDataParallel: gradients are averaged over the ranks at each step."""
+    def wrap(self, module: nn.Module, *, find_unused: bool = False) -> nn.Module:
+        """`module` under DistributedDataParallel: gradients are averaged over the ranks at each step
+        (`find_unused`: some parameters get no gradient for a while, e.g. while the head trains alone)."""
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=device_ids)
+        return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=find_unused)
 
     def agreed_cancel(self, token: CancelToken | None) -> AgreedCancel:
         """A token the training loop can check anywhere: it turns on only at a step every rank agreed on."""

@@ -8,9 +8,12 @@ from pathlib import Path
 
 from cardinal.engine.data.datasets import Sample
 from cardinal.engine.inference.evaluation import Evaluation
+from cardinal.engine.intervals import AccuracyInterval, accuracy_interval
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.reports.report import ReportProgress
 from cardinal.engine.runs.layout import RunPaths
+from cardinal.engine.runs.lr_find import LRFinding
+from cardinal.engine.training.recipe import Recipe
 
 
 class StopReason(str, Enum):
@@ -54,6 +57,8 @@ class BatchEnd:
 
 @dataclass(frozen=True)
 class EpochEnd:
+    """One finished epoch; `improved`: it is the best so far by the selection rule (lowest validation loss)."""
+
     epoch: int
     epochs: int
     train_loss: float
@@ -63,6 +68,37 @@ class EpochEnd:
     images_per_second: float
     eta_seconds: float
     improved: bool
+    val_images: int = 0  # how many images validated (0: unknown, from an older checkpoint)
+
+    @property
+    def val_interval(self) -> AccuracyInterval:
+        """The validation accuracy with its 95% Wilson interval."""
+        return accuracy_interval(self.val_accuracy, self.val_images)
+
+
+@dataclass(frozen=True)
+class RecipeChosen:
+    """The recipe a run trains with, its "auto" choices made for where it starts, and those choices in words."""
+
+    recipe: Recipe
+    said: str
+
+
+@dataclass(frozen=True)
+class LRFinderStep:
+    """One step of the learning-rate range test that starts a run whose rate is "auto"."""
+
+    step: int
+    steps: int
+    lr: float
+    loss: float
+
+
+@dataclass(frozen=True)
+class LRFound:
+    """The range test's curve and the rate it chose, which the run then trains with."""
+
+    finding: LRFinding
 
 
 @dataclass(frozen=True)
@@ -85,6 +121,13 @@ class TrainingResult:
     out_dir: Path
     val_samples: tuple[Sample, ...] = field(default=())
     evaluation: Evaluation | None = None  # the best model on val_samples, as report.html shows it
+    recipe: Recipe | None = None  # the recipe the run trained with: every "auto" choice made
+    lr_finding: LRFinding | None = None  # the range test that chose the rate (None: typed, or kept on resume)
+
+    @property
+    def best_val_interval(self) -> AccuracyInterval:
+        """The best epoch's validation accuracy with its 95% Wilson interval."""
+        return accuracy_interval(self.best_val_accuracy, len(self.val_samples))
 
     @property
     def paths(self) -> RunPaths:
@@ -93,4 +136,4 @@ class TrainingResult:
         return RunPaths(self.out_dir)
 
 
-Event = FeatureProgress | BatchEnd | EpochEnd | Notice | ReportProgress
+Event = RecipeChosen | FeatureProgress | LRFinderStep | LRFound | BatchEnd | EpochEnd | Notice | ReportProgress

@@ -10,11 +10,13 @@ paper's human review about half the flags on real benchmarks were confirmed erro
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,13 +30,14 @@ from cardinal.engine.training.modes import FastMode
 from cardinal.engine.training.out_of_fold import (
     DEFAULT_FOLDS,
     FULL_FOLD_EPOCHS,
-    FoldProgress,
+    HeldFeatures,
     fast_out_of_fold,
     fit_linear_head,
     full_out_of_fold,
     last_stage_inputs,
     stratified_folds,
     usable_folds,
+    with_head_rate,
 )
 from cardinal.engine.training.recipe import Recipe
 from cardinal.engine.training.starting_point import new_model
@@ -45,7 +48,8 @@ CSV_COLUMNS: tuple[str, ...] = ("path", "given", "suggested", "score")
 
 @dataclass(frozen=True)
 class LabelCheckProgress:
-    """`stage` is "features" (images through the frozen network) or "folds" (models trained and predicted)."""
+    """`stage` is "features" (images through the frozen network), "rate" (the learning-rate range test's steps)
+    or "folds" (models trained and predicted)."""
 
     stage: str
     done: int
@@ -103,12 +107,13 @@ def check_labels(scan: DatasetScan, base: LoadedModel, *, method: str = "fast", 
     """Find likely label errors among the scanned folder's images with `base`'s network, yielding progress.
 
     `method` "fast" fits linear heads on the frozen network's pooled features; "full" also fine-tunes its last
-    stage per fold. `recipe` (default: the mode's own) gives the optimisation settings.
+    stage per fold. `recipe` (default: `Recipe()`, its "auto" choices made for `base`) gives the optimisation
+    settings; without a learning rate, the range test on the features chooses the heads' rate.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not '{method}'")
     started = time.perf_counter()
-    recipe = recipe if recipe is not None else Recipe(mode=method)
+    recipe = dataclasses.replace(recipe or Recipe(), mode=method).adapted(random_weights=base.random_weights)
     device_ = select_device(device)
     dtype = resolve_precision(recipe.precision, device_)
     samples = labelled_samples(scan)
@@ -116,23 +121,26 @@ def check_labels(scan: DatasetScan, base: LoadedModel, *, method: str = "fast", 
     count = usable_folds(labels, len(scan.class_names), folds)
     assignment = stratified_folds(labels, count, recipe.seed)
     model = new_model(base, scan.class_names, recipe.seed, recipe.image_size)
+    fast = dataclasses.replace(recipe, mode="fast")
     if method == "fast":
-        mode = FastMode(model, recipe, device_, dtype, torch.Generator().manual_seed(recipe.seed))
+        mode = FastMode(model, fast, device_, dtype, torch.Generator().manual_seed(recipe.seed))
         for event in mode.prepare(samples, [], cancel):
             yield LabelCheckProgress("features", event.done, event.total)
-        features, label_tensor = mode.train_data
-        pooled = features
-        work = fast_out_of_fold(features, label_tensor, model.num_classes, assignment, recipe, seed=recipe.seed,
-                                cancel=cancel)
+        pooled, label_tensor = mode.train_data
     else:
         passing = last_stage_inputs(model, samples, device_, dtype, batch_size=recipe.eval_batch_size,
                                     cancel=cancel)
-        inputs, pooled = yield from _as_progress(passing)
-        work = full_out_of_fold(model, inputs, pooled, torch.from_numpy(labels), assignment, recipe, device_, dtype,
-                                seed=recipe.seed, cancel=cancel)
-    probabilities = yield from _folds_as_progress(work)
-    head_recipe = Recipe(mode="fast", seed=recipe.seed, batch_size=recipe.batch_size,
-                         label_smoothing=recipe.label_smoothing, weight_decay=recipe.weight_decay)
+        inputs, pooled = yield from _relay(passing, "features", lambda step: step)
+        label_tensor = torch.from_numpy(labels).to(pooled.device)
+        mode = HeldFeatures(model, fast, device_, dtype, pooled.to(device_), label_tensor.to(device_))
+    head_recipe = yield from _relay(with_head_rate(mode, fast, cancel), "rate", lambda step: (step.step, step.steps))
+    if method == "fast":
+        work = fast_out_of_fold(pooled, label_tensor, model.num_classes, assignment, head_recipe, seed=recipe.seed,
+                                cancel=cancel)
+    else:
+        work = full_out_of_fold(model, inputs, pooled, torch.from_numpy(labels), assignment, recipe, head_recipe,
+                                device_, dtype, seed=recipe.seed, cancel=cancel)
+    probabilities = yield from _relay(work, "folds", lambda event: (event.done, event.total))
     model.network.fc = fit_linear_head(pooled.to(device_), torch.from_numpy(labels).to(device_), model.num_classes,
                                        head_recipe, torch.Generator().manual_seed(recipe.seed)).requires_grad_(False)
     model.network.to("cpu").eval()
@@ -175,21 +183,12 @@ def write_issues_csv(check: LabelCheck, path: str | Path) -> Path:
     return atomic_write(path, lambda out: out.write(data))
 
 
-def _as_progress(work: Generator[tuple[int, int], None, tuple[torch.Tensor, torch.Tensor]]
-                 ) -> Generator[LabelCheckProgress, None, tuple[torch.Tensor, torch.Tensor]]:
-    while True:
-        try:
-            done, total = next(work)
-        except StopIteration as stop:
-            return stop.value
-        yield LabelCheckProgress("features", done, total)
-
-
-def _folds_as_progress(work: Generator[FoldProgress, None, np.ndarray]
-                       ) -> Generator[LabelCheckProgress, None, np.ndarray]:
+def _relay(work: Generator, stage: str, counts) -> Generator[LabelCheckProgress, None, Any]:
+    """Pass on a step of the work as this check's progress (`counts` gives an event's done and total)."""
     while True:
         try:
             event = next(work)
         except StopIteration as stop:
             return stop.value
-        yield LabelCheckProgress("folds", event.done, event.total)
+        done, total = counts(event)
+        yield LabelCheckProgress(stage, done, total)

@@ -1,5 +1,9 @@
 """Fine-tuning as a generator of events: one epoch loop, with Fast or Full mode as a small strategy.
 
+The recipe adapts to where training starts (`Recipe.adapted`), a range test picks the learning rate when none
+is given, and the model kept as "best" is the epoch with the lowest validation loss (smoother than accuracy on a
+small validation split, so noise is less often mistaken for progress).
+
 The GUI and `cardinal train` both drive `train()`; stop it with its `CancelToken` (checked between
 batches: the run ends after the batch in hand, keeping best and last) or by closing the generator. The run
 folder is locked for the run; models and checkpoint are written together, atomically, and `resume=True`
@@ -23,33 +27,39 @@ from cardinal.engine.errors import Cancelled, TrainingError
 from cardinal.engine.inference.device import resolve_precision, select_device
 from cardinal.engine.models.model_file import read_model_sidecar
 from cardinal.engine.models.registry import LoadedModel, save_model
-from cardinal.engine.models.weights import read_state_dict
+from cardinal.engine.models.weights import numbers_in, read_state_dict
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.runs.folder import claim_run_folder
 from cardinal.engine.runs.layout import RunPaths
-from cardinal.engine.runs.state import RunState, check_resumable, load_run_state, save_run_state
+from cardinal.engine.runs.lr_find import LRFinding, write_lr_finding
+from cardinal.engine.runs.state import (
+    RunState,
+    check_resumable,
+    check_weights_fit,
+    checkpoint_damaged,
+    checkpoint_limit,
+    load_run_state,
+    restore_optimizer,
+    save_run_state,
+)
 from cardinal.engine.training.distributed import ShardRecord, Team
 from cardinal.engine.training.events import (
     BatchEnd,
     EpochEnd,
     Event,
+    LRFinderStep,
+    LRFound,
     Notice,
+    RecipeChosen,
     StopReason,
     TrainingResult,
 )
+from cardinal.engine.training.lr_finder import RANGES, find_learning_rate, steps_for
 from cardinal.engine.training.modes import MODE_TYPES, TrainingMode
 from cardinal.engine.training.recipe import Recipe
 from cardinal.engine.training.run_outputs import record_history, write_run_report
+from cardinal.engine.training.schedule import head_only, lr_factor
 from cardinal.engine.training.starting_point import new_model
-
-
-def warmup_cosine(progress: float, epochs: int, warmup_epochs: int) -> float:
-    """Learning-rate factor at `progress` epochs: linear warm-up, then cosine decay to zero."""
-    warmup = min(warmup_epochs, epochs - 1) if epochs > 1 else 0
-    if warmup > 0 and progress < warmup:
-        return (progress + 1e-3) / warmup
-    span = max(epochs - warmup, 1e-9)
-    return 0.5 * (1 + math.cos(math.pi * min((progress - warmup) / span, 1.0)))
 
 
 def train(
@@ -68,8 +78,12 @@ def train(
     Raises `Cancelled` (nothing saved) when cancelled before the first epoch ends, and `TrainingError`
     when the loss diverges in the first epoch; otherwise best and last are on disk when it returns.
     With a `team` (under torchrun) every rank trains on its share and rank 0 alone writes the run folder.
+    The recipe's "auto" choices are made for `base` (random weights or a trained model); without a learning
+    rate a range test chooses one first (a resumed run keeps the one its checkpoint recorded).
     """
     scan.raise_for_problems()
+    said = recipe.choices_said(random_weights=base.random_weights)
+    recipe = recipe.adapted(random_weights=base.random_weights)
     device_ = select_device(device) if team is None else team.device
     dtype = resolve_precision(recipe.precision, device_)
     train_samples, val_samples = train_val_split(scan, recipe.val_fraction, recipe.seed)
@@ -85,20 +99,34 @@ def train(
         run = _Run(scan, recipe, model, mode, folder, cancel, base.source)
         state = None
         if resume:
-            state = load_run_state(folder) if team is None else team.from_main(lambda: load_run_state(folder))
+            limit = checkpoint_limit(numbers_in(model.network))
+            state = (load_run_state(folder, limit=limit) if team is None else
+                     team.from_main(lambda: load_run_state(folder, limit=limit)))
         if state is not None:
-            check_resumable(state, class_names=model.class_names, architecture=model.name, mode=recipe.mode,
-                            base=base.source, image_size=recipe.image_size)
+            check_resumable(state, class_names=model.class_names, architecture=model.name, recipe=recipe.to_dict(),
+                            base=base.source)
+            check_weights_fit(state, folder, mode.trained_module().state_dict())
+            _check_epoch_records(state, folder)
+            if recipe.lr is None:  # the rate the run chose (or was given) at its start, not a new range test
+                run.use_rate(state.recipe.get("lr"), bool(state.recipe.get("lr_found")))
+        yield RecipeChosen(recipe, said)
         yield from mode.prepare(train_samples, val_samples, cancel)
-        run.start(state, train_samples)
-        writes = team is None or team.is_main  # in a team, rank 0 alone writes history and scan
+        writes = team is None or team.is_main  # in a team, rank 0 alone writes history and report
+        run.prepare_loss(train_samples)
+        finding = None
+        if run.recipe.lr is None:
+            finding = yield from run.find_rate()
+            if writes:
+                write_lr_finding(folder, finding)
+            yield LRFound(finding)
+        run.start(state)
         stopped = yield from (record_history(run.epochs(), folder, run.history) if writes else run.epochs())
         run.finish()
         evaluation = None
         if writes:
-            evaluation = yield from write_run_report(run.model, val_samples, folder, dataset=scan, recipe=recipe,
-                                                     device=device_, stopped=stopped, best_epoch=run.best_epoch,
-                                                     cancel=cancel)
+            evaluation = yield from write_run_report(run.model, val_samples, folder, dataset=scan,
+                                                     recipe=run.recipe, device=device_, stopped=stopped,
+                                                     best_epoch=run.best_epoch, cancel=cancel)
     return TrainingResult(
         model=run.model,
         best_epoch=run.best_epoch,
@@ -109,7 +137,16 @@ def train(
         out_dir=folder,
         val_samples=tuple(val_samples),
         evaluation=evaluation,
+        recipe=run.recipe,
+        lr_finding=finding,
     )
+
+
+def _check_epoch_records(state: RunState, folder: Path) -> None:
+    """The checkpoint's history holds this version's epoch records (the rest of it is checked on reading)."""
+    fields = {field.name for field in dataclasses.fields(EpochEnd)}
+    if any(entry.keys() != fields for entry in state.history):
+        raise checkpoint_damaged(folder, "its history does not hold this version's epoch records")
 
 
 class _NonFinite(Exception):
@@ -129,38 +166,66 @@ class _Run:
         self.base_source = base_source
         self.history: list[EpochEnd] = []
         self.best_accuracy, self.best_epoch = 0.0, 0
+        self.best_loss = math.inf
         self.batch_size = recipe.batch_size
         self.saved_epoch = 0
         self.best_pending: dict[str, torch.Tensor] | None = None  # best weights not yet on disk
         self.last_good: dict[str, torch.Tensor] | None = None
 
-    def start(self, state: RunState | None, train_samples: list) -> None:
-        """Build the optimizer and loss, and continue from `state` when resuming."""
-        self.last_save = time.monotonic()  # the save interval counts training time, not the feature pass
-        self.optimizer = self._optimizer()
+    def use_rate(self, lr: float | None, found: bool) -> None:
+        """Train at `lr` (from a checkpoint or a range test); `found`: the range test chose it."""
+        if lr is not None:
+            self.recipe = dataclasses.replace(self.recipe, lr=float(lr), lr_found=found)
+            self.mode.recipe = self.recipe
+
+    def prepare_loss(self, train_samples: list) -> None:
+        """The loss: cross-entropy with the recipe's label smoothing, weighted against imbalance if asked."""
         labels = torch.tensor([label for _, label in train_samples])
         weights = None
         if self.recipe.class_weighted:
             counts = torch.bincount(labels, minlength=self.model.num_classes)
             weights = (counts.sum() / (len(counts) * counts.clamp(min=1))).float().to(self.mode.device)
         self.criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=self.recipe.label_smoothing)
+
+    def find_rate(self) -> Generator[LRFinderStep, None, LRFinding]:
+        """Run the range test on this run's data and model, then train at the rate it chose."""
+        agree = None
+        if self.team is not None:
+            team = self.team
+
+            def agree(loss: torch.Tensor) -> float:  # every rank sees the same curve and stops at the same step
+                team.agree(loss, self.cancel)
+                return team.sum(float(loss.detach()))[0] / team.world_size
+
+        run_steps = self.recipe.epochs * max(1, self.mode.train_size() // self.batch_size)
+        finding = yield from find_learning_rate(self.mode, self._optimizer(1.0), self.criterion,
+                                                batch_size=self.batch_size, steps=steps_for(run_steps),
+                                                scan=RANGES[self.recipe.optimizer], cancel=self.cancel, agree=agree)
+        self.use_rate(finding.suggestion, True)
+        return finding
+
+    def start(self, state: RunState | None) -> None:
+        """Build the optimizer, and continue from `state` when resuming."""
+        self.last_save = time.monotonic()  # the save interval counts training time, not the feature pass
+        self.optimizer = self._optimizer(self.recipe.learning_rate)
         if state is None:
             return
         self.mode.load_weights(state.weights)
-        self.optimizer.load_state_dict(state.optimizer)
+        restore_optimizer(state, self.folder, self.optimizer)
         self.batch_size = state.batch_size
         self.mode.generator.set_state(state.generator)
         self.history = [EpochEnd(**values) for values in state.history]
         self.best_accuracy, self.best_epoch = state.best_accuracy, state.best_epoch
+        if self.history and self.best_epoch:
+            self.best_loss = self.history[self.best_epoch - 1].val_loss
         self.saved_epoch = state.epoch
         self.last_good = self.mode.weights()
 
-    def _optimizer(self) -> torch.optim.Optimizer:
-        lr = self.recipe.learning_rate
+    def _optimizer(self, lr: float) -> torch.optim.Optimizer:
+        groups = self.mode.parameter_groups(self.recipe.weight_decay)
         if self.recipe.optimizer == "sgd":
-            return torch.optim.SGD(self.mode.trainable, lr=lr, momentum=self.recipe.momentum,
-                                   weight_decay=self.recipe.weight_decay, nesterov=True)
-        return torch.optim.AdamW(self.mode.trainable, lr=lr, weight_decay=self.recipe.weight_decay)
+            return torch.optim.SGD(groups, lr=lr, momentum=self.recipe.momentum, nesterov=True)
+        return torch.optim.AdamW(groups, lr=lr)
 
     # --- the loop ----------------------------------------------------------------------------------------
     def epochs(self) -> Generator[Event, None, StopReason]:
@@ -176,8 +241,9 @@ class _Run:
                 return self._stop(StopReason.NON_FINITE)
             yield epoch_end
             stale = 0 if epoch_end.improved else stale + 1
-            if self.recipe.patience is not None and stale >= self.recipe.patience and epoch + 1 < self.recipe.epochs:
-                yield Notice(f"No improvement in validation accuracy for {stale} epochs: stopping early.")
+            patience = self.recipe.stop_patience
+            if patience is not None and stale >= patience and epoch + 1 < self.recipe.epochs:
+                yield Notice(f"No better validation loss for {stale} epochs: stopping early.")
                 return StopReason.EARLY_STOPPING
         return StopReason.COMPLETED
 
@@ -212,15 +278,16 @@ class _Run:
 
     def _epoch_once(self, epoch: int) -> Generator[BatchEnd, None, EpochEnd]:
         started = time.perf_counter()
+        self.mode.set_head_only(head_only(epoch, self.recipe))
         self.mode.train_mode()
         batches = math.ceil(self.mode.train_size() / self.batch_size)
         total_loss = correct = seen = 0.0
         for index, (inputs, labels) in enumerate(self.mode.train_batches(self.batch_size, epoch)):
             if self.cancel is not None:
                 self.cancel.raise_if_cancelled("training")
-            factor = warmup_cosine(epoch + index / max(batches, 1), self.recipe.epochs, self.recipe.warmup_epochs)
+            factor = lr_factor(epoch + index / max(batches, 1), self.recipe)
             for group in self.optimizer.param_groups:
-                group["lr"] = self.recipe.learning_rate * factor
+                group["lr"] = self.recipe.learning_rate * factor * group.get("lr_scale", 1.0)
             with self.mode.autocast():
                 logits = self.mode.forward(inputs)
                 loss = self.criterion(logits.float(), labels)
@@ -240,15 +307,15 @@ class _Run:
             per_batch = elapsed / (index + 1)
             left = per_batch * (batches - index - 1 + batches * (self.recipe.epochs - epoch - 1))
             ranks = 1 if self.team is None else self.team.world_size  # every rank runs batches alike
-            yield BatchEnd(epoch + 1, index + 1, batches, batch_loss, self.optimizer.param_groups[0]["lr"],
+            yield BatchEnd(epoch + 1, index + 1, batches, batch_loss, self.recipe.learning_rate * factor,
                            images_per_second=ranks * seen / max(elapsed, 1e-9), eta_seconds=left)
         train_seconds = time.perf_counter() - started
         if self.team is not None:
             total_loss, correct, seen = self.team.sum(total_loss, correct, seen)
             self.shards.add(epoch + 1, self.mode.seen_indices)
             self.mode.seen_indices = []
-        val_loss, val_accuracy = self._validate()
-        improved = not self.history or val_accuracy > self.best_accuracy
+        val_loss, val_accuracy, val_images = self._validate()
+        improved = not self.history or val_loss < self.best_loss
         epoch_end = EpochEnd(
             epoch=epoch + 1,
             epochs=self.recipe.epochs,
@@ -259,12 +326,13 @@ class _Run:
             images_per_second=seen / max(train_seconds, 1e-9),
             eta_seconds=(self.recipe.epochs - epoch - 1) * (time.perf_counter() - started),
             improved=improved,
+            val_images=int(val_images),
         )
         self._epoch_finished(epoch_end)
         return epoch_end
 
     @torch.no_grad()
-    def _validate(self) -> tuple[float, float]:
+    def _validate(self) -> tuple[float, float, float]:
         self.mode.eval_mode()
         total_loss = correct = seen = 0.0
         for inputs, labels in self.mode.val_batches():
@@ -277,7 +345,7 @@ class _Run:
             seen += len(labels)
         if self.team is not None:
             total_loss, correct, seen = self.team.sum(total_loss, correct, seen)
-        return total_loss / max(seen, 1), correct / max(seen, 1)
+        return total_loss / max(seen, 1), correct / max(seen, 1), seen
 
     # --- saving ----------------------------------------------------------------------------------------------
     def _epoch_finished(self, epoch_end: EpochEnd) -> None:
@@ -285,6 +353,7 @@ class _Run:
         self.last_good = self.mode.weights()
         if epoch_end.improved:
             self.best_accuracy, self.best_epoch = epoch_end.val_accuracy, epoch_end.epoch
+            self.best_loss = epoch_end.val_loss
             self.best_pending = self.last_good
         if time.monotonic() - self.last_save >= self.mode.save_interval_s:
             self._save()
@@ -325,8 +394,8 @@ class _Run:
 
     def _write_model(self, which: str, epoch_end: EpochEnd) -> None:
         metrics: dict[str, Any] = {"epoch": epoch_end.epoch, "val_accuracy": epoch_end.val_accuracy,
-                                   "val_loss": epoch_end.val_loss, "train_accuracy": epoch_end.train_accuracy,
-                                   "train_loss": epoch_end.train_loss}
+                                   "val_loss": epoch_end.val_loss, "val_images": epoch_end.val_images,
+                                   "train_accuracy": epoch_end.train_accuracy, "train_loss": epoch_end.train_loss}
         provenance = {"dataset": str(self.scan.root), "mode": self.recipe.mode}
         save_model(self.model, RunPaths(self.folder).model(which), metrics=metrics,
                    recipe=self.recipe.to_dict(), provenance=provenance)

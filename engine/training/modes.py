@@ -73,6 +73,14 @@ class TrainingMode:
         """The module whose weights change (the head, or the whole network)."""
         raise NotImplementedError
 
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """The optimizer's parameter groups: weight decay only on weights that multiply (never on norm layers'
+        scales and shifts, nor on biases), each group with its share `lr_scale` of the learning rate."""
+        return _decay_groups(self.trainable, weight_decay, 1.0)
+
+    def set_head_only(self, head_only: bool) -> None:
+        """Train the new head alone (True) or everything the mode trains (False); only Full mode has a choice."""
+
     def weights(self) -> StateDict:
         """A detached copy of the trained weights (for checkpoints and the best/last-good snapshots)."""
         return {key: value.detach().clone() for key, value in self.trained_module().state_dict().items()}
@@ -186,7 +194,14 @@ class FastMode(TrainingMode):
 
 
 class FullMode(TrainingMode):
-    """The network trains from `trainable_from` on, on augmented images; earlier stages stay frozen."""
+    """The network trains from `trainable_from` on, on augmented images; earlier stages stay frozen. With a
+    recipe's `freeze_epochs` the new head first trains alone, and `early_lr_factor` gives earlier stages lower
+    rates (fastai's `fine_tune`: discriminative learning rates)."""
+
+    head_only = False
+    # A ResNeXt-50's models and checkpoint are about 470 MB: written after every epoch of a small folder they
+    # would cost more than the epoch's training; a run killed loses at most this much (and always saves at the end).
+    save_interval_s = 60.0
 
     def prepare(self, train_samples, val_samples, cancel):
         self.network = self.network.to(memory_format=torch.channels_last)
@@ -198,7 +213,8 @@ class FullMode(TrainingMode):
                 parameter.requires_grad_(False)
         self.trainable = [p for p in self.network.parameters() if p.requires_grad]
         if self.team is not None:
-            self.trainer = self.team.wrap(self.network)
+            # A head-only phase leaves the rest without gradients for a while: DDP must look for them each step.
+            self.trainer = self.team.wrap(self.network, find_unused=bool(self.recipe.freeze_epochs))
             val_samples = self.team.shard(val_samples)
         preprocess = self.model.preprocess
         augment = train_transform(preprocess, self.recipe.augmentation)
@@ -264,12 +280,47 @@ class FullMode(TrainingMode):
         return self.network
 
     def train_mode(self):
+        if self.head_only:  # as Fast mode: the network as it is, its BatchNorm statistics kept
+            self.network.eval()
+            self.network.fc.train()
+            return
         self.network.train()
         for module in self.frozen_modules:
             module.eval()  # frozen layers keep their BatchNorm statistics
 
+    def set_head_only(self, head_only):
+        self.head_only = head_only
+        head = {id(p) for p in self.network.fc.parameters()}
+        for parameter in self.trainable:
+            parameter.requires_grad_(not head_only or id(parameter) in head)
+
+    def parameter_groups(self, weight_decay):
+        """One pair of groups per stage (stem, layer1..4, head), the rates falling geometrically from the head's
+        to `early_lr_factor` of it at the stem; parameters outside those stages train at the head's rate."""
+        factor = self.recipe.early_lr_factor or 1.0
+        if factor == 1.0:
+            return super().parameter_groups(weight_decay)
+        stages = [[self.network.conv1, self.network.bn1], *([getattr(self.network, f"layer{i}")] for i in range(1, 5))]
+        trainable = {id(p) for p in self.trainable}
+        placed: set[int] = set()
+        groups = []
+        for index, modules in enumerate(stages):
+            parameters = [p for module in modules for p in module.parameters() if id(p) in trainable]
+            placed |= {id(p) for p in parameters}
+            groups += _decay_groups(parameters, weight_decay, factor ** (1 - index / len(stages)))
+        rest = [p for p in self.trainable if id(p) not in placed]
+        return [group for group in groups + _decay_groups(rest, weight_decay, 1.0) if group["params"]]
+
 
 MODE_TYPES: dict[str, type[TrainingMode]] = {"fast": FastMode, "full": FullMode}
+
+
+def _decay_groups(parameters: list[nn.Parameter], weight_decay: float, lr_scale: float) -> list[dict]:
+    """Two optimizer groups at `lr_scale` of the rate: weights with decay, scales/shifts/biases (1-D) without."""
+    decayed = [p for p in parameters if p.ndim > 1]
+    plain = [p for p in parameters if p.ndim <= 1]
+    return [group for group in ({"params": decayed, "weight_decay": weight_decay, "lr_scale": lr_scale},
+                                {"params": plain, "weight_decay": 0.0, "lr_scale": lr_scale}) if group["params"]]
 
 
 def train_transform(preprocess, augmentation: str) -> Callable:

@@ -14,6 +14,7 @@ folds and predict the one left out. Two ways, after the two training modes:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -30,8 +31,11 @@ from cardinal.engine.inference.device import autocast_for
 from cardinal.engine.inference.network import pooled_features
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
-from cardinal.engine.training.loop import warmup_cosine
+from cardinal.engine.training.events import LRFinderStep
+from cardinal.engine.training.lr_finder import RANGES, find_learning_rate, steps_for
+from cardinal.engine.training.modes import FastMode
 from cardinal.engine.training.recipe import Recipe
+from cardinal.engine.training.schedule import warmup_cosine
 
 DEFAULT_FOLDS = 5
 FULL_FOLD_EPOCHS = 5  # each fold's fine-tune of the last stage: enough to adapt it, short enough to repeat K times
@@ -66,13 +70,37 @@ def usable_folds(labels: np.ndarray, num_classes: int, wanted: int = DEFAULT_FOL
     return max(2, min(wanted, smallest))
 
 
+def with_head_rate(mode: FastMode, recipe: Recipe, cancel: CancelToken | None = None
+                   ) -> Generator[LRFinderStep, None, Recipe]:
+    """`recipe` with a learning rate: its own, else the range test's on `mode`'s cached features, as a Fast run
+    would choose it (yields the test's steps)."""
+    if recipe.lr is not None:
+        return recipe
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    optimizer = _optimizer(mode.parameter_groups(recipe.weight_decay), recipe, 1.0)
+    run_steps = recipe.epochs * max(1, mode.train_size() // recipe.batch_size)
+    finding = yield from find_learning_rate(mode, optimizer, criterion, batch_size=recipe.batch_size,
+                                            steps=steps_for(run_steps), scan=RANGES[recipe.optimizer], cancel=cancel)
+    return dataclasses.replace(recipe, lr=finding.suggestion, lr_found=True)
+
+
+class HeldFeatures(FastMode):
+    """Fast mode over pooled features computed elsewhere (the full check's own pass), for the range test."""
+
+    def __init__(self, model: LoadedModel, recipe: Recipe, device: torch.device, dtype: torch.dtype,
+                 features: torch.Tensor, labels: torch.Tensor) -> None:
+        super().__init__(model, recipe, device, dtype, torch.Generator().manual_seed(recipe.seed))
+        self.train_data, self.val_data = (features, labels), (features[:0], labels[:0])
+        self.trainable = list(self.network.fc.requires_grad_(True).parameters())
+
+
 def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, recipe: Recipe,
                     generator: torch.Generator) -> nn.Linear:
-    """A linear head trained on pooled features as Fast mode trains one (AdamW, warm-up and cosine, label
-    smoothing, the recipe's epochs and batch size), without early stopping: there is no validation set."""
+    """A linear head trained on pooled features as Fast mode trains one (the recipe's optimizer and rate, warm-up
+    and cosine, label smoothing, epochs and batch size), without early stopping: there is no validation set."""
     head = _seeded_linear(features.shape[1], num_classes, generator).to(features.device).train()
     _train(head, features, labels, recipe, recipe.epochs, generator,
-           [{"params": head.parameters(), "lr": recipe.learning_rate}])
+           _groups(head, recipe.weight_decay, recipe.learning_rate))
     return head.eval()
 
 
@@ -128,18 +156,19 @@ def last_stage_inputs(model: LoadedModel, samples: Sequence[Sample], device: tor
 
 
 def full_out_of_fold(model: LoadedModel, inputs: torch.Tensor, pooled: torch.Tensor, labels: torch.Tensor,
-                     folds: np.ndarray, recipe: Recipe, device: torch.device, dtype: torch.dtype, *, seed: int = 0,
-                     cancel: CancelToken | None = None) -> Generator[FoldProgress, None, np.ndarray]:
+                     folds: np.ndarray, recipe: Recipe, head_recipe: Recipe, device: torch.device, dtype: torch.dtype,
+                     *, seed: int = 0, cancel: CancelToken | None = None) -> Generator[FoldProgress, None, np.ndarray]:
     """Out-of-fold probabilities from K fine-tunes, fastai's `fine_tune` in small: a head fitted on the frozen
-    network's `pooled` features first, then a copy of the last stage and that head trained together on
-    `inputs` (the earlier stages' activations) for `FULL_FOLD_EPOCHS` epochs at most."""
+    network's `pooled` features first (`head_recipe`, Fast's), then a copy of the last stage and that head trained
+    together on `inputs` (the earlier stages' activations) for `FULL_FOLD_EPOCHS` epochs at most, the last stage
+    at its share of the head's rate under `recipe`'s discriminative rates."""
     network = model.network
     num_classes = model.num_classes
     probabilities = np.zeros((len(labels), num_classes), np.float32)
     count = int(folds.max()) + 1
-    head_recipe = Recipe(mode="fast", batch_size=recipe.batch_size, label_smoothing=recipe.label_smoothing,
-                         weight_decay=recipe.weight_decay, seed=recipe.seed)
     epochs = min(recipe.epochs, FULL_FOLD_EPOCHS)
+    rate = head_recipe.learning_rate
+    last_stage_scale = (recipe.early_lr_factor or 1.0) ** (1 / 5)  # layer4's share, as FullMode gives it
     pooled, labels = pooled.to(device), labels.to(device)
     for fold in range(count):
         if cancel is not None:
@@ -155,7 +184,8 @@ def full_out_of_fold(model: LoadedModel, inputs: torch.Tensor, pooled: torch.Ten
                 maps = stage(batch.to(device, torch.float32, non_blocking=True))
                 return head(pooled_features(network, maps).float())
 
-        groups = [{"params": [*stage.parameters(), *head.parameters()], "lr": recipe.learning_rate}]
+        groups = [*_groups(stage, recipe.weight_decay, rate * last_stage_scale),
+                  *_groups(head, recipe.weight_decay, rate)]
         # BatchNorm keeps the statistics the head was fitted under: with a few hundred images per fold, batch
         # statistics would shift every feature between training and prediction.
         stage.eval()
@@ -187,11 +217,27 @@ def _seeded_linear(inputs: int, outputs: int, generator: torch.Generator) -> nn.
     return head
 
 
+def _groups(module: nn.Module, weight_decay: float, lr: float) -> list[dict]:
+    """Parameter groups as the training modes make them: decay on weights that multiply, none on scales, shifts
+    and biases."""
+    parameters = list(module.parameters())
+    return [group for group in ({"params": [p for p in parameters if p.ndim > 1], "weight_decay": weight_decay,
+                                 "lr": lr},
+                                {"params": [p for p in parameters if p.ndim <= 1], "weight_decay": 0.0, "lr": lr})
+            if group["params"]]
+
+
+def _optimizer(groups: list[dict], recipe: Recipe, lr: float) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=recipe.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
 def _train(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, labels: torch.Tensor,
            recipe: Recipe, epochs: int, generator: torch.Generator, groups: list[dict], *,
            cancel: CancelToken | None = None) -> None:
-    """Minimise label-smoothed cross-entropy with AdamW under warm-up and cosine decay (the loop's schedule)."""
-    optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
+    """Minimise label-smoothed cross-entropy under warm-up and cosine decay (the loop's schedule)."""
+    optimizer = _optimizer(groups, recipe, groups[0]["lr"])
     base_rates = [group["lr"] for group in optimizer.param_groups]
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     count = len(labels)

@@ -16,6 +16,7 @@ from cardinal.engine.data.datasets import DatasetScan, Sample
 from cardinal.engine.errors import Cancelled, CardinalError
 from cardinal.engine.inference.classifier import Classifier
 from cardinal.engine.inference.evaluation import Evaluation
+from cardinal.engine.intervals import accuracy_interval
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.reports.content import BeforeAfter
@@ -29,6 +30,7 @@ from cardinal.engine.reports.report import (
 )
 from cardinal.engine.runs.history import HistoryRow, read_history, write_history
 from cardinal.engine.runs.layout import RunPaths
+from cardinal.engine.runs.lr_find import read_lr_finding
 from cardinal.engine.training.events import BatchEnd, EpochEnd, Event, Notice, StopReason
 from cardinal.engine.training.recipe import Recipe
 
@@ -85,8 +87,10 @@ def write_run_report(model: LoadedModel, samples: Sequence[Sample], folder: Path
         return None
     history = read_history(folder)
     best = next((row for row in history if row.epoch == best_epoch), None)
+    interval = accuracy_interval(best.val_accuracy, len(samples)) if best else None
     outcome = f"Training {stopped.sentence} after {len(history)} epochs" + (
-        f"; best validation accuracy {best.val_accuracy:.1%} at epoch {best_epoch}." if best else ".")
+        f"; the best epoch, {best_epoch} (lowest validation loss), had validation accuracy "
+        f"{interval.describe()}." if interval else ".")
     classifier = Classifier(model, device=device, precision=recipe.precision)
     evaluation = None
     try:
@@ -95,7 +99,7 @@ def write_run_report(model: LoadedModel, samples: Sequence[Sample], folder: Path
         content = content_for(classifier, evaluation, pictures, title=f"Training run “{folder.name}”",
                               evaluated=f"the {len(samples)} validation images, which training never saw",
                               dataset=dataset, recipe=recipe.to_dict(), history=history, best_epoch=best_epoch,
-                              outcome=outcome, before_after=before_after)
+                              outcome=outcome, lr_finding=read_lr_finding(folder), before_after=before_after)
         write_report(RunPaths(folder).report, content)
     except Cancelled:
         yield Notice("The report was not written because the run was cancelled while evaluating; `cardinal "

@@ -33,9 +33,11 @@ def after_training(wizard) -> ReviewWindow:
     """A review with the run's starting point and recipe (Fast or Full check), and Retrain for after the changes."""
     settings = wizard.settings_page
     recipe, base = settings.recipe(), settings.base_choice()
+    trained = (wizard.result.model.description.get("recipe") or {}).get("mode")  # the mode the run chose
+    method = trained if trained in ("fast", "full") else "fast"
     start = settings.base.currentText()
-    described = f"Checked the way this run trained ({recipe.mode} mode, from {start[:1].lower()}{start[1:]})."
-    plan = CheckPlan(base, recipe.mode, recipe=recipe, device=wizard.device, described=described)
+    described = f"Checked the way this run trained ({method} mode, from {start[:1].lower()}{start[1:]})."
+    plan = CheckPlan(base, method, recipe=recipe, device=wizard.device, described=described)
     retrain = RetrainPlan(folder=wizard.report.root, base=base, recipe=recipe, runs_folder=wizard.runs_folder,
                           earlier=wizard.result, earlier_scan=wizard.report, device=wizard.device)
     return _open(wizard, plan, retrain)

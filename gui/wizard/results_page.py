@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
+from cardinal.engine.intervals import wilson_interval
 from cardinal.gui.review import opening as review
 from cardinal.gui.text import escaped, plain_label, tooltip
 from cardinal.gui.wizard import jobs
@@ -106,10 +107,13 @@ class ResultsPage(QWizardPage):
     def _evaluated(self, outcome) -> None:
         self.evaluation, self.classifier = outcome
         evaluation, result = self.evaluation, self._wizard.result
+        images = int(evaluation.confusion.sum())
+        interval = wilson_interval(int(evaluation.confusion.trace()), images)
         self.summary.setText(
-            f"Validation accuracy <b>{evaluation.accuracy:.1%}</b> on {int(evaluation.confusion.sum())} images "
-            f"({_count(len(evaluation.mistakes), 'mistake')}). Training {result.stopped.sentence} after "
-            f"{result.epochs_run} epochs; best epoch {result.best_epoch}. "
+            f"Validation accuracy <b>{evaluation.accuracy:.1%}</b> on {images} images (95% confidence interval "
+            f"{interval.range_text()}; {_count(len(evaluation.mistakes), 'mistake')}). Training "
+            f"{result.stopped.sentence} after {result.epochs_run} epochs; best epoch {result.best_epoch} (lowest "
+            "validation loss). "
             f"Model saved as {escaped(result.paths.best)}."
         )
         names = evaluation.class_names

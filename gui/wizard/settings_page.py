@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from superqt import QCollapsible
 
 from cardinal.engine.models.catalog import CATALOG
-from cardinal.engine.training.recipe import MAX_IMAGE_SIZE, MAX_LEARNING_RATE, MIN_IMAGE_SIZE, OPTIMIZERS
+from cardinal.engine.training.recipe import AUTO, MAX_IMAGE_SIZE, MAX_LEARNING_RATE, MIN_IMAGE_SIZE, OPTIMIZERS
 from cardinal.gui.text import plain_label
 from cardinal.gui.wizard import jobs
 
@@ -37,20 +37,28 @@ class SettingsPage(QWizardPage):
         from cardinal.engine.training.recipe import AUGMENTATIONS, TRAINABLE_FROM, Recipe
 
         self._wizard = wizard
-        defaults = Recipe()
+        self._defaults = defaults = Recipe()
         self.setTitle("Training settings")
-        self.setSubTitle("The defaults work well; Fast takes seconds to minutes, Full can take hours on a CPU.")
+        self.setSubTitle("The defaults work well: Cardinal proposes the mode for where training starts and finds the "
+                         "learning rate on your images. Fast takes seconds to minutes; Full can take hours on a CPU.")
         layout = QVBoxLayout(self)
         form = QFormLayout()
-        self.fast = QRadioButton("Fast: train a new head on the frozen network's features (recommended)", self)
-        self.full = QRadioButton("Full: fine-tune the whole network with augmentation (slower, often better)",
-                                 self)
+        self.fast = QRadioButton("Fast: train a new head on the frozen network's features", self)
+        self.full = QRadioButton("Full: train the whole network with augmentation (slower; needed from random "
+                                 "weights)", self)
         self.fast.setChecked(True)
+        self._mode_chosen = False  # the user picked a mode: the starting point no longer proposes one
         modes = QButtonGroup(self)
         modes.addButton(self.fast)
         modes.addButton(self.full)
+        for button in (self.fast, self.full):
+            button.clicked.connect(self._mode_clicked)
+        self.proposal = plain_label("", self)
+        self.proposal.setWordWrap(True)
+        self.proposal.setStyleSheet("color: palette(placeholder-text)")
         form.addRow("Mode", self.fast)
         form.addRow("", self.full)
+        form.addRow("", self.proposal)
         self.base = QComboBox(self)
         self.architecture = QComboBox(self)
         self.architecture.addItems(list(wizard.architectures))
@@ -82,7 +90,9 @@ class SettingsPage(QWizardPage):
         self.lr.setDecimals(5)
         self.lr.setRange(0.0, MAX_LEARNING_RATE)
         self.lr.setSingleStep(1e-4)
-        self.lr.setSpecialValueText("automatic")
+        self.lr.setSpecialValueText("automatic (range test)")
+        self.lr.setToolTip("Automatic: a short learning-rate range test on your images picks the rate (the curve is "
+                           "shown while training and in the report). Type a rate to use that one instead.")
         self.batch_size = QSpinBox(body)
         self.batch_size.setRange(1, 1024)
         self.batch_size.setValue(defaults.batch_size)
@@ -96,10 +106,13 @@ class SettingsPage(QWizardPage):
         self.class_weighted = QCheckBox("Weight the loss against class imbalance", body)
         self.train_from = QComboBox(body)
         self.train_from.addItems(list(TRAINABLE_FROM))
+        self.stop_early = QCheckBox("Stop when the validation loss stops improving", body)
+        self.stop_early.setChecked(defaults.patience is not None)
         self.patience = QSpinBox(body)
-        self.patience.setRange(0, 100)
-        self.patience.setValue(defaults.patience or 0)
-        self.patience.setSpecialValueText("off")
+        self.patience.setRange(0, 100)  # 0 stands for the recipe's own, scaled to the run
+        self.patience.setValue(defaults.patience if isinstance(defaults.patience, int) else 0)
+        self.patience.setSpecialValueText("automatic (a third of the epochs, at least 5)")
+        self.stop_early.toggled.connect(self.patience.setEnabled)
         self.val_fraction = QDoubleSpinBox(body)
         self.val_fraction.setRange(0.05, 0.5)
         self.val_fraction.setSingleStep(0.05)
@@ -117,7 +130,8 @@ class SettingsPage(QWizardPage):
         for label, widget in [("Optimizer", self.optimizer), ("Learning rate", self.lr),
                               ("Batch size", self.batch_size), ("Label smoothing", self.label_smoothing),
                               ("Augmentation (Full)", self.augmentation), ("", self.class_weighted),
-                              ("Fine-tune from (Full)", self.train_from), ("Early stopping patience", self.patience),
+                              ("Fine-tune from (Full)", self.train_from), ("", self.stop_early),
+                              ("Early stopping patience", self.patience),
                               ("Validation share", self.val_fraction), ("Image size", self.image_size),
                               ("Seed", self.seed)]:
             advanced_form.addRow(label, widget)
@@ -128,6 +142,8 @@ class SettingsPage(QWizardPage):
         self.error.setWordWrap(True)
         layout.addWidget(self.error)
         layout.addStretch(1)
+        for spin in (self.epochs, self.lr):
+            spin.valueChanged.connect(lambda _: self._propose())
         self._base_changed()
 
     def initializePage(self) -> None:  # noqa: N802 - Qt's naming
@@ -188,6 +204,32 @@ class SettingsPage(QWizardPage):
             self.base_file = path
             if not path:
                 self.base.setCurrentIndex(0)
+        self._propose()
+
+    def _random_start(self) -> bool:
+        """Whether the chosen starting point has random weights (nothing learnt to keep)."""
+        kind = self.base.currentData()
+        current = self._wizard.starting_points.current_model
+        return kind == "scratch" or (kind == "current" and getattr(current, "random_weights", False))
+
+    def _mode_clicked(self) -> None:
+        self._mode_chosen = True
+        self._propose()
+
+    def _propose(self) -> None:
+        """Check the mode the engine's recipe proposes for this starting point (unless the user chose one) and say
+        what the run will do, in the engine's words."""
+        random_start = self._random_start()
+        if not self._mode_chosen:
+            proposed = self._defaults.adapted(random_weights=random_start).mode
+            (self.full if proposed == "full" else self.fast).setChecked(True)
+        from cardinal.engine.errors import TrainingError
+
+        try:
+            recipe = self.recipe()
+        except TrainingError:  # an invalid Advanced value: validatePage says which
+            recipe = self._defaults
+        self.proposal.setText(recipe.choices_said(random_weights=random_start))
 
     def _base_path(self) -> str | None:
         if self.base.currentData() == "current":
@@ -202,11 +244,12 @@ class SettingsPage(QWizardPage):
     def recipe(self):
         from cardinal.engine.training.recipe import Recipe
 
+        patience = (self.patience.value() or AUTO) if self.stop_early.isChecked() else None
         return Recipe(mode="fast" if self.fast.isChecked() else "full", epochs=self.epochs.value(),
                       batch_size=self.batch_size.value(), optimizer=self.optimizer.currentText(),
                       lr=self.lr.value() or None, label_smoothing=self.label_smoothing.value(),
                       augmentation=self.augmentation.currentText(), class_weighted=self.class_weighted.isChecked(),
-                      trainable_from=self.train_from.currentText(), patience=self.patience.value() or None,
+                      trainable_from=self.train_from.currentText(), patience=patience,
                       val_fraction=self.val_fraction.value(), seed=self.seed.value(),
                       image_size=None if self.image_size.value() < MIN_IMAGE_SIZE else self.image_size.value())
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QTimer, Signal
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -36,6 +38,13 @@ class TrainingPage(QWizardPage):
         layout = QVBoxLayout(self)
         train, validation = ("train", TRAIN_COLOUR), ("validation", VALIDATION_COLOUR)
         self.loss_plot = new_plot("Loss per batch", "loss", "epoch")
+        self.lr_plot = new_plot("Learning-rate range test", "loss", "learning rate (log scale)",
+                                (("loss per step", BATCH_COLOUR), ("smoothed", TRAIN_COLOUR)))
+        self.lr_plot.setLogMode(x=True, y=False)
+        self.lr_curve = curve(self.lr_plot, BATCH_COLOUR, points=False)
+        self.lr_smoothed = curve(self.lr_plot, TRAIN_COLOUR)
+        self.lr_chosen = pg.InfiniteLine(angle=90, pen=pg.mkPen(VALIDATION_COLOUR, width=2, style=Qt.PenStyle.DashLine))
+        self.lr_plot.addItem(self.lr_chosen)
         self.epoch_loss_plot = new_plot("Loss per epoch", "loss", "epoch", (train, validation))
         self.accuracy_plot = new_plot("Accuracy per epoch", "accuracy", "epoch", (train, validation))
         self.batch_curve = curve(self.loss_plot, BATCH_COLOUR, points=False)
@@ -46,7 +55,10 @@ class TrainingPage(QWizardPage):
         plots = QHBoxLayout()
         plots.addWidget(self.epoch_loss_plot)
         plots.addWidget(self.accuracy_plot)
-        layout.addWidget(self.loss_plot)
+        top = QHBoxLayout()
+        top.addWidget(self.loss_plot, 2)
+        top.addWidget(self.lr_plot, 1)
+        layout.addLayout(top)
         layout.addLayout(plots)
         self.progress = QProgressBar(self)
         self.status = QLabel("", self)
@@ -78,7 +90,11 @@ class TrainingPage(QWizardPage):
         self.val_loss: list[float] = []
         self.train_acc: list[float] = []
         self.val_acc: list[float] = []
-        self._batches_dirty = self._epochs_dirty = False
+        self.val_intervals: list = []
+        self.finder_lrs: list[float] = []
+        self.finder_losses: list[float] = []
+        self.finding = None  # the range test's result, once it chose the rate
+        self._batches_dirty = self._epochs_dirty = self._finder_dirty = False
         self._first_batch_at: float | None = None
         self._batches_seen = 0
         self._status_at = 0.0
@@ -148,15 +164,37 @@ class TrainingPage(QWizardPage):
         batches_left = (self._recipe.epochs - event.epoch) * event.batches + event.batches - event.batch
         images_per_second = self._recipe.batch_size / max(seconds_per_batch, 1e-9)
         best = f"; best validation accuracy so far {max(self.val_acc):.1%}" if self.val_acc else ""
+        if self.val_intervals:
+            best = f"; last validation accuracy {self.val_intervals[-1].describe()}"
         self._set_status(f"Epoch {event.epoch} of {self._recipe.epochs}, batch {event.batch} of {event.batches}: "
                          f"{images_per_second:.0f} images/s, about {_duration(batches_left * seconds_per_batch)} "
                          f"left{best}")
 
     def _event(self, event) -> None:
         from cardinal.engine.reports.report import ReportProgress
-        from cardinal.engine.training.events import BatchEnd, EpochEnd, FeatureProgress, Notice
+        from cardinal.engine.training.events import (
+            BatchEnd,
+            EpochEnd,
+            FeatureProgress,
+            LRFinderStep,
+            LRFound,
+            Notice,
+            RecipeChosen,
+        )
 
-        if isinstance(event, BatchEnd):
+        if isinstance(event, RecipeChosen):
+            self.notices.addItem(event.said)
+        elif isinstance(event, LRFinderStep):
+            self.finder_lrs.append(event.lr)
+            self.finder_losses.append(event.loss if math.isfinite(event.loss) else float("nan"))
+            self._finder_dirty = True
+            self._set_status(f"Finding the learning rate: step {event.step} of at most {event.steps}, rate "
+                             f"{event.lr:.2g}, loss {event.loss:.3f}")
+        elif isinstance(event, LRFound):
+            self.finding = event.finding
+            self._finder_dirty = True
+            self.notices.addItem(f"The {event.finding.describe()}.")
+        elif isinstance(event, BatchEnd):
             self.batch_x.append(event.epoch - 1 + event.batch / event.batches)
             self.batch_loss.append(event.loss)
             self.progress.setValue(int(100 * (event.epoch - 1 + event.batch / event.batches)))
@@ -168,13 +206,13 @@ class TrainingPage(QWizardPage):
             self.val_loss.append(event.val_loss)
             self.train_acc.append(event.train_accuracy)
             self.val_acc.append(event.val_accuracy)
+            self.val_intervals.append(event.val_interval)
             self.progress.setValue(100 * event.epoch)
-            best = max(self.val_acc)
             self._status_at = time.monotonic()
             self._set_status(
-                f"Epoch {event.epoch} of {event.epochs}: validation accuracy {event.val_accuracy:.1%} "
-                f"(best {best:.1%}), {event.images_per_second:.0f} images/s, about {_duration(event.eta_seconds)} "
-                "left"
+                f"Epoch {event.epoch} of {event.epochs}: validation accuracy {event.val_interval.describe()}"
+                f"{' (best so far: lowest validation loss)' if event.improved else ''}, "
+                f"{event.images_per_second:.0f} images/s, about {_duration(event.eta_seconds)} left"
             )
             self._epochs_dirty = True
         elif isinstance(event, FeatureProgress):
@@ -186,6 +224,15 @@ class TrainingPage(QWizardPage):
 
     def _redraw(self, force: bool = False) -> None:
         """Update only the curves that got new points since the last redraw."""
+        if self._finder_dirty or force:
+            # Log mode on x: pyqtgraph takes the rates as they are and draws them on a log axis.
+            self.lr_curve.setData(self.finder_lrs, self.finder_losses)
+            finding = self.finding
+            self.lr_smoothed.setData(list(finding.lrs) if finding else [], list(finding.smoothed) if finding else [])
+            self.lr_chosen.setVisible(finding is not None)
+            if finding is not None:
+                self.lr_chosen.setValue(math.log10(finding.suggestion))
+            self.lr_plot.setVisible(bool(self.finder_lrs) or finding is not None)
         if self._batches_dirty or force:
             self.batch_curve.setData(self.batch_x, self.batch_loss)
         if self._epochs_dirty or force:
@@ -193,7 +240,7 @@ class TrainingPage(QWizardPage):
             self.val_loss_curve.setData(self.epochs, self.val_loss)
             self.train_acc_curve.setData(self.epochs, self.train_acc)
             self.val_acc_curve.setData(self.epochs, self.val_acc)
-        self._batches_dirty = self._epochs_dirty = False
+        self._batches_dirty = self._epochs_dirty = self._finder_dirty = False
 
     def _finished(self, result) -> None:
         self._wizard.result = result
@@ -202,7 +249,8 @@ class TrainingPage(QWizardPage):
         self._set_status(
             f"Training {result.stopped.sentence} after {result.epochs_run} epochs in "
             f"{_duration(time.monotonic() - self._started)}: best validation accuracy "
-            f"{result.best_val_accuracy:.1%} (epoch {result.best_epoch}). Saved in {escaped(result.out_dir)}."
+            f"{escaped(result.best_val_interval.describe())} (epoch {result.best_epoch}, the lowest validation loss). "
+            f"Saved in {escaped(result.out_dir)}."
         )
 
     def _failed(self, error) -> None:

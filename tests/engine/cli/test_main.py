@@ -179,7 +179,8 @@ def test_train_then_evaluate_from_the_command_line(capsys, model_file, tmp_path)
                             "--lr", "0.05", "--device", "cpu")
     assert code == 0, err
     assert "skipped" in stdout and "broken.jpg" in stdout
-    assert "epoch 3/3" in stdout and "best validation accuracy" in stdout
+    assert "epoch 3/3" in stdout and "(lowest validation loss) with validation accuracy" in stdout
+    assert "95% CI" in stdout
     assert "confusion matrix" in stdout
     assert (out / "best.safetensors").is_file()
     assert f"report: {out / 'report.html'}" in stdout and (out / "history.csv").is_file()

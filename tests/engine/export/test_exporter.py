@@ -236,3 +236,39 @@ def test_a_model_name_exports_its_pretrained_weights_or_says_which_file_to_fetch
     err = capsys.readouterr().err
     assert "resnext50_32x4d-1a0047aa.pth" in err and str(torch_home) in err
     assert not target.exists() and not description_path(target).exists()
+
+
+def test_force_onto_a_folder_is_refused_and_changes_nothing(pets, tmp_path, capsys):
+    target = tmp_path / "pets.pt2"
+    target.mkdir()
+    (target / "mine.txt").write_text("keep me")
+    description_path(target).write_text("the previous description")
+    assert main(["export", str(pets), "--out", str(target), "--force"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: {target} is a folder, not a file; nothing was changed. Choose a file name (--out)."]
+    assert (target / "mine.txt").read_text() == "keep me"
+    assert description_path(target).read_text() == "the previous description"
+    assert sorted(os.listdir(tmp_path)) == ["pets.pt2", "pets.pt2.json"]
+
+
+def test_a_failure_while_publishing_puts_the_previous_export_back(pets, tmp_path, capsys, monkeypatch):
+    import errno
+
+    target = tmp_path / "pets.pt2"
+    target.write_bytes(b"the previous model")
+    description_path(target).write_text("the previous description")
+    real_replace = os.replace
+
+    def model_rename_fails(source, destination):  # a disk error as the new model is renamed into place
+        if os.fspath(destination) == os.fspath(target) and os.path.basename(source) == target.name:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", model_rename_fails)
+    assert main(["export", str(pets), "--out", str(target), "--force"]) == 1
+    err = capsys.readouterr().err
+    assert "Input/output error" in err and "Nothing was saved" in err and "Traceback" not in err
+    assert target.read_bytes() == b"the previous model"
+    assert description_path(target).read_text() == "the previous description"
+    assert sorted(os.listdir(tmp_path)) == ["pets.pt2", "pets.pt2.json"]
