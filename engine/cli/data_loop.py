@@ -142,17 +142,16 @@ def _starting_point(args: argparse.Namespace, err: TextIO, token: CancelToken):
 
 
 class _Progress:
-    """Progress bars for the label check's two stages."""
+    """Progress bars for the label check's stages (a range test that stops early is followed by a fresh bar)."""
 
     def __init__(self, err: TextIO) -> None:
         self.err, self.bar, self.stage = err, None, ""
 
     def __call__(self, event) -> None:
-        if self.bar is None or self.stage != event.stage:
+        if self.bar is None or self.stage != event.stage or event.done < self.bar.n:
             if self.bar is not None:
                 self.bar.close()
-            label = "Computing features" if event.stage == "features" else "Training folds"
-            self.bar = progress_bar(self.err, label, event.total, unit="img" if event.stage == "features" else "fold")
+            self.bar = progress_bar(self.err, event.what, event.total, unit=event.unit)
             self.stage = event.stage
         advance(self.bar, event.done, event.total)
         if event.done >= event.total:

@@ -35,6 +35,7 @@ from cardinal.engine.training.out_of_fold import (
     fit_linear_head,
     full_out_of_fold,
     last_stage_inputs,
+    last_stage_rate,
     stratified_folds,
     usable_folds,
     with_head_rate,
@@ -44,6 +45,9 @@ from cardinal.engine.training.starting_point import new_model
 
 METHODS: tuple[str, ...] = ("fast", "full")
 CSV_COLUMNS: tuple[str, ...] = ("path", "given", "suggested", "score")
+STAGES: dict[str, tuple[str, str]] = {"features": ("Computing features", "img"),
+                                     "rate": ("Finding the learning rate", "step"),
+                                     "folds": ("Training the folds' models", "fold")}
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,16 @@ class LabelCheckProgress:
     stage: str
     done: int
     total: int
+
+    @property
+    def what(self) -> str:
+        """The stage in words, for a progress bar."""
+        return STAGES[self.stage][0]
+
+    @property
+    def unit(self) -> str:
+        """What `done` counts: images, steps or folds."""
+        return STAGES[self.stage][1]
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,7 @@ class LabelCheck:
     seconds: float
     model_source: str
     fold_epochs: int  # how long each fold's model trained
+    fold_rate: float  # the peak learning rate each fold's model trained at (the head's; the last stage's share of it)
     explainer: LoadedModel | None = None  # the frozen network with a head fitted on every image: for heat-maps
 
     def describe(self) -> str:
@@ -91,6 +106,7 @@ class LabelCheck:
         how = (f"linear heads trained {self.fold_epochs} epochs on the frozen network's features"
                if self.method == "fast" else
                f"fine-tunes of the network's last stage, {self.fold_epochs} epochs each, on its frozen earlier stages")
+        how += f", learning rate {self.fold_rate:.2g}"
         return (f"{len(self.issues)} of {self.checked} images flagged by Confident Learning (cleanlab) from "
                 f"{self.folds}-fold out-of-fold probabilities ({how}; {self.model_source}); held-out agreement "
                 f"with the given labels {self.out_of_fold_accuracy:.1%}; {self.seconds:.1f} s")
@@ -108,7 +124,8 @@ def check_labels(scan: DatasetScan, base: LoadedModel, *, method: str = "fast", 
 
     `method` "fast" fits linear heads on the frozen network's pooled features; "full" also fine-tunes its last
     stage per fold. `recipe` (default: `Recipe()`, its "auto" choices made for `base`) gives the optimisation
-    settings; without a learning rate, the range test on the features chooses the heads' rate.
+    settings; without a learning rate, the range test on the features chooses the heads' rate and, in "full", a
+    second one on the last stage (with a head fitted on every image) the folds' fine-tuning rate.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not '{method}'")
@@ -135,11 +152,15 @@ def check_labels(scan: DatasetScan, base: LoadedModel, *, method: str = "fast", 
         mode = HeldFeatures(model, fast, device_, dtype, pooled.to(device_), label_tensor.to(device_))
     head_recipe = yield from _relay(with_head_rate(mode, fast, cancel), "rate", lambda step: (step.step, step.steps))
     if method == "fast":
+        rate = head_recipe.learning_rate
         work = fast_out_of_fold(pooled, label_tensor, model.num_classes, assignment, head_recipe, seed=recipe.seed,
                                 cancel=cancel)
     else:
+        finding = last_stage_rate(model, inputs, pooled, label_tensor.cpu(), recipe, head_recipe, device_, dtype,
+                                  cancel)
+        rate = yield from _relay(finding, "rate", lambda step: (step.step, step.steps))
         work = full_out_of_fold(model, inputs, pooled, torch.from_numpy(labels), assignment, recipe, head_recipe,
-                                device_, dtype, seed=recipe.seed, cancel=cancel)
+                                rate, device_, dtype, seed=recipe.seed, cancel=cancel)
     probabilities = yield from _relay(work, "folds", lambda event: (event.done, event.total))
     model.network.fc = fit_linear_head(pooled.to(device_), torch.from_numpy(labels).to(device_), model.num_classes,
                                        head_recipe, torch.Generator().manual_seed(recipe.seed)).requires_grad_(False)
@@ -148,7 +169,7 @@ def check_labels(scan: DatasetScan, base: LoadedModel, *, method: str = "fast", 
     agreement = float((probabilities.argmax(1) == labels).mean()) if len(labels) else 0.0
     epochs = recipe.epochs if method == "fast" else min(recipe.epochs, FULL_FOLD_EPOCHS)
     return LabelCheck(scan.root, scan.class_names, issues, len(samples), method, count, agreement,
-                      time.perf_counter() - started, base.source, epochs, model)
+                      time.perf_counter() - started, base.source, epochs, rate, model)
 
 
 def rank_issues(samples: list[Sample], labels: np.ndarray, probabilities: np.ndarray,

@@ -8,7 +8,8 @@ folds and predict the one left out. Two ways, after the two training modes:
   linear heads are fitted on them with the Fast recipe (seconds, even on a CPU);
 - full: the network's last stage adapts too. The stages before it stay frozen and their activations are
   computed once; each fold fine-tunes a copy of the last stage and a fresh head on them for a few epochs,
-  unaugmented (minutes on a CPU for a few thousand images; the frozen stages' pass is most of the work).
+  unaugmented, at the rate a range test on the last stage chose (once, for all folds; minutes on a CPU for a few
+  thousand images; the frozen stages' pass is most of the work).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.training.events import LRFinderStep
 from cardinal.engine.training.lr_finder import RANGES, find_learning_rate, steps_for
-from cardinal.engine.training.modes import FastMode
+from cardinal.engine.training.modes import FastMode, TrainingMode
 from cardinal.engine.training.recipe import Recipe
 from cardinal.engine.training.schedule import warmup_cosine
 
@@ -99,8 +100,8 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: i
     """A linear head trained on pooled features as Fast mode trains one (the recipe's optimizer and rate, warm-up
     and cosine, label smoothing, epochs and batch size), without early stopping: there is no validation set."""
     head = _seeded_linear(features.shape[1], num_classes, generator).to(features.device).train()
-    _train(head, features, labels, recipe, recipe.epochs, generator,
-           _groups(head, recipe.weight_decay, recipe.learning_rate))
+    _train(head, features, labels, recipe, recipe.epochs, generator, _groups(head, recipe.weight_decay, 1.0),
+           recipe.learning_rate)
     return head.eval()
 
 
@@ -155,48 +156,95 @@ def last_stage_inputs(model: LoadedModel, samples: Sequence[Sample], device: tor
     return torch.cat(chunks), torch.cat(pooled)
 
 
+class LastStage(TrainingMode):
+    """A copy of the network's last stage and a head, over the earlier stages' cached activations: what a full
+    check's fold trains (a mode, so that the range test can ask it for batches, a forward pass and weights).
+    BatchNorm keeps its statistics: with a few hundred images per fold, batch statistics would shift every
+    feature between training and prediction."""
+
+    def __init__(self, model: LoadedModel, recipe: Recipe, device: torch.device, dtype: torch.dtype,
+                 inputs: torch.Tensor, labels: torch.Tensor, head: nn.Linear, generator: torch.Generator) -> None:
+        super().__init__(model, recipe, device, dtype, generator)
+        self.stage = copy.deepcopy(model.network.layer4).to(device).float().requires_grad_(True)
+        self.head = head.requires_grad_(True)
+        self.pair = nn.ModuleList([self.stage, self.head])
+        self.trainable = list(self.pair.parameters())
+        self.inputs, self.labels = inputs, labels
+
+    def train_size(self) -> int:
+        return len(self.labels)
+
+    def train_batches(self, batch_size, epoch):
+        order = torch.randperm(len(self.labels), generator=self.generator)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            yield self.inputs[index], self.labels[index.to(self.labels.device)].to(self.device)
+
+    def forward(self, inputs):
+        with self.autocast():
+            maps = self.stage(inputs.to(self.device, torch.float32, non_blocking=True))
+            return self.head(pooled_features(self.network, maps).float())
+
+    def trained_module(self):
+        return self.pair
+
+    def train_mode(self):
+        self.stage.eval()
+        self.head.train()
+
+    def parameter_groups(self, weight_decay):
+        """The last stage at its share of the head's rate, as Full mode's discriminative rates give it."""
+        scale = (self.recipe.early_lr_factor or 1.0) ** (1 / 5)  # layer4 of (stem, layer1..4)
+        return [*_groups(self.stage, weight_decay, scale), *_groups(self.head, weight_decay, 1.0)]
+
+
+def last_stage_rate(model: LoadedModel, inputs: torch.Tensor, pooled: torch.Tensor, labels: torch.Tensor,
+                    recipe: Recipe, head_recipe: Recipe, device: torch.device, dtype: torch.dtype,
+                    cancel: CancelToken | None = None) -> Generator[LRFinderStep, None, float]:
+    """The rate the full check's folds fine-tune at: the recipe's, else the range test's on the last stage with a
+    head fitted on every image (once; the folds share it)."""
+    if recipe.lr is not None:
+        return recipe.lr
+    generator = torch.Generator().manual_seed(recipe.seed)
+    head = fit_linear_head(pooled.to(device), labels.to(device), model.num_classes, head_recipe, generator)
+    mode = LastStage(model, recipe, device, dtype, inputs, labels, head, generator)
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    epochs = min(recipe.epochs, FULL_FOLD_EPOCHS)
+    steps = steps_for(epochs * max(1, len(labels) // recipe.batch_size))
+    finding = yield from find_learning_rate(mode, _optimizer(mode.parameter_groups(recipe.weight_decay), recipe, 1.0),
+                                            criterion, batch_size=recipe.batch_size, steps=steps,
+                                            scan=RANGES[recipe.optimizer], cancel=cancel)
+    return finding.suggestion
+
+
 def full_out_of_fold(model: LoadedModel, inputs: torch.Tensor, pooled: torch.Tensor, labels: torch.Tensor,
-                     folds: np.ndarray, recipe: Recipe, head_recipe: Recipe, device: torch.device, dtype: torch.dtype,
-                     *, seed: int = 0, cancel: CancelToken | None = None) -> Generator[FoldProgress, None, np.ndarray]:
+                     folds: np.ndarray, recipe: Recipe, head_recipe: Recipe, rate: float, device: torch.device,
+                     dtype: torch.dtype, *, seed: int = 0, cancel: CancelToken | None = None
+                     ) -> Generator[FoldProgress, None, np.ndarray]:
     """Out-of-fold probabilities from K fine-tunes, fastai's `fine_tune` in small: a head fitted on the frozen
     network's `pooled` features first (`head_recipe`, Fast's), then a copy of the last stage and that head trained
-    together on `inputs` (the earlier stages' activations) for `FULL_FOLD_EPOCHS` epochs at most, the last stage
-    at its share of the head's rate under `recipe`'s discriminative rates."""
-    network = model.network
-    num_classes = model.num_classes
-    probabilities = np.zeros((len(labels), num_classes), np.float32)
+    together at `rate` on `inputs` (the earlier stages' activations) for `FULL_FOLD_EPOCHS` epochs at most."""
+    probabilities = np.zeros((len(labels), model.num_classes), np.float32)
     count = int(folds.max()) + 1
     epochs = min(recipe.epochs, FULL_FOLD_EPOCHS)
-    rate = head_recipe.learning_rate
-    last_stage_scale = (recipe.early_lr_factor or 1.0) ** (1 / 5)  # layer4's share, as FullMode gives it
-    pooled, labels = pooled.to(device), labels.to(device)
+    on_device = pooled.to(device), labels.to(device)
     for fold in range(count):
         if cancel is not None:
             cancel.raise_if_cancelled("the label check")
         held_out = torch.from_numpy(folds == fold)
         generator = torch.Generator().manual_seed(seed * 1000 + fold)
-        on_device = held_out.to(device)
-        head = fit_linear_head(pooled[~on_device], labels[~on_device], num_classes, head_recipe, generator)
-        stage = copy.deepcopy(network.layer4).to(device).float()
-
-        def forward(batch: torch.Tensor, stage=stage, head=head) -> torch.Tensor:
-            with autocast_for(device, dtype):
-                maps = stage(batch.to(device, torch.float32, non_blocking=True))
-                return head(pooled_features(network, maps).float())
-
-        groups = [*_groups(stage, recipe.weight_decay, rate * last_stage_scale),
-                  *_groups(head, recipe.weight_decay, rate)]
-        # BatchNorm keeps the statistics the head was fitted under: with a few hundred images per fold, batch
-        # statistics would shift every feature between training and prediction.
-        stage.eval()
-        head.train()
-        _train(forward, inputs[~held_out], labels[~on_device], recipe, epochs, generator, groups, cancel=cancel)
+        mask = held_out.to(device)
+        head = fit_linear_head(on_device[0][~mask], on_device[1][~mask], model.num_classes, head_recipe, generator)
+        mode = LastStage(model, recipe, device, dtype, inputs[~held_out], labels[~held_out], head, generator)
+        mode.train_mode()
+        _train(mode.forward, mode.inputs, mode.labels, recipe, epochs, generator,
+               mode.parameter_groups(recipe.weight_decay), rate, cancel=cancel)
         head.eval()
         rows = torch.nonzero(held_out).flatten()
         with torch.no_grad():
             for start in range(0, len(rows), recipe.eval_batch_size):
                 index = rows[start : start + recipe.eval_batch_size]
-                probabilities[index.numpy()] = torch.softmax(forward(inputs[index]).float(), 1).cpu().numpy()
+                probabilities[index.numpy()] = torch.softmax(mode.forward(inputs[index]).float(), 1).cpu().numpy()
         yield FoldProgress(fold + 1, count)
     return probabilities
 
@@ -217,13 +265,14 @@ def _seeded_linear(inputs: int, outputs: int, generator: torch.Generator) -> nn.
     return head
 
 
-def _groups(module: nn.Module, weight_decay: float, lr: float) -> list[dict]:
+def _groups(module: nn.Module, weight_decay: float, lr_scale: float) -> list[dict]:
     """Parameter groups as the training modes make them: decay on weights that multiply, none on scales, shifts
-    and biases."""
+    and biases; each at its share `lr_scale` of the rate."""
     parameters = list(module.parameters())
     return [group for group in ({"params": [p for p in parameters if p.ndim > 1], "weight_decay": weight_decay,
-                                 "lr": lr},
-                                {"params": [p for p in parameters if p.ndim <= 1], "weight_decay": 0.0, "lr": lr})
+                                 "lr_scale": lr_scale},
+                                {"params": [p for p in parameters if p.ndim <= 1], "weight_decay": 0.0,
+                                 "lr_scale": lr_scale})
             if group["params"]]
 
 
@@ -234,11 +283,11 @@ def _optimizer(groups: list[dict], recipe: Recipe, lr: float) -> torch.optim.Opt
 
 
 def _train(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, labels: torch.Tensor,
-           recipe: Recipe, epochs: int, generator: torch.Generator, groups: list[dict], *,
+           recipe: Recipe, epochs: int, generator: torch.Generator, groups: list[dict], rate: float, *,
            cancel: CancelToken | None = None) -> None:
-    """Minimise label-smoothed cross-entropy under warm-up and cosine decay (the loop's schedule)."""
-    optimizer = _optimizer(groups, recipe, groups[0]["lr"])
-    base_rates = [group["lr"] for group in optimizer.param_groups]
+    """Minimise label-smoothed cross-entropy at `rate` under warm-up and cosine decay (the loop's schedule)."""
+    optimizer = _optimizer(groups, recipe, rate)
+    base_rates = [rate * group.get("lr_scale", 1.0) for group in optimizer.param_groups]
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     count = len(labels)
     batches = max(1, math.ceil(count / recipe.batch_size))
@@ -249,8 +298,8 @@ def _train(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor
                 cancel.raise_if_cancelled("the label check")
             index = order[start : start + recipe.batch_size]
             factor = warmup_cosine(epoch + step / batches, epochs, recipe.warmup_epochs)
-            for group, rate in zip(optimizer.param_groups, base_rates, strict=True):
-                group["lr"] = rate * factor
+            for group, base in zip(optimizer.param_groups, base_rates, strict=True):
+                group["lr"] = base * factor
             logits = forward(inputs[index.to(inputs.device)]).float()
             loss = criterion(logits, labels[index.to(labels.device)].to(logits.device))
             optimizer.zero_grad(set_to_none=True)

@@ -155,10 +155,9 @@ class ReviewWindow(QWidget):
         self._run(worker)
 
     def _check_progress(self, event) -> None:
-        what = "Computing features" if event.stage == "features" else "Training the folds' models"
         self.progress.setRange(0, event.total)
         self.progress.setValue(event.done)
-        self.progress.setFormat(f"{what}… %v of %m")
+        self.progress.setFormat(f"{event.what}… %v of %m")
 
     def _checked(self, check) -> None:
         self.queue = ReviewQueue(check, self)

@@ -64,9 +64,24 @@ def test_full_check_fine_tunes_the_last_stage_per_fold_and_flags_the_moved_image
     precision, recall = precision_recall([issue.path for issue in check.issues], moved)
     assert precision >= 0.6 and recall >= 0.6, (precision, recall, check.describe())
     assert check.method == "full" and check.folds == 5 and check.checked == len(scan.train)
-    assert {event.stage for event in events} == {"features", "folds"}
+    assert [event.stage for event in events if event.stage != "rate"][-1] == "folds"
     assert events[-1] == LabelCheckProgress("folds", 5, 5)
+    # Two range tests before the folds: the heads' rate on the features, then the folds' on the last stage.
+    starts = [index for index, event in enumerate(events) if event.stage == "rate" and event.done == 1]
+    folds_start = next(index for index, event in enumerate(events) if event.stage == "folds")
+    assert len(starts) == 2 and starts[-1] < folds_start
     assert "fine-tunes of the network's last stage, 3 epochs each" in check.describe()
+    assert check.fold_rate > 0 and f"learning rate {check.fold_rate:.2g}" in check.describe()
+
+
+def test_a_full_check_with_a_given_rate_runs_no_range_test_and_trains_at_that_rate(tmp_path):
+    scan = run_to_end(scan_dataset(make_shapes_folder(tmp_path / "six", per_class=6)))
+    events = []
+    recipe = Recipe(lr=0.003, epochs=1, precision="fp32", eval_batch_size=8)
+    check = run_to_end(check_labels(scan, make_tiny_model(), method="full", recipe=recipe, device="cpu"),
+                       events.append)
+    assert {event.stage for event in events} == {"features", "folds"}
+    assert check.fold_rate == 0.003 and "learning rate 0.003" in check.describe()
 
 
 def test_ranking_follows_cleanlab_and_suggests_the_likeliest_other_class():
