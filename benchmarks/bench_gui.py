@@ -1,6 +1,7 @@
 """Desktop app responsiveness (issue: the desktop app), measured with the real ResNeXt-50 architecture.
 
-1. window visible after launch (target <= 1.5 s) and first top-k for a dropped image (target <= 5 s),
+1. window visible after launch (target <= 1.5 s) and first top-k for a dropped image (target <= 3 s once the
+   model has been converted for the compiled CPU backend; the very first launch, on PyTorch, is printed too),
    both measured from the moment the process is started, in a fresh process;
 2. the longest GUI-thread stall while a folder of 50 images classifies (target <= 100 ms), by a 10 ms
    heartbeat QTimer;
@@ -171,13 +172,19 @@ def main() -> None:
             kind = dataset / f"class{index % 3}"
             kind.mkdir(parents=True, exist_ok=True)
             (kind / f"{index:03d}.jpg").write_bytes(photo_like_jpeg(1000 + index, (400, 300)))
+        os.environ["CARDINAL_CACHE_DIR"] = str(temp / "compiled")  # no conversion from an earlier run counts
+        (_, cold), = launch_times(model_file, folder / "photo00.jpg", temp / "launch.ini", runs=1)
+        # What the app does in the background after its first results, done here to the end (once per model).
+        subprocess.run([sys.executable, "-m", "cardinal.gui.launch", "classify", str(folder / "photo00.jpg"),
+                        "--weights", str(model_file)], check=True, capture_output=True, cwd=ROOT)
         runs = launch_times(model_file, folder / "photo00.jpg", temp / "launch.ini")
         visible = [v for v, _ in runs]
         first = [f for _, f in runs]
         print(f"1. window visible after launch: median {statistics.median(visible):.2f} s "
               f"(runs {', '.join(f'{v:.2f}' for v in visible)}; target <= 1.5 s)")
-        print(f"   first top-k after launch: median {statistics.median(first):.2f} s "
-              f"(runs {', '.join(f'{f:.2f}' for f in first)}; target <= 5 s)")
+        print(f"   first top-k after launch, the model converted: median {statistics.median(first):.2f} s "
+              f"(runs {', '.join(f'{f:.2f}' for f in first)}; target <= 3 s); the very first launch (PyTorch, "
+              f"converting afterwards): {cold:.2f} s")
         settings_folder = temp / "app"
         settings_folder.mkdir()
         measured = in_process(model_file, other, folder, dataset, settings_folder / "app.ini")

@@ -10,5 +10,7 @@ from __future__ import annotations
 
 DEFAULT_MODEL = "resnext50_32x4d"
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+# Who runs the network: auto (a compiled CPU runtime where it is installed and faster, else PyTorch), or one of them.
+BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino", "onnxruntime")
 # Heat-map methods: the name used in code and on the command line -> how people write it.
 CAM_METHODS: dict[str, str] = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}

@@ -19,6 +19,7 @@ from typing import IO, BinaryIO
 from cardinal.engine.errors import CheckpointError
 
 SHA256_CHUNK_BYTES = 1 << 20
+NAME_LIMIT = 255  # bytes in a file name on ext4, XFS, Btrfs and APFS (NTFS: 255 characters)
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
@@ -49,8 +50,13 @@ def create_temp_beside(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
     """Create `.NAME.<random><suffix>` beside `path` for writing (mode 0666 less the umask); returns its
     descriptor and path. Beside, so that the final rename never crosses a file system."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    # The temp name is 10 bytes and the suffix longer than the target's; for a name near the file system's limit
+    # it keeps only the start of it (`.NAME.*.tmp` still finds the temp files of every shorter name).
+    stem = path.name
+    while stem and len(os.fsencode(f".{stem}.12345678{suffix}")) > NAME_LIMIT:
+        stem = stem[:-1]
     for _ in range(100):
-        temp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        temp = path.parent / f".{stem}.{secrets.token_hex(4)}{suffix}"
         try:
             return os.open(temp, flags, 0o666), temp
         except FileExistsError:

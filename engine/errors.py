@@ -9,6 +9,11 @@ from pathlib import Path
 class CardinalError(Exception):
     """Base of every error the engine raises on purpose; `str(error)` is fit to show a user."""
 
+    def lines(self) -> tuple[str, ...]:
+        """The message as the lines it was written in: a terminal escapes each one, so a line break inside a
+        name stays visible as `\\n` while the message's own lines stay lines."""
+        return (str(self),)
+
 
 class FileProblem(CardinalError):
     """Something is wrong with one file: `path` names it and `reason` says what, in plain words."""
@@ -30,11 +35,13 @@ class WeightsUnavailable(CardinalError):
         self.url = url
         self.path = Path(path)
         self.reason = reason
-        super().__init__(
-            f"Weights are not on this computer and could not be downloaded ({reason}).\n"
-            f"Download {url}\nand save it as {self.path}\n"
-            f"or set CARDINAL_WEIGHTS_MIRROR to a server that has the file."
-        )
+        self._lines = (f"Weights are not on this computer and could not be downloaded ({reason}).",
+                       f"Download {url}", f"and save it as {self.path}",
+                       "or set CARDINAL_WEIGHTS_MIRROR to a server that has the file.")
+        super().__init__("\n".join(self._lines))
+
+    def lines(self) -> tuple[str, ...]:
+        return self._lines
 
 
 class WeightsError(FileProblem):
@@ -47,7 +54,18 @@ class Cancelled(CardinalError):
 
 
 class DatasetError(CardinalError):
-    """The folder cannot be trained on as it is; the message says what to change."""
+    """The folder cannot be trained on as it is; the message (and its `details`, one line each) says what to
+    change."""
+
+    def __init__(self, message: str, *details: str) -> None:
+        self._lines = (message, *details)
+        super().__init__(*self._lines)
+
+    def __str__(self) -> str:
+        return "\n".join(self._lines)
+
+    def lines(self) -> tuple[str, ...]:
+        return self._lines
 
 
 class TrainingError(CardinalError):

@@ -17,7 +17,7 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal  # noqa: E402
 from PySide6.QtGui import QIcon  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from cardinal.engine.choices import PRECISIONS  # noqa: E402
+from cardinal.engine.choices import BACKENDS, PRECISIONS  # noqa: E402
 from cardinal.gui.assets import asset  # noqa: E402
 from cardinal.gui.main_window import MainWindow  # noqa: E402
 from cardinal.gui.settings import Settings, app_data_dir  # noqa: E402
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", help="a .safetensors/.pth model or weights file to load")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--precision", default="auto", choices=list(PRECISIONS))
+    parser.add_argument("--backend", default=None, choices=list(BACKENDS),
+                        help="who runs the network: auto (OpenVINO on a CPU where installed), torch, openvino or "
+                        "onnxruntime (default: the setting, else $CARDINAL_BACKEND, else auto)")
     parser.add_argument("--settings", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--report-startup", action="store_true", help=argparse.SUPPRESS)
     return parser
@@ -88,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.weights or args.model or args.device or args.precision != "auto":
         request = ModelRequest(name=args.model, weights_file=args.weights, device=args.device,
                                precision=args.precision)
-    window = MainWindow(Settings(args.settings), request)
+    window = MainWindow(Settings(args.settings), request, backend=args.backend)
     relay.error.connect(window.show_error, Qt.ConnectionType.QueuedConnection)
     window.show()
     if args.report_startup:

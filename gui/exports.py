@@ -26,7 +26,7 @@ class Exported:
 @surface_errors
 def save_overlay(path: str, analysis, pixels, class_index: int, method: str, opacity: float) -> Path:
     """Blend the class's heat-map over the image at its shown size and write a PNG, off the GUI thread."""
-    from cardinal.engine.inference.cam import write_overlay_png
+    from cardinal.engine.inference.overlays import write_overlay_png
 
     size = (pixels.shape[1], pixels.shape[0])
     heatmap = analysis.heatmap(class_index, method, size=size)
@@ -36,7 +36,7 @@ def save_overlay(path: str, analysis, pixels, class_index: int, method: str, opa
 def export_results(path: str | Path, workspace, k: int) -> Exported:
     """Every open image's top-k for the model in use (and every failure) in one file; raises CardinalError."""
     from cardinal.engine.durable import atomic_write
-    from cardinal.engine.inference.classifier import top_k
+    from cardinal.engine.inference.analysis import top_k
     from cardinal.engine.inference.result_files import ResultWriter, result_format_for
 
     text = io.StringIO()
@@ -49,7 +49,8 @@ def export_results(path: str | Path, workspace, k: int) -> Exported:
         else:
             writer.write(item.path, top_k(outcome.analysis.probabilities, class_names, k))
     writer.finish()
-    written = atomic_write(path, lambda out: out.write(text.getvalue().encode("utf-8")))
+    data = text.getvalue().encode("utf-8", "backslashreplace")  # a name not in UTF-8 shown escaped: caf\udce9.png
+    written = atomic_write(path, lambda out: out.write(data))
     return Exported(written, writer.written, writer.failed)
 
 

@@ -89,6 +89,6 @@ class Heatmaps(QObject):
 
 
 def _colour(heatmap, seen) -> QImage:
-    from cardinal.engine.inference.cam import heatmap_rgba
+    from cardinal.engine.inference.overlays import heatmap_rgba
 
     return array_to_qimage(heatmap_rgba(heatmap, seen=seen))

@@ -7,13 +7,20 @@ Imports nothing from Qt at module level, so headless commands never load it.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Dispatch to the desktop app or to the headless CLI."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Dispatch to the desktop app or to the headless CLI; Ctrl-C while the libraries load ends quietly."""
+    try:
+        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:  # commands handle their own; this one came before, while imports took seconds
+        return 128 + signal.SIGINT  # as a shell reports a program stopped with Ctrl-C (130)
+
+
+def _dispatch(args: list[str]) -> int:
     if args[:1] == ["--self-test"]:
         from cardinal.gui.selftest import run_self_test
 

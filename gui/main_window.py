@@ -36,19 +36,29 @@ log = logging.getLogger(__name__)
 IMAGE_FILTER = f"Images ({' '.join(f'*{suffix}' for suffix in sorted(IMAGE_SUFFIXES))});;All files (*)"
 
 
+def chosen_backend(settings: Settings) -> str:
+    """The backend setting if it names one, else $CARDINAL_BACKEND, else auto."""
+    from cardinal.engine.choices import BACKENDS
+    from cardinal.engine.inference.backends.choice import default_backend
+
+    return settings.backend if settings.backend in BACKENDS else default_backend()
+
+
 class MainWindow(QMainWindow):
     """Drop images, see the top-k and a Grad-CAM heat-map for the class you pick."""
 
     item_classified = Signal(int)  # item id; for tests and automation
     model_changed = Signal(str)  # model key
 
-    def __init__(self, settings: Settings, request: workers.ModelRequest | None = None) -> None:
+    def __init__(self, settings: Settings, request: workers.ModelRequest | None = None, *,
+                 backend: str | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.setWindowTitle("Cardinal")
         self.setAcceptDrops(True)
         self.workspace = Workspace(self)
         self.loader = ModelLoader(self)
+        self.loader.backend = backend or chosen_backend(settings)
         self.heatmaps = Heatmaps(self)
         self._request = request or request_from_settings(settings)
         self._closing = False
@@ -141,6 +151,8 @@ class MainWindow(QMainWindow):
         space.problem.connect(self.banner.show_message)
         self.loader.loading.connect(lambda label: self.model_label.setText(f"Loading {label}…"))
         self.loader.ready.connect(self._model_ready)
+        self.loader.backend_changed.connect(self._backend_changed)
+        self.loader.backend_note.connect(lambda text: self.banner.show_message(text, error=False))
         self.loader.failed.connect(lambda *_: self._show_model_in_use())
         self.heatmaps.ready.connect(lambda *_: self.progress_label.setText(space.progress_text()))
         self.heatmaps.computing.connect(self.progress_label.setText)
@@ -152,7 +164,7 @@ class MainWindow(QMainWindow):
         info = self.model
         self.model_label.setText("No model loaded" if info is None else
                                  f"{info.display_name} · {info.num_classes} classes")
-        self.model_label.setToolTip("" if info is None else tooltip(info.classifier.model.source))
+        self.model_label.setToolTip("" if info is None else tooltip(info.source))
 
     @property
     def model(self) -> workers.ModelInfo | None:
@@ -183,6 +195,15 @@ class MainWindow(QMainWindow):
             self._show_thumbnail(item)
         self.model_changed.emit(info.request.key)
         self.selection.show()
+        if not self.workspace.busy:
+            self.loader.start_background_work()
+
+    def _backend_changed(self, info: workers.ModelInfo) -> None:
+        """The model in use now runs on a compiled backend: the images not yet classified go there."""
+        if self._closing:
+            return
+        self.device_label.setText(info.device)
+        self.workspace.set_model(info)
 
     def open_wizard(self):
         """Open the fine-tune wizard; its "Use this model" loads the new model here."""
@@ -236,6 +257,7 @@ class MainWindow(QMainWindow):
         self._show_thumbnail(self.workspace.items[item_id])
         self.selection.show_if_selected(item_id)
         self.item_classified.emit(item_id)
+        self.loader.start_background_work()  # once per model, after its first results are on screen
 
     def _show_thumbnail(self, item: ImageItem) -> None:
         outcome = self.workspace.outcome(item)

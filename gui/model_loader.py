@@ -5,6 +5,7 @@ No widgets here: the window decides which dialogs to show from these signals.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 
@@ -22,6 +23,9 @@ class ModelLoader(QObject):
     download_progressed = Signal(int, object)  # bytes done, total bytes or None
     ready = Signal(object)  # workers.ModelInfo
     failed = Signal(object, object)  # the ModelRequest, the exception (typed engine errors where known)
+    backend_changed = Signal(object)  # workers.ModelInfo: the same model, now on a compiled backend
+    backend_note = Signal(str)  # why the model stays on PyTorch (said once per model)
+    _converted = Signal(object, object)  # (the ModelInfo converted for, the engine's outcome), from its thread
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -31,6 +35,10 @@ class ModelLoader(QObject):
         self._worker = None
         self._download: workers.DownloadProgress | None = None
         self._closed = False
+        self.backend = "auto"  # who runs models whose request does not say (the user's setting)
+        self._background_for: workers.ModelInfo | None = None  # the model whose background work has started
+        self._conversion = None
+        self._converted.connect(self._conversion_done)
 
     @property
     def busy(self) -> bool:
@@ -41,6 +49,8 @@ class ModelLoader(QObject):
         if self._closed:
             return
         self.cancel()
+        if request.backend is None:
+            request = dataclasses.replace(request, backend=self.backend)
         self.request = request
         self.error = None
         progress = workers.DownloadProgress()
@@ -65,6 +75,39 @@ class ModelLoader(QObject):
     def shutdown(self) -> None:
         self._closed = True
         self.cancel()
+        if self._conversion is not None:
+            self._conversion.cancel.cancel()  # takes effect between its steps; its thread ends with the app
+
+    def start_background_work(self) -> None:
+        """After the model's first results: convert it for the compiled backend, or load the PyTorch model a
+        cached conversion started without (both on low-priority threads, once per model)."""
+        info = self.model
+        if info is None or self._closed or self._background_for is info:
+            return
+        self._background_for = info
+        if info.backend_note:
+            self.backend_note.emit(info.backend_note)
+        from cardinal.engine.inference.backends.startup import BackgroundConversion, load_in_background
+
+        if info.needs_torch_model:
+            load_in_background(lambda: info.classifier.model)
+        if info.conversion is not None:
+            self._conversion = BackgroundConversion(
+                info.conversion, info.classifier.model, workers.backend_request(info.request),
+                workers.watched_file(info.request), on_done=lambda outcome: self._converted.emit(info, outcome))
+
+    def _conversion_done(self, info: workers.ModelInfo, outcome) -> None:
+        self._conversion = None
+        if self._closed or self.model is not info:
+            return
+        from cardinal.engine.inference.backends.compiled import Refused
+
+        if isinstance(outcome, Refused):
+            self.backend_note.emit(str(outcome))
+            return
+        self.model = dataclasses.replace(info, classifier=outcome, device=outcome.description, conversion=None)
+        self._background_for = self.model
+        self.backend_changed.emit(self.model)
 
     def starting_points(self):
         """Where fine-tuning can start, from what this loader knows: the model in use (or the file being
@@ -78,7 +121,7 @@ class ModelLoader(QObject):
             workers.display_name(request, "") if current_file else "")
         offline = str(self.error) if isinstance(self.error, WeightsUnavailable) else None
         return StartingPoints(
-            current_model=None if self.model is None else self.model.classifier.model,
+            current_model=None if self.model is None else self.model.classifier.model,  # loaded by now
             current_file=current_file,
             current_label=label,
             pretrained_on_disk=None if self.model is None else self.model.pretrained_on_disk,

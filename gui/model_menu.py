@@ -39,6 +39,7 @@ class ModelMenu:
         self.menu.addSeparator()
         self._add("Open &Weights or Model File…", "Ctrl+M", self.open_weights)
         self._add("Weights &Mirror…", None, self.set_mirror)
+        self._add_backends()
         self.menu.addSeparator()
         self._add("&Fine-Tune on a Folder…", "Ctrl+T", open_wizard)
         loader.download_progressed.connect(self._download_progressed)
@@ -65,6 +66,31 @@ class ModelMenu:
             action.triggered.connect(lambda _=False, n=name: self.loader.load(self.pretrained_request(n)))
             self.architectures.addAction(action)
             self.menu.addAction(action)
+
+    def _add_backends(self) -> None:
+        """Inference Backend ▸ Auto / PyTorch / OpenVINO / ONNX Runtime: remembered, and the model reloads on it."""
+        from cardinal.engine.choices import BACKENDS
+
+        titles = {"auto": "&Auto (fastest here)", "torch": "&PyTorch", "openvino": "&OpenVINO (CPU)",
+                  "onnxruntime": "ONNX &Runtime (CPU)"}
+        submenu = self.menu.addMenu("Inference &Backend")
+        self.backends = QActionGroup(self.window)
+        for name in BACKENDS:
+            action = submenu.addAction(titles[name])
+            action.setCheckable(True)
+            action.setChecked(name == self.loader.backend)
+            action.triggered.connect(lambda _=False, n=name: self.choose_backend(n))
+            self.backends.addAction(action)
+
+    def choose_backend(self, name: str) -> None:
+        """Run models on `name` from now on (the setting), reloading the model in use on it."""
+        import dataclasses
+
+        self.settings.backend = name
+        self.loader.backend = name
+        request = self.loader.request
+        if request is not None:
+            self.loader.load(dataclasses.replace(request, backend=name))
 
     def pretrained_request(self, name: str | None) -> workers.ModelRequest:
         return workers.ModelRequest(name=name, mirror=self.settings.mirror or None)

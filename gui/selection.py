@@ -67,7 +67,7 @@ class SelectionView(QObject):
         self.refresh_heatmap()
 
     def top_k(self, outcome: workers.ItemOutcome):
-        from cardinal.engine.inference.classifier import top_k
+        from cardinal.engine.inference.analysis import top_k
 
         class_names = self.workspace.model.classifier.class_names
         return top_k(outcome.analysis.probabilities, class_names, self.side.k_spin.value())

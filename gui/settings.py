@@ -47,6 +47,7 @@ class Settings:
     mirror = _Text("model/mirror")
     last_folder = _Text("files/last_folder")
     dataset_folder = _Text("files/dataset_folder")  # the wizard's last dataset
+    backend = _Text("inference/backend")  # engine.choices.BACKENDS; empty: $CARDINAL_BACKEND, else auto
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else app_data_dir() / "settings.ini"

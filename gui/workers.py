@@ -24,7 +24,8 @@ from cardinal.engine.progress import CancelToken
 from cardinal.gui.qimage import array_to_qimage
 
 if TYPE_CHECKING:
-    from cardinal.engine.inference.classifier import Analysis, Classifier
+    from cardinal.engine.inference.analysis import Analysis
+    from cardinal.engine.inference.classifier import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class ModelRequest:
     mirror: str | None = None
     device: str | None = None
     precision: str = "auto"
+    backend: str | None = None  # engine.choices.BACKENDS; None: the loader's (the user's setting)
 
     @property
     def key(self) -> str:
@@ -99,6 +101,10 @@ class ModelInfo:
     model_names: tuple[str, ...]
     cam_layers: tuple[str, ...]
     pretrained_on_disk: tuple[str, ...] = ()  # architectures whose ImageNet weights need no download
+    source: str = ""  # where the weights came from (the model label's tooltip)
+    conversion: Any = None  # engine Plan: the compiled backend to convert for in the background, if any
+    backend_note: str | None = None  # why a compiled backend is not used (said once)
+    needs_torch_model: bool = False  # started from a cached conversion: the PyTorch model is loaded later
 
 
 class DownloadProgress(QObject):
@@ -117,32 +123,89 @@ class DownloadProgress(QObject):
 @thread_worker(start_thread=False, ignore_errors=True)
 @surface_errors
 def load_model(request: ModelRequest, progress: DownloadProgress) -> ModelInfo:
-    """Load (downloading if needed) and warm up a model; runs on a worker thread."""
+    """Load (downloading if needed) and warm up a model; runs on a worker thread.
+
+    A model converted for a compiled backend before opens from the cache without loading PyTorch (the PyTorch
+    model loads later, for what needs it); otherwise PyTorch loads it and `ModelInfo.conversion` says what to
+    convert it for in the background.
+    """
+    from cardinal.engine.inference.backends.select import fast_classifier
+
+    fast = fast_classifier(backend_request(request), request.device, request.backend or "auto",
+                           lambda: _load_torch_model(request, progress))
+    if fast is not None:
+        return _info(request, fast, fast.model_name, needs_torch_model=True)
     import torch
 
+    from cardinal.engine.errors import CardinalError
+    from cardinal.engine.inference.backends.compiled import Refused
+    from cardinal.engine.inference.backends.select import adopt, dtype_name, plan_for
     from cardinal.engine.inference.classifier import Classifier
-    from cardinal.engine.inference.network import cam_layers
-    from cardinal.engine.models.registry import MODELS, load_model_file, load_pretrained, weights_on_disk
 
-    if request.weights_file:
-        model = load_model_file(request.weights_file, model=request.name)
-    else:
-        model = load_pretrained(request.name or DEFAULT_MODEL, mirror=request.mirror, progress=progress.report,
-                                cancel=progress.cancel)
+    model = _load_torch_model(request, progress)
     classifier = Classifier(model, device=request.device, precision=request.precision)
     side = model.preprocess.crop_size[0]
     classifier.forward(torch.zeros(1, 3, side, side))  # warm-up: the first real image is then fast
+    plan, note = None, None
+    try:
+        plan = plan_for(model, classifier.device.type, dtype_name(classifier.dtype), request.backend or "auto")
+    except CardinalError as error:  # e.g. a backend chosen in the settings that is not installed here
+        note = f"{error}. Cardinal uses PyTorch."
+    if plan is not None:
+        adopted = adopt(plan, model, backend_request(request), watched_file(request))
+        if isinstance(adopted, Refused):
+            plan, note = None, str(adopted)
+        elif adopted is not None:
+            classifier, plan = adopted, None
+    return _info(request, classifier, model.name, conversion=plan, backend_note=note)
+
+
+def _load_torch_model(request: ModelRequest, progress: DownloadProgress):
+    from cardinal.engine.models.registry import load_model_file, load_pretrained
+
+    if request.weights_file:
+        return load_model_file(request.weights_file, model=request.name)
+    return load_pretrained(request.name or DEFAULT_MODEL, mirror=request.mirror, progress=progress.report,
+                           cancel=progress.cancel)
+
+
+def _info(request: ModelRequest, classifier, name: str, **extra) -> ModelInfo:
+    from cardinal.engine.models.catalog import CATALOG
+    from cardinal.engine.models.download import find_local
+
     return ModelInfo(
         request=request,
         classifier=classifier,
-        name=model.name,
-        display_name=display_name(request, model.name),
-        num_classes=model.num_classes,
+        name=name,
+        display_name=display_name(request, name),
+        num_classes=len(classifier.class_names),
         device=classifier.description,
-        model_names=tuple(MODELS),
-        cam_layers=tuple(cam_layers(classifier.network)),
-        pretrained_on_disk=tuple(name for name in MODELS if weights_on_disk(name)),
+        model_names=tuple(CATALOG),
+        cam_layers=classifier.cam_layer_names(),
+        pretrained_on_disk=tuple(key for key, entry in CATALOG.items()
+                                 if find_local(entry.weights_url, entry.weights_file)),
+        source=classifier.source,
+        **extra,
     )
+
+
+def backend_request(request: ModelRequest) -> str:
+    """The compiled-model cache's name for this request (what it led to last time opens without PyTorch)."""
+    from cardinal.engine.inference.backends.store import request_key
+
+    source = f"file:{Path(request.weights_file).resolve()}" if request.weights_file else \
+        f"pretrained:{request.name or DEFAULT_MODEL}"
+    return request_key(source, architecture=request.name if request.weights_file else None, device=request.device,
+                       precision=request.precision, backend=request.backend or "auto")
+
+
+def watched_file(request: ModelRequest) -> Path | None:
+    """The file the model comes from: the one opened, or the ImageNet weights on disk."""
+    if request.weights_file:
+        return Path(request.weights_file)
+    from cardinal.engine.models.registry import weights_on_disk
+
+    return weights_on_disk(request.name or DEFAULT_MODEL)
 
 
 def display_name(request: ModelRequest, architecture: str) -> str:
@@ -213,8 +276,7 @@ def classify_items(
                 yield ItemOutcome(item_id, model_key, error=result.error.reason)
                 continue
             display, thumbnail = make_display(result.image)
-            # Half precision halves what every kept result costs; heat-maps compute in fp32 from it.
-            analysis = dataclasses.replace(result.analysis, features=result.analysis.features.half())
+            analysis = result.analysis.compact()  # half what every kept result costs
             yield ItemOutcome(item_id, model_key, analysis=analysis, thumbnail=thumbnail, display=display)
 
 

@@ -162,6 +162,11 @@ class Workspace(QObject):
         return ids
 
     # ----- classifying ------------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """Whether images are being (or are waiting to be) classified."""
+        return self._classifier_worker is not None or bool(self._waiting)
+
     def is_done(self, item: ImageItem) -> bool:
         return item.error is not None or self.outcome(item) is not None
 

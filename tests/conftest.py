@@ -11,6 +11,10 @@ import threading
 import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# The suite runs on PyTorch and never touches this machine's cache of converted models; the compiled backends'
+# own tests (tests/engine/test_backends.py) choose them explicitly, with a cache folder of their own.
+os.environ["CARDINAL_BACKEND"] = "torch"
+os.environ["CARDINAL_CACHE_DIR"] = os.path.join(__import__("tempfile").mkdtemp(prefix="cardinal-test-cache-"))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -170,8 +174,9 @@ def run_python(code: str, *, timeout: float = 60, max_memory: int | None = None)
 
 
 @contextlib.contextmanager
-def deep_folder(root, depth: int, content: bytes):
-    """root/d/d/.../d/deep.png, `depth` folders down; yields the file's path and removes the chain after.
+def deep_folder(root, depth: int, content: bytes, name: str = "d"):
+    """root/d/d/.../d/deep.png, `depth` folders (each called `name`) down; yields the file's path and removes the
+    chain after.
 
     Made and removed relative to folder descriptors, one level at a time: Python's recursive helpers
     (`Path.rglob`, `shutil.rmtree`, pytest's own clean-up) fail on such a tree with RecursionError.
@@ -181,8 +186,8 @@ def deep_folder(root, depth: int, content: bytes):
     folder = os.open(root, os.O_RDONLY)
     try:
         for _ in range(depth):
-            os.mkdir("d", dir_fd=folder)
-            child = os.open("d", os.O_RDONLY, dir_fd=folder)
+            os.mkdir(name, dir_fd=folder)
+            child = os.open(name, os.O_RDONLY, dir_fd=folder)
             os.close(folder)
             folder = child
         image = os.open("deep.png", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=folder)
@@ -191,11 +196,11 @@ def deep_folder(root, depth: int, content: bytes):
     finally:
         os.close(folder)
     try:
-        yield Path(root, *["d"] * depth, "deep.png")
+        yield Path(root, *[name] * depth, "deep.png")
     finally:
         folder = os.open(root, os.O_RDONLY)
         for _ in range(depth):
-            child = os.open("d", os.O_RDONLY, dir_fd=folder)
+            child = os.open(name, os.O_RDONLY, dir_fd=folder)
             os.close(folder)
             folder = child
         os.unlink("deep.png", dir_fd=folder)
@@ -203,7 +208,7 @@ def deep_folder(root, depth: int, content: bytes):
             parent = os.open("..", os.O_RDONLY, dir_fd=folder)
             os.close(folder)
             folder = parent
-            os.rmdir("d", dir_fd=folder)
+            os.rmdir(name, dir_fd=folder)
         os.close(folder)
 
 
@@ -245,3 +250,39 @@ def move_labels(root, share: float, seed: int = 0) -> dict:
         path.rename(target)
         moved[target] = path.parent.name
     return moved
+
+
+NOBODY = 65534  # the unprivileged user and group of Linux distributions
+
+
+@pytest.fixture
+def shared_tmp():
+    """A temporary folder every user may enter (pytest's own are private to their owner), for tests that run
+    code as an unprivileged user (see `unprivileged`)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="cardinal-shared-"))
+    folder.chmod(0o755)
+    yield folder
+    for path in [folder, *folder.rglob("*")]:  # the tests took permissions away: give them back to clean up
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
+    shutil.rmtree(folder)
+
+
+@contextlib.contextmanager
+def unprivileged():
+    """Run the block as an ordinary user: root reads every folder whatever its permissions, so where the tests
+    run as root the block runs as `nobody` (effective ids only, given back after)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        yield
+        return
+    os.setegid(NOBODY)
+    os.seteuid(NOBODY)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)

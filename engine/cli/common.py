@@ -48,6 +48,8 @@ def load_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken | None
     from cardinal.engine.models.catalog import licence_notice
     from cardinal.engine.models.registry import load_model_file, load_pretrained
 
+    if cancel is not None:  # a Ctrl-C while the libraries loaded: stop before reading or downloading anything
+        cancel.raise_if_cancelled("loading the model")
     if args.weights is not None:
         return load_model_file(args.weights, model=args.model)
     name = args.model or DEFAULT_MODEL

@@ -12,10 +12,12 @@ from cardinal.engine.progress import CancelToken
 
 def add_export_parser(commands, model_names: Iterable[str]) -> None:
     """Register the `export` sub-command on the CLI's sub-parsers."""
-    from cardinal.engine.export.formats import DEFAULT_TOLERANCE, FORMATS
+    from cardinal.engine.export.formats import FORMATS
+    from cardinal.engine.inference.parity import DEFAULT_TOLERANCE
 
     export = commands.add_parser(
-        "export", help="export a model to ONNX or PyTorch .pt2 with its preprocessing, checked against Cardinal",
+        "export", help="export a model to ONNX, PyTorch .pt2 or OpenVINO IR with its preprocessing, checked against "
+        "Cardinal",
         description="Export a model so other programs give Cardinal's answers: normalisation inside the graph "
         "(input: RGB in [0, 1], resized and centre-cropped), probabilities out, and FILE.json beside it with the "
         "resize, crop, class names and provenance. The export counts only once it agrees with Cardinal.",
@@ -24,9 +26,9 @@ def add_export_parser(commands, model_names: Iterable[str]) -> None:
                         help=f"a model name ({', '.join(model_names)}: its pretrained weights) or a Cardinal "
                         "model / weights file (.safetensors, .pth, .pt)")
     export.add_argument("--format", choices=list(FORMATS), default=None,
-                        help="onnx or pt2 (default: from --out's suffix, else onnx)")
-    export.add_argument("--out", type=Path, metavar="FILE", help="where to write (default: MODEL.onnx / MODEL.pt2 "
-                        "in the current folder); the description goes to FILE.json")
+                        help="onnx, pt2 or openvino (default: from --out's suffix, else onnx)")
+    export.add_argument("--out", type=Path, metavar="FILE", help="where to write (default: MODEL.onnx / MODEL.pt2 / "
+                        "MODEL.xml in the current folder); the description goes to FILE.json")
     export.add_argument("--architecture", metavar="NAME", default=None,
                         help="for a bare weights file whose shapes fit several models: which one it is")
     export.add_argument("--force", action="store_true", help="replace FILE (and FILE.json) if they exist")
@@ -76,14 +78,15 @@ def export_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _choose_format(name: str | None, out: Path | None):
     """The format `--format` names, or that `--out`'s suffix implies; a UsageError when they disagree."""
     from cardinal.engine.cli.common import UsageError
-    from cardinal.engine.export.formats import DEFAULT_FORMAT, export_format_for, get_format
+    from cardinal.engine.export.formats import DEFAULT_FORMAT, FORMATS, export_format_for, get_format
 
     if out is None:
         return get_format(name or DEFAULT_FORMAT)
     implied = export_format_for(out)
     if name is None:
         if implied is None:
-            raise UsageError(f"{out}: say which format with --format, or end the name in .onnx or .pt2")
+            suffixes = ", ".join(spec.suffix for spec in FORMATS.values())
+            raise UsageError(f"{out}: say which format with --format, or end the name in one of {suffixes}")
         return implied
     chosen = get_format(name)
     if implied is not chosen:

@@ -21,15 +21,16 @@ from cardinal.engine.cli.common import (
     EXIT_USAGE,
     UsageError,
     check_device,
-    load_model,
     positive,
 )
 from cardinal.engine.cli.terminal import (
+    GuardedOutput,
+    OutputFailed,
     above_bars,
     cancel_on_interrupt,
+    discard_output,
     printable,
     progress_bar,
-    silence_broken_pipe,
     tolerate_any_file_name,
 )
 from cardinal.engine.errors import Cancelled, CardinalError
@@ -40,6 +41,7 @@ from cardinal.engine.progress import CancelToken
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every headless sub-command."""
     from cardinal.engine.choices import CAM_METHODS, DEFAULT_MODEL, PRECISIONS
+    from cardinal.engine.cli.backend import add_backend_argument
     from cardinal.engine.cli.data_loop import add_data_loop_parsers
     from cardinal.engine.cli.export import add_export_parser
     from cardinal.engine.cli.training import add_training_parsers
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--format", choices=FORMATS, default=FORMATS[0])
     classify.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N or mps")
     classify.add_argument("--precision", choices=list(PRECISIONS), default="auto")
+    add_backend_argument(classify)
     classify.add_argument("--batch-size", type=positive, default=16, metavar="N")
     classify.add_argument("--mirror", metavar="URL", help="download weights from this mirror instead")
 
@@ -79,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a sub-command and return its exit code; user mistakes never end in a traceback."""
     from cardinal.engine.cli.data_loop import label_issues_command, suggest_command
+    from cardinal.engine.cli.evaluate import evaluate_command
     from cardinal.engine.cli.export import export_command
-    from cardinal.engine.cli.training import evaluate_command, train_command
+    from cardinal.engine.cli.training import train_command
 
     tolerate_any_file_name(sys.stdout, sys.stderr)
     parser = build_parser()
@@ -91,24 +95,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    out, err = sys.stdout, sys.stderr
+    out, err = GuardedOutput(sys.stdout), sys.stderr
     try:
         return commands[args.command](args, out, err)
+    except OutputFailed as error:
+        discard_output()
+        err.write(f"error: {message(error)}\n")
+        return EXIT_SOME_FAILED
     except UsageError as error:
-        err.write(f"error: {printable(error)}\n")
+        err.write(f"error: {message(error)}\n")
         return EXIT_USAGE
     except Cancelled as error:
-        err.write(f"stopped: {printable(error)}\n")
+        err.write(f"stopped: {message(error)}\n")
         return EXIT_INTERRUPTED
     except CardinalError as error:
-        err.write(f"error: {printable(error)}\n")
+        err.write(f"error: {message(error)}\n")
         return EXIT_SOME_FAILED
     except KeyboardInterrupt:
         err.write("\nstopped: interrupted\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        silence_broken_pipe()
+        discard_output()
         return EXIT_BROKEN_PIPE
+
+
+def message(error: CardinalError) -> str:
+    """An error's message for the terminal: each of its lines escaped, the ones after the first indented."""
+    first, *rest = (printable(line) for line in error.lines())
+    return "\n".join([first, *(f"  {line}" for line in rest)])
 
 
 def list_models_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -140,6 +154,10 @@ def list_models(out: TextIO) -> int:
         out.write("  ".join(cells) + f"  {row[5]}\n")
     out.write(f"Weights folder: {folder}\nA missing file downloads on first use; `cardinal models --files` says "
               "from where.\n")
+    from cardinal.engine.inference.backends.choice import default_backend
+    from cardinal.engine.inference.backends.select import describe_backend
+
+    out.write(f"Inference here: {describe_backend(default_backend())}\n")
     out.write("* CC BY-NC 4.0: these weights are for non-commercial use only.\n")
     return EXIT_OK
 
@@ -155,24 +173,23 @@ def list_weights_files(out: TextIO) -> int:
 
 def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal classify`: classify every image found, report bad files, keep going."""
-    from cardinal.engine.data.images import iter_image_files
-    from cardinal.engine.inference.classifier import Classifier
+    from cardinal.engine.cli.backend import finish_conversion, open_classifier_for
 
-    device = check_device(args.device, args.precision)
-    files: list[Path] = []
-    failures = 0
-    for raw in args.paths:
-        found = list(iter_image_files([raw]))
-        if not found:
-            err.write(f"error: {printable(raw)}: no images found in this folder\n")
-            failures += 1
-        files.extend(found)
+    if args.device not in ("auto", "cpu"):
+        check_device(args.device, args.precision)  # the cache serves only the CPU: anything else is checked now
+    if args.cam is not None:
+        _make_cam_folder(args.cam)
+    files, failures = _inputs(args.paths, err)
+    if not files:  # nothing to classify: said before a model is loaded (seconds) or downloaded
+        return EXIT_SOME_FAILED
     token = CancelToken()
     with cancel_on_interrupt(token, err, "after this batch"):
-        model = load_model(args, err, token)
-        classifier = Classifier(model, device=device, precision=args.precision)
-        err.write(f"{printable(model.name)} ({model.num_classes} classes) on {classifier.description}\n")
-        writer = ResultWriter(args.format, out, printable=printable)
+        classifier, conversion = open_classifier_for(args, err, token)
+        err.write(f"{printable(classifier.model_name)} ({len(classifier.class_names)} classes) on "
+                  f"{classifier.description}\n")
+        # Names are escaped for a reader's eyes (the table, anything on a terminal), kept exact for a program.
+        shown = printable if args.format == "table" or out.isatty() else str
+        writer = ResultWriter(args.format, out, printable=shown)
         cam_names: set[str] = set()
         bar = progress_bar(err, "Classifying", len(files), enabled=err.isatty() and len(files) > 1, unit="img")
         want_cam = args.cam is not None
@@ -192,21 +209,88 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         finally:
             bar.close()
             writer.finish()
+        finish_conversion(conversion, err)
     return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def _inputs(paths: Sequence[str], err: TextIO) -> tuple[list[Path], int]:
+    """The images to classify, and how many of the paths named gave none (each said in an `error:` line).
+
+    A file named directly is checked as the loader would open it, so a missing one is said at once; so is each
+    folder that cannot be walked.
+    """
+    from cardinal.engine.data.images import iter_image_files, open_image_file
+    from cardinal.engine.errors import ImageLoadError
+
+    files: list[Path] = []
+    failures = 0
+
+    def cannot_walk(folder: Path, reason: str) -> None:
+        nonlocal failures
+        err.write(f"error: {printable(folder)}: {printable(reason)}\n")
+        failures += 1
+
+    for raw in paths:
+        if not Path(raw).is_dir():
+            try:
+                open_image_file(raw).close()
+            except ImageLoadError as error:
+                err.write(f"error: {printable(error)}\n")
+                failures += 1
+                continue
+        before = failures
+        found = list(iter_image_files([raw], cannot_walk))
+        if not found and failures == before:
+            err.write(f"error: {printable(raw)}: no images found in this folder\n")
+            failures += 1
+        files.extend(found)
+    return files, failures
+
+
+def _make_cam_folder(folder: Path) -> None:
+    """Create the `--cam` folder now, so that a file in its place is refused before any work."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--cam {folder} is not a folder (a file has that name); give a folder for the overlay "
+                         "PNGs (it is created if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--cam {folder}: cannot create this folder ({error.strerror or error}); choose another "
+                         "one") from None
+
+
+def overlay_name(stem: str, taken: set[str], limit: int | None = None) -> str:
+    """The overlay's file name for an image: STEM.cam.png (STEM-2.cam.png, … when taken), or, when that is longer
+    than a file name may be (`limit` bytes, the file systems' 255), as much of STEM as fits and a digest of it."""
+    import hashlib
+    import os
+
+    from cardinal.engine.durable import NAME_LIMIT
+
+    limit = NAME_LIMIT if limit is None else limit
+
+    counter = 1
+    while True:
+        tail = ".cam.png" if counter == 1 else f"-{counter}.cam.png"
+        name = stem + tail
+        if len(os.fsencode(name)) > limit:
+            digest = "~" + hashlib.sha256(os.fsencode(stem)).hexdigest()[:12]
+            kept = stem
+            while kept and len(os.fsencode(kept + digest + tail)) > limit:
+                kept = kept[:-1]
+            name = kept + digest + tail
+        if name not in taken:
+            taken.add(name)
+            return name
+        counter += 1
 
 
 def _save_cam(result, folder: Path, method: str, used: set[str], err: TextIO) -> int:
     import numpy as np
 
-    from cardinal.engine.inference.cam import write_overlay_png
+    from cardinal.engine.inference.overlays import write_overlay_png
 
-    stem = result.path.stem
-    name = f"{stem}.cam.png"
-    counter = 2
-    while name in used:
-        name = f"{stem}-{counter}.cam.png"
-        counter += 1
-    used.add(name)
+    name = overlay_name(result.path.stem, used)
     top = result.analysis.predictions[0]
     heatmap = result.analysis.heatmap(top.index, method)
     try:

@@ -1,13 +1,14 @@
 """What the command line needs of a terminal: safe text, progress bars (tqdm), Ctrl-C that stops cleanly.
 
 Names of files and classes come from users' folders and from model files; printed raw, an ANSI escape or
-a newline in one could repaint the terminal or forge output lines, so everything we print about them goes
-through `printable`.
+a newline in one could repaint the terminal or forge output lines, and a bidi control (U+202E) could show
+"fish\\u202egnp.exe" as "fishexe.png", so everything we print about them goes through `printable`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import signal
 import sys
@@ -17,13 +18,17 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from cardinal.engine.errors import CardinalError
 from cardinal.engine.progress import CancelToken
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 and C1 controls, DEL, the bidi controls (marks, embeddings, overrides, isolates) and the line and paragraph
+# separators: everything that moves the cursor, starts an escape sequence or reorders what follows it.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 def printable(text: object) -> str:
-    """`text` with control characters (newlines, ANSI escapes, …) shown as escapes, e.g. `\\x1b`, `\\n`."""
+    """`text` with control and bidi characters (newlines, ANSI escapes, U+202E, …) shown as escapes, e.g.
+    `\\x1b`, `\\n`, `\\u202e`."""
     return _CONTROL.sub(lambda match: repr(match.group())[1:-1], str(text))
 
 
@@ -98,8 +103,49 @@ def above_bars(stream: TextIO) -> Iterator[None]:
         yield
 
 
-def silence_broken_pipe() -> None:
-    """After the reader of our output went away (`… | head -1`), send the rest of it nowhere."""
+class OutputFailed(CardinalError):
+    """Standard output cannot take what we write (a full disk, a quota, a device error)."""
+
+
+class GuardedOutput(io.TextIOBase):
+    """A text stream whose failed writes raise `OutputFailed` saying so, not an OSError from deep inside a command
+    (a reader that went away still raises BrokenPipeError: that one ends the command quietly)."""
+
+    def __init__(self, stream: TextIO, name: str = "standard output") -> None:
+        self.stream, self.name = stream, name
+
+    @property
+    def encoding(self) -> str:
+        return self.stream.encoding
+
+    def write(self, text: str) -> int:
+        with self._failures():
+            return self.stream.write(text)
+
+    def flush(self) -> None:
+        with self._failures():
+            self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        try:
+            yield
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise OutputFailed(f"cannot write to {self.name} ({error.strerror or error}): free some space, or send "
+                               "the output somewhere else") from None
+
+
+def discard_output() -> None:
+    """After our output failed (its reader went away, as in `… | head -1`, or its disk is full), send the rest
+    of it nowhere, so that nothing fails again at exit."""
     import os
 
     with contextlib.suppress(OSError, ValueError, AttributeError):

@@ -14,12 +14,13 @@ from typing import TextIO
 from cardinal.engine.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
 from cardinal.engine.cli.evaluation_text import evaluation_text
 from cardinal.engine.cli.terminal import advance, cancel_on_interrupt, download_progress, printable, progress_bar
-from cardinal.engine.errors import CardinalError, TrainingError, short_list
+from cardinal.engine.errors import CardinalError, TrainingError
 from cardinal.engine.progress import CancelToken, run_to_end
 
 
 def add_training_parsers(commands, models, default_model: str, precisions) -> None:
     """The `train` and `evaluate` sub-commands, their choices taken from the engine's own lists."""
+    from cardinal.engine.cli.backend import add_backend_argument
     from cardinal.engine.cli.common import positive
     from cardinal.engine.training.recipe import AUGMENTATIONS, MODE_CHOICES, OPTIMIZERS, TRAINABLE_FROM, Recipe
 
@@ -78,6 +79,7 @@ def add_training_parsers(commands, models, default_model: str, precisions) -> No
                           help="also write report.html here: metrics, confusion matrix, worst mistakes with Grad-CAM")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--precision", choices=list(precisions), default="auto")
+    add_backend_argument(evaluate)
 
 
 def _recipe(args: argparse.Namespace):
@@ -143,10 +145,29 @@ def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if team is None:
         return _train(args, recipe, out, err, None)
     try:
+        team.require_same(_settings_that_must_agree(args))
+        if team.is_main:
+            out.write(f"{team.world_size} processes train together under torchrun ({team.backend} on "
+                      f"{team.device.type}); process 0 scans, prints and writes the run folder\n")
         quiet = _Discard()
         return _train(args, recipe, out if team.is_main else quiet, err, team, err if team.is_main else quiet)
     finally:
         team.close()
+
+
+# A machine's own choices: its data-loading processes and mirror; --out and the device are rank 0's and each
+# process's (torchrun gives each its own GPU).
+_MAY_DIFFER = frozenset({"command", "workers", "mirror", "out", "device"})
+
+
+def _settings_that_must_agree(args: argparse.Namespace) -> dict[str, object]:
+    """The command line's settings by flag (`--epochs`, …) that every process of a team must share: the other
+    ranks read rank 0's file list, split it with the same seed and step with the same batches."""
+    settings: dict[str, object] = {f"--{dest.replace('_', '-')}": value for dest, value in sorted(vars(args).items())
+                                   if dest not in _MAY_DIFFER and dest not in ("folder", "base")}
+    settings["FOLDER"] = str(Path(args.folder).resolve())
+    settings["--base"] = args.base if args.base in ("imagenet", "scratch") else str(Path(args.base).resolve())
+    return settings
 
 
 def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, chatter: TextIO | None = None) -> int:
@@ -164,7 +185,7 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
     def scan_and_report():
         if args.resume:
             _check_resume_early(args, recipe)
-        report = _scan(args.folder, chatter, token)
+        report = scan_folder(args.folder, chatter, token, val_fraction=recipe.val_fraction)
         _print_report(report, out)
         return report
 
@@ -176,7 +197,7 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
             return EXIT_SOME_FAILED
         base = (_base_model(args, chatter, token) if team is None else
                 team.main_first(lambda: _base_model(args, chatter, token)))
-        show = _TrainingPrinter(out, chatter)
+        show = TrainingPrinter(out, chatter)
         try:
             result = run_to_end(train(report, base, recipe, args.out, device=args.device, cancel=token,
                                       resume=args.resume, team=team), show)
@@ -195,7 +216,8 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
         return EXIT_INTERRUPTED
     if result.paths.report.is_file():
         out.write(f"report: {printable(result.paths.report)}\n")
-    out.write(f"\n{evaluation_text(result.evaluation)}\n")
+    listed_in = printable(result.paths.report) if result.paths.report.is_file() else None
+    out.write(f"\n{evaluation_text(result.evaluation, all_mistakes_in=listed_in)}\n")
     return EXIT_SOME_FAILED if result.evaluation.unreadable else EXIT_OK
 
 
@@ -217,7 +239,7 @@ def _check_resume_early(args: argparse.Namespace, recipe) -> None:
                     architecture=args.model if args.base in ("imagenet", "scratch") else None)
 
 
-class _TrainingPrinter:
+class TrainingPrinter:
     """Turns training events into progress bars (on a terminal) and one line per epoch."""
 
     def __init__(self, out: TextIO, err: TextIO) -> None:
@@ -275,11 +297,13 @@ class _TrainingPrinter:
             self.err.write(f"note: {printable(event.message)}\n")
 
 
-def _scan(folder: Path, err: TextIO, cancel: CancelToken):
+def scan_folder(folder: Path, err: TextIO, cancel: CancelToken, **options):
+    """The dataset scan with a progress bar; `options` (the split's `val_fraction`) go to `scan_dataset`."""
     from cardinal.engine.data.datasets import scan_dataset
 
     with progress_bar(err, "Checking images", unit="file") as bar:
-        return run_to_end(scan_dataset(folder, cancel=cancel), lambda event: advance(bar, event.done, event.total))
+        scan = scan_dataset(folder, cancel=cancel, **options)
+        return run_to_end(scan, lambda event: advance(bar, event.done, event.total))
 
 
 def _print_report(report, out: TextIO) -> None:
@@ -309,82 +333,3 @@ def _base_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken):
     with download_progress(err) as progress:
         return load_base_model(kind, architecture=args.model, path=args.base, mirror=args.mirror, seed=args.seed,
                                progress=progress, cancel=cancel)
-
-
-def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """`cardinal evaluate MODEL FOLDER [--report DIR]`: a saved model's (or a run's best model's) metrics on a
-    labelled folder, and optionally the report page."""
-    from cardinal.engine.cli.common import check_device
-    from cardinal.engine.models.registry import load_model_file
-
-    check_device(args.device, args.precision)
-    model_file, run_folder = _model_file(args.model)
-    token = CancelToken()
-    with cancel_on_interrupt(token, err, "after this batch"):
-        model = load_model_file(model_file)
-        report = _scan(args.folder, err, token)
-        unknown = [name for name in report.class_names if name not in model.class_names]
-        if unknown:
-            raise CardinalError(
-                f"{args.folder} has classes the model does not know: {short_list(unknown)}; the model's "
-                f"{len(model.class_names)} classes are: {short_list(model.class_names)}"
-            )
-        remap = [model.class_names.index(name) for name in report.class_names]
-        split, held_out = report.held_out()
-        own_split = split != "all"
-        samples = [(path, remap[label]) for path, label in held_out]
-        unreadable = report.unreadable_in(split)
-        for path, reason in unreadable:
-            err.write(f"error: {printable(path)}: {printable(reason)}\n")
-        split_name = {"test": "test", "val": "validation"}.get(split)
-        evaluated = (f"the {len(samples)} images of the {split_name} folder of {report.root}" if own_split
-                     else f"all {len(samples)} images of {report.root}")
-        if _trained_on(model, args.folder) and not own_split:
-            caveat = "the folder this model was trained on; most of its images were seen in training, so these " \
-                     "numbers are optimistic"
-            err.write(f"note: {printable(args.folder)} is {caveat}\n")
-            evaluated += f", {caveat}"  # the report says it too
-        code = _evaluate_and_print(model, samples, args.device, args.precision, out, err, token,
-                                   report_dir=args.report, dataset=report, run_folder=run_folder, evaluated=evaluated)
-    return EXIT_SOME_FAILED if unreadable else code
-
-
-def _model_file(path: Path) -> tuple[Path, Path | None]:
-    """The model file MODEL names and, when MODEL is a training run's folder, that folder (its best model)."""
-    from cardinal.engine.runs.layout import RunPaths
-
-    if not path.is_dir():
-        return path, None
-    best = RunPaths(path).best
-    if not best.is_file():
-        raise CardinalError(f"{path} is a folder with no model in it ({best.name} is missing): give a model file "
-                            "(.safetensors) or the folder of a training run that finished at least one epoch")
-    return best, path
-
-
-def _trained_on(model, folder: Path) -> bool:
-    """Whether the model's description says it was trained on `folder`."""
-    dataset = (model.description.get("provenance") or {}).get("dataset")
-    try:
-        return isinstance(dataset, str) and Path(dataset).resolve() == Path(folder).resolve()
-    except (OSError, RuntimeError):
-        return False
-
-
-def _evaluate_and_print(model, samples, device: str, precision: str, out: TextIO, err: TextIO,
-                        cancel: CancelToken, *, report_dir: Path | None = None, **report) -> int:
-    from cardinal.engine.inference.classifier import Classifier
-    from cardinal.engine.reports.report import evaluate_for_report, write_evaluation_report
-
-    classifier = Classifier(model, device=device, precision=precision)
-    show = _TrainingPrinter(out, err)
-    try:
-        evaluation = run_to_end(evaluate_for_report(classifier, samples, cancel=cancel), show)
-        out.write(evaluation_text(evaluation) + "\n")
-        if report_dir is not None:
-            writing = write_evaluation_report(classifier, evaluation, report_dir, cancel=cancel, **report)
-            path = run_to_end(writing, show)
-            out.write(f"report: {printable(path)}\n")
-    finally:
-        show.close()
-    return EXIT_SOME_FAILED if evaluation.unreadable else EXIT_OK

@@ -9,8 +9,8 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cardinal.engine.data.images import IMAGE_SUFFIXES, load_image, open_image_file, walk_files
-from cardinal.engine.data.layout import Layout, detect_layout, nested_classes_note, sub_folders
+from cardinal.engine.data.images import IMAGE_SUFFIXES, folder_problem, load_image, open_image_file, walk_files
+from cardinal.engine.data.layout import Layout, detect_layout, nested_classes_note
 from cardinal.engine.durable import sha256_of
 from cardinal.engine.errors import DatasetError, ImageLoadError
 from cardinal.engine.progress import CancelToken
@@ -76,13 +76,43 @@ class DatasetScan:
 
     def raise_for_problems(self) -> None:
         if self.problems:
-            raise DatasetError(f"{self.root} cannot be used for training:\n- " + "\n- ".join(self.problems))
+            raise DatasetError(f"{self.root} cannot be used for training:", *(f"- {item}" for item in self.problems))
 
 
-def _files(folder: Path, cancel: CancelToken | None) -> list[Path]:
-    # Every non-folder, FIFOs and devices included: the scan lists them with the loader's reason.
+def _class_folders(folder: Path, unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """The class sub-folders of `folder`; anything else there (hidden names aside) goes to `unreadable`."""
+    folders = []
+    for path in sorted(_listing(folder)):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            folders.append(path)
+        elif unreadable is not None:
+            what = "a broken link" if path.is_symlink() and not path.exists() else "a file"
+            unreadable.append((path, f"{what} where a class folder should be: not in a class folder, so it is not "
+                                     "used; move images into the sub-folder named after their class"))
+    return folders
+
+
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as error:
+        raise DatasetError(f"{folder}: {folder_problem(folder, error)}") from None
+
+
+def _links_to_the_dataset(class_dirs: Sequence[Path], root: Path) -> list[Path]:
+    """Class folders that are links to the dataset folder or a folder above it: each would be a class of every
+    image."""
+    inside = root.resolve()
+    return [folder for folder in class_dirs if folder.is_symlink() and inside.is_relative_to(folder.resolve())]
+
+
+def _files(folder: Path, cancel: CancelToken | None, unreadable: list[tuple[Path, str]]) -> list[Path]:
+    # Every non-folder, FIFOs and devices included: the scan lists them with the loader's reason, and every
+    # folder that cannot be walked with its own.
     found: list[Path] = []
-    for path in walk_files(folder):
+    for path in walk_files(folder, lambda where, reason: unreadable.append((where, reason))):
         if cancel is not None and len(found) % 1000 == 0:  # listing a huge folder can take a while too
             cancel.raise_if_cancelled("the scan")
         found.append(path)
@@ -103,9 +133,11 @@ def scan_dataset(
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder; choose a folder with one sub-folder per class")
+    _listing(root)  # an unreadable folder is said as such, not as one without classes
+    failures: list[tuple[Path, str]] = []
     layout = detect_layout(root)
     train_dir = layout.train
-    class_dirs = sub_folders(train_dir)
+    class_dirs = _class_folders(train_dir, failures)
     class_names = tuple(d.name for d in class_dirs)
     errors: list[str] = []
     warnings: list[str] = []
@@ -121,15 +153,19 @@ def scan_dataset(
         names = ", ".join(f"{folder.name}/" for folder in layout.ignored)
         warnings.append(f"{names} beside {train_dir.name}/ {'is' if len(layout.ignored) == 1 else 'are'} not a "
                         "split (train, val, test) and will not be used")
+    looped = _links_to_the_dataset(class_dirs, root)
+    for folder in looped:  # not scanned: it would only read the whole dataset again
+        errors.append(f"class '{folder.name}' is a link to {folder.resolve()}, which holds the whole dataset, so it "
+                      "would be a class of every image: remove the link or make it a folder of its own images")
     jobs: list[tuple[str, Path, int]] = []
     for index, folder in enumerate(class_dirs):
-        jobs += [("train", path, index) for path in _files(folder, cancel)]
+        if folder not in looped:
+            jobs += [("train", path, index) for path in _files(folder, cancel, failures)]
     for split, split_dir in (("val", layout.val), ("test", layout.test)):
         if split_dir is not None:
-            jobs += _split_jobs(split, split_dir, train_dir, class_names, errors, warnings, cancel)
+            jobs += _split_jobs(split, split_dir, train_dir, class_names, errors, warnings, cancel, failures)
 
     samples: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
-    failures: list[tuple[Path, str]] = []
     digests: dict[str, tuple[Path, int, str]] = {}
     duplicates: list[tuple[Path, Path]] = []
     leaked: list[tuple[Path, Path]] = []  # a test image identical to a training one
@@ -152,6 +188,8 @@ def scan_dataset(
     train_counts = Counter(label for _, label in samples["train"])
     for index, name in enumerate(class_names):
         count = train_counts.get(index, 0)
+        if class_dirs[index] in looped:
+            continue
         if count == 0:
             errors.append(f"class '{name}' has no readable images")
         elif count < min_per_class:
@@ -179,7 +217,8 @@ def scan_dataset(
         warnings.append(f"{len(leaked)} test image(s) are identical to training images (e.g. {first_test.name} = "
                         f"{first_train.parent.name}/{first_train.name}): test accuracy will be optimistic")
     if failures:
-        warnings.append(f"{len(failures)} file(s) cannot be read and will be skipped (listed with reasons)")
+        warnings.append(f"{len(failures)} file(s) or folder(s) cannot be used and will be skipped (listed with "
+                        "reasons)")
     return DatasetScan(
         root=root,
         class_names=class_names,
@@ -195,10 +234,11 @@ def scan_dataset(
 
 
 def _split_jobs(split: str, split_dir: Path, train_dir: Path, class_names: tuple[str, ...], errors: list[str],
-                warnings: list[str], cancel: CancelToken | None) -> list[tuple[str, Path, int]]:
+                warnings: list[str], cancel: CancelToken | None,
+                unreadable: list[tuple[Path, str]]) -> list[tuple[str, Path, int]]:
     """The files of a validation or test folder, labelled by the training classes; a class the training folder
     lacks is a problem in val/ (it could not be validated) and a warning in test/ (its images are not used)."""
-    classes = {d.name: d for d in sub_folders(split_dir)}
+    classes = {d.name: d for d in _class_folders(split_dir, unreadable)}
     for name in sorted(set(classes) - set(class_names)):
         message = f"class '{name}' is in {split_dir.name}/ but not in {train_dir.name}/"
         if split == "val":
@@ -208,7 +248,7 @@ def _split_jobs(split: str, split_dir: Path, train_dir: Path, class_names: tuple
     jobs: list[tuple[str, Path, int]] = []
     for index, name in enumerate(class_names):
         if name in classes:
-            jobs += [(split, path, index) for path in _files(classes[name], cancel)]
+            jobs += [(split, path, index) for path in _files(classes[name], cancel, unreadable)]
         else:
             verb = "validated" if split == "val" else "tested"
             warnings.append(f"class '{name}' has no {split_dir.name}/ folder: it will not be {verb}")

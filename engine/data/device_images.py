@@ -33,6 +33,7 @@ from cardinal.engine.data.images import (
     _sniff_format,
     load_image,
     open_image_file,
+    quiet_pillow,
 )
 from cardinal.engine.errors import ImageLoadError
 
@@ -90,8 +91,7 @@ def check_for_device(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MA
     if _sniff_format(data[:16]) != "JPEG":
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with quiet_pillow():
             with Image.open(io.BytesIO(data), formats=("JPEG",)) as image:  # the header only
                 (width, height), mode = image.size, image.mode
                 orientation = image.getexif().get(EXIF_ORIENTATION, 1)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
+import errno
 import io
 import os
 import stat
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -89,9 +91,7 @@ def _decode(
     file: BinaryIO, image_format: str, head: bytes, label: str | None, max_pixels: int, draft_size: int | None
 ) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            # Our own limit below turns bombs into ImageLoadError; Pillow's warning would only repeat it.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with quiet_pillow():
             image = Image.open(file, formats=(image_format,))
     except Image.DecompressionBombError:
         raise ImageLoadError(label, _bomb_reason(None, max_pixels)) from None
@@ -107,12 +107,31 @@ def _decode(
         if draft_size is not None and image.format == "JPEG":
             image.draft("RGB", (draft_size, draft_size))
         image.load()
-        image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
+        return to_rgb(_upright(image))
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as error:
         raise ImageLoadError(label, _damage_reason(error, f"{image.format} data")) from None
     except MemoryError:
         raise ImageLoadError(label, "image too large to decode in memory") from None
+
+
+@contextlib.contextmanager
+def quiet_pillow() -> Iterator[None]:
+    """Without Pillow's warnings: its bomb warning (our own limit below turns bombs into ImageLoadError) and what
+    it says about metadata it skips ("Corrupt EXIF data", reading the JPEG's DPI at open): a damaged EXIF block is
+    left aside, as photo viewers do, instead of reaching stderr as noise."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        yield
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says, or as stored when its EXIF cannot be read."""
+    with quiet_pillow():
+        try:
+            return ImageOps.exif_transpose(image)
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError):
+            return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -276,27 +295,32 @@ def _looks_like_text(head: bytes) -> bool:
     return all(char.isprintable() or char in "\t\n\r\f" for char in text.removeprefix("\ufeff"))
 
 
-def iter_image_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+FolderProblem = Callable[[Path, str], None]  # told each folder that cannot be walked, and why
+
+
+def iter_image_files(paths: Iterable[str | Path], problems: FolderProblem | None = None) -> Iterator[Path]:
     """Expand files and folders (recursively, sorted) into the paths to classify.
 
     Files named directly are yielded whatever their suffix so the loader can say what is wrong with
     them; inside folders only image suffixes count, hidden files and folders are skipped. A FIFO or
     device named like an image is yielded too: the loader names it and refuses it without opening it.
+    `problems` is told each folder that cannot be walked (see `walk_files`).
     """
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            yield from (child for child in walk_files(path) if child.suffix.lower() in IMAGE_SUFFIXES)
+            yield from (child for child in walk_files(path, problems) if child.suffix.lower() in IMAGE_SUFFIXES)
         else:
             yield path
 
 
-def walk_files(folder: str | Path) -> Iterator[Path]:
+def walk_files(folder: str | Path, problems: FolderProblem | None = None) -> Iterator[Path]:
     """Everything below `folder` that is not a folder, depth first in name order, hidden names skipped.
 
     An explicit stack instead of recursion, so depth has no limit. Linked folders are not entered (as
     `Path.rglob` does not), and a folder already walked is not walked again, so nothing can loop.
-    Folders that cannot be listed are skipped.
+    A folder that cannot be listed (permissions, a path longer than the system allows) is told to
+    `problems` with the reason, then skipped.
     """
     pending: list[tuple[Path, bool]] = [(Path(folder), True)]  # (path, is a folder to walk)
     walked: set[tuple[int, int]] = set()
@@ -309,7 +333,9 @@ def walk_files(folder: str | Path) -> Iterator[Path]:
             identity = os.stat(path)
             with os.scandir(path) as listing:
                 entries = sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: e.name)
-        except OSError:
+        except OSError as error:
+            if problems is not None:
+                problems(path, folder_problem(path, error))
             continue
         key = (identity.st_dev, identity.st_ino)
         if key in walked:  # a bind mount of a folder above, say
@@ -321,6 +347,17 @@ def walk_files(folder: str | Path) -> Iterator[Path]:
                 pending.append((path / entry.name, True))
             elif not _is_linked_folder(entry):  # files, links to files, FIFOs, broken links go on
                 pending.append((path / entry.name, False))
+
+
+def folder_problem(path: str | Path, error: OSError) -> str:
+    """Why a folder cannot be listed, in words, and that its images are left out."""
+    if isinstance(error, PermissionError):
+        return "permission denied: Cardinal cannot open this folder, so the images in it are left out"
+    if error.errno == errno.ENAMETOOLONG:
+        limit = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 260
+        return (f"path is too long ({len(os.fsencode(path))} bytes; this system allows {limit}), so the images in "
+                "it cannot be opened; move them to a folder higher up")
+    return f"cannot open this folder ({error.strerror or error}), so the images in it are left out"
 
 
 def _is_linked_folder(entry: os.DirEntry) -> bool:

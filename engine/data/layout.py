@@ -35,8 +35,16 @@ class Layout:
 
 
 def sub_folders(folder: Path) -> list[Path]:
-    """The visible sub-folders of `folder`, in name order; `_excluded/` (the review queue's) is not one."""
-    return sorted(p for p in folder.iterdir() if is_class_folder(p))
+    """The visible sub-folders of `folder`, in name order; `_excluded/` (the review queue's) is not one (none if
+    it cannot be listed: the scan says why)."""
+    return sorted(p for p in _entries(folder) if is_class_folder(p))
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
 
 
 def detect_layout(root: Path) -> Layout:
@@ -75,4 +83,4 @@ def nested_classes_note(class_folders: list[Path]) -> tuple[str | None, str | No
 
 
 def _holds_files(folder: Path) -> bool:
-    return any(not entry.is_dir() and not entry.name.startswith(".") for entry in folder.iterdir())
+    return any(not entry.is_dir() and not entry.name.startswith(".") for entry in _entries(folder))

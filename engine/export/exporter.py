@@ -31,13 +31,13 @@ from cardinal.engine import __version__
 from cardinal.engine.durable import flush_to_disk, fsync_folder, sha256_file
 from cardinal.engine.errors import CardinalError, ExportError, ParityError
 from cardinal.engine.export.formats import (
-    DEFAULT_TOLERANCE,
     ExportFormat,
     description_path,
     get_format,
     require_packages,
 )
-from cardinal.engine.export.parity import ParityReport, check_parity
+from cardinal.engine.export.parity import check_parity
+from cardinal.engine.inference.parity import DEFAULT_TOLERANCE, ParityReport
 from cardinal.engine.models.model_file import preprocess_to_dict
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
@@ -120,11 +120,37 @@ def _load_pt2(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     return run, f"torch.export.load, torch {torch.__version__} on the CPU"
 
 
+def _write_openvino(wrapper: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
+    from cardinal.engine.inference.backends.runtimes import quiet_openvino_converter
+
+    quiet_openvino_converter()
+    import openvino
+
+    program = openvino.convert_model(wrapper, example_input=example, input=[(-1, *example.shape[1:])])
+    program.inputs[0].get_tensor().set_names({INPUT})
+    program.outputs[0].get_tensor().set_names({OUTPUT})
+    openvino.save_model(program, str(path), compress_to_fp16=False)  # fp32 weights: the runtime picks precision
+    return {"exporter": f"openvino.convert_model, OpenVINO {openvino.__version__}, torch {torch.__version__}",
+            "weights_in": path.with_suffix(".bin").name}
+
+
+def _load_openvino(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    from cardinal.engine.inference.backends.runtimes import quiet_openvino_converter
+
+    quiet_openvino_converter()
+    import openvino
+
+    compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return (lambda pixels: compiled({INPUT: pixels.astype(np.float32)})[compiled.output(0)],
+            f"OpenVINO {openvino.__version__.split('-')[0]} on the CPU (fp32)")
+
+
 # How each format is written and how what was written is run (for the parity check), by format name.
 _WRITERS: dict[str, tuple[Callable[[nn.Module, torch.Tensor, Path], dict[str, Any]],
                           Callable[[Path], tuple[Callable[[np.ndarray], np.ndarray], str]]]] = {
     "onnx": (_write_onnx, _load_onnx),
     "pt2": (_write_pt2, _load_pt2),
+    "openvino": (_write_openvino, _load_openvino),
 }
 
 
@@ -133,17 +159,17 @@ def check_target(export_format: ExportFormat, path: str | Path, *, force: bool =
     path = Path(path)
     if path.suffix.lower() != export_format.suffix:
         raise ExportError(f"{path}: an {export_format.title} export's file name must end in {export_format.suffix}")
-    _refuse_folders(_paths_of(path))
+    _refuse_folders(_paths_of(export_format, path))
     if force:
         return
-    taken = [candidate for candidate in _paths_of(path) if candidate.exists()]
+    taken = [candidate for candidate in _paths_of(export_format, path) if candidate.exists()]
     if taken:
         raise ExportError(f"{taken[0]} already exists; nothing was changed. Choose another file name, or "
                           "allow replacing it (--force).")
 
 
-def _paths_of(path: Path) -> tuple[Path, ...]:
-    return path, Path(f"{path}.data"), description_path(path)
+def _paths_of(export_format: ExportFormat, path: Path) -> tuple[Path, ...]:
+    return path, path.parent / export_format.weights_name(path.name), description_path(path)
 
 
 def _refuse_folders(paths: tuple[Path, ...]) -> None:
@@ -229,17 +255,18 @@ def _publish(workspace: Path, path: Path, export_format: ExportFormat, model: Lo
     """Describe the checked files, then rename them into place: weights, description, and the model last."""
     staged = workspace / path.name
     # Only what the model needs travels: an exporter may leave other files (reports) in its folder.
-    weights = workspace / f"{path.name}.data"
+    weights = workspace / export_format.weights_name(path.name)
     hashes = {item.name: sha256_file(item) for item in (staged, weights) if item.is_file()}
     document = describe(model, export_format, details, report, hashes, path.name)
     sidecar = workspace / description_path(path.name)
-    sidecar.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
+    # A class name that is not valid UTF-8 becomes the JSON escape \udce9, which reads back as the same name.
+    sidecar.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8", errors="backslashreplace")
     for item in (*(workspace / name for name in hashes), sidecar):
         flush_to_disk(item)  # a rename must never publish a file whose bytes are still only in memory
     written = [path.parent / name for name in hashes if name != path.name]
     moves = [(workspace / item.name, item) for item in written] + [(sidecar, description_path(path)), (staged, path)]
     # A replaced export's weights file would describe nothing once the new export is in place: it goes too.
-    _replace_all(workspace, moves, _paths_of(path))
+    _replace_all(workspace, moves, _paths_of(export_format, path))
     fsync_folder(path.parent)
     return ExportResult(path, description_path(path), export_format.name, (path, *written), hashes[path.name], report)
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from cardinal.engine.errors import ExportError, MissingPackages
 
 EXTRA = "cardinal-vision[export]"
-DEFAULT_TOLERANCE = 1e-4  # largest probability difference an fp32 export may show from Cardinal's own
 
 
 @dataclass(frozen=True)
@@ -20,7 +19,12 @@ class ExportFormat:
     name: str
     title: str
     suffix: str
-    packages: tuple[str, ...]  # import names; all of them come with the `export` extra
+    packages: tuple[str, ...]  # import names; all of them come with the `export` extra (or with Cardinal itself)
+    weights_suffix: str | None = None  # weights beside the model in STEM + this (OpenVINO's .bin); else FILE.data
+
+    def weights_name(self, file_name: str) -> str:
+        """The file beside the model that holds (or, for ONNX, may hold) its weights."""
+        return f"{Path(file_name).stem}{self.weights_suffix}" if self.weights_suffix else f"{file_name}.data"
 
 
 FORMATS: dict[str, ExportFormat] = {
@@ -28,6 +32,7 @@ FORMATS: dict[str, ExportFormat] = {
     for spec in [
         ExportFormat("onnx", "ONNX", ".onnx", ("onnx", "onnxscript", "onnxruntime")),
         ExportFormat("pt2", "PyTorch ExportedProgram", ".pt2", ()),
+        ExportFormat("openvino", "OpenVINO IR", ".xml", ("openvino",), weights_suffix=".bin"),
     ]
 }
 DEFAULT_FORMAT = "onnx"
@@ -42,7 +47,7 @@ def get_format(name: str) -> ExportFormat:
 
 
 def export_format_for(path: str | Path) -> ExportFormat | None:
-    """The format a file name asks for by its suffix (`.onnx`, `.pt2`), or None."""
+    """The format a file name asks for by its suffix (`.onnx`, `.pt2`, `.xml`), or None."""
     suffix = Path(path).suffix.lower()
     return next((spec for spec in FORMATS.values() if spec.suffix == suffix), None)
 

@@ -8,64 +8,24 @@ centre-cropped by that preprocessing, as RGB in [0, 1], with no normalisation (t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from importlib.resources import files
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
-from torchvision.transforms._presets import ImageClassification
 
-from cardinal.engine.errors import ParityError
-from cardinal.engine.export.formats import DEFAULT_TOLERANCE
-from cardinal.engine.models.registry import LoadedModel
+from cardinal.engine.inference.parity import DEFAULT_TOLERANCE, ParityReport, compare_probabilities, probe_images
 
-PROBE_SIZES = ((320, 240), (200, 300), (97, 61))  # landscape, portrait, smaller than any crop
+if TYPE_CHECKING:  # both load torch; the comparison itself (used by compiled backends at start-up) does not
+    from torchvision.transforms._presets import ImageClassification
 
+    from cardinal.engine.models.registry import LoadedModel
 
-@dataclass(frozen=True)
-class ParityReport:
-    """How closely an exported model's probabilities follow Cardinal's on the probe images."""
-
-    images: int
-    max_difference: float
-    top1_agreement: int  # images whose most probable class is the same
-    top5_agreement: int  # images whose five most probable classes are the same set
-    tolerance: float
-    runtime: str
-
-    @property
-    def passed(self) -> bool:
-        return self.max_difference <= self.tolerance
-
-    def summary(self) -> str:
-        """One line for a terminal or a status bar."""
-        return (f"largest probability difference {self.max_difference:.2e} (tolerance {self.tolerance:.0e}), "
-                f"top-1 agreement {self.top1_agreement}/{self.images}, "
-                f"top-5 agreement {self.top5_agreement}/{self.images} ({self.runtime})")
-
-    def to_dict(self) -> dict[str, object]:
-        return {"images": self.images, "max_probability_difference": self.max_difference,
-                "top1_agreement": self.top1_agreement, "top5_agreement": self.top5_agreement,
-                "tolerance": self.tolerance, "runtime": self.runtime,
-                "reference": "Cardinal's PyTorch classifier, fp32 on the CPU"}
-
-
-def probe_images() -> list[Image.Image]:
-    """Cardinal's sample photo and a few generated pictures of other shapes and sizes (deterministic)."""
-    from cardinal.engine.data.images import load_image
-
-    images = [load_image(str(files("cardinal.assets").joinpath("sample.jpg")))]
-    rng = np.random.default_rng(0)
-    for width, height in PROBE_SIZES:
-        y, x = np.mgrid[0:height, 0:width]
-        gradient = np.stack([x / width, y / height, (x + y) / (width + height)], axis=-1) * 200
-        noise = rng.integers(0, 56, (height, width, 3))
-        images.append(Image.fromarray((gradient + noise).astype(np.uint8), "RGB"))
-    return images
 
 
 def without_normalisation(preprocess: ImageClassification) -> ImageClassification:
     """The same resize and crop as `preprocess` (its own numbers), giving RGB in [0, 1] with no mean/std."""
+    from torchvision.transforms._presets import ImageClassification
+
     return ImageClassification(crop_size=preprocess.crop_size[0], resize_size=preprocess.resize_size[0],
                                interpolation=preprocess.interpolation, antialias=preprocess.antialias,
                                mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
@@ -97,23 +57,7 @@ def check_parity(
     expected = reference_probabilities(model, images)
     crop = without_normalisation(model.preprocess)
     pixels = torch.stack([crop(image) for image in images]).numpy()
-    batch = np.asarray(run_exported(pixels), dtype=np.float64)
-    single = np.asarray(run_exported(pixels[:1]), dtype=np.float64)
-    if batch.shape != expected.shape or single.shape != expected[:1].shape:
-        raise ParityError(f"the exported model answered with shape {batch.shape} (and {single.shape} for one image); "
-                         f"expected {expected.shape}")
-    difference = max(float(np.abs(batch - expected).max()), float(np.abs(single - expected[:1]).max()))
-    if not np.isfinite(batch).all() or not np.isfinite(single).all():
-        difference = float("inf")
-    return ParityReport(
-        images=len(images),
-        max_difference=difference,
-        top1_agreement=int((batch.argmax(1) == expected.argmax(1)).sum()),
-        top5_agreement=sum(_top5(a) == _top5(b) for a, b in zip(batch, expected, strict=True)),
-        tolerance=tolerance,
-        runtime=runtime,
-    )
+    return compare_probabilities(expected, run_exported(pixels), run_exported(pixels[:1]), tolerance=tolerance,
+                                 runtime=runtime)
 
 
-def _top5(probabilities: np.ndarray) -> set[int]:
-    return {int(index) for index in np.argsort(-probabilities, kind="stable")[:5]}

@@ -1,25 +1,32 @@
-"""Grad-CAM and Grad-CAM++ heat-maps, plus overlay rendering.
+"""Grad-CAM and Grad-CAM++ heat-maps at any layer, by a hook and a backward pass (PyTorch).
 
-The last stage of a ResNeXt feeds global average pooling and one linear layer, so the gradient of class
-c's logit with respect to that stage's activations is the constant `fc.weight[c] / (h*w)`. Heat-maps
-there follow in closed form from the activations the classification forward pass already produced (no
-backward pass); `autograd_cam` does the general hook-and-backward computation for any layer.
+The last stage's heat-maps follow in closed form from the activations classification already produced
+(`closed_form`, numpy, for every backend); `autograd_cam` does the general hook-and-backward computation for
+any layer. Rendering (colours, overlays, PNG files) is in `overlays`; both are re-exported here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cardinal.engine.choices import CAM_METHODS
+from cardinal.engine.inference import closed_form
+from cardinal.engine.inference.closed_form import CropBox, heatmap_at_image_size
+from cardinal.engine.inference.overlays import (
+    colorize,
+    heatmap_rgba,
+    overlay,
+    seen_region,
+    write_overlay_png,
+)
+
+__all__ = ["CropBox", "METHODS", "autograd_cam", "capture", "channel_weights", "closed_form_cam", "colorize",
+           "heatmap_at_image_size", "heatmap_rgba", "overlay", "seen_region", "weighted_activations",
+           "write_overlay_png"]
 
 METHODS: tuple[str, ...] = tuple(CAM_METHODS)
 _EPS = 1e-7
@@ -47,12 +54,8 @@ def weighted_activations(weights: torch.Tensor, activations: torch.Tensor) -> to
 def closed_form_cam(
     activations: torch.Tensor, head_weight: torch.Tensor, class_index: int, method: str = "gradcam"
 ) -> torch.Tensor:
-    """Raw CAM (h, w) at the last stage of a GAP + linear head, from one image's (C, h, w) activations."""
-    features = activations.float().unsqueeze(0)
-    height, width = features.shape[-2:]
-    gradient = (head_weight[class_index].float() / (height * width)).view(1, -1, 1, 1)
-    gradients = gradient.expand_as(features)
-    return weighted_activations(channel_weights(method, features, gradients), features)[0]
+    """Raw CAM (h, w) at the last stage, as a tensor: `closed_form.closed_form_cam` (numpy) for torch callers."""
+    return torch.from_numpy(closed_form.closed_form_cam(activations, head_weight, class_index, method))
 
 
 class _Capture:
@@ -94,135 +97,3 @@ def autograd_cam(
         (gradients,) = torch.autograd.grad(logits[0, class_index], store.activations)
     activations = store.activations.detach().float()
     return weighted_activations(channel_weights(method, activations, gradients.float()), activations)[0]
-
-
-@dataclass(frozen=True)
-class CropBox:
-    """Where the network's square input sits in the original image, in original pixels (may overhang)."""
-
-    left: float
-    top: float
-    right: float
-    bottom: float
-
-    @classmethod
-    def centre_crop(cls, image_size: tuple[int, int], resize_size: int, crop_size: int) -> CropBox:
-        """The region a resize-shorter-side-then-centre-crop preset feeds the network."""
-        width, height = image_size
-        scale = resize_size / min(width, height)
-        side = crop_size / scale
-        left = (width - side) / 2
-        top = (height - side) / 2
-        return cls(left, top, left + side, top + side)
-
-    def clipped(self, width: int, height: int) -> tuple[int, int, int, int]:
-        """The box in whole pixels, clipped to an image of this size: (x0, y0, x1, y1)."""
-        return (
-            max(round(self.left), 0),
-            max(round(self.top), 0),
-            min(max(round(self.right), round(self.left) + 1), width),
-            min(max(round(self.bottom), round(self.top) + 1), height),
-        )
-
-    def scaled(self, x: float, y: float) -> CropBox:
-        """The same region in an image resized by (x, y)."""
-        return CropBox(self.left * x, self.top * y, self.right * x, self.bottom * y)
-
-
-def heatmap_at_image_size(raw_cam: torch.Tensor, image_size: tuple[int, int], box: CropBox) -> np.ndarray:
-    """Scale a raw CAM to 0..1 and place it over the image pixels the network saw; 0 elsewhere."""
-    width, height = image_size
-    cam = raw_cam.detach().float().cpu()
-    peak = float(cam.max()) if cam.numel() else 0.0
-    heatmap = np.zeros((height, width), np.float32)
-    if peak <= 0 or not np.isfinite(peak):
-        return heatmap
-    left, top = round(box.left), round(box.top)
-    box_width = max(1, round(box.right) - left)
-    box_height = max(1, round(box.bottom) - top)
-    scaled = F.interpolate(cam[None, None] / peak, size=(box_height, box_width), mode="bilinear", align_corners=False)
-    scaled = scaled[0, 0].clamp_(0, 1).numpy()
-    x0, y0, x1, y1 = box.clipped(width, height)
-    heatmap[y0:y1, x0:x1] = scaled[y0 - top : y1 - top, x0 - left : x1 - left]
-    return heatmap
-
-
-def _jet_table() -> np.ndarray:
-    # The classic "jet" ramp as the piecewise-linear formula it is defined by (blue -> red).
-    position = np.linspace(0.0, 1.0, 256)
-    red = np.clip(1.5 - np.abs(4 * position - 3), 0, 1)
-    green = np.clip(1.5 - np.abs(4 * position - 2), 0, 1)
-    blue = np.clip(1.5 - np.abs(4 * position - 1), 0, 1)
-    return (np.stack([red, green, blue], axis=1) * 255).round().astype(np.uint8)
-
-
-COLORMAPS: dict[str, np.ndarray] = {
-    "jet": _jet_table(),
-    "gray": np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1),
-}
-
-
-def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
-    """Map a 0..1 heat-map (H, W) to RGB uint8 (H, W, 3)."""
-    table = COLORMAPS[colormap]
-    indices = np.clip(np.nan_to_num(heatmap) * 255, 0, 255).round().astype(np.uint8)
-    return table[indices]
-
-
-def seen_region(heatmap: np.ndarray, seen: CropBox | None) -> tuple[int, int, int, int]:
-    """The pixels that get colour: only the crop the network saw (the whole image without `seen`)."""
-    height, width = heatmap.shape
-    return seen.clipped(width, height) if seen is not None else (0, 0, width, height)
-
-
-def heatmap_rgba(heatmap: np.ndarray, *, seen: CropBox | None = None, colormap: str = "jet") -> np.ndarray:
-    """A coloured heat-map (H, W, 4) uint8 to lay over the image: opaque where the network looked, clear elsewhere."""
-    height, width = heatmap.shape
-    rgba = np.zeros((height, width, 4), np.uint8)
-    x0, y0, x1, y1 = seen_region(heatmap, seen)
-    rgba[y0:y1, x0:x1, :3] = colorize(heatmap[y0:y1, x0:x1], colormap)
-    rgba[y0:y1, x0:x1, 3] = 255
-    return rgba
-
-
-def overlay(
-    image: np.ndarray,
-    heatmap: np.ndarray,
-    *,
-    opacity: float = 0.5,
-    colormap: str = "jet",
-    seen: CropBox | None = None,
-) -> np.ndarray:
-    """Blend a coloured heat-map over an RGB uint8 image of the same height and width.
-
-    With `seen`, only the region the network looked at is tinted; the rest of the image stays as it is
-    rather than looking "cold".
-    """
-    if image.shape[:2] != heatmap.shape:
-        raise ValueError(f"image is {image.shape[:2]} but heat-map is {heatmap.shape}")
-    opacity = float(np.clip(opacity, 0.0, 1.0))
-    x0, y0, x1, y1 = seen_region(heatmap, seen)
-    blended = image.copy()
-    region = image[y0:y1, x0:x1].astype(np.float32)
-    colours = heatmap_rgba(heatmap, seen=seen, colormap=colormap)[y0:y1, x0:x1, :3].astype(np.float32)
-    blended[y0:y1, x0:x1] = ((1 - opacity) * region + opacity * colours).round().astype(np.uint8)
-    return blended
-
-
-def write_overlay_png(
-    path: str | Path,
-    image: np.ndarray,
-    heatmap: np.ndarray,
-    *,
-    opacity: float = 0.5,
-    seen: CropBox | None = None,
-    colormap: str = "jet",
-) -> Path:
-    """Blend the heat-map over the image and save it as PNG, atomically (CheckpointError if it cannot)."""
-    from PIL import Image
-
-    from cardinal.engine.durable import atomic_write
-
-    buffer = io.BytesIO()
-    Image.fromarray(overlay(image, heatmap, opacity=opacity, colormap=colormap, seen=seen)).save(buffer, "PNG")
-    return atomic_write(path, lambda out: out.write(buffer.getvalue()))

@@ -6,7 +6,6 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,9 @@ from PIL import Image
 
 from cardinal.engine.data.decode_ahead import decode_ahead
 from cardinal.engine.data.images import ImageSource, load_image
-from cardinal.engine.errors import CardinalError, ImageLoadError
+from cardinal.engine.errors import ImageLoadError
 from cardinal.engine.inference import cam
+from cardinal.engine.inference.analysis import Analysis, FileResult, file_results, top_k
 from cardinal.engine.inference.device import (
     autocast_for,
     describe_device,
@@ -27,66 +27,6 @@ from cardinal.engine.inference.device import (
 from cardinal.engine.inference.network import cam_layers, forward_features, forward_head
 from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One of the top-k answers for an image."""
-
-    index: int
-    label: str
-    probability: float
-
-
-def top_k(probabilities: np.ndarray, class_names: Sequence[str], k: int) -> tuple[Prediction, ...]:
-    """The k most probable classes of one probability vector, most probable first."""
-    if k < 1:
-        raise ValueError("k must be at least 1")
-    k = min(k, len(probabilities))
-    order = np.argpartition(-probabilities, k - 1)[:k]
-    order = order[np.argsort(-probabilities[order], kind="stable")]
-    return tuple(Prediction(int(i), class_names[int(i)], float(probabilities[i])) for i in order)
-
-
-@dataclass(frozen=True, eq=False)
-class Analysis:
-    """One image's result: top-k, every class's probability, and what a heat-map for any class needs."""
-
-    predictions: tuple[Prediction, ...]
-    probabilities: np.ndarray
-    image_size: tuple[int, int]
-    crop_box: cam.CropBox
-    features: torch.Tensor | None = field(default=None, repr=False)
-    head_weight: torch.Tensor | None = field(default=None, repr=False)
-
-    def heatmap(
-        self, class_index: int, method: str = "gradcam", *, size: tuple[int, int] | None = None
-    ) -> np.ndarray:
-        """Grad-CAM (or Grad-CAM++) of `class_index`, 0..1, without another forward pass.
-
-        At the analysed image's size, or at `size` (e.g. the full-resolution original of a JPEG that
-        was decoded at reduced size for speed).
-        """
-        if self.features is None or self.head_weight is None:
-            raise ValueError("this result was computed without keeping activations (keep_features=False)")
-        raw = cam.closed_form_cam(self.features, self.head_weight, class_index, method)
-        return cam.heatmap_at_image_size(raw, size or self.image_size, self.seen_box(size))
-
-    def seen_box(self, size: tuple[int, int] | None = None) -> cam.CropBox:
-        """The part of the image (at `size`, default the analysed size) that the network looked at."""
-        if size is None or tuple(size) == tuple(self.image_size):
-            return self.crop_box
-        return self.crop_box.scaled(size[0] / self.image_size[0], size[1] / self.image_size[1])
-
-
-@dataclass(frozen=True, eq=False)
-class FileResult:
-    """The outcome for one file of a batch: an analysis, or the reason it failed."""
-
-    path: Path
-    analysis: Analysis | None = None
-    error: CardinalError | None = None
-    image: Image.Image | None = field(default=None, repr=False)
 
 
 class Classifier:
@@ -104,9 +44,23 @@ class Classifier:
         self.head_weight = self.network.fc.weight.detach().float().cpu()
         self._lock = threading.Lock()
 
+    backend = "torch"
+
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.model.class_names
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name
+
+    @property
+    def source(self) -> str:
+        return self.model.source
+
+    def cam_layer_names(self) -> tuple[str, ...]:
+        """Where a heat-map can be taken (the GUI's layer choice)."""
+        return tuple(cam_layers(self.network))
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The model's own preprocessing (resize, crop, normalise) of one RGB image: (3, H, W)."""
@@ -247,20 +201,7 @@ class Classifier:
                         yield FileResult(path, analysis=next(analyses))
 
     def _run_decoded(self, items, k: int, keep_features: bool, keep_images: bool) -> Iterator[FileResult]:
-        outcomes: list[FileResult | None] = [None] * len(items)
-        decoded: list[tuple[int, Image.Image, torch.Tensor]] = []
-        for position, (path, future) in enumerate(items):
-            try:
-                image, tensor = future.result()
-                decoded.append((position, image, tensor))
-            except ImageLoadError as error:
-                outcomes[position] = FileResult(path, error=error)
-            except Exception as error:  # noqa: BLE001 - a preprocessing failure is that file's error
-                outcomes[position] = FileResult(path, error=ImageLoadError(path, f"cannot prepare image ({error})"))
-        if decoded:
-            batch = torch.stack([tensor for _, _, tensor in decoded])
-            analyses = self._analyze_batch(batch, [image.size for _, image, _ in decoded], k, keep_features)
-            for (position, image, _), analysis in zip(decoded, analyses, strict=True):
-                path = items[position][0]
-                outcomes[position] = FileResult(path, analysis=analysis, image=image if keep_images else None)
-        yield from (outcome for outcome in outcomes if outcome is not None)
+        def analyze(tensors, sizes):
+            return self._analyze_batch(torch.stack(tensors), sizes, k, keep_features)
+
+        return file_results(items, analyze, keep_images=keep_images)

@@ -70,10 +70,11 @@ def preferred_memory_format(device: torch.device, dtype: torch.dtype) -> torch.m
 
 
 def describe_device(device: torch.device, dtype: torch.dtype) -> str:
-    """A short label for the status bar, e.g. 'CUDA: NVIDIA H100 (bf16)' or 'CPU (fp32)'."""
+    """A short label for the status bar, e.g. 'CUDA: NVIDIA H100 (bf16)' or 'CPU · PyTorch (fp32)' (a compiled
+    backend says e.g. 'CPU · OpenVINO 2026.4 (bf16)')."""
     precision = "bf16" if dtype == torch.bfloat16 else "fp32"
     if device.type == "cuda":
         return f"CUDA: {torch.cuda.get_device_name(device)} ({precision})"
     if device.type == "mps":
         return f"Apple MPS ({precision})"
-    return f"CPU ({precision})"
+    return f"CPU · PyTorch ({precision})"

@@ -10,8 +10,11 @@ import numpy as np
 from PIL import Image
 
 from cardinal.engine.data.datasets import Sample
-from cardinal.engine.inference.classifier import Analysis, Classifier
+from cardinal.engine.inference.analysis import Analysis
+from cardinal.engine.inference.classifier import Classifier
 from cardinal.engine.progress import CancelToken
+
+MATRIX_LIMIT = 60  # classes in a confusion matrix; above it the terminal and the page list the top confusions
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,24 @@ class Evaluation:
     def mistakes_for(self, true_index: int, predicted_index: int) -> list[Mistake]:
         """The images of one confusion-matrix cell."""
         return [m for m in self.mistakes if m.true_index == true_index and m.predicted_index == predicted_index]
+
+    def classes_seen(self) -> list[int]:
+        """The classes that are a true or a predicted class of some image: a model may know 1,000 classes while
+        the folder has five, and the other rows and columns would all be zero."""
+        return np.flatnonzero(self.confusion.sum(axis=0) + self.confusion.sum(axis=1)).tolist()
+
+    def top_confusions(self, limit: int) -> list[tuple[int, int, int]]:
+        """The most frequent confusions as (images, true class, predicted class), most images first."""
+        rows, columns = np.nonzero(self.confusion)  # no copy of a matrix that can be 10,000 classes square
+        off_diagonal = rows != columns
+        rows, columns = rows[off_diagonal], columns[off_diagonal]
+        counts = self.confusion[rows, columns]
+        order = np.lexsort((columns, rows, -counts))[:limit]
+        return [(int(counts[i]), int(rows[i]), int(columns[i])) for i in order]
+
+    def worst_mistakes(self, limit: int | None = None) -> list[Mistake]:
+        """The mistakes made with the most confidence first (then by file name, so the choice is stable)."""
+        return sorted(self.mistakes, key=lambda m: (-m.predicted_probability, str(m.path)))[:limit]
 
 
 @dataclass(frozen=True)

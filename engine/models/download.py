@@ -24,8 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-import torch
-
 from cardinal.engine.durable import atomic_write
 from cardinal.engine.errors import Cancelled, CheckpointError, WeightsError, WeightsUnavailable
 from cardinal.engine.models.catalog import HASH_IN_NAME
@@ -56,7 +54,18 @@ def _name(url: str, filename: str | None) -> str:
 
 def cache_path(url: str, filename: str | None = None) -> Path:
     """Where torch.hub (and so Cardinal) keeps the file downloaded from `url` (as `filename` if given)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / _name(url, filename)
+    return hub_dir() / "checkpoints" / _name(url, filename)
+
+
+def hub_dir() -> Path:
+    """torch.hub's folder: torch's own answer once torch is loaded; before that (a compiled model's fast start
+    asks which weights are on disk without loading torch) its documented rule, which `torch.hub.set_dir` — only
+    callable with torch loaded — is the one thing to change."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return Path(torch.hub.get_dir())
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    return Path(os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(cache, "torch")))) / "hub"
 
 
 def bundled_path(url: str, filename: str | None = None) -> Path | None:

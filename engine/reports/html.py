@@ -12,6 +12,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from cardinal.engine import __version__
+from cardinal.engine.inference.evaluation import MATRIX_LIMIT
 from cardinal.engine.intervals import wilson_interval
 from cardinal.engine.reports.svg import Series, line_chart, lr_chart
 
@@ -21,8 +22,8 @@ if TYPE_CHECKING:
 
 TRAIN_COLOUR, VALIDATION_COLOUR = "#1f77b4", "#d62728"
 LISTED_PROBLEMS = 50  # unreadable files listed one by one; the rest are counted
-MATRIX_LIMIT = 60  # classes in a confusion matrix; above it the page lists the most frequent confusions
-TOP_CONFUSIONS = 40
+TOP_CONFUSIONS = 40  # listed instead of a matrix above MATRIX_LIMIT classes
+LISTED_MISTAKES = 2000  # every mistake by name below the pictures of the worst, up to this many
 
 STYLE = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2125;margin:0;background:#f6f7f9}
@@ -157,18 +158,12 @@ def _optional(value: float | None, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def _classes_seen(content: ReportContent) -> list[int]:
-    """The classes that are a true or a predicted class of some image: a model may know 1,000 classes while the
-    folder has five, and the other rows and columns would all be zero."""
-    confusion = content.evaluation.confusion
-    return [index for index in range(len(confusion)) if confusion[index].sum() or confusion[:, index].sum()]
-
-
 def _per_class(content: ReportContent) -> str:
-    metrics = content.evaluation.per_class
+    evaluation = content.evaluation
     rows = "".join(
         f"<tr><td class=\"name\">{esc(m.name)}</td><td>{m.precision:.3f}</td><td>{m.recall:.3f}</td>"
-        f"<td>{m.f1:.3f}</td><td>{m.support}</td></tr>" for m in (metrics[index] for index in _classes_seen(content)))
+        f"<td>{m.f1:.3f}</td><td>{m.support}</td></tr>"
+        for m in (evaluation.per_class[index] for index in evaluation.classes_seen()))
     return ("<section id=\"per-class\"><h2>Per class</h2><table class=\"per-class\"><tr><th class=\"name\">class</th>"
             "<th>precision</th><th>recall</th><th>F1</th><th>images</th></tr>" + rows + "</table></section>")
 
@@ -176,7 +171,7 @@ def _per_class(content: ReportContent) -> str:
 def _confusion(content: ReportContent) -> str:
     evaluation = content.evaluation
     names = evaluation.class_names
-    classes = _classes_seen(content)
+    classes = evaluation.classes_seen()
     total = int(evaluation.confusion.sum())
     if len(classes) > MATRIX_LIMIT:
         return _top_confusions(content, classes)
@@ -208,8 +203,7 @@ def _top_confusions(content: ReportContent, classes: list[int]) -> str:
     """Instead of a matrix too large to read: the most frequent confusions."""
     evaluation = content.evaluation
     names = evaluation.class_names
-    pairs = sorted(((int(evaluation.confusion[row, column]), row, column) for row in classes for column in classes
-                    if row != column and evaluation.confusion[row, column]), reverse=True)[:TOP_CONFUSIONS]
+    pairs = evaluation.top_confusions(TOP_CONFUSIONS)
     rows = "".join(f"<tr><td class=\"name\">{esc(names[row])}</td><td class=\"name\">{esc(names[column])}</td>"
                    f"<td>{count}</td></tr>" for count, row, column in pairs)
     return ("<section id=\"confusion\"><h2>Most frequent confusions</h2><p class=\"sub\">"
@@ -240,7 +234,24 @@ def _mistakes(content: ReportContent) -> str:
         failures = (f"<p class=\"error\">{len(evaluation.unreadable)} image(s) could not be read and were not "
                     f"evaluated:</p>{_problem_list(evaluation.unreadable)}")
     return (f"<section id=\"mistakes\"><h2>Worst mistakes</h2>{intro}<div class=\"mistakes\">{cards}</div>"
-            f"{failures}</section>")
+            f"{_mistake_list(content)}{failures}</section>")
+
+
+def _mistake_list(content: ReportContent) -> str:
+    """Every mistake by name, most confident first: the terminal shows a few and points here for the rest."""
+    evaluation = content.evaluation
+    if len(evaluation.mistakes) <= len(content.mistakes):
+        return ""
+    names = evaluation.class_names
+    listed = evaluation.worst_mistakes(LISTED_MISTAKES)
+    rows = "".join(f"<tr><td class=\"name file\">{esc(m.path)}</td><td class=\"name\">{esc(names[m.true_index])}"
+                   f"</td><td class=\"name\">{esc(names[m.predicted_index])}</td><td>{m.predicted_probability:.1%}"
+                   f"</td><td>{m.true_probability:.1%}</td></tr>" for m in listed)
+    more = len(evaluation.mistakes) - len(listed)
+    tail = f"<p>and {more} more</p>" if more else ""
+    return (f"<details id=\"all-mistakes\"><summary>All {len(evaluation.mistakes)} mistakes, most confident first"
+            "</summary><table><tr><th class=\"name\">file</th><th class=\"name\">true class</th><th class=\"name\">"
+            f"taken for</th><th>predicted with</th><th>true class got</th></tr>{rows}</table>{tail}</details>")
 
 
 def _mistake_card(number: int, pictures: MistakePictures, class_names: tuple[str, ...]) -> str:

@@ -42,8 +42,8 @@ class ReportProgress:
 
 
 def worst_mistakes(evaluation: Evaluation, limit: int = WORST_MISTAKES) -> list[Mistake]:
-    """The mistakes made with the most confidence (then by file name, so the choice is stable)."""
-    return sorted(evaluation.mistakes, key=lambda m: (-m.predicted_probability, str(m.path)))[:limit]
+    """The mistakes the page shows with pictures: the ones made with the most confidence."""
+    return evaluation.worst_mistakes(limit)
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,7 +129,8 @@ def write_report(path: str | Path, content: ReportContent) -> Path:
     """Render the page and write it atomically (the previous report stays until the new one is complete)."""
     from cardinal.engine.reports.html import render_report
 
-    data = render_report(content).encode("utf-8")
+    # A name that is not valid UTF-8 (its odd bytes carried as lone surrogates) is shown escaped: caf\udce9.jpg
+    data = render_report(content).encode("utf-8", "backslashreplace")
     path = Path(path)
     return atomic_write(path, lambda out: out.write(data))
 

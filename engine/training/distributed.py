@@ -17,7 +17,7 @@ import datetime
 import json
 import os
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -104,6 +104,21 @@ class Team:
             self.from_main(lambda: entered.append(stack.enter_context(enter())))
             yield entered[0] if self.is_main else None
 
+    def require_same(self, settings: Mapping[str, object]) -> None:
+        """Stop every process at once, naming what differs, unless every rank has the same `settings` (the flags
+        that must agree: with another epoch count or batch size one process would wait for another at a meeting
+        point until the timeout). A meeting point itself: every rank calls it once, before any work."""
+        everyone = self.gather(dict(settings))
+        differences = []
+        for key, value in everyone[0].items():
+            other = next((rank for rank, theirs in enumerate(everyone) if theirs.get(key) != value), None)
+            if other is not None:
+                differences.append(f"{key} {_shown(value)} in process 0 but {_shown(everyone[other].get(key))} in "
+                                   f"process {other}")
+        if differences:
+            raise CardinalError(f"the {self.world_size} processes were started with different settings: "
+                                + "; ".join(differences) + "; start every process with the same command line")
+
     # --- meeting points inside the loop -------------------------------------------------------------------
     def sum(self, *values: float) -> tuple[float, ...]:
         """Each value summed over every rank (losses, correct answers, image counts)."""
@@ -168,6 +183,14 @@ class Team:
 
     def _object_device(self) -> torch.device:
         return self.device if self.backend == "nccl" else torch.device("cpu")
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
 
 
 class AgreedCancel(CancelToken):

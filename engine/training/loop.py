@@ -17,7 +17,6 @@ import math
 import time
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -26,19 +25,14 @@ from cardinal.engine.data.datasets import DatasetScan, train_val_split
 from cardinal.engine.errors import Cancelled, TrainingError
 from cardinal.engine.inference.device import resolve_precision, select_device
 from cardinal.engine.models.model_file import read_model_sidecar
-from cardinal.engine.models.registry import LoadedModel, save_model
-from cardinal.engine.models.weights import numbers_in, read_state_dict
+from cardinal.engine.models.registry import LoadedModel
+from cardinal.engine.models.weights import read_state_dict
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.runs.folder import claim_run_folder
 from cardinal.engine.runs.layout import RunPaths
 from cardinal.engine.runs.lr_find import LRFinding, write_lr_finding
 from cardinal.engine.runs.state import (
     RunState,
-    check_resumable,
-    check_weights_fit,
-    checkpoint_damaged,
-    checkpoint_limit,
-    load_run_state,
     restore_optimizer,
     save_run_state,
 )
@@ -57,7 +51,12 @@ from cardinal.engine.training.events import (
 from cardinal.engine.training.lr_finder import RANGES, find_learning_rate, steps_for
 from cardinal.engine.training.modes import MODE_TYPES, TrainingMode
 from cardinal.engine.training.recipe import Recipe
-from cardinal.engine.training.run_outputs import record_history, write_run_report
+from cardinal.engine.training.run_outputs import (
+    record_history,
+    resumed_state,
+    write_epoch_model,
+    write_run_report,
+)
 from cardinal.engine.training.schedule import head_only, lr_factor
 from cardinal.engine.training.starting_point import new_model
 
@@ -97,16 +96,8 @@ def train(
         generator = torch.Generator().manual_seed(recipe.seed)
         mode = MODE_TYPES[recipe.mode](model, recipe, device_, dtype, generator, team)
         run = _Run(scan, recipe, model, mode, folder, cancel, base.source)
-        state = None
-        if resume:
-            limit = checkpoint_limit(numbers_in(model.network))
-            state = (load_run_state(folder, limit=limit) if team is None else
-                     team.from_main(lambda: load_run_state(folder, limit=limit)))
+        state = resumed_state(folder, model, mode.trained_module(), recipe, base.source, team) if resume else None
         if state is not None:
-            check_resumable(state, class_names=model.class_names, architecture=model.name, recipe=recipe.to_dict(),
-                            base=base.source)
-            check_weights_fit(state, folder, mode.trained_module().state_dict())
-            _check_epoch_records(state, folder)
             if recipe.lr is None:  # the rate the run chose (or was given) at its start, not a new range test
                 run.use_rate(state.recipe.get("lr"), bool(state.recipe.get("lr_found")))
         yield RecipeChosen(recipe, said)
@@ -140,13 +131,6 @@ def train(
         recipe=run.recipe,
         lr_finding=finding,
     )
-
-
-def _check_epoch_records(state: RunState, folder: Path) -> None:
-    """The checkpoint's history holds this version's epoch records (the rest of it is checked on reading)."""
-    fields = {field.name for field in dataclasses.fields(EpochEnd)}
-    if any(entry.keys() != fields for entry in state.history):
-        raise checkpoint_damaged(folder, "its history does not hold this version's epoch records")
 
 
 class _NonFinite(Exception):
@@ -393,12 +377,7 @@ class _Run:
         self.last_save = time.monotonic()
 
     def _write_model(self, which: str, epoch_end: EpochEnd) -> None:
-        metrics: dict[str, Any] = {"epoch": epoch_end.epoch, "val_accuracy": epoch_end.val_accuracy,
-                                   "val_loss": epoch_end.val_loss, "val_images": epoch_end.val_images,
-                                   "train_accuracy": epoch_end.train_accuracy, "train_loss": epoch_end.train_loss}
-        provenance = {"dataset": str(self.scan.root), "mode": self.recipe.mode}
-        save_model(self.model, RunPaths(self.folder).model(which), metrics=metrics,
-                   recipe=self.recipe.to_dict(), provenance=provenance)
+        write_epoch_model(self.model, RunPaths(self.folder).model(which), epoch_end, self.recipe, self.scan.root)
 
     def finish(self) -> None:
         """Save what is not on disk yet, then leave the best weights (what `best.safetensors` holds) in the model."""

@@ -128,6 +128,9 @@ class FastMode(TrainingMode):
         if self.team is not None:  # each rank computes its share of the features; all ranks get them all
             train_samples, val_samples = self.team.shard(train_samples), self.team.shard(val_samples)
         total, done = len(train_samples) + len(val_samples), 0
+        from cardinal.engine.inference.backends.features import compiled_features
+
+        compiled = compiled_features(self.model, self.device, self.dtype, total)  # None: PyTorch computes them
         cached = []
         for samples in (train_samples, val_samples):
             loader = DataLoader(ImageDataset(samples, preprocess, preprocess.resize_size[0]),
@@ -137,9 +140,13 @@ class FastMode(TrainingMode):
             for batch, batch_labels in loader:
                 if cancel is not None and cancel.cancelled:
                     raise Cancelled("training was cancelled while computing features; nothing new was saved")
-                with torch.inference_mode(), self.autocast():
-                    maps = forward_features(self.network, batch.to(self.device).contiguous(memory_format=memory_format))
-                    chunks.append(pooled_features(self.network, maps).float())
+                if compiled is not None:
+                    chunks.append(compiled(batch).to(self.device))
+                else:
+                    with torch.inference_mode(), self.autocast():
+                        maps = forward_features(self.network,
+                                                batch.to(self.device).contiguous(memory_format=memory_format))
+                        chunks.append(pooled_features(self.network, maps).float())
                 labels.append(batch_labels.to(self.device))
                 done += len(batch)
                 yield FeatureProgress(done, total)

@@ -134,6 +134,16 @@ class Recipe:
         known = {field.name for field in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in known})
 
+    def used(self) -> dict[str, Any]:
+        """`to_dict()` less the settings this run never reads, as a model's description and report.html show
+        it: Fast mode trains the head on cached features (no augmentation, no stages to unfreeze or freeze, no
+        per-stage rates), and only SGD has momentum."""
+        unused = {"augmentation", "trainable_from", "freeze_epochs", "early_lr_factor"} if self.mode == "fast" else \
+            set()
+        if self.optimizer != "sgd":
+            unused.add("momentum")
+        return {key: value for key, value in self.to_dict().items() if key not in unused}
+
 
 def _problems(recipe: Recipe) -> list[str]:
     def one_of(value: str, choices: tuple[str, ...], what: str) -> str | None:

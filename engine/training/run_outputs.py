@@ -6,9 +6,11 @@ the loop's events become history rows here, and the finished run's objects becom
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,7 +19,8 @@ from cardinal.engine.errors import Cancelled, CardinalError
 from cardinal.engine.inference.classifier import Classifier
 from cardinal.engine.inference.evaluation import Evaluation
 from cardinal.engine.intervals import accuracy_interval
-from cardinal.engine.models.registry import LoadedModel
+from cardinal.engine.models.registry import LoadedModel, save_model
+from cardinal.engine.models.weights import numbers_in
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.reports.content import BeforeAfter
 from cardinal.engine.reports.report import (
@@ -31,6 +34,15 @@ from cardinal.engine.reports.report import (
 from cardinal.engine.runs.history import HistoryRow, read_history, write_history
 from cardinal.engine.runs.layout import RunPaths
 from cardinal.engine.runs.lr_find import read_lr_finding
+from cardinal.engine.runs.state import (
+    RunState,
+    check_resumable,
+    check_weights_fit,
+    checkpoint_damaged,
+    checkpoint_limit,
+    load_run_state,
+)
+from cardinal.engine.training.distributed import Team
 from cardinal.engine.training.events import BatchEnd, EpochEnd, Event, Notice, StopReason
 from cardinal.engine.training.recipe import Recipe
 
@@ -98,7 +110,7 @@ def write_run_report(model: LoadedModel, samples: Sequence[Sample], folder: Path
         pictures = yield from picture_mistakes(classifier, worst_mistakes(evaluation), cancel=cancel)
         content = content_for(classifier, evaluation, pictures, title=f"Training run “{folder.name}”",
                               evaluated=f"the {len(samples)} validation images, which training never saw",
-                              dataset=dataset, recipe=recipe.to_dict(), history=history, best_epoch=best_epoch,
+                              dataset=dataset, recipe=recipe.used(), history=history, best_epoch=best_epoch,
                               outcome=outcome, lr_finding=read_lr_finding(folder), before_after=before_after)
         write_report(RunPaths(folder).report, content)
     except Cancelled:
@@ -111,3 +123,33 @@ def write_run_report(model: LoadedModel, samples: Sequence[Sample], folder: Path
         # Leave the model as training handed it over: on the CPU, in the ordinary memory layout.
         model.network.to("cpu").to(memory_format=torch.contiguous_format)
     return evaluation
+
+
+def resumed_state(folder: Path, model: LoadedModel, trained: torch.nn.Module, recipe: Recipe, base: str | None,
+                  team: Team | None) -> RunState | None:
+    """The run's checkpoint (None when it has none), once it is known to continue this run on this model."""
+    limit = checkpoint_limit(numbers_in(model.network))
+    state = (load_run_state(folder, limit=limit) if team is None else
+             team.from_main(lambda: load_run_state(folder, limit=limit)))
+    if state is not None:
+        check_resumable(state, class_names=model.class_names, architecture=model.name, recipe=recipe.to_dict(),
+                        base=base)
+        check_weights_fit(state, folder, trained.state_dict())
+        _check_epoch_records(state, folder)
+    return state
+
+
+def _check_epoch_records(state: RunState, folder: Path) -> None:
+    """The checkpoint's history holds this version's epoch records (the rest of it is checked on reading)."""
+    fields = {field.name for field in dataclasses.fields(EpochEnd)}
+    if any(entry.keys() != fields for entry in state.history):
+        raise checkpoint_damaged(folder, "its history does not hold this version's epoch records")
+
+
+def write_epoch_model(model: LoadedModel, path: Path, epoch_end: EpochEnd, recipe: Recipe, dataset: Path) -> None:
+    """Save the model as it was at the end of `epoch_end`, with that epoch's figures and the recipe it used."""
+    metrics: dict[str, Any] = {"epoch": epoch_end.epoch, "val_accuracy": epoch_end.val_accuracy,
+                               "val_loss": epoch_end.val_loss, "val_images": epoch_end.val_images,
+                               "train_accuracy": epoch_end.train_accuracy, "train_loss": epoch_end.train_loss}
+    save_model(model, path, metrics=metrics, recipe=recipe.used(), provenance={"dataset": str(dataset),
+                                                                               "mode": recipe.mode})

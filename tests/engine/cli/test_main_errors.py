@@ -221,3 +221,67 @@ def test_ctrl_c_during_classify_stops_cleanly(model_file, tmp_path):
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "Traceback" not in err and "stopped: classification was cancelled" in err
+
+
+def test_a_missing_image_is_said_before_any_model_is_loaded(capsys, tmp_path):
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a model at all")
+    missing = tmp_path / "nonexistent.jpg"
+    code, out, err = run(capsys, "classify", missing, "--weights", garbage)
+    assert code == 1 and out == ""
+    assert_one_error_line(err, f"{missing}: file not found")
+    assert "garbage" not in err  # the model was never opened
+
+
+def test_without_weights_a_missing_image_is_named_not_only_the_download(capsys, tmp_path, torch_home):
+    from tests.conftest import closed_port
+
+    missing = tmp_path / "nonexistent.jpg"
+    code, out, err = run(capsys, "classify", missing, "--mirror", f"http://127.0.0.1:{closed_port()}/")
+    assert code == 1 and out == ""
+    assert_one_error_line(err, f"{missing}: file not found")
+
+
+def test_a_message_of_several_lines_prints_as_lines_not_as_escapes(capsys, tmp_path, torch_home):
+    from tests.conftest import closed_port
+
+    image = tmp_path / "a.png"
+    image.write_bytes(encode(random_picture(1)))
+    code, out, err = run(capsys, "classify", image, "--mirror", f"http://127.0.0.1:{closed_port()}/")
+    assert code == 1
+    assert "\\n" not in err, err
+    assert_one_error_line(err, "could not be downloaded")
+    lines = err.splitlines()
+    assert any(line.startswith("  Download ") for line in lines) and any("save it as" in line for line in lines)
+
+
+def test_cam_naming_a_file_is_refused_before_the_work(capsys, model_file, shapes, tmp_path):
+    not_a_folder = tmp_path / "cams.png"
+    not_a_folder.write_bytes(b"x")
+    code, out, err = run(capsys, "classify", shapes, "--weights", model_file, "--cam", not_a_folder)
+    assert code == 2 and out == ""
+    assert_one_error_line(err, str(not_a_folder), "not a folder")
+    assert "classes) on" not in err  # refused before the model was loaded
+
+
+def test_overlays_of_images_with_names_near_the_limit_get_short_distinct_names(capsys, model_file, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    stems = ["é" * 120 + "a" * 7, "é" * 120 + "b" * 7, "x" * 243]  # 247 to 251 bytes with ".png"
+    for seed, stem in enumerate(stems):
+        (photos / f"{stem}.png").write_bytes(encode(random_picture(seed)))
+    cams = tmp_path / "cams"
+    code, _, err = run(capsys, "classify", photos, "--weights", model_file, "--cam", cams, "--top-k", "1")
+    assert code == 0, err
+    written = sorted(path.name for path in cams.iterdir())
+    assert len(written) == 3 and all(len(os.fsencode(name)) <= 255 for name in written)
+    assert all(name.endswith(".cam.png") for name in written)
+    assert sorted(name[:20] for name in written) == sorted(stem[:20] for stem in stems)  # still recognisable
+
+
+def test_the_validation_set_warning_counts_with_the_chosen_val_fraction(capsys, model_file, tmp_path):
+    data = make_shapes_folder(tmp_path / "shapes", per_class=12)
+    code, out, err = run(capsys, "train", data, "--out", tmp_path / "run", "--base", model_file, "--epochs", "1",
+                         "--val-fraction", "0.5", "--device", "cpu")
+    assert code == 0, err
+    assert "the validation set has only 18 images" in out  # half of each class's 12, not a fifth

@@ -145,3 +145,19 @@ def test_device_pipeline_on_cuda(pictures):
             assert ours.analysis.predictions[0].index == theirs.analysis.predictions[0].index
             assert np.abs(ours.analysis.probabilities - theirs.analysis.probabilities).max() < PROBABILITY_TOLERANCE
 
+
+
+def test_the_device_check_of_a_jpeg_with_damaged_exif_warns_nothing():
+    import io
+    import warnings
+
+    from cardinal.engine.data.device_images import check_for_device
+
+    exif = Image.Exif()
+    exif[0x010E] = "a description long enough to be stored after the tag table"
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(buffer, "JPEG", exif=exif.tobytes()[: 6 + 8 + 2 + 5])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_for_device(buffer.getvalue())
+    assert [str(w.message) for w in caught] == []

@@ -225,3 +225,18 @@ def test_float_tiff_with_some_nan_keeps_its_range_and_blacks_out_the_gaps():
         pixels = np.asarray(load_image(encode(Image.fromarray(values), "TIFF"), name="gaps.tiff")).astype(int)
     assert tuple(pixels[0, 0]) == (0, 0, 0)
     assert abs(pixels[4, 4, 0] - 128) <= 1
+
+
+@pytest.mark.parametrize("cut", [5, 40])  # inside the tag table ("Corrupt EXIF data"), inside a tag's value
+def test_damaged_exif_loads_the_image_without_a_warning(cut):
+    exif = Image.Exif()
+    exif[0x010E] = "a description long enough to be stored after the tag table"
+    exif[0x0112] = 6  # rotated: a reader who could read it would turn the image
+    header = len(b"Exif\0\0") + 8 + 2  # then the first tag's 12 bytes
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(buffer, "JPEG", exif=exif.tobytes()[: header + cut])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = load_image(buffer.getvalue(), name="damaged-exif.jpg")
+    assert [str(w.message) for w in caught] == []
+    assert image.size in ((40, 30), (30, 40))  # as stored: the orientation cannot be read

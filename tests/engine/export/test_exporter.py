@@ -4,6 +4,7 @@ ONNX Runtime needs, and a failed check, a cancel, a missing package or an existi
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from importlib.resources import files
@@ -272,3 +273,27 @@ def test_a_failure_while_publishing_puts_the_previous_export_back(pets, tmp_path
     assert target.read_bytes() == b"the previous model"
     assert description_path(target).read_text() == "the previous description"
     assert sorted(os.listdir(tmp_path)) == ["pets.pt2", "pets.pt2.json"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed here")
+def test_openvino_export_writes_the_ir_with_its_weights_and_the_same_parity_report(pets, tmp_path, capsys):
+    import openvino
+
+    from cardinal.engine.models.registry import load_model_file
+
+    target = tmp_path / "pets.xml"
+    assert main(["export", str(pets), "--format", "openvino", "--out", str(target)]) == 0
+    printed = capsys.readouterr().out
+    assert "Parity on 4 images: largest probability difference" in printed and "OpenVINO IR" in printed
+    assert sorted(os.listdir(tmp_path)) == ["pets.bin", "pets.xml", "pets.xml.json"]
+    description = json.loads((tmp_path / "pets.xml.json").read_text(encoding="utf-8"))
+    assert description["file_format"] == "openvino" and description["parity"]["max_probability_difference"] <= 1e-4
+    assert set(description["files_sha256"]) == {"pets.xml", "pets.bin"}
+    # A plain OpenVINO program, with the description alone, gets the app's probabilities.
+    model = load_model_file(pets)
+    image = random_picture(4, size=(130, 90))
+    pixels = prepare(image, description["preprocessing"])[None]
+    compiled = openvino.Core().compile_model(str(target), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    theirs = compiled({description["input"]["name"]: pixels})[compiled.output(0)][0]
+    ours = Classifier(model, device="cpu", precision="fp32").analyze([image], k=1)[0].probabilities
+    assert np.abs(theirs - ours).max() <= 1e-4

@@ -64,7 +64,7 @@ def test_bf16_top1_agrees_with_fp32():
     fp32 = Classifier(model, device="cpu", precision="fp32")
     bf16 = Classifier(model, device="cpu", precision="bf16")
     assert Classifier(model, device="cpu").dtype == torch.bfloat16  # auto picks bf16 here
-    assert bf16.description == "CPU (bf16)"
+    assert bf16.description == "CPU · PyTorch (bf16)"
     images = [random_picture(seed) for seed in range(24)]
     for a, b in zip(fp32.analyze(images, 1), bf16.analyze(images, 1), strict=True):
         assert a.predictions[0].index == b.predictions[0].index
@@ -165,7 +165,7 @@ def test_cancel_token_stops_classify_files_before_the_next_batch(classifier, tmp
 
 
 def test_top_k_from_probabilities_matches_a_full_sort():
-    from cardinal.engine.inference.classifier import top_k
+    from cardinal.engine.inference.analysis import top_k
 
     probabilities = np.random.default_rng(0).dirichlet(np.ones(50)).astype(np.float32)
     expected = np.argsort(-probabilities)[:7]

@@ -248,11 +248,13 @@ def test_models_command_shows_family_size_top1_licence_and_non_commercial_notice
     assert "non-commercial use only" in out.splitlines()[-1]
 
 
-def test_picking_a_non_commercial_model_in_the_cli_says_so(capsys, torch_home):
+def test_picking_a_non_commercial_model_in_the_cli_says_so(capsys, torch_home, tmp_path):
     from cardinal.engine.cli.main import main
-    from tests.conftest import closed_port
+    from tests.conftest import closed_port, encode, random_picture
 
-    code = main(["classify", str(torch_home), "--model", "resnext50_32x4d_ssl", "--mirror",
+    image = tmp_path / "a.png"  # an image that is there: a missing one is said before any model is loaded
+    image.write_bytes(encode(random_picture(1)))
+    code = main(["classify", str(image), "--model", "resnext50_32x4d_ssl", "--mirror",
                  f"http://127.0.0.1:{closed_port()}"])
     err = capsys.readouterr().err
     assert code == 1

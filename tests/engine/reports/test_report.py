@@ -236,3 +236,53 @@ def test_a_class_with_no_evidence_is_said_so_not_drawn_as_a_cold_map(tmp_path):
     assert pictures.no_evidence == frozenset({"true"})
     card = _mistake_card(1, pictures, model.class_names)
     assert "no evidence for “cat” anywhere" in card and "where it saw “dog”" in card
+
+
+def test_evaluate_prints_the_most_confident_mistakes_and_the_report_lists_them_all(capsys, tmp_path):
+    import torch
+
+    from cardinal.engine.models.registry import save_model
+
+    data = make_shapes_folder(tmp_path / "shapes", per_class=8)
+    network = make_tiny_model(("blue_bars", "green_squares", "red_circles"))
+    with torch.no_grad():  # it answers "blue_bars" for everything: the 16 other images are mistakes
+        network.network.fc.bias[0] = 5.0
+    model = save_model(network, tmp_path / "biased.safetensors")
+    assert main(["evaluate", str(model), str(data), "--report", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    listed = [line for line in out.splitlines() if line.startswith("  ") and ".png:" in line]
+    assert len(listed) == 10
+    shown = [float(re.search(r"\(([\d.]+)%;", line).group(1)) for line in listed]
+    assert shown == sorted(shown, reverse=True)  # the most confident first
+    assert f"… and 6 more, all listed in {tmp_path / 'out' / REPORT_NAME}" in out
+    text, page = page_of(tmp_path / "out")
+    assert "all-mistakes" in page.ids
+    for kind in ("green_squares", "red_circles"):
+        for number in range(8):
+            assert str(data / kind / f"{number:03d}.png") in text
+
+
+def recipe_rows(folder) -> dict[str, str]:
+    text, _ = page_of(folder)
+    section = text[text.index('<section id="recipe">'):]
+    section = section[: section.index("</section>")]
+    return dict(re.findall(r'<td class="name">([^<]*)</td><td class="name">([^<]*)</td>', section))
+
+
+def test_a_fast_runs_recipe_lists_only_what_fast_mode_uses(trained, capsys, tmp_path):
+    data, result, _ = trained  # Fast, AdamW: no augmentation, no stages to unfreeze, no momentum
+    for folder in (result.out_dir, tmp_path / "again"):
+        if folder != result.out_dir:  # the same run's page written again by `evaluate RUN --report`
+            assert run_cli(capsys, "evaluate", result.out_dir, data, "--report", folder, "--device", "cpu")[0] == 0
+        rows = recipe_rows(folder)
+        assert rows["mode"] == "fast" and "lr" in rows and "label smoothing" in rows
+        assert not {"augmentation", "trainable from", "momentum"} & set(rows), rows
+
+
+def test_a_full_sgd_runs_recipe_lists_its_augmentation_stages_and_momentum(tmp_path):
+    data = make_shapes_folder(tmp_path / "shapes", per_class=5)
+    recipe = Recipe(mode="full", epochs=1, batch_size=8, optimizer="sgd", augmentation="none", patience=None)
+    result = run_to_end(train(run_to_end(scan_dataset(data)), make_tiny_model(), recipe, tmp_path / "run",
+                              device="cpu"))
+    rows = recipe_rows(result.out_dir)
+    assert rows["augmentation"] == "none" and rows["trainable from"] == "all" and rows["momentum"] == "0.9"

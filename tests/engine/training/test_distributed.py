@@ -86,7 +86,8 @@ def test_two_processes_train_full_mode_on_disjoint_shards_and_resume(dataset, tm
     done = torchrun(folder, out, audit, *common, "--epochs", "2")
     assert done.returncode == 0, done.stdout + done.stderr
 
-    # Rank 0 speaks for the team: one report, one line per epoch, one evaluation.
+    # Rank 0 speaks for the team: how many train together, one report, one line per epoch, one evaluation.
+    assert done.stdout.count("2 processes train together") == 1
     assert done.stdout.count("epoch 1/2:") == 1 and done.stdout.count("epoch 2/2:") == 1
     assert done.stdout.count("Training finished after 2 epochs") == 1
     assert [line for line in done.stdout.splitlines() if line.startswith("accuracy ")] != []
@@ -155,3 +156,40 @@ def test_fast_mode_shares_the_feature_pass(dataset, tmp_path):
     first, second = (set(share["indices"]) for share in record["epochs"][-1]["ranks"])
     assert not first & second and first | second == set(range(len(train_samples)))
     assert opened(audit, 1, write=True, under=out) == []
+
+
+def test_processes_started_with_different_flags_all_stop_at_once_naming_them(dataset, tmp_path):
+    """Two machines' torchrun (here two launchers of one process each, `--nnodes 2`) started with different
+    flags: every process stops before any work, saying which flags differ, instead of one aborting and the
+    other waiting for it at a meeting point."""
+    from tests.conftest import closed_port
+
+    folder, base = dataset
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CARDINAL_AUDIT_DIR": str(tmp_path),
+           "CARDINAL_AUDIT_WATCH": str(out), "CARDINAL_DISTRIBUTED_TIMEOUT": "900"}
+    port = closed_port()
+    launchers = []
+    for node, flags in enumerate([("--epochs", "2", "--lr", "1e-3"), ("--epochs", "3", "--lr", "1e-2")]):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
+                   "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port), str(RUNNER),
+                   "train", str(folder), "--out", str(out), "--device", "cpu", "--workers", str(node),
+                   "--base", str(base), "--mode", "full", "--batch-size", "4", *flags]
+        launchers.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                          env=env, cwd=ROOT))
+    try:
+        # At once: a process waiting for another at a meeting point would wait 900 s.
+        said = [launcher.communicate(timeout=300) for launcher in launchers]
+    finally:
+        for launcher in launchers:
+            if launcher.poll() is None:  # a launcher ends its own processes when it is terminated
+                launcher.terminate()
+                launcher.wait(timeout=30)
+    for launcher, (stdout, stderr) in zip(launchers, said, strict=True):
+        assert launcher.returncode != 0, stdout + stderr
+        assert "epoch" not in stdout and "classes" not in stdout  # before any work
+        errors = [line for line in stderr.splitlines() if "error:" in line]
+        assert errors and str(ROOT / "engine") not in stderr, stderr  # no traceback of ours (torchrun prints its own)
+        assert "--epochs 2 in process 0 but 3 in process 1" in errors[0], stderr
+        assert "--lr" in errors[0] and "--workers" not in errors[0]  # a machine's own choice may differ
+    assert not (out / "checkpoint.pt").exists() and not (out / "best.safetensors").exists()

@@ -1,0 +1,144 @@
+"""Opening a classifier for a command: from the cache without PyTorch when it can, else PyTorch now and the
+conversion in the background (at low priority) for the next run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cardinal.engine.errors import CardinalError
+from cardinal.engine.inference.backends.classifier import CompiledClassifier
+from cardinal.engine.inference.backends.compiled import Refused
+from cardinal.engine.inference.backends.select import (
+    Plan,
+    adopt,
+    convert_and_adopt,
+    dtype_name,
+    fast_classifier,
+    plan_for,
+)
+from cardinal.engine.progress import CancelToken
+
+if TYPE_CHECKING:
+    from cardinal.engine.models.registry import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+def lower_priority() -> None:
+    """Make the calling thread yield the CPU to the foreground (Linux: thread niceness 10; elsewhere nothing)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
+
+
+class BackgroundConversion:
+    """One conversion on a low-priority thread; `wait()` gives the classifier or the refusal."""
+
+    def __init__(self, plan: Plan, model: LoadedModel, request: str | None, watched: Path | None,
+                 on_done: Callable[[CompiledClassifier | Refused], Any] | None = None, low_priority: bool = True
+                 ) -> None:
+        self.plan = plan
+        self.low_priority = low_priority
+        self.cancel = CancelToken()
+        self._on_done = on_done
+        self._outcome: CompiledClassifier | Refused | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._convert, args=(model, request, watched), daemon=True,
+                                        name=f"convert-{plan.runtime.name}")
+        self._thread.start()
+
+    def _convert(self, model: LoadedModel, request: str | None, watched: Path | None) -> None:
+        if self.low_priority:  # a window stays responsive; a command that waits for it at the end does not want this
+            lower_priority()
+        try:
+            self._outcome = convert_and_adopt(self.plan, model, request, watched, cancel=self.cancel)
+        except BaseException as error:  # noqa: BLE001 - carried to wait()
+            log.info("conversion failed", exc_info=True)
+            self._error = error
+        if self._on_done is not None:
+            self._on_done(self._result())
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self) -> CompiledClassifier | Refused:
+        self._thread.join()
+        return self._result()
+
+    def _result(self) -> CompiledClassifier | Refused:
+        if self._error is not None:
+            text = str(self._error).strip()
+            reason = text.splitlines()[0] if text else type(self._error).__name__
+            return Refused(f"{self.plan.runtime.title} could not convert the model ({reason}); Cardinal stays on "
+                           "PyTorch for it")
+        return self._outcome
+
+
+def load_in_background(load: Callable[[], Any]) -> threading.Thread:
+    """Run `load` (e.g. a CompiledClassifier's PyTorch model) on a low-priority thread now, so it is there when
+    asked for."""
+
+    def run() -> None:
+        lower_priority()
+        try:
+            load()
+        except Exception:  # noqa: BLE001 - whoever needs it later meets the same error and reports it
+            log.info("loading in the background failed", exc_info=True)
+
+    thread = threading.Thread(target=run, daemon=True, name="load-torch-model")
+    thread.start()
+    return thread
+
+
+def open_classifier(
+    *,
+    request: str | None,
+    device: str | None,
+    precision: str,
+    backend: str,
+    load_model: Callable[[], LoadedModel],
+    watched: Callable[[LoadedModel], Path | None] = lambda model: None,
+    note: Callable[[str], Any] = lambda text: None,
+) -> tuple[Any, BackgroundConversion | None]:
+    """A classifier for the request, and the conversion started for it (None when none was needed).
+
+    `note` gets one sentence when a cached conversion was refused before (the model stays on PyTorch).
+    """
+    if request is not None:
+        fast = fast_classifier(request, device, backend, load_model)
+        if fast is not None:
+            return fast, None
+    from cardinal.engine.inference.classifier import Classifier
+    from cardinal.engine.inference.device import resolve_precision, select_device
+
+    selected = select_device(device)
+    resolve_precision(precision, selected)  # a wrong precision is said before the model loads
+    model = load_model()
+    classifier = Classifier(model, device=selected, precision=precision)
+    plan = plan_for(model, selected.type, dtype_name(classifier.dtype), backend)
+    if plan is None:
+        return classifier, None
+    weights = watched(model)
+    adopted = adopt(plan, model, request, weights)
+    if isinstance(adopted, CompiledClassifier):
+        return adopted, None
+    if isinstance(adopted, Refused):
+        note(str(adopted))
+        return classifier, None
+    return classifier, BackgroundConversion(plan, model, request, weights, low_priority=False)
+
+
+def check_choices(device: str | None, precision: str, backend: str) -> None:
+    """Refuse an impossible device/precision/backend combination before anything loads (CardinalError)."""
+    from cardinal.engine.inference.backends.choice import check_backend
+
+    check_backend(backend)
+    if backend in ("openvino", "onnxruntime") and (device or "auto") not in ("auto", "cpu"):
+        raise CardinalError(f"--backend {backend} runs on the CPU; use --device cpu or --device auto with it")

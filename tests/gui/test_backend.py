@@ -1,0 +1,55 @@
+"""The app on the compiled CPU backend: PyTorch first, the conversion in the background, then straight from it."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from cardinal.engine.inference.backends.classifier import CompiledClassifier
+from cardinal.engine.models.registry import save_model
+from cardinal.gui.main_window import MainWindow
+from cardinal.gui.workers import ModelRequest
+from tests.conftest import make_tiny_model
+from tests.gui.conftest import drop, wait_classified
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                                reason="OpenVINO is not installed here (pip install openvino)")
+
+
+def test_the_app_converts_after_its_first_results_and_later_starts_from_the_conversion(qtbot, settings, tmp_path,
+                                                                                        monkeypatch, pictures):
+    monkeypatch.setenv("CARDINAL_CACHE_DIR", str(tmp_path / "compiled"))
+    model = make_tiny_model()
+    with torch.no_grad():
+        model.network.fc.weight.mul_(40)
+    model_file = save_model(model, tmp_path / "sharp.safetensors")
+    _, paths = pictures
+
+    def window_on_the_model():
+        window = MainWindow(settings, ModelRequest(weights_file=str(model_file), device="cpu"), backend="auto")
+        qtbot.addWidget(window)
+        window.show()
+        with qtbot.waitSignal(window.model_changed, timeout=60_000):
+            window.start()
+        return window
+
+    first = window_on_the_model()
+    assert "OpenVINO" not in first.device_label.text()  # PyTorch classifies while nothing is converted
+    with qtbot.waitSignal(first.loader.backend_changed, timeout=300_000):
+        drop(first, paths[:1])  # the first results start the conversion
+    assert "OpenVINO" in first.device_label.text()
+    drop(first, paths[1:])
+    wait_classified(qtbot, first, 3)
+    assert first.banner.text == ""  # nothing to tell: the conversion passed its check
+    first.close()
+
+    second = window_on_the_model()
+    assert isinstance(second.model.classifier, CompiledClassifier)  # straight from the cache
+    assert "OpenVINO" in second.device_label.text()
+    drop(second, paths)
+    wait_classified(qtbot, second, 3)
+    qtbot.waitUntil(lambda: second.image_view.heatmap_shown, timeout=30_000)  # the closed-form CAM, compiled
+    assert {bar.label for bar in second.predictions.bars} == {"cat", "dog", "fish"}
+    second.close()
