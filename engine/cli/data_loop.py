@@ -15,10 +15,8 @@ from cardinal.engine.progress import CancelToken, run_to_end
 
 def add_data_loop_parsers(commands, models, default_model: str, precisions) -> None:
     """The `label-issues` and `suggest` sub-commands."""
+    from cardinal.engine.choices import LABEL_CHECK_FOLDS, LABEL_CHECKS, SUGGESTION_STRATEGIES, SUGGESTIONS
     from cardinal.engine.cli.common import positive
-    from cardinal.engine.inference.suggest import DEFAULT_TOP, STRATEGIES
-    from cardinal.engine.training.label_issues import METHODS
-    from cardinal.engine.training.out_of_fold import DEFAULT_FOLDS
 
     issues = commands.add_parser(
         "label-issues", help="list images whose class folder looks wrong (Confident Learning, cleanlab)",
@@ -34,11 +32,11 @@ def add_data_loop_parsers(commands, models, default_model: str, precisions) -> N
                             "saved model")
     issues.add_argument("--architecture", choices=list(models), default=default_model,
                         help="the network for --base imagenet|scratch")
-    issues.add_argument("--mode", choices=METHODS, default=None,
+    issues.add_argument("--mode", choices=LABEL_CHECKS, default=None,
                         help="fast: linear heads on the frozen network's features (seconds); full: also "
                              "fine-tune its last stage per fold (minutes). Default: the --model run's mode, "
                              "else fast")
-    issues.add_argument("--folds", type=positive, default=DEFAULT_FOLDS, metavar="K")
+    issues.add_argument("--folds", type=positive, default=LABEL_CHECK_FOLDS, metavar="K")
     issues.add_argument("--out", type=Path, metavar="CSV", help="also write the flags here: path,given,suggested,score")
     issues.add_argument("--device", default="auto")
     issues.add_argument("--precision", choices=list(precisions), default="auto")
@@ -51,8 +49,8 @@ def add_data_loop_parsers(commands, models, default_model: str, precisions) -> N
                     "of one image (k-centre greedy on the network's features).")
     suggest.add_argument("model", type=Path, metavar="MODEL", help="a model saved by Cardinal, or a run's folder")
     suggest.add_argument("folder", type=Path, metavar="UNLABELLED_FOLDER", help="images to choose from")
-    suggest.add_argument("--top", type=positive, default=DEFAULT_TOP, metavar="N", help=f"how many ({DEFAULT_TOP})")
-    suggest.add_argument("--strategy", choices=STRATEGIES, default=STRATEGIES[0],
+    suggest.add_argument("--top", type=positive, default=SUGGESTIONS, metavar="N", help=f"how many ({SUGGESTIONS})")
+    suggest.add_argument("--strategy", choices=SUGGESTION_STRATEGIES, default=SUGGESTION_STRATEGIES[0],
                          help="uncertainty as one minus the top-two margin, or as entropy")
     suggest.add_argument("--out", type=Path, metavar="CSV", help="also write the ranking here")
     suggest.add_argument("--device", default="auto")
@@ -62,7 +60,8 @@ def add_data_loop_parsers(commands, models, default_model: str, precisions) -> N
 def label_issues_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal label-issues FOLDER`: print the flagged images, most likely wrong first."""
     from cardinal.engine.cli.common import check_device
-    from cardinal.engine.cli.training import _model_file, _scan
+    from cardinal.engine.cli.evaluate import _model_file
+    from cardinal.engine.cli.training import scan_folder
     from cardinal.engine.models.registry import load_model_file
     from cardinal.engine.training.label_issues import check_labels, write_issues_csv
 
@@ -80,7 +79,7 @@ def label_issues_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         else:
             base = _starting_point(args, err, token)
             method = args.mode or "fast"
-        scan = _scan(args.folder, err, token)
+        scan = scan_folder(args.folder, err, token)
         for path, reason in scan.unreadable:
             err.write(f"skipped {printable(path)}: {printable(reason)}\n")
         from cardinal.engine.training.recipe import Recipe
@@ -99,7 +98,7 @@ def label_issues_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
 def suggest_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal suggest MODEL FOLDER`: print the images most worth labelling next, best first."""
     from cardinal.engine.cli.common import check_device
-    from cardinal.engine.cli.training import _model_file
+    from cardinal.engine.cli.evaluate import _model_file
     from cardinal.engine.data.images import iter_image_files
     from cardinal.engine.inference.classifier import Classifier
     from cardinal.engine.inference.suggest import suggest

@@ -13,6 +13,7 @@ from pathlib import Path
 from cardinal.engine.errors import DatasetError
 
 EXCLUDED_FOLDER = "_excluded"  # beside the class folders: images taken out of the dataset, never deleted
+CHANGES_LOG = "label-changes.csv"  # beside the class folders: the review queue's log of moves and exclusions
 MAX_NAME_BYTES = 255  # the longest file name most file systems allow (ext4, NTFS, APFS), in UTF-8 bytes
 _FORBIDDEN_CHARACTERS = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
 # Names Windows reserves for devices, with any extension (CON.txt is the console too).
@@ -53,7 +54,13 @@ def check_class_name(name: str) -> str:
 
 def is_class_folder(path: Path) -> bool:
     """Whether a sub-folder of a dataset (or of its train/ or val/ folder) is a class the scan reads."""
-    return path.is_dir() and not path.name.startswith(".") and path.name != EXCLUDED_FOLDER
+    return path.is_dir() and not is_beside_classes(path)
+
+
+def is_beside_classes(path: Path) -> bool:
+    """Whether an entry among a dataset's class folders is no class by design: hidden, the review queue's
+    `_excluded/` folder or its `label-changes.csv` log."""
+    return path.name.startswith(".") or path.name == EXCLUDED_FOLDER or (path.name == CHANGES_LOG and path.is_file())
 
 
 def free_name(folder: Path, name: str) -> Path:

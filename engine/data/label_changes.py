@@ -20,11 +20,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from cardinal.engine.data.class_folders import EXCLUDED_FOLDER, check_class_name, free_name
+from cardinal.engine.data.class_folders import CHANGES_LOG, EXCLUDED_FOLDER, check_class_name, free_name
 from cardinal.engine.durable import atomic_write, fsync_folder, sha256_file
 from cardinal.engine.errors import CheckpointError, FileProblem
 
-CHANGES_LOG = "label-changes.csv"
 COLUMNS: tuple[str, ...] = ("number", "time", "action", "from", "to", "sha256", "undoes")
 ACTIONS: tuple[str, ...] = ("move", "exclude", "undo")
 NOTHING_CHANGED = "Nothing was changed."

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cardinal.engine.choices import SUGGESTION_STRATEGIES, SUGGESTIONS
 from cardinal.engine.inference.classifier import Classifier
 from cardinal.engine.progress import CancelToken
 
-STRATEGIES: tuple[str, ...] = ("margin", "entropy")
 POOL_FACTOR = 5  # candidates per pick: the batch's uncertainty stays high while k-centre spreads it
-DEFAULT_TOP = 20
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,8 @@ class Suggestions:
 def uncertainty(probabilities: np.ndarray, strategy: str = "margin") -> np.ndarray:
     """How unsure each row of probabilities is, 0 (certain) to 1: one minus the top-two margin, or the entropy
     over its maximum (log of the number of classes)."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not '{strategy}'")
+    if strategy not in SUGGESTION_STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(SUGGESTION_STRATEGIES)}, not '{strategy}'")
     probabilities = np.asarray(probabilities, np.float64)
     if probabilities.shape[1] < 2:
         return np.zeros(len(probabilities))
@@ -124,7 +123,7 @@ def measure(classifier: Classifier, paths: Iterable[str | Path], *, batch_size: 
                     np.array(features, np.float32).reshape(len(kept), width), tuple(unreadable))
 
 
-def suggest(classifier: Classifier, paths: Sequence[str | Path], *, top: int = DEFAULT_TOP,
+def suggest(classifier: Classifier, paths: Sequence[str | Path], *, top: int = SUGGESTIONS,
             strategy: str = "margin", cancel: CancelToken | None = None
             ) -> Generator[SuggestProgress, None, Suggestions]:
     """The `top` unlabelled images to label next with `classifier`'s model, yielding progress."""

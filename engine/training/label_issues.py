@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cardinal.engine.choices import LABEL_CHECK_FOLDS, LABEL_CHECKS
 from cardinal.engine.data.datasets import DatasetScan, Sample
 from cardinal.engine.durable import atomic_write
 from cardinal.engine.inference.device import resolve_precision, select_device
@@ -28,7 +29,6 @@ from cardinal.engine.models.registry import LoadedModel
 from cardinal.engine.progress import CancelToken
 from cardinal.engine.training.modes import FastMode
 from cardinal.engine.training.out_of_fold import (
-    DEFAULT_FOLDS,
     FULL_FOLD_EPOCHS,
     HeldFeatures,
     fast_out_of_fold,
@@ -43,7 +43,6 @@ from cardinal.engine.training.out_of_fold import (
 from cardinal.engine.training.recipe import Recipe
 from cardinal.engine.training.starting_point import new_model
 
-METHODS: tuple[str, ...] = ("fast", "full")
 CSV_COLUMNS: tuple[str, ...] = ("path", "given", "suggested", "score")
 STAGES: dict[str, tuple[str, str]] = {"features": ("Computing features", "img"),
                                      "rate": ("Finding the learning rate", "step"),
@@ -118,7 +117,7 @@ def labelled_samples(scan: DatasetScan) -> list[Sample]:
 
 
 def check_labels(scan: DatasetScan, base: LoadedModel, *, method: str = "fast", recipe: Recipe | None = None,
-                 folds: int = DEFAULT_FOLDS, device: str | None = None, cancel: CancelToken | None = None
+                 folds: int = LABEL_CHECK_FOLDS, device: str | None = None, cancel: CancelToken | None = None
                  ) -> Generator[LabelCheckProgress, None, LabelCheck]:
     """Find likely label errors among the scanned folder's images with `base`'s network, yielding progress.
 
@@ -127,8 +126,8 @@ def check_labels(scan: DatasetScan, base: LoadedModel, *, method: str = "fast", 
     settings; without a learning rate, the range test on the features chooses the heads' rate and, in "full", a
     second one on the last stage (with a head fitted on every image) the folds' fine-tuning rate.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, not '{method}'")
+    if method not in LABEL_CHECKS:
+        raise ValueError(f"method must be one of {', '.join(LABEL_CHECKS)}, not '{method}'")
     started = time.perf_counter()
     recipe = dataclasses.replace(recipe or Recipe(), mode=method).adapted(random_weights=base.random_weights)
     device_ = select_device(device)

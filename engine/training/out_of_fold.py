@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cardinal.engine.choices import LABEL_CHECK_FOLDS
 from cardinal.engine.data.datasets import ImageDataset, Sample
 from cardinal.engine.data.train_cache import ram_budget
 from cardinal.engine.errors import TrainingError
@@ -38,7 +39,6 @@ from cardinal.engine.training.modes import FastMode, TrainingMode
 from cardinal.engine.training.recipe import Recipe
 from cardinal.engine.training.schedule import warmup_cosine
 
-DEFAULT_FOLDS = 5
 FULL_FOLD_EPOCHS = 5  # each fold's fine-tune of the last stage: enough to adapt it, short enough to repeat K times
 
 
@@ -61,7 +61,7 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarra
     return assignment
 
 
-def usable_folds(labels: np.ndarray, num_classes: int, wanted: int = DEFAULT_FOLDS) -> int:
+def usable_folds(labels: np.ndarray, num_classes: int, wanted: int = LABEL_CHECK_FOLDS) -> int:
     """`wanted` folds, fewer when the smallest class has fewer images; `TrainingError` below two per class."""
     counts = np.bincount(labels, minlength=num_classes)
     smallest = int(counts.min()) if len(counts) else 0

@@ -48,6 +48,7 @@ def test_move_exclude_and_undo_each_restore_byte_identical_files_and_are_logged(
     assert rows[0]["sha256"] == before["red_circles/001.png"]
     scan = run_to_end(scan_dataset(dataset))
     assert scan.class_names == ("blue_bars", "green_squares", "red_circles")  # _excluded/ is not a class
+    assert scan.unreadable == () and scan.problems == ()  # nor is the log a file where a class should be
     assert scan.counts() == {"blue_bars": 7, "green_squares": 5, "red_circles": 5}
 
     changes.undo(moved.number)
