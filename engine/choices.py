@@ -33,3 +33,10 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino", "onnxruntime")
 # Heat-map methods: the name used in code and on the command line -> how people write it.
 CAM_METHODS: dict[str, str] = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+# The label check's ways to make out-of-fold probabilities (fast: heads on frozen features; full: the last stage
+# fine-tuned too), and its folds.
+LABEL_CHECKS: tuple[str, ...] = ("fast", "full")
+LABEL_CHECK_FOLDS = 5
+# What to label next: uncertainty as one minus the top-two margin, or as entropy; how many to suggest.
+SUGGESTION_STRATEGIES: tuple[str, ...] = ("margin", "entropy")
+SUGGESTIONS = 20

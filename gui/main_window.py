@@ -23,6 +23,7 @@ from cardinal.gui.model_loader import ModelLoader
 from cardinal.gui.model_menu import ModelMenu, request_from_settings
 from cardinal.gui.selection import SelectionView
 from cardinal.gui.settings import Settings
+from cardinal.gui.sorting.opening import open_sorting
 from cardinal.gui.text import plain_label, tooltip
 from cardinal.gui.widgets.banner import Banner
 from cardinal.gui.widgets.drop_highlight import DropHighlight
@@ -63,6 +64,7 @@ class MainWindow(QMainWindow):
         self._request = request or request_from_settings(settings)
         self._closing = False
         self.wizard = None  # the fine-tune wizard, once opened
+        self.sorter = None  # the sorting window, once opened (gui.sorting.opening)
         self._build_ui()
         self._build_menus()
         self.model_menu = ModelMenu(self, self.loader, settings, self.banner, self.open_wizard)
@@ -126,6 +128,9 @@ class MainWindow(QMainWindow):
             ("&Remove Selected Images", QKeySequence.StandardKey.Delete,
              lambda: self.workspace.remove(self.thumbnails.selected_ids())),
             ("&Clear All", None, self.workspace.clear),
+        ])
+        fill_menu(self.menuBar().addMenu("&Data"), [
+            ("&Sort Images into Classes…", "Ctrl+L", lambda: open_sorting(self)),
         ])
         # Delete acts where the images are (the strip, or the large view of the selected one), never in a text field.
         remove.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)

@@ -212,6 +212,46 @@ def deep_folder(root, depth: int, content: bytes, name: str = "d"):
         os.close(folder)
 
 
+@contextlib.contextmanager
+def read_only(folder):
+    """`folder` cannot be written while inside (chmod, or chattr +i for root, whom modes do not stop)."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)]).returncode != 0:
+        pytest.skip("running as root without a way to make a folder read-only")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def move_labels(root, share: float, seed: int = 0) -> dict:
+    """Move `share` of a class-folder dataset's images into a wrong class folder on purpose (a label error each);
+    returns {moved path: the class it really is}."""
+    import random
+    from pathlib import Path
+
+    root = Path(root)
+    classes = sorted(folder.name for folder in root.iterdir() if folder.is_dir())
+    files = sorted(root.glob("*/*.*"))
+    rng = random.Random(seed)
+    moved = {}
+    for path in rng.sample(files, round(share * len(files))):
+        wrong = rng.choice([name for name in classes if name != path.parent.name])
+        target = root / wrong / f"was-{path.parent.name}-{path.name}"
+        path.rename(target)
+        moved[target] = path.parent.name
+    return moved
+
+
 NOBODY = 65534  # the unprivileged user and group of Linux distributions
 
 

@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every headless sub-command."""
     from cardinal.engine.choices import CAM_METHODS, DEFAULT_MODEL, PRECISIONS
     from cardinal.engine.cli.backend import add_backend_argument
+    from cardinal.engine.cli.data_loop import add_data_loop_parsers
     from cardinal.engine.cli.export import add_export_parser
     from cardinal.engine.cli.training import add_training_parsers
     from cardinal.engine.inference.result_files import FORMATS
@@ -74,11 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="list each model's weights file and where it downloads from (to fetch them by hand)")
     add_training_parsers(commands, MODELS, DEFAULT_MODEL, PRECISIONS)
     add_export_parser(commands, MODELS)
+    add_data_loop_parsers(commands, MODELS, DEFAULT_MODEL, PRECISIONS)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a sub-command and return its exit code; user mistakes never end in a traceback."""
+    from cardinal.engine.cli.data_loop import label_issues_command, suggest_command
     from cardinal.engine.cli.evaluate import evaluate_command
     from cardinal.engine.cli.export import export_command
     from cardinal.engine.cli.training import train_command
@@ -87,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {"models": list_models_command, "train": train_command, "evaluate": evaluate_command,
-                "classify": classify_command, "export": export_command}
+                "classify": classify_command, "export": export_command, "label-issues": label_issues_command,
+                "suggest": suggest_command}
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -9,6 +9,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cardinal.engine.data.class_folders import is_beside_classes
 from cardinal.engine.data.images import IMAGE_SUFFIXES, folder_problem, load_image, open_image_file, walk_files
 from cardinal.engine.data.layout import Layout, detect_layout, nested_classes_note
 from cardinal.engine.durable import sha256_of
@@ -82,10 +83,11 @@ class DatasetScan:
 
 
 def _class_folders(folder: Path, unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
-    """The class sub-folders of `folder`; anything else there (hidden names aside) goes to `unreadable`."""
+    """The class sub-folders of `folder`; anything else there (hidden names and the review queue's `_excluded/`
+    and log aside) goes to `unreadable`."""
     folders = []
     for path in sorted(_listing(folder)):
-        if path.name.startswith("."):
+        if is_beside_classes(path):
             continue
         if path.is_dir():
             folders.append(path)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cardinal.engine.data.class_folders import is_class_folder
+
 TRAIN_NAMES = ("train", "training")
 VAL_NAMES = ("val", "valid", "validation")
 TEST_NAMES = ("test", "testing")
@@ -33,8 +35,9 @@ class Layout:
 
 
 def sub_folders(folder: Path) -> list[Path]:
-    """The visible sub-folders of `folder`, in name order (none if it cannot be listed: the scan says why)."""
-    return sorted(p for p in _entries(folder) if p.is_dir() and not p.name.startswith("."))
+    """The visible sub-folders of `folder`, in name order; `_excluded/` (the review queue's) is not one (none if
+    it cannot be listed: the scan says why)."""
+    return sorted(p for p in _entries(folder) if is_class_folder(p))
 
 
 def _entries(folder: Path) -> list[Path]:

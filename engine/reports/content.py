@@ -28,6 +28,23 @@ class MistakePictures:
     no_evidence: frozenset[str] = frozenset()  # "predicted"/"true": Grad-CAM found nothing for that class
 
 
+@dataclass(frozen=True)
+class BeforeAfter:
+    """Accuracy before and after a review's label changes, both on this run's validation images with their labels
+    as they are now: the earlier model, and this run's. `earlier_accuracy` is what the earlier run measured on its
+    own validation images, with the labels as they were."""
+
+    before: float
+    after: float
+    images: int
+    earlier_run: str
+    earlier_accuracy: float | None
+    changes: int
+    seen_by_earlier: int  # of these images, how many the earlier model trained on
+    unseen_before: float | None = None  # both accuracies on the images neither model trained on
+    unseen_after: float | None = None
+
+
 @dataclass(frozen=True, eq=False)
 class ReportContent:
     """Everything the page shows; the run's parts (dataset, recipe, history) are empty for a plain evaluation."""
@@ -51,4 +68,5 @@ class ReportContent:
     calibration: Calibration | None = None
     unknown: UnknownRule | None = None
     duplicates: Mapping[str, Any] | None = None
+    before_after: BeforeAfter | None = None  # a run retrained after a review's label changes
     created: str = field(default_factory=lambda: _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))

@@ -19,7 +19,7 @@ from cardinal.engine.reports.svg import Series, line_chart, lr_chart
 
 if TYPE_CHECKING:
     from cardinal.engine.data.datasets import DatasetScan
-    from cardinal.engine.reports.content import MistakePictures, ReportContent
+    from cardinal.engine.reports.content import BeforeAfter, MistakePictures, ReportContent
 
 TRAIN_COLOUR, VALIDATION_COLOUR = "#1f77b4", "#d62728"
 LISTED_PROBLEMS = 50  # unreadable files listed one by one; the rest are counted
@@ -98,11 +98,31 @@ def _header(content: ReportContent) -> str:
             f"{esc(content.evaluated)}. Images are resized to {content.resize_size} px and the network sees the "
             f"centre {content.crop_size}×{content.crop_size} px.</p>"
             + (f"<p><b>{esc(content.outcome)}</b></p>" if content.outcome else "")
+            + (_before_after(content.before_after) if content.before_after is not None else "")
             + "<div class=\"cards\">"
             + "".join(f"<div class=\"card\"><b>{esc(value)}</b><span>{esc(label)}</span></div>"
                       for value, label in cards)
             + "</div><nav>" + "".join(f"<a href=\"#{anchor}\">{text}</a>" for anchor, text in links)
             + "</nav></header>")
+
+
+def _before_after(change: BeforeAfter) -> str:
+    earlier = ("" if change.earlier_accuracy is None else
+               f" (it measured {change.earlier_accuracy:.1%} on its own validation images, with the labels as they "
+               "were)")
+    seen = (f" The earlier model trained on {change.seen_by_earlier} of these images, with their labels as they were "
+            "then" if change.seen_by_earlier else "")
+    if change.seen_by_earlier and change.unseen_before is not None:
+        seen += (f"; on the {change.images - change.seen_by_earlier} that neither model trained on, accuracy was "
+                 f"{change.unseen_before:.1%} before and {change.unseen_after:.1%} after.")
+    elif seen:
+        seen += "."
+    return (f"<section id=\"before-after\"><h2>Before and after the label changes</h2><div class=\"cards\">"
+            f"<div class=\"card\"><b>{change.before:.1%}</b><span>before: run “{esc(change.earlier_run)}”</span></div>"
+            f"<div class=\"card\"><b>{change.after:.1%}</b><span>after: this run</span></div>"
+            f"<div class=\"card\"><b>{change.changes}</b><span>label changes</span></div></div>"
+            f"<p class=\"sub\">Both models measured on this run's {change.images} validation images, with their labels "
+            f"as they are now{earlier}.{esc(seen)}</p></section>")
 
 
 def _curves(content: ReportContent) -> str:

@@ -34,8 +34,9 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 def line_chart(title: str, epochs: Sequence[int], series: Sequence[Series], *, y_label: str,
                y_range: tuple[float, float] | None = None, percent: bool = False, marked_epoch: int | None = None,
-               chart_id: str = "") -> str:
-    """An SVG line chart over epochs; every epoch's value is a circle with a tooltip (`data-epoch` names it)."""
+               chart_id: str = "", x_label: str = "epoch") -> str:
+    """An SVG line chart over epochs (or another whole-number x, named by `x_label`); every value is a circle with
+    a tooltip (`data-epoch` names its x)."""
     known = [v for s in series for v in s.values if v is not None and math.isfinite(v)]
     if y_range is None:
         low, high = (min(known), max(known)) if known else (0.0, 1.0)
@@ -74,8 +75,9 @@ def line_chart(title: str, epochs: Sequence[int], series: Sequence[Series], *, y
                      f'<text x="{x:.1f}" y="{TOP + plot_h + 17}" class="tick" text-anchor="middle">{tick}</text>')
     parts.append(f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + plot_h}" class="axis"/>'
                  f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{TOP + plot_h}" y2="{TOP + plot_h}" class="axis"/>'
-                 f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 6}" class="axis-label" text-anchor="middle">epoch'
-                 f'</text><text x="14" y="{TOP + plot_h / 2:.1f}" class="axis-label" text-anchor="middle" '
+                 f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 6}" class="axis-label" text-anchor="middle">'
+                 f'{escape(x_label)}</text>'
+                 f'<text x="14" y="{TOP + plot_h / 2:.1f}" class="axis-label" text-anchor="middle" '
                  f'transform="rotate(-90 14 {TOP + plot_h / 2:.1f})">{escape(y_label)}</text>')
     if marked_epoch is not None and first <= marked_epoch <= last:
         x = x_of(marked_epoch)
@@ -91,7 +93,8 @@ def line_chart(title: str, epochs: Sequence[int], series: Sequence[Series], *, y
         parts.append(f'<g class="series" data-series="{escape(one.name)}">'
                      f'<polyline points="{path}" fill="none" stroke="{one.colour}" stroke-width="2"/>')
         parts += [f'<circle cx="{x_of(e):.1f}" cy="{y_of(v):.1f}" r="3" fill="{one.colour}" data-epoch="{e}">'
-                  f'<title>{escape(one.name)}, epoch {e}: {f"{v:.1%}" if percent else f"{v:.4f}"}</title></circle>'
+                  f'<title>{escape(one.name)}, {escape(x_label)} {e}: {f"{v:.1%}" if percent else f"{v:.4f}"}'
+                  '</title></circle>'
                   for e, v in points]
         parts.append("</g>")
         legend_x = LEFT + 110 * index

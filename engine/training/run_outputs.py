@@ -22,6 +22,7 @@ from cardinal.engine.intervals import accuracy_interval
 from cardinal.engine.models.registry import LoadedModel, save_model
 from cardinal.engine.models.weights import numbers_in
 from cardinal.engine.progress import CancelToken
+from cardinal.engine.reports.content import BeforeAfter
 from cardinal.engine.reports.report import (
     ReportProgress,
     content_for,
@@ -90,10 +91,11 @@ def record_history(epochs: Generator[Event, None, StopReason], folder: Path,
 
 def write_run_report(model: LoadedModel, samples: Sequence[Sample], folder: Path, *, dataset: DatasetScan,
                      recipe: Recipe, device: str | torch.device | None, stopped: StopReason, best_epoch: int,
-                     cancel: CancelToken | None = None) -> Generator[ReportProgress | Notice, None, Evaluation | None]:
+                     cancel: CancelToken | None = None, before_after: BeforeAfter | None = None
+                     ) -> Generator[ReportProgress | Notice, None, Evaluation | None]:
     """Evaluate a finished run's best model on its validation images and write the run's report.html; returns
     the evaluation. A cancelled run gets none (it stopped to stop); a report that cannot be written is a
-    notice, not an error: the models are saved."""
+    notice, not an error: the models are saved. `before_after`: the run retrains after label changes."""
     if stopped is StopReason.CANCELLED:
         return None
     history = read_history(folder)
@@ -110,7 +112,7 @@ def write_run_report(model: LoadedModel, samples: Sequence[Sample], folder: Path
         content = content_for(classifier, evaluation, pictures, title=f"Training run “{folder.name}”",
                               evaluated=f"the {len(samples)} validation images, which training never saw",
                               dataset=dataset, recipe=recipe.used(), history=history, best_epoch=best_epoch,
-                              outcome=outcome, lr_finding=read_lr_finding(folder))
+                              outcome=outcome, lr_finding=read_lr_finding(folder), before_after=before_after)
         write_report(RunPaths(folder).report, content)
     except Cancelled:
         yield Notice("The report was not written because the run was cancelled while evaluating; `cardinal "

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from cardinal.gui.background import Job
+from cardinal.gui.review import opening as review
 from cardinal.gui.text import escaped, plain_label, tooltip
 from cardinal.gui.widgets.charts import new_plot
 from cardinal.gui.wizard import jobs
@@ -96,6 +97,11 @@ class DatasetCheckPage(QWizardPage):
         layout.addWidget(QLabel("Problems", self))
         layout.addWidget(self.problems)
         layout.addWidget(self.samples)
+        self.review_button = QPushButton("Find Likely Label Errors…", self)
+        self.review_button.setToolTip("Look for images in the wrong class folder (seconds to minutes) and move, "
+                                      "exclude or keep each; every change is logged and can be undone.")
+        self.review_button.clicked.connect(lambda: review.before_training(self.wizard()))
+        layout.addWidget(self.review_button, 0, Qt.AlignmentFlag.AlignLeft)
         self._scanning: Job | None = None
         self._sampling: Job | None = None
         self._latest = None
@@ -106,6 +112,7 @@ class DatasetCheckPage(QWizardPage):
     def initializePage(self) -> None:  # noqa: N802 - Qt's naming
         self.stop()
         self._state.scan = None
+        self.review_button.setEnabled(False)
         self.problems.clear()
         self.chart.clear()
         self._clear_samples()
@@ -166,6 +173,7 @@ class DatasetCheckPage(QWizardPage):
         if self.problems.count() == 0:
             self._add_problem("No problems found.", None)
         self._show_samples(scan)
+        self.review_button.setEnabled(scan.ok)
         self.completeChanged.emit()
 
     def _add_problem(self, text: str, colour) -> None:

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 from cardinal.engine.intervals import wilson_interval
 from cardinal.gui.background import Job
 from cardinal.gui.browser import open_in_browser
+from cardinal.gui.review import opening as review
 from cardinal.gui.text import escaped, plain_label, tooltip
 from cardinal.gui.wizard import jobs
 from cardinal.gui.wizard.calibration_view import CalibrationView
@@ -60,6 +61,10 @@ class ResultsPage(QWizardPage):
         buttons = QHBoxLayout()
         self.report_button = QPushButton("Open Report", self)
         self.report_button.clicked.connect(self.open_report)
+        self.review_button = QPushButton("Review Likely Label Errors…", self)
+        self.review_button.setToolTip("Check the folder's labels the way this run trained, fix what is wrong "
+                                      "(logged, undoable), then retrain and compare.")
+        self.review_button.clicked.connect(lambda: review.after_training(self.wizard()))
         self.save_button = QPushButton("Save Model As…", self)
         self.save_button.clicked.connect(lambda: self.save_model())
         self._evaluating: Job | None = None
@@ -76,6 +81,7 @@ class ResultsPage(QWizardPage):
         self.save_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         buttons.addStretch(1)
         buttons.addWidget(self.saving)
+        buttons.addWidget(self.review_button)
         buttons.addWidget(self.report_button)
         buttons.addWidget(self.save_button)
         buttons.addWidget(self.use_button)
@@ -97,6 +103,7 @@ class ResultsPage(QWizardPage):
         self.evaluation = None
         self.save_button.setEnabled(False)
         self.use_button.setEnabled(False)
+        self.review_button.setEnabled(False)
         self.report_problem = ""
         self._show_report_state(pending=True)
         self.summary.setText("Evaluating the best model on the validation images…")
@@ -148,6 +155,7 @@ class ResultsPage(QWizardPage):
                 self.per_class.setItem(row, column, QTableWidgetItem(value))
         self.save_button.setEnabled(True)
         self.use_button.setEnabled(True)
+        self.review_button.setEnabled(True)
         self._show_report_state()
 
     def _progress(self, event) -> None:

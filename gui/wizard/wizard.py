@@ -38,6 +38,7 @@ class FineTuneWizard(QWizard):
             state.architectures = tuple(architectures)
         if runs_folder is not None:
             state.runs_folder = runs_folder
+        self.review_window = None  # the review queue, while open (gui.review.opening)
         self.setAcceptDrops(True)
         self.folder_page = FolderPage(state)
         self.check_page = DatasetCheckPage(state)
@@ -97,6 +98,8 @@ class FineTuneWizard(QWizard):
     def done(self, result: int) -> None:
         """However the wizard closes, the mistakes window closes with it."""
         self.results_page.close_mistakes()
+        if self.review_window is not None:
+            self.review_window.close()
         super().done(result)
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt's naming

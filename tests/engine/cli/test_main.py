@@ -202,7 +202,8 @@ def test_train_refuses_a_folder_with_problems(capsys, model_file, tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["export", "--help"], ["classify"],
-                                  ["train", "photos/"], ["export", "m.safetensors", "--format", "tiff"]])
+                                  ["train", "photos/"], ["export", "m.safetensors", "--format", "tiff"],
+                                  ["label-issues", "--help"], ["suggest", "m.safetensors", "x/", "--strategy", "max"]])
 def test_help_and_usage_errors_answer_without_loading_torch(argv):
     # Help and a mistyped command line must answer at once: torch alone takes seconds to import.
     code = ("import sys\nfrom cardinal.gui.launch import main\n"
