@@ -116,10 +116,12 @@ def measure(classifier: Classifier, paths: Iterable[str | Path], *, batch_size: 
             else:
                 kept.append(result.path)
                 probabilities.append(result.analysis.probabilities)
-                features.append(result.analysis.features.float().mean(dim=(1, 2)).numpy())  # the global pool
+                # The global pool of the last stage's maps: numpy from a compiled backend, a tensor from PyTorch's.
+                maps = np.asarray(result.analysis.features, dtype=np.float32)
+                features.append(maps.mean(axis=(1, 2)))
             yield SuggestProgress(done, len(paths))
-    width = classifier.network.fc.in_features
-    return Measured(tuple(kept), np.array(probabilities, np.float32).reshape(len(kept), classifier.model.num_classes),
+    classes, width = np.asarray(classifier.head_weight).shape
+    return Measured(tuple(kept), np.array(probabilities, np.float32).reshape(len(kept), classes),
                     np.array(features, np.float32).reshape(len(kept), width), tuple(unreadable))
 
 

@@ -28,7 +28,7 @@ from cardinal.gui.background import Job
 from cardinal.gui.drops import read_mime
 from cardinal.gui.sorting import jobs
 from cardinal.gui.sorting.session import SortSession
-from cardinal.gui.text import escaped, plain_label, tooltip
+from cardinal.gui.text import plain_label, tooltip
 
 THUMB = 96
 PREVIEW = 460
@@ -150,7 +150,7 @@ class SortWindow(QWidget):
         self.strip.currentRowChanged.connect(self._show_current)
         self.strip.setAccessibleName("Images to sort")
         layout.addWidget(self.strip)
-        self.problem = QLabel("", self)
+        self.problem = plain_label("", self)  # it names files: never read as markup
         self.problem.setStyleSheet("color: #c0392b")
         self.problem.setWordWrap(True)
         layout.addWidget(self.problem)
@@ -176,9 +176,8 @@ class SortWindow(QWidget):
         self.train_button.clicked.connect(lambda: self.train_on.emit(self.saved_folder or ""))
         for number in range(1, 10):
             QShortcut(QKeySequence(str(number)), self, lambda number=number: self._assign_number(number))
-        for key in ("Return", "Enter"):  # on the strip only: Enter in the class name field adds the class
-            shortcut = QShortcut(QKeySequence(key), self.strip, self._accept_suggestion)
-            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        for key in ("Return", "Enter"):  # anywhere in the window; in the class name field it adds the class
+            QShortcut(QKeySequence(key), self, self._enter)
         for key in ("0", "Backspace"):
             QShortcut(QKeySequence(key), self, lambda: self._assign(None))
 
@@ -191,10 +190,9 @@ class SortWindow(QWidget):
     def _expanded(self, expanded) -> None:
         files, unreadable = expanded
         if unreadable:  # the images found are added; the folders that could not be opened are named
-            self.problem.setText("Could not open " + "; ".join(f"{escaped(folder)} ({escaped(reason)})"
-                                                               for folder, reason in unreadable[:3])
-                                 + (f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else "")
-                                 + ", so the images in it were not added.")
+            named = "; ".join(f"{folder} ({reason})" for folder, reason in unreadable[:3])
+            more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+            self.problem.setText(f"Could not open {named}{more}, so the images in it were not added.")
         self._add_files(files)
 
     def _add_files(self, files) -> None:
@@ -204,11 +202,11 @@ class SortWindow(QWidget):
             return
         new = [item.path for item in self.session.items[before:]]
         self._start(jobs.thumbnails, new, THUMB, on_event=self._thumbnail_ready,
-                    on_error=lambda error: self.problem.setText(f"Could not show the images: {escaped(error)}"))
+                    on_error=lambda error: self.problem.setText(f"Could not show the images: {error}"))
         if self.classifier is not None:
             self._start(jobs.measure, self.classifier, [item.path for item in self.session.items],
                         on_result=self._measured,
-                        on_error=lambda error: self.problem.setText(f"The model could not look: {escaped(error)}"))
+                        on_error=lambda error: self.problem.setText(f"The model could not look: {error}"))
         if self.strip.currentRow() < 0:
             self.strip.setCurrentRow(0)
 
@@ -330,6 +328,12 @@ class SortWindow(QWidget):
         following = next((i for i in range(row + 1, len(items)) if items[i].assigned is None), None)
         self.strip.setCurrentRow(following if following is not None else min(row + 1, len(items) - 1))
 
+    def _enter(self) -> None:
+        if self.new_class.hasFocus():
+            self._add_class()
+        else:
+            self._accept_suggestion()
+
     def _add_class(self) -> None:
         if self.session.add_class(self.new_class.text()):
             self.new_class.clear()
@@ -357,7 +361,7 @@ class SortWindow(QWidget):
         self.saved.emit(self.saved_folder)
 
     def _save_failed(self, error) -> None:
-        self.problem.setText(f"Not saved: {escaped(error)}")
+        self.problem.setText(f"Not saved: {error}")
         self.save_button.setEnabled(bool(self.session.assignments()))
 
     # ----- plumbing -----------------------------------------------------------------------------------------

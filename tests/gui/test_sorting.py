@@ -34,6 +34,9 @@ def test_drop_sort_by_key_and_suggestion_add_a_class_save_and_train(qtbot, make_
     assert sorter.bins.currentItem().data(Qt.ItemDataRole.UserRole) == suggested  # pre-selected
     qtbot.keyClick(sorter.strip, Qt.Key.Key_Return)
     assert sorter.session.items[1].assigned == suggested
+    sorter.bins.setFocus()  # as a click on a class or on the picture leaves it: Enter still takes the suggestion
+    qtbot.keyClick(sorter.bins, Qt.Key.Key_Return)
+    assert sorter.session.items[2].assigned == sorter.session.items[2].suggestion
 
     sorter.new_class.setFocus()  # as a click into the field would
     sorter.new_class.setText("bad/name")
@@ -41,7 +44,7 @@ def test_drop_sort_by_key_and_suggestion_add_a_class_save_and_train(qtbot, make_
     assert "Cannot add this class: 'bad/name' contains '/'" in sorter.problem.text()
     sorter.new_class.setText("bird")
     qtbot.keyClick(sorter.new_class, Qt.Key.Key_Return)
-    assert sorter.session.classes[-1] == "bird" and sorter.bins.count() == 4
+    assert sorter.session.classes[-1] == "bird" and sorter.bins.count() == 4 and sorter.problem.text() == ""
     assert sorter.strip.hasFocus()  # back to the images once the class is added
     sorter.strip.setCurrentRow(2)
     qtbot.keyClick(sorter.strip, Qt.Key.Key_4)

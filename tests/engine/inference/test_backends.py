@@ -313,3 +313,23 @@ def test_a_model_whose_temperature_changed_is_converted_again(cache, tmp_path):
     first, second = (load_model_file(honest_model(tmp_path, temperature)) for temperature in (2.5, 0.5))
     runtime = runtimes.RUNTIMES["openvino"]
     assert key_for(first, runtime, "fp32") != key_for(second, runtime, "fp32")
+
+
+@needs_openvino
+def test_what_to_label_next_measures_on_the_compiled_backend_as_on_pytorch(cache, tmp_path):
+    from cardinal.engine.inference.suggest import measure
+    from cardinal.engine.progress import run_to_end
+
+    model = sharp_model()
+    torch_side, conversion = open_classifier(request=None, device="cpu", precision="fp32", backend="openvino",
+                                             load_model=lambda: model)
+    compiled = conversion.wait()
+    assert isinstance(compiled, CompiledClassifier), compiled
+    paths = []
+    for seed in range(4):
+        paths.append(tmp_path / f"{seed}.png")
+        random_picture(seed).save(paths[-1])
+    expected, got = (run_to_end(measure(classifier, paths)) for classifier in (torch_side, compiled))
+    assert got.paths == expected.paths and got.features.shape == expected.features.shape
+    assert np.allclose(got.probabilities, expected.probabilities, atol=1e-4)
+    assert np.allclose(got.features, expected.features, atol=1e-3, rtol=1e-3)
