@@ -89,6 +89,8 @@ class DatasetCheckPage(QWizardPage):
         self.chart.hideButtons()
         self.problems = QListWidget(self)
         self.problems.setMaximumHeight(140)
+        self.problems.setWordWrap(True)  # a long warning reads in full, not past a sideways scroll
+        self.problems.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.samples = QWidget(self)
         self.samples_layout = QGridLayout(self.samples)
         layout.addWidget(self.progress)
