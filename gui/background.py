@@ -114,3 +114,42 @@ def background(function: Callable) -> Callable[..., Job]:
         return Job(worker, token)
 
     return start
+
+
+class WindowJobs:
+    """The background jobs a window starts: one cancel token stops them all (closing the window), and their
+    callbacks reach the window only while it exists (a job can outlive it). `idle` is called when the last one
+    has ended."""
+
+    def __init__(self, window: Any, idle: Callable[[], Any] | None = None) -> None:
+        from shiboken6 import isValid
+
+        self.token = CancelToken()
+        self.running: list[Job] = []
+        self._alive = lambda: isValid(window)
+        self._idle = idle
+
+    def start(self, job: Callable[..., Job], *args: Any, on_error: Callable[[Exception], Any],
+              on_event: Callable | None = None, on_result: Callable | None = None,
+              on_done: Callable | None = None) -> Job:
+        started: list[Job] = []
+
+        def finished() -> None:
+            if on_done is not None:
+                on_done()
+            if started[0] in self.running:
+                self.running.remove(started[0])
+            if not self.running and self._idle is not None:
+                self._idle()
+
+        started.append(job(*args, cancel=self.token, on_error=self._while_alive(on_error),
+                           on_cancelled=lambda _error: None, on_event=self._while_alive(on_event),
+                           on_result=self._while_alive(on_result), on_done=self._while_alive(finished)))
+        self.running.append(started[0])
+        return started[0]
+
+    def cancel(self) -> None:
+        self.token.cancel()
+
+    def _while_alive(self, slot: Callable | None) -> Callable | None:
+        return None if slot is None else (lambda *args: slot(*args) if self._alive() else None)

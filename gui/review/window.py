@@ -19,10 +19,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from shiboken6 import isValid
 
-from cardinal.engine.progress import CancelToken
-from cardinal.gui.background import Job
+from cardinal.gui.background import WindowJobs
 from cardinal.gui.review import jobs
 from cardinal.gui.review.plan import CheckPlan, RetrainPlan
 from cardinal.gui.review.queue import ReviewQueue
@@ -49,8 +47,7 @@ class ReviewWindow(QWidget):
         self.pictures: dict[int, tuple] = {}
         self.current: int | None = None
         self.outcome = None  # the engine's Retrained, after a retrain
-        self._cancel = CancelToken()
-        self._workers: list = []
+        self._jobs = WindowJobs(self, idle=self._all_stopped)
         self._closing = False
         self._build()
         self.resize(1320, 820)
@@ -359,39 +356,22 @@ class ReviewWindow(QWidget):
         self.summary.setText(f"<b>{escaped(what)}:</b> {escaped(error)}")
         self.retrain_button.setEnabled(self.queue is not None and self.queue.file_changes() > 0)
 
-    def _while_open(self, slot):
-        """`slot`, called only while this window exists (a job can outlive it)."""
-        return None if slot is None else (lambda *args: slot(*args) if isValid(self) else None)
+    def _start(self, job, *args, **callbacks) -> None:
+        self._jobs.start(job, *args, **callbacks)
 
-    def _start(self, job, *args, on_error, on_event=None, on_result=None, on_done=None) -> None:
-        """Start a background job that this window's cancel token stops; the window waits for it to close."""
-        started: list[Job] = []
-
-        def finished() -> None:
-            if on_done is not None:
-                on_done()
-            self._job_finished(started[0])
-
-        started.append(job(*args, cancel=self._cancel, on_error=self._while_open(on_error),
-                           on_cancelled=lambda _error: None, on_event=self._while_open(on_event),
-                           on_result=self._while_open(on_result), on_done=self._while_open(finished)))
-        self._workers.append(started[0])
-
-    def _job_finished(self, job: Job) -> None:
-        if job in self._workers:
-            self._workers.remove(job)
-        if self._closing and not self._workers:
+    def _all_stopped(self) -> None:
+        if self._closing:
             self.close()
 
     @property
     def busy(self) -> bool:
-        return bool(self._workers)
+        return bool(self._jobs.running)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's naming
         # The check and the heat-maps stop at their next step, a retrain after its batch (keeping its best model);
         # the window goes at once and is deleted when its work has stopped.
-        self._cancel.cancel()
-        if self._workers:
+        self._jobs.cancel()
+        if self._jobs.running:
             self._closing = True
             event.ignore()
             self.hide()

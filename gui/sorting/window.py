@@ -20,11 +20,9 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from shiboken6 import isValid
 
-from cardinal.engine.progress import CancelToken
 from cardinal.gui import workers
-from cardinal.gui.background import Job
+from cardinal.gui.background import WindowJobs
 from cardinal.gui.drops import read_mime
 from cardinal.gui.sorting import jobs
 from cardinal.gui.sorting.session import SortSession
@@ -84,8 +82,7 @@ class SortWindow(QWidget):
         self.session = SortSession(self._starting_classes(classifier, dataset_folder), self)
         self.thumbs: dict[Path, QIcon] = {}
         self.saved_folder: str | None = None
-        self._cancel = CancelToken()
-        self._workers: list = []
+        self._jobs = WindowJobs(self)
         self._preview_for: Path | None = None
         self._build()
         self.session.items_changed.connect(self._fill_strip)
@@ -385,18 +382,9 @@ class SortWindow(QWidget):
             event.accept()
             self.add_paths(paths)
 
-    def _while_open(self, slot):
-        """`slot`, called only while this window exists (a job can outlive it)."""
-        return None if slot is None else (lambda *args: slot(*args) if isValid(self) else None)
-
-    def _start(self, job, *args, on_error, on_event=None, on_result=None) -> None:
-        """Start a background job that closing this window cancels."""
-        started: list[Job] = []
-        started.append(job(*args, cancel=self._cancel, on_error=self._while_open(on_error),
-                           on_event=self._while_open(on_event), on_result=self._while_open(on_result),
-                           on_done=lambda: started[0] in self._workers and self._workers.remove(started[0])))
-        self._workers.append(started[0])
+    def _start(self, job, *args, **callbacks) -> None:
+        self._jobs.start(job, *args, **callbacks)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's naming
-        self._cancel.cancel()
+        self._jobs.cancel()
         super().closeEvent(event)
