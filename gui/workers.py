@@ -286,3 +286,13 @@ def expand_paths(paths: list[str], cancel: CancelToken) -> tuple[list[Path], lis
             cancel.raise_if_cancelled("reading the dropped folders")
         found.append(path)
     return found, unreadable
+
+
+def unreadable_text(unreadable: list[tuple[Path, str]]) -> str:
+    """What to say of the folders `expand_paths` could not open (the images found elsewhere were added)."""
+    from cardinal.engine.errors import short_list
+
+    count = len(unreadable)
+    named = short_list((f"{folder} ({reason})" for folder, reason in unreadable), shown=3)
+    return (f"Could not open {count} folder{'s' if count > 1 else ''}, so its images were not added: {named}. "
+            "Check the folder's permissions.")

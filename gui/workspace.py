@@ -109,10 +109,7 @@ class Workspace(QObject):
         files, unreadable = expanded
         self.add_files(files)
         if unreadable:  # the images found are added; the folders that could not be opened are named
-            shown = "; ".join(f"{folder} ({reason})" for folder, reason in unreadable[:3])
-            more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
-            self.problem.emit(f"Could not open {len(unreadable)} folder{'s' if len(unreadable) > 1 else ''}, "
-                              f"so its images were not added: {shown}{more}. Check the folder's permissions.")
+            self.problem.emit(workers.unreadable_text(unreadable))
 
     def add_image(self, image: QImage) -> None:
         """Add a pasted image: saved as PNG in a temporary folder (on a worker: a screenshot can be large) so the

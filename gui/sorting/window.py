@@ -187,9 +187,7 @@ class SortWindow(QWidget):
     def _expanded(self, expanded) -> None:
         files, unreadable = expanded
         if unreadable:  # the images found are added; the folders that could not be opened are named
-            named = "; ".join(f"{folder} ({reason})" for folder, reason in unreadable[:3])
-            more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
-            self.problem.setText(f"Could not open {named}{more}, so the images in it were not added.")
+            self.problem.setText(workers.unreadable_text(unreadable))
         self._add_files(files)
 
     def _add_files(self, files) -> None:
