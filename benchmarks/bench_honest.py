@@ -236,7 +236,9 @@ def measure(name: str, images, args, workspace: Path) -> dict:
         row["scores"][score_name] = {key: (auroc(values["test"], values[key]) if key not in ("val", "test") else None,
                                            float(np.mean(values[key] < threshold))) for key in values}
     summary = model.description.get("duplicates", {})
-    found = {str(path) for pair in summary.get("pairs", {}).get("train_val", []) for path in pair[:2]}
+    found = {str(path) for path in summary.get("leaked", [])}  # every leaked validation image, not just those listed
+    row["run_check"] = {key: summary.get(key) for key in ("images", "threshold", "train_val", "within_class",
+                                                          "across_classes")}
     row["copies_found_by_run"] = {kind: sum(str(copy) in found for _, copy in pairs)
                                   for kind, pairs in sets["planted"].items()}
     originals = [(orig, 0) for pairs in sets["planted"].values() for orig, _ in pairs]
@@ -278,6 +280,7 @@ def report(row: dict) -> None:
     print(f"planted copies found by the run's check (its starting network): {row['copies_found_by_run']}; by the "
           f"trained network's features: {row['copies_found_by_trained_features']}, and "
           f"{row['distinct_flagged_by_trained_features']} of {row['distinct_checked']} distinct test images wrongly")
+    print(f"the run's check: {row['run_check']}")
 
 
 def main() -> None:

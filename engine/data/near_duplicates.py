@@ -3,8 +3,9 @@
 Two photos of one scene, a resized or re-saved copy: within a class they make the model look surer than it is,
 across classes one label is wrong, and a copy in the validation split of a training image makes the validation
 accuracy a test of memory (ciFAIR found 3.3% of CIFAR-10's test images so copied). The features are the pooled
-features Fast mode caches (cosine similarity). How close counts as a copy depends on the network: a trained one
-spreads images apart, a random one barely does. So the bar is relative to the dataset itself: a pair is a
+features Fast mode caches, or for a run from random weights small pixel thumbnails (cosine similarity either way).
+How close counts as a copy depends on the features: a trained network spreads images apart, pixels barely do.
+So the bar is relative to the dataset itself: a pair is a
 near-copy when its cosine distance (1 - similarity) is under a tenth of the median distance from an image to its
 nearest other image (benchmarks/bench_honest.py measures what it finds and misses).
 """

@@ -103,8 +103,8 @@ def train(
         yield Preparing("getting the images ready")
         yield from mode.prepare(train_samples, val_samples, cancel)
         writes = team is None or team.is_main  # in a team, rank 0 alone writes history, scan and report
-        duplicates = (yield from check_duplicates(scan, train_samples, val_samples, mode, cancel, recipe.seed)
-                      ) if writes else None
+        duplicates = (yield from check_duplicates(scan, train_samples, val_samples, mode, cancel, recipe.seed,
+                                                  base.random_weights)) if writes else None
         run.prepare_loss(train_samples)
         finding = None
         if run.recipe.lr is None:

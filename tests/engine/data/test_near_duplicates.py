@@ -71,3 +71,38 @@ def test_a_training_image_copied_into_validation_is_found_and_reported(tmp_path)
     page = result.paths.report.read_text(encoding="utf-8")
     assert "between training and validation" in page and f"{kept.accuracy:.1%}</b> on the {kept.images} left" in page
     assert 'id="reliability-chart"' in page and "Temperature scaling" in page and "pass it" in page
+
+
+def stroke_picture(kind: int, number: int, size: int = 32) -> Image.Image:
+    """A thin white stroke on black, like a handwritten digit: class 0 a vertical bar, 1 a horizontal one,
+    2 a ring; each `number` its own position and thickness (no two pictures alike)."""
+    places = torch.randperm(12 * 12 * 2, generator=torch.Generator().manual_seed(kind))[number].item()
+    cy, cx, width = 10 + places // 24, 10 + places // 2 % 12, 1 + places % 2
+    y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    if kind == 0:
+        ink = ((x - cx).abs() <= width) & ((y - cy).abs() <= 8)
+    elif kind == 1:
+        ink = ((y - cy).abs() <= width) & ((x - cx).abs() <= 8)
+    else:
+        ink = (((y - cy) ** 2 + (x - cx) ** 2).float().sqrt() - 6).abs() <= width
+    return Image.fromarray((ink.to(torch.uint8) * 255).numpy(), "L")
+
+
+def test_from_random_weights_only_real_copies_count(tmp_path):
+    # A network trained from scratch starts with each residual block the identity, so its features say almost
+    # nothing about an image: grey strokes all looked like copies of each other (thousands of pairs, seen on MNIST).
+    root = tmp_path / "strokes"
+    for kind in range(3):
+        for split, count in (("train", 20), ("val", 8)):
+            (root / split / f"class{kind}").mkdir(parents=True)
+            for number in range(count):
+                picture = stroke_picture(kind, number + (100 if split == "val" else 0))
+                picture.save(root / split / f"class{kind}" / f"{number:03d}.png")
+    copy = root / "val" / "class2" / "copy-of-004.jpg"
+    Image.open(root / "train" / "class2" / "004.png").convert("RGB").save(copy, quality=75)
+    scan = run_to_end(scan_dataset(root))
+    recipe = Recipe(mode="full", epochs=1, batch_size=16, lr=0.01, image_size=32, patience=None)
+    result = run_to_end(train(scan, make_tiny_model(scan.class_names), recipe, tmp_path / "run", device="cpu"))
+    summary = result.model.description["duplicates"]
+    assert summary["leaked"] == [str(copy)]
+    assert summary["across_classes"] == 0
