@@ -161,7 +161,7 @@ def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
     return float((ranks[: len(inside)].sum() - len(inside) * (len(inside) + 1) / 2) / (len(inside) * len(outside)))
 
 
-def train_model(folder: Path, out: Path, architecture: str, epochs: int, size: int, seed: int):
+def train_model(folder: Path, out: Path, architecture: str, epochs: int, size: int, seed: int, lr: float | None):
     from torchvision.transforms._presets import ImageClassification
 
     from cardinal.engine.data.datasets import scan_dataset
@@ -177,7 +177,7 @@ def train_model(folder: Path, out: Path, architecture: str, epochs: int, size: i
                             preprocess=ImageClassification(crop_size=size, resize_size=round(size * 256 / 224)))
     else:
         base = random_model(architecture, scan.class_names, seed=seed)
-    recipe = Recipe(mode="full", epochs=epochs, batch_size=32, lr=2e-3, image_size=size, seed=seed, patience=None)
+    recipe = Recipe(mode="full", epochs=epochs, batch_size=32, lr=lr, image_size=size, seed=seed, patience=None)
     notices: list[str] = []
     started = time.perf_counter()
     result = run_to_end(train(scan, base, recipe, out, device="cpu"),
@@ -209,7 +209,7 @@ def measure(name: str, images, args, workspace: Path) -> dict:
     root = workspace / name
     sets = write_folders(root, pixels, labels, known, args.image_size)
     result, notices, seconds = train_model(root / "data", workspace / f"{name}-run", args.architecture, args.epochs,
-                                           args.image_size, args.seed)
+                                           args.image_size, args.seed, None if args.lr == "auto" else float(args.lr))
     model = load_model_file(result.paths.best)
     temperature = model.output_rules.temperature
     test_paths, test_labels = [p for p, _ in sets["test"]], np.array([label for _, label in sets["test"]])
@@ -291,10 +291,11 @@ def main() -> None:
     parser.add_argument("--architecture", default="tiny", help="tiny, or a registry name such as resnext50_32x4d")
     parser.add_argument("--mnist-images", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", default="2e-3", help="a rate, or auto: the product's range test picks it")
     args = parser.parse_args()
     loaders = {"digits": digits, "mnist": lambda: mnist(args.mnist_images), "faces": faces}
     print(f"bench_honest: {args.architecture} from random weights, Full mode, {args.epochs} epochs at "
-          f"{args.image_size} px, seed {args.seed}; {machine()}")
+          f"{args.image_size} px, learning rate {args.lr}, seed {args.seed}; {machine()}")
     workspace = Path(tempfile.mkdtemp(prefix="cardinal-honest-"))
     try:
         for name in args.datasets.split(","):

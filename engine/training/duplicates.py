@@ -91,7 +91,11 @@ def _features(mode: TrainingMode, train: Sequence[Sample], val: Sequence[Sample]
                 cancel.raise_if_cancelled("training")
             batch = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))])
             if thumbnails:
-                chunks.append(torch.nn.functional.adaptive_avg_pool2d(batch, THUMBNAIL).flatten(1))
+                # Less each thumbnail's own mean: what every picture shares (MNIST's black background, the faces'
+                # and plain patches' uniform grey) would otherwise make them all alike (bench_honest.py: faces'
+                # 44 false copies became 1).
+                pixels = torch.nn.functional.adaptive_avg_pool2d(batch, THUMBNAIL).flatten(1)
+                chunks.append(pixels - pixels.mean(dim=1, keepdim=True))
             else:
                 with torch.inference_mode(), mode.autocast():
                     maps = forward_features(network, batch.to(mode.device))
