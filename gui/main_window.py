@@ -28,6 +28,7 @@ from cardinal.gui.text import plain_label, tooltip
 from cardinal.gui.widgets.banner import Banner
 from cardinal.gui.widgets.drop_highlight import DropHighlight
 from cardinal.gui.widgets.image_view import ImageView
+from cardinal.gui.widgets.screen_size import resize_within_screen
 from cardinal.gui.widgets.side_panel import SidePanel
 from cardinal.gui.widgets.thumbnails import ThumbnailStrip
 from cardinal.gui.workspace import ImageItem, Workspace
@@ -72,7 +73,7 @@ class MainWindow(QMainWindow):
         if settings.geometry is not None:
             self.restoreGeometry(settings.geometry)
         else:
-            self.resize(1200, 800)
+            resize_within_screen(self, 1200, 800)
         if settings.was_reset:
             self.banner.show_message("Settings were damaged and have been reset to defaults.", error=False)
 

@@ -25,8 +25,9 @@ from cardinal.gui.review import jobs
 from cardinal.gui.review.plan import CheckPlan, RetrainPlan
 from cardinal.gui.review.queue import ReviewQueue
 from cardinal.gui.text import escaped, plain_label, tooltip
+from cardinal.gui.widgets.screen_size import resize_within_screen
 
-PICTURE_SIDE = 360
+PICTURE_SIDE = 280  # three side by side and the list still fit a 1366 px laptop screen
 LIST_ICON = 64
 
 
@@ -50,7 +51,7 @@ class ReviewWindow(QWidget):
         self._jobs = WindowJobs(self, idle=self._all_stopped)
         self._closing = False
         self._build()
-        self.resize(1320, 820)
+        resize_within_screen(self, 1320, 820)
 
     # ----- layout -------------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -229,7 +230,7 @@ class ReviewWindow(QWidget):
     def _label_entry(self, index: int) -> None:
         issue = self.queue.issues[index]
         decision = self.queue.decisions.get(index)
-        mark = "" if decision is None else {"kept": "✓ kept", "moved": f"→ {decision.to_class}",
+        mark = "" if decision is None else {"kept": "✓ kept", "moved": f"↦ moved to {decision.to_class}",
                                             "excluded": "✗ excluded"}[decision.kind]
         self.list.item(index).setText(f"{index + 1}. {issue.path.name}\n{issue.given} → {issue.suggested}"
                                       + (f"\n{mark}" if mark else ""))

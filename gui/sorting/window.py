@@ -27,6 +27,7 @@ from cardinal.gui.drops import read_mime
 from cardinal.gui.sorting import jobs
 from cardinal.gui.sorting.session import SortSession
 from cardinal.gui.text import plain_label, tooltip
+from cardinal.gui.widgets.screen_size import resize_within_screen
 
 THUMB = 96
 PREVIEW = 460
@@ -90,7 +91,7 @@ class SortWindow(QWidget):
         self.session.classes_changed.connect(self._fill_bins)
         self.session.problem.connect(self.problem.setText)
         self._fill_bins()
-        self.resize(1100, 780)
+        resize_within_screen(self, 1100, 780)
 
     @staticmethod
     def _starting_classes(classifier, folder: str) -> list[str]:

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QMessageBox, QWidget, QWizard
 
 from cardinal.gui.drops import folders_in
 from cardinal.gui.settings import Settings
+from cardinal.gui.widgets.screen_size import resize_within_screen
 from cardinal.gui.wizard.dataset_pages import DatasetCheckPage, FolderPage
 from cardinal.gui.wizard.results_page import ResultsPage
 from cardinal.gui.wizard.settings_page import SettingsPage
@@ -60,7 +61,7 @@ class FineTuneWizard(QWizard):
         self.button(QWizard.WizardButton.FinishButton).setToolTip(
             "Close the wizard and keep classifying with the model in use; the new model stays saved in its run "
             "folder (Model ▸ Open Weights or Model File… opens it later).")
-        self.resize(900, 680)
+        resize_within_screen(self, 900, 680)
 
     @property
     def training_running(self) -> bool:

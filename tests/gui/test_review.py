@@ -48,6 +48,7 @@ def test_keep_move_exclude_then_undo_last_and_undo_all_restore_the_folder(qtbot,
     target = root / first.suggested / first.path.name
     assert not first.path.exists() and any(p.name.startswith(first.path.stem) for p in target.parent.iterdir())
     assert window.current == 1
+    assert window.list.item(0).text().endswith(f"moved to {first.suggested}")
     click(qtbot, window.exclude_button)
     assert (root / "_excluded" / second.given / second.path.name).is_file()
     click(qtbot, window.keep_button)
@@ -99,3 +100,16 @@ def test_the_dataset_check_page_opens_the_review_and_checks_the_folder_again_aft
     qtbot.waitUntil(lambda: wizard.review_window is None and wizard.state.scan is not None
                     and wizard.state.scan.counts() != counts, timeout=120_000)
     assert wizard.state.scan.counts()[issue.given] == counts[issue.given] - 1
+
+
+def test_the_window_fits_a_laptop_screen(qtbot, tmp_path):
+    # Seen under Xvfb: the three pictures' fixed size made the window 1436 px wide, past a 1400 px screen, with
+    # Close off its edge. A 1366x768 laptop screen must hold all of it.
+    root = make_shapes_folder(tmp_path / "shapes", per_class=4)
+    plan = CheckPlan(BaseChoice(StartingPoint.FILE, path="unused.safetensors"), "fast", device="cpu")
+    window = ReviewWindow(run_to_end(scan_dataset(root)), plan)
+    qtbot.addWidget(window)
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 1366 and hint.height() <= 768 - 60, hint  # less a task bar and a title bar
+    screen = window.screen().availableGeometry()
+    assert window.width() <= screen.width() and window.height() <= screen.height()
