@@ -57,7 +57,45 @@ def _self_test() -> str:
     rendered = array_to_qimage(blended)
     if rendered.isNull() or heatmap.shape != (image.height, image.width):
         raise RuntimeError("the heat-map overlay could not be rendered")
+    compiled = _compiled_backend(image, classifier.dtype)
     del app
     return (f"Qt {pyside_version} ({os.environ['QT_QPA_PLATFORM']}), torch {torch.__version__}, "
             f"{model.name} ({weights}) on {classifier.description}; sample.jpg -> '{top.label}' "
-            f"{top.probability:.1%}; Grad-CAM {heatmap.shape[1]}x{heatmap.shape[0]}; torchvision ops ok")
+            f"{top.probability:.1%}; Grad-CAM {heatmap.shape[1]}x{heatmap.shape[0]}; torchvision ops ok; {compiled}")
+
+
+def _compiled_backend(image, dtype) -> str:
+    """Convert a small random ResNeXt with the compiled backend this machine would use, through the product's
+    parity gate, and classify the sample with it: a build that lost the runtime's plugins (loaded by file name,
+    out of sight of import analysis) fails here. Converted into a temporary cache, not the user's."""
+    import tempfile
+
+    from cardinal.engine.inference.backends.classifier import CompiledClassifier
+    from cardinal.engine.inference.backends.select import convert_and_adopt, dtype_name, plan_for
+    from cardinal.engine.inference.backends.store import CACHE_VARIABLE
+    from cardinal.engine.inference.classifier import Classifier
+    from cardinal.engine.models.registry import Architecture, random_model
+
+    small = random_model(Architecture((1, 1, 1, 1), 32, 4), ("a", "b", "c"), seed=0)
+    plan = plan_for(small, "cpu", dtype_name(dtype), "auto")
+    if plan is None:
+        return "no compiled backend here (PyTorch runs every model)"
+    earlier = os.environ.get(CACHE_VARIABLE)
+    with tempfile.TemporaryDirectory(prefix="cardinal-self-test-") as folder:
+        os.environ[CACHE_VARIABLE] = folder
+        try:
+            compiled = convert_and_adopt(plan, small)
+        finally:
+            if earlier is None:
+                os.environ.pop(CACHE_VARIABLE, None)
+            else:
+                os.environ[CACHE_VARIABLE] = earlier
+        if not isinstance(compiled, CompiledClassifier):
+            raise RuntimeError(f"the compiled backend refused a model: {compiled}")
+        answer = compiled.analyze([image], k=3)[0].probabilities
+    expected = Classifier(small).analyze([image], k=3)[0].probabilities
+    # The parity gate compared them closely already; this only catches a build that answers something else.
+    if abs(answer - expected).max() > 0.05:
+        raise RuntimeError(f"{compiled.description} answered {answer.round(3).tolist()} where PyTorch answered "
+                           f"{expected.round(3).tolist()}")
+    return f"{compiled.description} converted, checked and agrees"

@@ -1,5 +1,6 @@
 """Builds the PyInstaller app and runs it (slow: minutes, GBs). Run with `pytest -m packaging`."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -28,6 +29,8 @@ def test_built_app_passes_its_self_test(built_app):
     app_dir, build = built_app
     report = build.smoke(app_dir)
     assert report.startswith("cardinal self-test ok") and "torchvision ops ok" in report
+    if importlib.util.find_spec("openvino") is not None:  # its plugins and frontends shipped, found and working
+        assert "OpenVINO" in report and "converted, checked and agrees" in report
     assert build.executable(app_dir, "Cardinal").is_file()
 
 

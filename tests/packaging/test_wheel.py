@@ -78,6 +78,9 @@ def test_wheel_installs_and_runs_outside_the_checkout(wheel, tmp_path):
                               timeout=300)
     assert selftest.returncode == 0, selftest.stdout + selftest.stderr
     assert "cardinal self-test ok" in selftest.stdout and "sample.jpg" in selftest.stdout
+    has_openvino = subprocess.run([python, "-c", "import openvino"], capture_output=True, env=env).returncode == 0
+    if has_openvino:  # the installed wheel converts a model with the compiled backend and checks it
+        assert "OpenVINO" in selftest.stdout and "converted, checked and agrees" in selftest.stdout
 
     model_file = save_model(make_tiny_model(("cat", "dog", "fish")), tmp_path / "pets.safetensors")
     (elsewhere / "picture.png").write_bytes(encode(random_picture(3), "PNG"))
