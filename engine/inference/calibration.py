@@ -115,6 +115,8 @@ def reliability_of(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_
     """The reliability diagram of each image's top probability and whether its top class was right."""
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=bool)
+    finite = np.isfinite(confidence)  # a network whose logits overflowed has no confidence to bin: left out
+    confidence, correct = confidence[finite], correct[finite]
     # Bins are (lower, upper]; a confidence of exactly 0 (impossible for a softmax) joins the first.
     index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
     rows = []

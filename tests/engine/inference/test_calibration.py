@@ -1,5 +1,7 @@
 """Temperature scaling and the expected calibration error, on synthetic logits whose truth is known."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -57,6 +59,16 @@ def test_ece_by_hand():
     assert diagram.ece == pytest.approx(0.4)
     assert len(diagram.bins) == 15 and sum(b.images for b in diagram.bins) == 4
     assert Reliability.from_list(diagram.to_list()).ece == pytest.approx(0.4)
+
+
+def test_an_image_without_finite_probabilities_is_left_out_of_the_diagram():
+    # A network whose logits overflowed gives NaN probabilities: the diagram and its ECE are those of the rest
+    # (a NaN used to join the first bin and make the whole ECE NaN).
+    probabilities = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.4, 0.6], [np.nan, np.nan]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        diagram = reliability(probabilities, np.array([0, 1, 0, 1, 0]))
+    assert diagram.ece == pytest.approx(0.4) and diagram.images == 4
 
 
 def test_calibration_record_round_trips_and_the_raw_probabilities_come_back():
