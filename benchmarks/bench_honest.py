@@ -19,7 +19,7 @@ Datasets (nothing is downloaded at run time):
 Unrelated photos: crops of the photos scikit-image and scikit-learn ship (astronaut, coffee, a cat, a rocket...),
 and noise: uniform colour noise and grey noise. Needs the benchmark extra: pip install -e .[bench]
 Run: python benchmarks/bench_honest.py [--datasets digits,mnist,faces] [--epochs 8] [--image-size 32]
-     [--architecture tiny|resnext50_32x4d] [--mnist-images 2000] [--seed 0]
+     [--architecture resnext50_32x4d|tiny] [--mnist-images 2000] [--seed 0] [--lr 2e-3|auto]
 """
 
 from __future__ import annotations
@@ -288,7 +288,8 @@ def main() -> None:
     parser.add_argument("--datasets", default="digits,mnist,faces")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--architecture", default="tiny", help="tiny, or a registry name such as resnext50_32x4d")
+    parser.add_argument("--architecture", default="resnext50_32x4d",
+                        help="a registry name (the product's default model), or tiny (one block a stage)")
     parser.add_argument("--mnist-images", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", default="2e-3", help="a rate, or auto: the product's range test picks it")
