@@ -27,17 +27,23 @@ def click(qtbot, button):
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
 
 
-def test_keep_move_exclude_then_undo_last_and_undo_all_restore_the_folder(qtbot, tmp_path):
+def checked_review(qtbot, tmp_path):
+    """A review window that has checked a shapes folder with 10% of its images in a wrong class folder."""
     root = make_shapes_folder(tmp_path / "shapes", per_class=20)
     move_labels(root, 0.1, seed=2)
     base = save_model(make_tiny_model(), tmp_path / "base.safetensors")
-    before = snapshot(root)
     plan = CheckPlan(BaseChoice(StartingPoint.FILE, path=str(base)), "fast", device="cpu")
     window = ReviewWindow(run_to_end(scan_dataset(root)), plan)
     qtbot.addWidget(window)
     window.show()
     with qtbot.waitSignal(window.checked, timeout=300_000):
         window.start()
+    return root, window
+
+
+def test_keep_move_exclude_then_undo_last_and_undo_all_restore_the_folder(qtbot, tmp_path):
+    root, window = checked_review(qtbot, tmp_path)
+    before = snapshot(root)
     queue = window.queue
     assert len(queue.issues) >= 3 and window.list.count() == len(queue.issues)
     qtbot.waitUntil(lambda: 0 in window.pictures, timeout=120_000)
@@ -64,15 +70,7 @@ def test_keep_move_exclude_then_undo_last_and_undo_all_restore_the_folder(qtbot,
 
 
 def test_a_file_gone_before_move_is_said_in_the_window_and_nothing_changes(qtbot, tmp_path):
-    root = make_shapes_folder(tmp_path / "shapes", per_class=20)
-    move_labels(root, 0.1, seed=2)
-    base = save_model(make_tiny_model(), tmp_path / "base.safetensors")
-    plan = CheckPlan(BaseChoice(StartingPoint.FILE, path=str(base)), "fast", device="cpu")
-    window = ReviewWindow(run_to_end(scan_dataset(root)), plan)
-    qtbot.addWidget(window)
-    window.show()
-    with qtbot.waitSignal(window.checked, timeout=300_000):
-        window.start()
+    root, window = checked_review(qtbot, tmp_path)
     issue = window.queue.issues[0]
     issue.path.unlink()
     before = snapshot(root)
