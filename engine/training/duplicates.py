@@ -31,16 +31,14 @@ def check_duplicates(scan: DatasetScan, train: Sequence[Sample], val: Sequence[S
     """Identical files and near-copies within a class, across classes and between the splits, with a notice
     for each kind found (train/validation copies: how many and which). `random_weights`: the run starts from
     scratch, so pixel thumbnails stand in for the network's features."""
-    cached = None if random_weights else mode.cached_features()
     train_chosen, val_chosen = _sample(len(train), len(val), seed)
-    if random_weights:
-        train_features, val_features = yield from _features(mode, [train[i] for i in train_chosen],
-                                                            [val[i] for i in val_chosen], cancel, thumbnails=True)
-    elif cached is not None:
+    cached = None if random_weights else mode.cached_features()
+    if cached is not None:
         train_features, val_features = cached[0][0][train_chosen], cached[1][0][val_chosen]
     else:
         train_features, val_features = yield from _features(mode, [train[i] for i in train_chosen],
-                                                            [val[i] for i in val_chosen], cancel)
+                                                            [val[i] for i in val_chosen], cancel,
+                                                            thumbnails=random_weights)
     duplicates = find_duplicates([train[i] for i in train_chosen], [val[i] for i in val_chosen],
                                  identical=scan.identical, train_features=train_features, val_features=val_features)
     checked = len(train_chosen) + len(val_chosen)
