@@ -9,7 +9,7 @@ weights (no pretrained weights can be had here):
    Scores compared: the product's (cosine similarity to the nearest training image's features, `knn`, also with
    more neighbours), the energy score and the top probability (each thresholded at 95% of its validation scores).
 3. Near-copies: copies of training images planted in the validation folder (re-saved losslessly, as JPEG q75, and
-   resized to 90%): how many the run's check found (with the network it starts from, random here), and how many
+   resized to 90%): how many the run's check found (from random weights it compares pixel thumbnails), and how many
    the trained network's features would find (as a fine-tune from a trained model sees them).
 
 Datasets (nothing is downloaded at run time):
@@ -277,8 +277,9 @@ def report(row: dict) -> None:
                 continue
             cells.append(f"{'':>9}{share:6.1%} flagged" if area is None else f"AUROC {area:.3f}, {share:5.1%} fl.")
         print(f"{name:<20} " + "  ".join(f"{cell:>22}" for cell in cells))
-    print(f"planted copies found by the run's check (its starting network): {row['copies_found_by_run']}; by the "
-          f"trained network's features: {row['copies_found_by_trained_features']}, and "
+    print(f"planted copies found by the run's check (pixel thumbnails, from random weights): "
+          f"{row['copies_found_by_run']}; by the trained network's features: "
+          f"{row['copies_found_by_trained_features']}, and "
           f"{row['distinct_flagged_by_trained_features']} of {row['distinct_checked']} distinct test images wrongly")
     print(f"the run's check: {row['run_check']}")
 
