@@ -124,12 +124,11 @@ def _load_pt2(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
 
 
 def _write_openvino(wrapper: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
-    from cardinal.engine.inference.backends.runtimes import quiet_openvino_converter
+    from cardinal.engine.inference.backends.runtimes import openvino_program
 
-    quiet_openvino_converter()
+    program = openvino_program(wrapper, example)  # imports openvino once its converter is quieted
     import openvino
 
-    program = openvino.convert_model(wrapper, example_input=example, input=[(-1, *example.shape[1:])])
     program.inputs[0].get_tensor().set_names({INPUT})
     program.outputs[0].get_tensor().set_names({OUTPUT})
     openvino.save_model(program, str(path), compress_to_fp16=False)  # fp32 weights: the runtime picks precision

@@ -57,7 +57,9 @@ def quiet_openvino_converter() -> None:
 quiet_openvino_converter()
 
 
-def _convert_openvino(graph, example, folder: Path) -> None:
+def openvino_program(graph, example):
+    """OpenVINO's conversion of a PyTorch module for inputs shaped like `example`, any batch size (the backend's
+    cached models and `cardinal export --format openvino` alike)."""
     import warnings
 
     quiet_openvino_converter()
@@ -65,7 +67,13 @@ def _convert_openvino(graph, example, folder: Path) -> None:
 
     with warnings.catch_warnings():  # OpenVINO traces with torch.jit, which torch now calls deprecated
         warnings.simplefilter("ignore", FutureWarning)
-        model = openvino.convert_model(graph, example_input=example, input=[(-1, *example.shape[1:])])
+        return openvino.convert_model(graph, example_input=example, input=[(-1, *example.shape[1:])])
+
+
+def _convert_openvino(graph, example, folder: Path) -> None:
+    import openvino
+
+    model = openvino_program(graph, example)
     for output, name in zip(model.outputs, OUTPUTS, strict=True):
         output.get_tensor().set_names({name})
     # Weights stay fp32 on disk: the precision is chosen when the model is compiled for this CPU.
