@@ -25,11 +25,12 @@ def wizard_on_report(qtbot, window, data):
 
 def settings_for(wizard, out_dir, *, mode="fast", epochs=4, lr=0.05):
     page = wizard.settings_page
-    (page.fast if mode == "fast" else page.full).setChecked(True)
     page.base.setCurrentIndex(page.base.findData("current"))
     page.epochs.setValue(epochs)
     page.lr.setValue(lr)
     page.out_dir.setText(str(out_dir))
+    (page.fast if mode == "fast" else page.full).click()  # as a person picks it: the proposal no longer overrides it
+    assert page.recipe().mode == mode
 
 
 def test_wizard_end_to_end_trains_evaluates_and_hands_over(qtbot, make_window, model_files, tmp_path):
