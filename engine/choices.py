@@ -29,6 +29,8 @@ def base_kind(base: str) -> StartingPoint:
     return next((kind for kind in words if kind.value == base), StartingPoint.FILE)
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+# Classifying may also run a model's INT8 conversion (made by `cardinal quantize`, OpenVINO on the CPU only).
+INFERENCE_PRECISIONS: tuple[str, ...] = (*PRECISIONS, "int8")
 # Who runs the network: auto (a compiled CPU runtime where it is installed and faster, else PyTorch), or one of them.
 BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino", "onnxruntime")
 # Heat-map methods: the name used in code and on the command line -> how people write it.

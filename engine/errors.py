@@ -106,3 +106,20 @@ class ParityError(ExportError):
 
 class MissingPackages(CardinalError):
     """An optional feature needs packages that are not installed; the message names the extra to install."""
+
+
+def require_packages(names: Iterable[str], needed_for: str, extra: str) -> None:
+    """Import each of `names`, or raise MissingPackages: what needs them, which are missing, and the pip command
+    for Cardinal's `extra` that installs them."""
+    import importlib
+
+    names = list(names)
+    missing = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise MissingPackages(f"{needed_for} needs the packages {', '.join(names)}; not installed: "
+                              f"{', '.join(missing)}. Install them with:  pip install \"cardinal-vision[{extra}]\"")

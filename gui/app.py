@@ -17,7 +17,7 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal  # noqa: E402
 from PySide6.QtGui import QIcon  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from cardinal.engine.choices import BACKENDS, PRECISIONS  # noqa: E402
+from cardinal.engine.choices import BACKENDS, INFERENCE_PRECISIONS  # noqa: E402
 from cardinal.gui.assets import asset  # noqa: E402
 from cardinal.gui.main_window import MainWindow  # noqa: E402
 from cardinal.gui.settings import Settings, app_data_dir  # noqa: E402
@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="architecture to load (default: the last one used)")
     parser.add_argument("--weights", help="a .safetensors/.pth model or weights file to load")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", default="auto", choices=list(PRECISIONS))
+    parser.add_argument("--precision", default="auto", choices=list(INFERENCE_PRECISIONS),
+                        help="auto, fp32, bf16, or int8: the model's INT8 conversion (see cardinal quantize)")
     parser.add_argument("--backend", default=None, choices=list(BACKENDS),
                         help="who runs the network: auto (OpenVINO on a CPU where installed), torch, openvino or "
                         "onnxruntime (default: the setting, else $CARDINAL_BACKEND, else auto)")

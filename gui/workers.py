@@ -107,6 +107,10 @@ def load_model(request: ModelRequest, progress: DownloadProgress, cancel: Cancel
     from cardinal.engine.inference.classifier import Classifier
 
     model = _load_torch_model(request, progress, cancel)
+    if request.precision == "int8":  # its INT8 conversion, made by `cardinal quantize`; CardinalError if none
+        from cardinal.engine.inference.backends.select import open_int8
+
+        return _info(request, open_int8(model, backend_request(request), watched_file(request)), model.name)
     classifier = Classifier(model, device=request.device, precision=request.precision)
     side = model.preprocess.crop_size[0]
     classifier.forward(torch.zeros(1, 3, side, side))  # warm-up: the first real image is then fast

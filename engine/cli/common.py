@@ -36,7 +36,7 @@ def check_device(device: str, precision: str):
 
     try:
         selected = select_device(device)
-        resolve_precision(precision, selected)
+        resolve_precision("auto" if precision == "int8" else precision, selected)  # INT8: its PyTorch side
     except CardinalError as error:
         raise UsageError(str(error)) from None
     return selected

@@ -60,7 +60,7 @@ def add_data_loop_parsers(commands, models, default_model: str, precisions) -> N
 def label_issues_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal label-issues FOLDER`: print the flagged images, most likely wrong first."""
     from cardinal.engine.cli.common import check_device
-    from cardinal.engine.cli.evaluate import _model_file
+    from cardinal.engine.cli.evaluate import model_file
     from cardinal.engine.cli.training import scan_folder
     from cardinal.engine.models.registry import load_model_file
     from cardinal.engine.training.label_issues import check_labels, write_issues_csv
@@ -69,7 +69,7 @@ def label_issues_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     token = CancelToken()
     with cancel_on_interrupt(token, err, "now"):
         if args.model is not None:
-            base = load_model_file(_model_file(args.model)[0])
+            base = load_model_file(model_file(args.model)[0])
             trained_mode = (base.description.get("recipe") or {}).get("mode")
             method = args.mode or (trained_mode if trained_mode in ("fast", "full") else "fast")
             if trained_mode == "full":
@@ -98,7 +98,7 @@ def label_issues_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
 def suggest_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal suggest MODEL FOLDER`: print the images most worth labelling next, best first."""
     from cardinal.engine.cli.common import check_device
-    from cardinal.engine.cli.evaluate import _model_file
+    from cardinal.engine.cli.evaluate import model_file
     from cardinal.engine.data.images import iter_image_files
     from cardinal.engine.inference.classifier import Classifier
     from cardinal.engine.inference.suggest import suggest
@@ -112,7 +112,7 @@ def suggest_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise CardinalError(f"{args.folder}: no images found in this folder")
     token = CancelToken()
     with cancel_on_interrupt(token, err, "after this batch"):
-        model = load_model_file(_model_file(args.model)[0])
+        model = load_model_file(model_file(args.model)[0])
         classifier = Classifier(model, device=device, precision=args.precision)
         with progress_bar(err, "Classifying", len(paths), unit="img") as bar:
             ranked = run_to_end(suggest(classifier, paths, top=args.top, strategy=args.strategy, cancel=token),

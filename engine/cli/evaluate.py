@@ -17,28 +17,21 @@ from cardinal.engine.progress import CancelToken, run_to_end
 def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal evaluate MODEL FOLDER [--report DIR]`: a saved model's (or a run's best model's) metrics on a
     labelled folder, and optionally the report page."""
-    from cardinal.engine.cli.common import check_device
+    from cardinal.engine.cli.common import UsageError, check_device
+    from cardinal.engine.inference.backends.startup import check_choices
     from cardinal.engine.models.registry import load_model_file
 
+    try:
+        check_choices(args.device, args.precision, args.backend)
+    except CardinalError as error:
+        raise UsageError(str(error)) from None
     check_device(args.device, args.precision)
-    model_file, run_folder = _model_file(args.model)
+    path, run_folder = model_file(args.model)
     token = CancelToken()
     with cancel_on_interrupt(token, err, "after this batch"):
-        model = load_model_file(model_file)
-        report = scan_folder(args.folder, err, token)
-        unknown = [name for name in report.class_names if name not in model.class_names]
-        if unknown:
-            raise CardinalError(
-                f"{args.folder} has classes the model does not know: {short_list(unknown)}; the model's "
-                f"{len(model.class_names)} classes are: {short_list(model.class_names)}"
-            )
-        remap = [model.class_names.index(name) for name in report.class_names]
-        split, held_out = report.held_out()
+        model = load_model_file(path)
+        report, split, samples, unreadable = labelled_images(model, args.folder, err, token)
         own_split = split != "all"
-        samples = [(path, remap[label]) for path, label in held_out]
-        unreadable = report.unreadable_in(split)
-        for path, reason in unreadable:
-            err.write(f"error: {printable(path)}: {printable(reason)}\n")
         split_name = {"test": "test", "val": "validation"}.get(split)
         evaluated = (f"the {len(samples)} images of the {split_name} folder of {report.root}" if own_split
                      else f"all {len(samples)} images of {report.root}")
@@ -52,7 +45,25 @@ def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_SOME_FAILED if unreadable else code
 
 
-def _model_file(path: Path) -> tuple[Path, Path | None]:
+def labelled_images(model, folder: Path, err: TextIO, cancel: CancelToken):
+    """The images of `folder` a model is measured on (its test/ or val/ split, else all of them) with the index of
+    each one's class in the model: (scan, split, samples, unreadable files, each said on `err`)."""
+    report = scan_folder(folder, err, cancel)
+    unknown = [name for name in report.class_names if name not in model.class_names]
+    if unknown:
+        raise CardinalError(
+            f"{folder} has classes the model does not know: {short_list(unknown)}; the model's "
+            f"{len(model.class_names)} classes are: {short_list(model.class_names)}"
+        )
+    remap = [model.class_names.index(name) for name in report.class_names]
+    split, held_out = report.held_out()
+    unreadable = report.unreadable_in(split)
+    for path, reason in unreadable:
+        err.write(f"error: {printable(path)}: {printable(reason)}\n")
+    return report, split, [(path, remap[label]) for path, label in held_out], unreadable
+
+
+def model_file(path: Path) -> tuple[Path, Path | None]:
     """The model file MODEL names and, when MODEL is a training run's folder, that folder (its best model)."""
     from cardinal.engine.runs.layout import RunPaths
 

@@ -40,10 +40,11 @@ from cardinal.engine.progress import CancelToken
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every headless sub-command."""
-    from cardinal.engine.choices import CAM_METHODS, DEFAULT_MODEL, PRECISIONS
+    from cardinal.engine.choices import CAM_METHODS, DEFAULT_MODEL, INFERENCE_PRECISIONS, PRECISIONS
     from cardinal.engine.cli.backend import add_backend_argument
     from cardinal.engine.cli.data_loop import add_data_loop_parsers
     from cardinal.engine.cli.export import add_export_parser
+    from cardinal.engine.cli.quantize import add_quantize_parser
     from cardinal.engine.cli.training import add_training_parsers
     from cardinal.engine.inference.result_files import FORMATS
     from cardinal.engine.models.catalog import CATALOG as MODELS
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--cam-method", choices=list(CAM_METHODS), default=next(iter(CAM_METHODS)))
     classify.add_argument("--format", choices=FORMATS, default=FORMATS[0])
     classify.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N or mps")
-    classify.add_argument("--precision", choices=list(PRECISIONS), default="auto")
+    classify.add_argument("--precision", choices=list(INFERENCE_PRECISIONS), default="auto",
+                          help="auto, fp32, bf16, or int8: the model's INT8 conversion (see cardinal quantize)")
     add_backend_argument(classify)
     classify.add_argument("--batch-size", type=positive, default=16, metavar="N")
     classify.add_argument("--mirror", metavar="URL", help="download weights from this mirror instead")
@@ -75,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="list each model's weights file and where it downloads from (to fetch them by hand)")
     add_training_parsers(commands, MODELS, DEFAULT_MODEL, PRECISIONS)
     add_export_parser(commands, MODELS)
+    add_quantize_parser(commands)
     add_data_loop_parsers(commands, MODELS, DEFAULT_MODEL, PRECISIONS)
     return parser
 
@@ -84,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cardinal.engine.cli.data_loop import label_issues_command, suggest_command
     from cardinal.engine.cli.evaluate import evaluate_command
     from cardinal.engine.cli.export import export_command
+    from cardinal.engine.cli.quantize import quantize_command
     from cardinal.engine.cli.training import train_command
 
     tolerate_any_file_name(sys.stdout, sys.stderr)
@@ -91,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     commands = {"models": list_models_command, "train": train_command, "evaluate": evaluate_command,
                 "classify": classify_command, "export": export_command, "label-issues": label_issues_command,
-                "suggest": suggest_command}
+                "suggest": suggest_command, "quantize": quantize_command}
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

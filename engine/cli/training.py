@@ -21,6 +21,7 @@ from cardinal.engine.progress import CancelToken, run_to_end
 
 def add_training_parsers(commands, models, default_model: str, precisions) -> None:
     """The `train` and `evaluate` sub-commands, their choices taken from the engine's own lists."""
+    from cardinal.engine.choices import INFERENCE_PRECISIONS
     from cardinal.engine.cli.backend import add_backend_argument
     from cardinal.engine.cli.common import positive
     from cardinal.engine.training.recipe import AUGMENTATIONS, MODE_CHOICES, OPTIMIZERS, TRAINABLE_FROM, Recipe
@@ -79,7 +80,8 @@ def add_training_parsers(commands, models, default_model: str, precisions) -> No
     evaluate.add_argument("--report", type=Path, metavar="DIR",
                           help="also write report.html here: metrics, confusion matrix, worst mistakes with Grad-CAM")
     evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--precision", choices=list(precisions), default="auto")
+    evaluate.add_argument("--precision", choices=list(INFERENCE_PRECISIONS), default="auto",
+                          help="auto, fp32, bf16, or int8: the model's INT8 conversion (see cardinal quantize)")
     add_backend_argument(evaluate)
 
 

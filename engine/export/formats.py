@@ -3,13 +3,13 @@ suffix and the packages each needs. `engine.export.exporter` knows how to write 
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from cardinal.engine.errors import ExportError, MissingPackages
+from cardinal.engine.errors import ExportError
+from cardinal.engine.errors import require_packages as _require
 
-EXTRA = "cardinal-vision[export]"
+EXTRA = "export"  # the extra (pip install "cardinal-vision[export]") that installs every format's packages
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,4 @@ def description_path(path: str | Path) -> Path:
 
 def require_packages(export_format: ExportFormat) -> None:
     """Import the packages `export_format` needs, or raise MissingPackages naming the extra to install."""
-    missing = []
-    for name in export_format.packages:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise MissingPackages(
-            f"{export_format.title} export needs the packages {', '.join(export_format.packages)}; not installed: "
-            f"{', '.join(missing)}. Install them with:  pip install \"{EXTRA}\""
-        )
+    _require(export_format.packages, f"{export_format.title} export", EXTRA)

@@ -21,6 +21,7 @@ from cardinal.engine.data.decode_ahead import decode_ahead
 from cardinal.engine.data.images import ImageSource, load_image
 from cardinal.engine.inference.analysis import Analysis, FileResult, file_results, top_k
 from cardinal.engine.inference.backends.compiled import CompiledModel, softmax
+from cardinal.engine.inference.backends.int8 import INT8
 from cardinal.engine.inference.closed_form import LAST_STAGE, CropBox
 from cardinal.engine.inference.unknown import flag_unknown
 from cardinal.engine.models.output_rules import OutputRules
@@ -78,7 +79,9 @@ class CompiledClassifier:
         model = self.model
         with self._model_lock:
             if self._torch is None:
-                self._torch = Classifier(model, device="cpu", precision=self.precision)
+                # An INT8 conversion's PyTorch side computes as `auto` would here (autograd has no INT8).
+                precision = "auto" if self.precision == INT8 else self.precision
+                self._torch = Classifier(model, device="cpu", precision=precision)
             return self._torch
 
     def cam_layer_names(self) -> tuple[str, ...]:

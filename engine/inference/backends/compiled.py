@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from cardinal.engine.inference.backends import store
+from cardinal.engine.inference.backends.int8 import report_of
 from cardinal.engine.inference.backends.pixels import PixelSpec
 from cardinal.engine.inference.backends.runtimes import RUNTIMES, Run
 from cardinal.engine.inference.parity import ParityReport
@@ -48,6 +49,8 @@ class CompiledModel:
         self.class_names: tuple[str, ...] = tuple(record["class_names"])
         self.head_weight = np.load(store.entry_folder(key) / HEAD)  # (classes, C) fp32, for the closed-form CAM
         self.description = self.runtime.describe(self.precision)
+        if (measured := report_of(record)) is not None:  # INT8 says what it costs wherever it is named
+            self.description = f"{self.description[:-1]}; {measured.short()})"
         # The model's temperature and "none of these" rule (checked as when a model file is opened), and the
         # feature bank its "knn" score compares images with: applied here as PyTorch's classifier applies them.
         self.output_rules = rules_from_description(record.get("outputs") or {})

@@ -156,7 +156,8 @@ def convert(model: LoadedModel, runtime: Runtime, precision: str, *, key: str | 
         np.save(folder / HEAD, network.fc.weight.detach().float().numpy())
         if model.feature_bank is not None:
             np.save(folder / BANK, model.feature_bank.detach().cpu().numpy())
-        record = _record(model, runtime, precision, network, report.to_dict(), time.perf_counter() - started)
+        record = conversion_record(model, runtime, precision, network, report.to_dict(),
+                                   time.perf_counter() - started)
         if not report.same_answers:
             for item in folder.iterdir():  # a refused conversion keeps only its record
                 item.unlink()
@@ -186,8 +187,9 @@ def _probabilities(graph: nn.Module, probes: np.ndarray, precision: str) -> np.n
         return torch.softmax(graph(batch)[0].float(), dim=1).numpy()
 
 
-def _record(model: LoadedModel, runtime: Runtime, precision: str, network: nn.Module, parity: dict,
-            seconds: float) -> dict:
+def conversion_record(model: LoadedModel, runtime: Runtime, precision: str, network: nn.Module, parity: dict,
+                      seconds: float) -> dict:
+    """A cache entry's record: what was converted, how, what it was checked with, and when."""
     return {
         "runtime": runtime.name, "runtime_version": runtime.version(), "precision": precision,
         "model": model.name, "source": model.source, "class_names": list(model.class_names),

@@ -81,15 +81,22 @@ def _convert_openvino(graph, example, folder: Path) -> None:
 
 
 def _load_openvino(folder: Path, precision: str) -> Run:
+    return compile_openvino(str(folder / "model.xml"), precision)
+
+
+def compile_openvino(program: Any, precision: str) -> Run:
+    """Compile an OpenVINO program (a model in memory or its file) for this CPU computing in `precision`: 'fp32',
+    'bf16', or 'int8' for a quantised program (its quantised layers in int8, the rest as OpenVINO chooses here)."""
     import openvino
 
-    core = openvino.Core()
-    compiled = core.compile_model(str(folder / "model.xml"), "CPU", {
-        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+    config: dict[str, Any] = {
         "PERFORMANCE_HINT": "LATENCY",
         # Threads pinned to cores stall when another program holds a core; a desktop app shares its machine.
         "ENABLE_CPU_PINNING": False,
-    })
+    }
+    if precision != "int8":
+        config["INFERENCE_PRECISION_HINT"] = "bf16" if precision == "bf16" else "f32"
+    compiled = openvino.Core().compile_model(program, "CPU", config)
     request = compiled.create_infer_request()
     lock = threading.Lock()  # one infer request: one inference at a time
 

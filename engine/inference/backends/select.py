@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cardinal.engine.errors import CardinalError, MissingPackages
-from cardinal.engine.inference.backends import store
+from cardinal.engine.inference.backends import int8, store
 from cardinal.engine.inference.backends.choice import check_backend
 from cardinal.engine.inference.backends.classifier import CompiledClassifier
 from cardinal.engine.inference.backends.compiled import CompiledModel, Refused, open_entry
@@ -115,6 +115,20 @@ def convert_and_adopt(plan: Plan, model: LoadedModel, request: str | None = None
     if request is not None and watched is not None:
         store.remember(request, watched, plan.key)
     return CompiledClassifier(outcome, model=model)
+
+
+def open_int8(model: LoadedModel, request: str | None = None, watched: Path | None = None) -> CompiledClassifier:
+    """The model's INT8 conversion (made by `cardinal quantize`) as a classifier, or CardinalError saying how to
+    make one. `request` and `watched` let the next start open it without PyTorch."""
+    from cardinal.engine.inference.backends.convert import key_for
+
+    key = key_for(model, RUNTIMES[int8.RUNTIME], int8.INT8)
+    opened = open_entry(key)
+    if not isinstance(opened, CompiledModel):
+        raise CardinalError(int8.missing_conversion(f"{model.name} ({model.source})"))
+    if request is not None and watched is not None:
+        store.remember(request, watched, key)
+    return CompiledClassifier(opened, model=model)
 
 
 def describe_backend(backend: str, device: str | None = None, precision: str = "auto") -> str:

@@ -10,15 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cardinal.engine.errors import CardinalError
+from cardinal.engine.errors import CardinalError, MissingPackages
 from cardinal.engine.inference.backends.classifier import CompiledClassifier
 from cardinal.engine.inference.backends.compiled import Refused
+from cardinal.engine.inference.backends.int8 import INT8, RUNTIME
 from cardinal.engine.inference.backends.select import (
     Plan,
     adopt,
     convert_and_adopt,
     dtype_name,
     fast_classifier,
+    open_int8,
     plan_for,
 )
 from cardinal.engine.progress import CancelToken
@@ -115,6 +117,9 @@ def open_classifier(
         fast = fast_classifier(request, device, backend, load_model)
         if fast is not None:
             return fast, None
+    if precision == INT8:
+        model = load_model()
+        return open_int8(model, request, watched(model)), None
     from cardinal.engine.inference.classifier import Classifier
     from cardinal.engine.inference.device import resolve_precision, select_device
 
@@ -140,5 +145,14 @@ def check_choices(device: str | None, precision: str, backend: str) -> None:
     from cardinal.engine.inference.backends.choice import check_backend
 
     check_backend(backend)
+    if precision == INT8:
+        from cardinal.engine.inference.backends.runtimes import RUNTIMES
+
+        if backend not in ("auto", RUNTIME) or (device or "auto") not in ("auto", "cpu"):
+            raise CardinalError("--precision int8 runs a model's INT8 conversion on OpenVINO, on the CPU: use it "
+                                "with --backend auto or openvino and --device auto or cpu")
+        if not RUNTIMES[RUNTIME].installed():
+            raise MissingPackages("--precision int8 needs the package openvino, which is not installed. Install it "
+                                  "with:  pip install openvino")
     if backend in ("openvino", "onnxruntime") and (device or "auto") not in ("auto", "cpu"):
         raise CardinalError(f"--backend {backend} runs on the CPU; use --device cpu or --device auto with it")
