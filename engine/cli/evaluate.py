@@ -35,7 +35,7 @@ def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         split_name = {"test": "test", "val": "validation"}.get(split)
         evaluated = (f"the {len(samples)} images of the {split_name} folder of {report.root}" if own_split
                      else f"all {len(samples)} images of {report.root}")
-        if _trained_on(model, args.folder) and not own_split:
+        if trained_on(model, args.folder) and not own_split:
             caveat = "the folder this model was trained on; most of its images were seen in training, so these " \
                      "numbers are optimistic"
             err.write(f"note: {printable(args.folder)} is {caveat}\n")
@@ -76,7 +76,7 @@ def model_file(path: Path) -> tuple[Path, Path | None]:
     return best, path
 
 
-def _trained_on(model, folder: Path) -> bool:
+def trained_on(model, folder: Path) -> bool:
     """Whether the model's description says it was trained on `folder`."""
     dataset = (model.description.get("provenance") or {}).get("dataset")
     try:

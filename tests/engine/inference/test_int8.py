@@ -112,6 +112,7 @@ def test_the_commands_quantize_then_classify_and_evaluate_in_int8(trained, tmp_p
     said = capsys.readouterr()
     assert "accuracy on 40 of your images not used to calibrate: INT8" in said.out
     assert "calibrated on 20 images" in said.out and "--precision int8" in said.out
+    assert "is the folder this model was trained on: both accuracies will be optimistic" in said.err
     assert "Traceback" not in said.err and "CUDA" not in said.err and "━" not in said.out + said.err
 
     assert main(["classify", "--weights", str(model_file), "--precision", "int8", "--backend", "auto", picture]) == 0
