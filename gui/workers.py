@@ -107,7 +107,9 @@ def load_model(request: ModelRequest, progress: DownloadProgress, cancel: Cancel
     from cardinal.engine.inference.classifier import Classifier
 
     model = _load_torch_model(request, progress, cancel)
-    if request.precision == "int8":  # its INT8 conversion, made by `cardinal quantize`; CardinalError if none
+    from cardinal.engine.inference.backends.int8 import INT8
+
+    if request.precision == INT8:  # its INT8 conversion, made by `cardinal quantize`; CardinalError if none
         from cardinal.engine.inference.backends.select import open_int8
 
         return _info(request, open_int8(model, backend_request(request), watched_file(request)), model.name)

@@ -32,11 +32,12 @@ def positive(text: str) -> int:
 
 def check_device(device: str, precision: str):
     """The torch device for `--device`/`--precision`, or a UsageError saying what to use instead."""
+    from cardinal.engine.inference.backends.int8 import INT8
     from cardinal.engine.inference.device import resolve_precision, select_device
 
     try:
         selected = select_device(device)
-        resolve_precision("auto" if precision == "int8" else precision, selected)  # INT8: its PyTorch side
+        resolve_precision("auto" if precision == INT8 else precision, selected)  # INT8: its PyTorch side
     except CardinalError as error:
         raise UsageError(str(error)) from None
     return selected

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from cardinal.engine.inference.backends.int8 import INT8
+
 Run = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # pixels -> (logits, activations)
 INPUT, OUTPUTS = "pixels", ("logits", "features")
 
@@ -94,7 +96,7 @@ def compile_openvino(program: Any, precision: str) -> Run:
         # Threads pinned to cores stall when another program holds a core; a desktop app shares its machine.
         "ENABLE_CPU_PINNING": False,
     }
-    if precision != "int8":
+    if precision != INT8:
         config["INFERENCE_PRECISION_HINT"] = "bf16" if precision == "bf16" else "f32"
     compiled = openvino.Core().compile_model(program, "CPU", config)
     request = compiled.create_infer_request()
