@@ -135,11 +135,12 @@ def in_process(model_file: Path, other_model: Path, folder: Path, dataset: Path,
 
     wizard.next()
     page = wizard.settings_page
-    page.full.setChecked(True)
     page.base.setCurrentIndex(page.base.findData("current"))
     page.batch_size.setValue(8)
     page.epochs.setValue(1)
     page.out_dir.setText(str(settings.parent / "run"))
+    page.full.click()  # as a person picks it (after the values that re-propose a mode unless one was picked)
+    assert page.recipe().mode == "full"
     training = wizard.training_page
     wizard.next()
     pump_until(app, lambda: len(training.batch_loss) >= 2)

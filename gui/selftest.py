@@ -67,7 +67,8 @@ def _self_test() -> str:
 def _compiled_backend(image, dtype) -> str:
     """Convert a small random ResNeXt with the compiled backend this machine would use, through the product's
     parity gate, and classify the sample with it: a build that lost the runtime's plugins (loaded by file name,
-    out of sight of import analysis) fails here. Converted into a temporary cache, not the user's."""
+    out of sight of import analysis) fails here, and so does one whose child processes cannot start (the app
+    converts in one). Converted into a temporary cache, not the user's."""
     import tempfile
 
     from cardinal.engine.inference.backends.classifier import CompiledClassifier
@@ -84,7 +85,7 @@ def _compiled_backend(image, dtype) -> str:
     with tempfile.TemporaryDirectory(prefix="cardinal-self-test-") as folder:
         os.environ[CACHE_VARIABLE] = folder
         try:
-            compiled = convert_and_adopt(plan, small)
+            compiled = convert_and_adopt(plan, small, isolated=True)  # as the app converts: in a child process
         finally:
             if earlier is None:
                 os.environ.pop(CACHE_VARIABLE, None)

@@ -117,10 +117,11 @@ def find_converted(model: LoadedModel, runtime: Runtime, precision: str, *, key:
 
 
 def convert(model: LoadedModel, runtime: Runtime, precision: str, *, key: str | None = None,
-            cancel: CancelToken | None = None) -> Conversion:
+            cancel: CancelToken | None = None, isolated: bool = False) -> Conversion:
     """Convert `model` for `runtime`, check it against PyTorch, and cache the outcome (either way).
 
     Slow (seconds to a minute): run it off the thread that classifies. Raises `Cancelled` between steps.
+    `isolated`: the runtime's converter runs in a child process (see `isolated`), for a process with a window.
     """
     key = key or key_for(model, runtime, precision)
     started = time.perf_counter()
@@ -146,8 +147,13 @@ def convert(model: LoadedModel, runtime: Runtime, precision: str, *, key: str | 
 
     def fill(folder: Path) -> dict:
         example = torch.from_numpy(probes[:2]).clone()  # two, not one: a batch of one could be fixed in the graph
-        with torch.no_grad():
-            runtime.convert(graph, example, folder)
+        if isolated:
+            from cardinal.engine.inference.backends.isolated import convert_in_child
+
+            convert_in_child(runtime.name, graph, example, folder, cancel)
+        else:
+            with torch.no_grad():
+                runtime.convert(graph, example, folder)
         _stop_if_cancelled(cancel)
         report = check(folder, "fp32", tolerance_for("fp32"))  # the conversion itself, exact to 1e-4
         if report.same_answers and precision != "fp32":

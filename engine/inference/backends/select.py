@@ -104,11 +104,12 @@ def adopt(plan: Plan, model: LoadedModel, request: str | None = None,
 
 
 def convert_and_adopt(plan: Plan, model: LoadedModel, request: str | None = None, watched: Path | None = None,
-                      cancel=None) -> CompiledClassifier | Refused:
-    """Convert `model` as `plan` says (slow: run it in the background), then adopt the outcome."""
+                      cancel=None, isolated: bool = False) -> CompiledClassifier | Refused:
+    """Convert `model` as `plan` says (slow: run it in the background; `isolated`: the converter in a child
+    process), then adopt the outcome."""
     from cardinal.engine.inference.backends.convert import convert
 
-    outcome = convert(model, plan.runtime, plan.precision, key=plan.key, cancel=cancel).outcome
+    outcome = convert(model, plan.runtime, plan.precision, key=plan.key, cancel=cancel, isolated=isolated).outcome
     if isinstance(outcome, Refused):
         log.warning("%s", outcome)
         return outcome

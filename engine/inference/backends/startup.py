@@ -40,7 +40,8 @@ def lower_priority() -> None:
 
 
 class BackgroundConversion:
-    """One conversion on a low-priority thread; `wait()` gives the classifier or the refusal."""
+    """One conversion on a low-priority thread (for a window, `low_priority`: its converter in a low-priority child
+    process too); `wait()` gives the classifier or the refusal."""
 
     def __init__(self, plan: Plan, model: LoadedModel, request: str | None, watched: Path | None,
                  on_done: Callable[[CompiledClassifier | Refused], Any] | None = None, low_priority: bool = True
@@ -59,7 +60,9 @@ class BackgroundConversion:
         if self.low_priority:  # a window stays responsive; a command that waits for it at the end does not want this
             lower_priority()
         try:
-            self._outcome = convert_and_adopt(self.plan, model, request, watched, cancel=self.cancel)
+            # For a window, also the converter in a child process: it holds Python's lock for up to 0.3 s at a time.
+            self._outcome = convert_and_adopt(self.plan, model, request, watched, cancel=self.cancel,
+                                              isolated=self.low_priority)
         except BaseException as error:  # noqa: BLE001 - carried to wait()
             log.info("conversion failed", exc_info=True)
             self._error = error
