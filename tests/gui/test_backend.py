@@ -5,13 +5,13 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-import torch
 
 from cardinal.engine.inference.backends.classifier import CompiledClassifier
 from cardinal.engine.models.registry import save_model
 from cardinal.gui.main_window import MainWindow
 from cardinal.gui.workers import ModelRequest
-from tests.conftest import make_tiny_model, random_picture
+from tests.conftest import random_picture
+from tests.engine.inference.test_backends import sharp_model
 from tests.gui.conftest import drop, wait_classified
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
@@ -21,9 +21,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
 def test_the_app_converts_after_its_first_results_and_later_starts_from_the_conversion(qtbot, settings, tmp_path,
                                                                                         monkeypatch, pictures):
     monkeypatch.setenv("CARDINAL_CACHE_DIR", str(tmp_path / "compiled"))
-    model = make_tiny_model()
-    with torch.no_grad():
-        model.network.fc.weight.mul_(40)
+    model = sharp_model()
     model_file = save_model(model, tmp_path / "sharp.safetensors")
     _, paths = pictures
 
@@ -62,9 +60,7 @@ def test_int8_without_a_conversion_says_how_to_make_one_then_runs_and_says_its_a
     from cardinal.engine.progress import run_to_end
 
     monkeypatch.setenv("CARDINAL_CACHE_DIR", str(tmp_path / "compiled"))
-    model = make_tiny_model()
-    with torch.no_grad():
-        model.network.fc.weight.mul_(40)
+    model = sharp_model()
     model_file = save_model(model, tmp_path / "sharp.safetensors")
     _, paths = pictures
 

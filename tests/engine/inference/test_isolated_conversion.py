@@ -16,7 +16,7 @@ from cardinal.engine.inference.backends.compiled import CompiledModel, probe_pix
 from cardinal.engine.inference.backends.convert import LogitsAndFeatures, convert, key_for
 from cardinal.engine.inference.backends.isolated import convert_in_child
 from cardinal.engine.progress import CancelToken
-from tests.conftest import make_tiny_model
+from tests.engine.inference.test_backends import sharp_model
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
                                 reason="OpenVINO is not installed here (pip install openvino)")
@@ -26,13 +26,6 @@ OPENVINO = runtimes.RUNTIMES["openvino"]
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv(store.CACHE_VARIABLE, str(tmp_path / "compiled"))
-
-
-def sharp_model():
-    model = make_tiny_model()
-    with torch.no_grad():
-        model.network.fc.weight.mul_(40)
-    return model
 
 
 def test_a_conversion_in_a_child_gives_what_one_in_this_process_gives(cache, tmp_path, monkeypatch):
