@@ -63,6 +63,23 @@ class LogitsAndFeatures(nn.Module):
         return forward_head(self.network, features), features
 
 
+def cpu_graph(model: LoadedModel) -> tuple[nn.Module, LogitsAndFeatures]:
+    """A private fp32 copy of the network on the CPU (the classifier may be using the original, in another
+    memory format), and the graph a runtime converts."""
+    network = copy.deepcopy(model.network).to(device="cpu", dtype=torch.float32,
+                                              memory_format=torch.contiguous_format).eval()
+    return network, LogitsAndFeatures(network).eval()
+
+
+def save_beside(folder: Path, model: LoadedModel, network: nn.Module, reference: np.ndarray) -> None:
+    """What a cache entry keeps beside its program: the probabilities it is checked against when opened, the
+    head's weights (for the closed-form CAM) and the model's feature bank (for its "none of these" rule)."""
+    np.save(folder / REFERENCE, reference)
+    np.save(folder / HEAD, network.fc.weight.detach().float().numpy())
+    if model.feature_bank is not None:
+        np.save(folder / BANK, model.feature_bank.detach().cpu().numpy())
+
+
 @dataclass(frozen=True)
 class Conversion:
     """What converting gave: the checked model, or why it is not used; and how long the conversion took."""
@@ -125,10 +142,7 @@ def convert(model: LoadedModel, runtime: Runtime, precision: str, *, key: str | 
     """
     key = key or key_for(model, runtime, precision)
     started = time.perf_counter()
-    # A private fp32 copy on the CPU: the classifier may be using the original (in another memory format).
-    network = copy.deepcopy(model.network).to(device="cpu", dtype=torch.float32,
-                                              memory_format=torch.contiguous_format).eval()
-    graph = LogitsAndFeatures(network).eval()
+    network, graph = cpu_graph(model)
     spec = PixelSpec.from_dict(preprocess_to_dict(model.preprocess))
     probes = probe_pixels(spec)
     expected = _probabilities(graph, probes, "fp32")
@@ -158,10 +172,7 @@ def convert(model: LoadedModel, runtime: Runtime, precision: str, *, key: str | 
         report = check(folder, "fp32", tolerance_for("fp32"))  # the conversion itself, exact to 1e-4
         if report.same_answers and precision != "fp32":
             report = check(folder, precision, tolerance)  # then the same graph computing in bf16
-        np.save(folder / REFERENCE, expected)
-        np.save(folder / HEAD, network.fc.weight.detach().float().numpy())
-        if model.feature_bank is not None:
-            np.save(folder / BANK, model.feature_bank.detach().cpu().numpy())
+        save_beside(folder, model, network, expected)
         record = conversion_record(model, runtime, precision, network, report.to_dict(),
                                    time.perf_counter() - started)
         if not report.same_answers:

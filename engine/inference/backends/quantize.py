@@ -14,7 +14,6 @@ start checks that the cached file still gives them (the file is intact, the CPU 
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import logging
 import statistics
@@ -28,11 +27,11 @@ import torch
 
 from cardinal.engine.errors import CardinalError, require_packages
 from cardinal.engine.inference.backends import store
-from cardinal.engine.inference.backends.compiled import BANK, HEAD, REFERENCE, probe_pixels, softmax
-from cardinal.engine.inference.backends.convert import LogitsAndFeatures, conversion_record, key_for
+from cardinal.engine.inference.backends.compiled import probe_pixels, softmax
+from cardinal.engine.inference.backends.convert import conversion_record, cpu_graph, key_for, save_beside
 from cardinal.engine.inference.backends.int8 import CALIBRATION, INT8, RUNTIME, Int8Report
 from cardinal.engine.inference.backends.pixels import PixelSpec
-from cardinal.engine.inference.backends.runtimes import OUTPUTS, RUNTIMES, compile_openvino, openvino_program
+from cardinal.engine.inference.backends.runtimes import RUNTIMES, backend_program, compile_openvino
 from cardinal.engine.inference.parity import compare_probabilities
 from cardinal.engine.models.model_file import preprocess_to_dict
 from cardinal.engine.models.registry import LoadedModel
@@ -75,14 +74,10 @@ def quantize_int8(model: LoadedModel, samples: Sequence[tuple[Path, int]], *, ca
     spec = PixelSpec.from_dict(preprocess_to_dict(model.preprocess))
     started = time.perf_counter()
 
-    network = copy.deepcopy(model.network).to(device="cpu", dtype=torch.float32,
-                                              memory_format=torch.contiguous_format).eval()
-    graph = LogitsAndFeatures(network).eval()
+    network, graph = cpu_graph(model)
     probes = probe_pixels(spec)
     with torch.no_grad():
-        program = openvino_program(graph, torch.from_numpy(probes[:2]).clone())
-    for output, name in zip(program.outputs, OUTPUTS, strict=True):
-        output.get_tensor().set_names({name})
+        program = backend_program(graph, torch.from_numpy(probes[:2]).clone())
 
     pixels = []
     for done, (path, _) in enumerate(calibrating, 1):
@@ -122,10 +117,7 @@ def quantize_int8(model: LoadedModel, samples: Sequence[tuple[Path, int]], *, ca
         own = softmax(run(probes)[0])
         parity = compare_probabilities(own, own, softmax(run(probes[:1])[0]), tolerance=SELF_CHECK,
                                        runtime=RUNTIMES[RUNTIME].describe(INT8))
-        np.save(folder / REFERENCE, own)
-        np.save(folder / HEAD, network.fc.weight.detach().float().numpy())
-        if model.feature_bank is not None:
-            np.save(folder / BANK, model.feature_bank.detach().cpu().numpy())
+        save_beside(folder, model, network, own)
         record = conversion_record(model, RUNTIMES[RUNTIME], INT8, network, parity.to_dict(),
                                    time.perf_counter() - started)
         record[INT8] = report.to_dict()

@@ -72,14 +72,19 @@ def openvino_program(graph, example):
         return openvino.convert_model(graph, example_input=example, input=[(-1, *example.shape[1:])])
 
 
+def backend_program(graph, example):
+    """The backend's OpenVINO program of a `LogitsAndFeatures` graph: its outputs named `OUTPUTS`."""
+    program = openvino_program(graph, example)
+    for output, name in zip(program.outputs, OUTPUTS, strict=True):
+        output.get_tensor().set_names({name})
+    return program
+
+
 def _convert_openvino(graph, example, folder: Path) -> None:
     import openvino
 
-    model = openvino_program(graph, example)
-    for output, name in zip(model.outputs, OUTPUTS, strict=True):
-        output.get_tensor().set_names({name})
     # Weights stay fp32 on disk: the precision is chosen when the model is compiled for this CPU.
-    openvino.save_model(model, folder / "model.xml", compress_to_fp16=False)
+    openvino.save_model(backend_program(graph, example), folder / "model.xml", compress_to_fp16=False)
 
 
 def _load_openvino(folder: Path, precision: str) -> Run:
