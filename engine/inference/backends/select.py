@@ -37,13 +37,19 @@ def choose_runtime(requested: str, device_type: str, precision: str) -> Runtime 
     if requested == "auto":
         return next((RUNTIMES[name] for name in AUTO_ORDER
                      if RUNTIMES[name].installed() and precision in RUNTIMES[name].precisions), None)
-    runtime = RUNTIMES[requested]
-    if not runtime.installed():
-        raise MissingPackages(f"the {runtime.title} backend needs the package {runtime.package}, which is not "
-                              f"installed. Install it with:  pip install {runtime.package}")
+    runtime = installed_runtime(requested)
     if precision not in runtime.precisions:
         raise CardinalError(f"{runtime.title} computes in {' or '.join(runtime.precisions)} on a CPU, not "
                             f"{precision}; use --precision {runtime.precisions[0]} with it")
+    return runtime
+
+
+def installed_runtime(name: str) -> Runtime:
+    """The runtime `name`, or MissingPackages saying how to install its package."""
+    runtime = RUNTIMES[name]
+    if not runtime.installed():
+        raise MissingPackages(f"the {runtime.title} backend needs the package {runtime.package}, which is not "
+                              f"installed. Install it with:  pip install {runtime.package}")
     return runtime
 
 

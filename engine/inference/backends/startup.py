@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cardinal.engine.errors import CardinalError, MissingPackages
+from cardinal.engine.errors import CardinalError
 from cardinal.engine.inference.backends.classifier import CompiledClassifier
 from cardinal.engine.inference.backends.compiled import Refused
 from cardinal.engine.inference.backends.int8 import INT8, RUNTIME
@@ -20,6 +20,7 @@ from cardinal.engine.inference.backends.select import (
     convert_and_adopt,
     dtype_name,
     fast_classifier,
+    installed_runtime,
     open_int8,
     plan_for,
 )
@@ -149,13 +150,9 @@ def check_choices(device: str | None, precision: str, backend: str) -> None:
 
     check_backend(backend)
     if precision == INT8:
-        from cardinal.engine.inference.backends.runtimes import RUNTIMES
-
         if backend not in ("auto", RUNTIME) or (device or "auto") not in ("auto", "cpu"):
             raise CardinalError("--precision int8 runs a model's INT8 conversion on OpenVINO, on the CPU: use it "
                                 "with --backend auto or openvino and --device auto or cpu")
-        if not RUNTIMES[RUNTIME].installed():
-            raise MissingPackages("--precision int8 needs the package openvino, which is not installed. Install it "
-                                  "with:  pip install openvino")
+        installed_runtime(RUNTIME)
     if backend in ("openvino", "onnxruntime") and (device or "auto") not in ("auto", "cpu"):
         raise CardinalError(f"--backend {backend} runs on the CPU; use --device cpu or --device auto with it")
