@@ -2,7 +2,8 @@
 
 1. window visible after launch (target <= 1.5 s) and first top-k for a dropped image (target <= 3 s once the
    model has been converted for the compiled CPU backend; the very first launch, on PyTorch, is printed too),
-   both measured from the moment the process is started, in a fresh process;
+   both measured from the moment the process is started, in a fresh process; then that process's longest
+   GUI-thread stall from the first top-k until its background work is done (target <= 100 ms);
 2. the longest GUI-thread stall while a folder of 50 images classifies (target <= 100 ms), by a 10 ms
    heartbeat QTimer;
 3. re-selecting an already classified image until its results are painted (target < 50 ms), for images
@@ -34,7 +35,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from benchmarks._common import machine, photo_like_jpeg  # noqa: E402
 
 
-def launch_times(model_file: Path, image: Path, settings: Path, runs: int = 3) -> list[tuple[float, float]]:
+def launch_times(model_file: Path, image: Path, settings: Path, runs: int = 3) -> list[tuple[float, float, int]]:
+    """(window visible, first top-k) in seconds from the process's start, and the GUI thread's longest stall in ms
+    from the first top-k until the app's background work (converting, or loading PyTorch) is done."""
     results = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -43,14 +46,16 @@ def launch_times(model_file: Path, image: Path, settings: Path, runs: int = 3) -
              "--report-startup", str(image)],
             stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
-        visible = first = None
+        visible = first = stall = None
         for line in process.stdout:
             if line.startswith("visible") and visible is None:
                 visible = time.perf_counter() - started
             if line.startswith("first-result"):
                 first = time.perf_counter() - started
-        process.wait(timeout=120)
-        results.append((visible, first))
+            if line.startswith("settled"):
+                stall = int(line.split()[-1])
+        process.wait(timeout=180)
+        results.append((visible, first, stall))
     return results
 
 
@@ -174,18 +179,22 @@ def main() -> None:
             kind.mkdir(parents=True, exist_ok=True)
             (kind / f"{index:03d}.jpg").write_bytes(photo_like_jpeg(1000 + index, (400, 300)))
         os.environ["CARDINAL_CACHE_DIR"] = str(temp / "compiled")  # no conversion from an earlier run counts
-        (_, cold), = launch_times(model_file, folder / "photo00.jpg", temp / "launch.ini", runs=1)
+        (_, cold, cold_stall), = launch_times(model_file, folder / "photo00.jpg", temp / "launch.ini", runs=1)
         # What the app does in the background after its first results, done here to the end (once per model).
         subprocess.run([sys.executable, "-m", "cardinal.gui.launch", "classify", str(folder / "photo00.jpg"),
                         "--weights", str(model_file)], check=True, capture_output=True, cwd=ROOT)
         runs = launch_times(model_file, folder / "photo00.jpg", temp / "launch.ini")
-        visible = [v for v, _ in runs]
-        first = [f for _, f in runs]
+        visible = [v for v, _, _ in runs]
+        first = [f for _, f, _ in runs]
+        stalls = [s for _, _, s in runs]
         print(f"1. window visible after launch: median {statistics.median(visible):.2f} s "
               f"(runs {', '.join(f'{v:.2f}' for v in visible)}; target <= 1.5 s)")
         print(f"   first top-k after launch, the model converted: median {statistics.median(first):.2f} s "
               f"(runs {', '.join(f'{f:.2f}' for f in first)}; target <= 3 s); the very first launch (PyTorch, "
               f"converting afterwards): {cold:.2f} s")
+        print(f"   GUI thread from the first top-k until the background work is done: longest stall, the model "
+              f"converted (PyTorch loads in the background): {', '.join(f'{s} ms' for s in stalls)}; the very first "
+              f"launch (converting in a child process): {cold_stall} ms (target <= 100 ms)")
         settings_folder = temp / "app"
         settings_folder.mkdir()
         measured = in_process(model_file, other, folder, dataset, settings_folder / "app.ini")

@@ -108,9 +108,25 @@ def _report_startup(app: QApplication, window: MainWindow) -> None:
     app.processEvents()
     print(f"visible {time.perf_counter() - _START:.3f} torch_loaded={'torch' in sys.modules}", flush=True)
 
+    from PySide6.QtCore import QElapsedTimer
+
+    clock, gaps = QElapsedTimer(), []
+    beat = QTimer(window)  # the GUI thread's longest stall from the first result until the background work is done
+    beat.setInterval(10)
+    beat.timeout.connect(lambda: gaps.append(clock.restart()))
+
+    def settled() -> None:
+        if window.loader.background_busy() and clock.elapsed() < 120_000:
+            return
+        print(f"settled {time.perf_counter() - _START:.3f} longest-stall-ms {max(gaps, default=0)}", flush=True)
+        window.close()
+
     def first_result(_item_id: int) -> None:
         print(f"first-result {time.perf_counter() - _START:.3f}", flush=True)
-        window.close()
+        window.item_classified.disconnect(first_result)
+        clock.start()
+        beat.start()
+        beat.timeout.connect(settled)
 
     window.item_classified.connect(first_result)
 

@@ -43,6 +43,7 @@ class ModelLoader(QObject):
         self.backend = "auto"  # who runs models whose request does not say (the user's setting)
         self._background_for: workers.ModelInfo | None = None  # the model whose background work has started
         self._conversion = None
+        self._torch_load = None  # the thread loading the PyTorch model a cached conversion started without
         self._converted.connect(self._conversion_done)
 
     def load(self, request: workers.ModelRequest) -> None:
@@ -96,11 +97,18 @@ class ModelLoader(QObject):
         from cardinal.engine.inference.backends.startup import BackgroundConversion, load_in_background
 
         if info.needs_torch_model:
-            load_in_background(lambda: info.classifier.model)
+            self._torch_load = load_in_background(lambda: info.classifier.model)
         if info.conversion is not None:
             self._conversion = BackgroundConversion(
                 info.conversion, info.classifier.model, workers.backend_request(info.request),
                 workers.watched_file(info.request), on_done=lambda outcome: self._converted.emit(info, outcome))
+
+    def background_busy(self) -> bool:
+        """Whether the model in use still has background work to start or finish (conversion, PyTorch load)."""
+        if self.model is None:
+            return False
+        loading = self._torch_load is not None and self._torch_load.is_alive()
+        return self._background_for is not self.model or self._conversion is not None or loading
 
     def _conversion_done(self, info: workers.ModelInfo, outcome) -> None:
         self._conversion = None

@@ -87,6 +87,40 @@ class BackgroundConversion:
         return self._outcome
 
 
+# torch's largest libraries, in the order its import loads them, with the flags it uses (Linux builds).
+_TORCH_LIBRARIES = (("libtorch_global_deps.so", True), ("libtorch_cpu.so", False), ("libtorch_cuda.so", False),
+                    ("libtorch_python.so", False))
+
+
+def preload_torch_libraries() -> list[str]:
+    """Load torch's big shared libraries before `import torch` does, without holding Python's lock, and say which.
+
+    Importing a native module loads its libraries while holding the lock every Python thread needs, so a window
+    whose model was opened without PyTorch froze for ~0.3 s while PyTorch loaded in the background. A foreign
+    call through ctypes releases that lock, so `dlopen` through it loads them while the window keeps painting;
+    the import then finds them loaded. Linux only (elsewhere, and for a library not there, nothing is done).
+    """
+    import importlib.util
+    import sys
+
+    if not sys.platform.startswith("linux") or "torch" in sys.modules:
+        return []
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        return []
+    import ctypes
+
+    dlopen = ctypes.CDLL(None).dlopen
+    dlopen.restype, dlopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_int]
+    loaded = []
+    for name, shared in _TORCH_LIBRARIES:
+        path = Path(spec.origin).parent / "lib" / name
+        flags = os.RTLD_NOW | (os.RTLD_GLOBAL if shared else os.RTLD_LOCAL)
+        if path.is_file() and dlopen(str(path).encode(), flags):
+            loaded.append(name)
+    return loaded
+
+
 def load_in_background(load: Callable[[], Any]) -> threading.Thread:
     """Run `load` (e.g. a CompiledClassifier's PyTorch model) on a low-priority thread now, so it is there when
     asked for."""
@@ -94,6 +128,7 @@ def load_in_background(load: Callable[[], Any]) -> threading.Thread:
     def run() -> None:
         lower_priority()
         try:
+            preload_torch_libraries()
             load()
         except Exception:  # noqa: BLE001 - whoever needs it later meets the same error and reports it
             log.info("loading in the background failed", exc_info=True)
