@@ -35,9 +35,11 @@ def test_the_app_converts_after_its_first_results_and_later_starts_from_the_conv
 
     first = window_on_the_model()
     assert "OpenVINO" not in first.device_label.text()  # PyTorch classifies while nothing is converted
+    assert first.loader.background_busy()  # the conversion is still to come
     with qtbot.waitSignal(first.loader.backend_changed, timeout=300_000):
         drop(first, paths[:1])  # the first results start the conversion
     assert "OpenVINO" in first.device_label.text()
+    assert not first.loader.background_busy()
     drop(first, paths[1:])
     wait_classified(qtbot, first, 3)
     assert first.banner.text == ""  # nothing to tell: the conversion passed its check
@@ -50,6 +52,10 @@ def test_the_app_converts_after_its_first_results_and_later_starts_from_the_conv
     wait_classified(qtbot, second, 3)
     qtbot.waitUntil(lambda: second.image_view.heatmap_shown, timeout=30_000)  # the closed-form CAM, compiled
     assert {bar.label for bar in second.side.predictions.bars} == {"cat", "dog", "fish"}
+    # After its first results, the PyTorch model loads in the background; when the loader is no longer busy it
+    # is there for what only PyTorch does.
+    qtbot.waitUntil(lambda: not second.loader.background_busy(), timeout=120_000)
+    assert second.model.classifier._model is not None
     second.close()
 
 
