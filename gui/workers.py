@@ -99,6 +99,9 @@ def load_model(request: ModelRequest, progress: DownloadProgress, cancel: Cancel
                            lambda: _load_torch_model(request, progress, cancel))
     if fast is not None:
         return _info(request, fast, fast.model_name, needs_torch_model=True)
+    from cardinal.engine.inference.backends.startup import import_torch_quietly
+
+    import_torch_quietly()  # the window stays responsive while PyTorch is imported
     import torch
 
     from cardinal.engine.errors import CardinalError

@@ -121,6 +121,33 @@ def preload_torch_libraries() -> list[str]:
     return loaded
 
 
+def import_torch_quietly() -> None:
+    """Import torch and torchvision with as few pauses for the process's other threads (a window) as can be.
+
+    Two things held Python's lock for long stretches while PyTorch was imported behind a window: loading its
+    libraries (see `preload_torch_libraries`) and the garbage collector, whose full passes over the hundreds of
+    thousands of objects the import creates took 50-250 ms each. So the collector is paused for the import, and
+    what the import made is then frozen (`gc.freeze`): modules and functions live as long as the process, and
+    later collections no longer walk them. The cost: an object alive at that moment that later becomes garbage in a
+    reference cycle is not reclaimed (then, that is the window and the first model, which live on). Nothing is done
+    once torchvision is imported.
+    """
+    import gc
+    import sys
+
+    if "torchvision" in sys.modules:
+        return
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        preload_torch_libraries()
+        import torchvision  # noqa: F401 - imports torch too
+    finally:
+        gc.freeze()
+        if collecting:
+            gc.enable()
+
+
 def load_in_background(load: Callable[[], Any]) -> threading.Thread:
     """Run `load` (e.g. a CompiledClassifier's PyTorch model) on a low-priority thread now, so it is there when
     asked for."""
@@ -128,7 +155,7 @@ def load_in_background(load: Callable[[], Any]) -> threading.Thread:
     def run() -> None:
         lower_priority()
         try:
-            preload_torch_libraries()
+            import_torch_quietly()
             load()
         except Exception:  # noqa: BLE001 - whoever needs it later meets the same error and reports it
             log.info("loading in the background failed", exc_info=True)
