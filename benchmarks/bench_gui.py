@@ -162,6 +162,9 @@ def in_process(model_file: Path, other_model: Path, folder: Path, dataset: Path,
 
 
 def main() -> None:
+    from cardinal.engine.inference.backends.startup import import_torch_quietly
+
+    import_torch_quietly()  # as the app imports PyTorch, so steps 2-6 run in a process like the app's
     from cardinal.engine.models.registry import random_model, save_model
 
     print(f"machine: {machine()}")
