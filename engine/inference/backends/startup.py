@@ -3,8 +3,10 @@ conversion in the background (at low priority) for the next run."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -101,7 +103,6 @@ def preload_torch_libraries() -> list[str]:
     the import then finds them loaded. Linux only (elsewhere, and for a library not there, nothing is done).
     """
     import importlib.util
-    import sys
 
     if not sys.platform.startswith("linux") or "torch" in sys.modules:
         return []
@@ -132,9 +133,6 @@ def import_torch_quietly() -> None:
     reference cycle is not reclaimed (then, that is the window and the first model, which live on). Nothing is done
     once torchvision is imported.
     """
-    import gc
-    import sys
-
     if "torchvision" in sys.modules:
         return
     collecting = gc.isenabled()
