@@ -148,7 +148,7 @@ def import_torch_quietly() -> None:
 
 def load_in_background(load: Callable[[], Any]) -> threading.Thread:
     """Run `load` (e.g. a CompiledClassifier's PyTorch model) on a low-priority thread now, so it is there when
-    asked for."""
+    asked for; PyTorch is imported first with `import_torch_quietly`, so the window keeps painting meanwhile."""
 
     def run() -> None:
         lower_priority()
