@@ -106,7 +106,7 @@ def load_model(request: ModelRequest, progress: DownloadProgress, cancel: Cancel
 
     from cardinal.engine.errors import CardinalError
     from cardinal.engine.inference.backends.compiled import Refused
-    from cardinal.engine.inference.backends.select import adopt, dtype_name, plan_for
+    from cardinal.engine.inference.backends.select import adopt, dtype_name, plan_for, precision_for
     from cardinal.engine.inference.classifier import Classifier
 
     model = _load_torch_model(request, progress, cancel)
@@ -116,7 +116,8 @@ def load_model(request: ModelRequest, progress: DownloadProgress, cancel: Cancel
         from cardinal.engine.inference.backends.select import open_int8
 
         return _info(request, open_int8(model, backend_request(request), watched_file(request)), model.name)
-    classifier = Classifier(model, device=request.device, precision=request.precision)
+    classifier = Classifier(model, device=request.device,
+                            precision=precision_for(request.backend or "auto", request.precision))
     side = model.preprocess.crop_size[0]
     classifier.forward(torch.zeros(1, 3, side, side))  # warm-up: the first real image is then fast
     plan, note = None, None

@@ -17,6 +17,7 @@ from cardinal.engine.inference.backends import store
 from cardinal.engine.inference.backends.choice import default_backend
 from cardinal.engine.inference.backends.compiled import CompiledModel, open_entry
 from cardinal.engine.inference.backends.convert import convert, model_identity
+from cardinal.engine.inference.backends.runtimes import RUNTIMES
 from cardinal.engine.inference.backends.select import choose_runtime, dtype_name
 from cardinal.engine.models.registry import LoadedModel
 
@@ -30,10 +31,13 @@ def compiled_features(model: LoadedModel, device: torch.device, dtype: torch.dty
                       backend: str | None = None) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """A function from a preprocessed batch to its pooled features (N, C) on the compiled backend; None when
     PyTorch should compute them (a GPU, no runtime, a refused conversion, or a pass too short to convert for)."""
-    runtime = choose_runtime(backend or default_backend(), device.type, dtype_name(dtype))
+    precision = dtype_name(dtype)
+    requested = backend or default_backend()
+    if requested in RUNTIMES and precision not in RUNTIMES[requested].precisions:
+        return None  # e.g. ONNX Runtime (fp32 only) for a bf16 training: the pass is only ever a speed-up
+    runtime = choose_runtime(requested, device.type, precision)
     if runtime is None:
         return None
-    precision = dtype_name(dtype)
     key = store.entry_key(model_identity(model, backbone_only=True), runtime.name, runtime.version(),
                           f"{precision}:features")
     opened = open_entry(key)

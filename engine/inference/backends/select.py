@@ -44,6 +44,15 @@ def choose_runtime(requested: str, device_type: str, precision: str) -> Runtime 
     return runtime
 
 
+def precision_for(backend: str, precision: str) -> str:
+    """The precision to build a model in: `precision`, except that 'auto' with a runtime named that computes in one
+    precision only (ONNX Runtime: fp32) is that one, rather than the bf16 `auto` picks for PyTorch on such CPUs."""
+    runtime = RUNTIMES.get(backend)
+    if precision == "auto" and runtime is not None and len(runtime.precisions) == 1:
+        return runtime.precisions[0]
+    return precision
+
+
 def installed_runtime(name: str) -> Runtime:
     """The runtime `name`, or MissingPackages saying how to install its package."""
     runtime = RUNTIMES[name]
@@ -143,7 +152,7 @@ def describe_backend(backend: str, device: str | None = None, precision: str = "
     from cardinal.engine.inference.device import describe_device, resolve_precision, select_device
 
     selected = select_device(device)
-    dtype = resolve_precision(precision, selected)
+    dtype = resolve_precision(precision_for(backend, precision), selected)
     try:
         runtime = choose_runtime(backend, selected.type, dtype_name(dtype))
     except CardinalError as error:

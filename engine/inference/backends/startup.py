@@ -25,6 +25,7 @@ from cardinal.engine.inference.backends.select import (
     installed_runtime,
     open_int8,
     plan_for,
+    precision_for,
 )
 from cardinal.engine.progress import CancelToken
 
@@ -188,6 +189,7 @@ def open_classifier(
     from cardinal.engine.inference.device import resolve_precision, select_device
 
     selected = select_device(device)
+    precision = precision_for(backend, precision)
     resolve_precision(precision, selected)  # a wrong precision is said before the model loads
     model = load_model()
     classifier = Classifier(model, device=selected, precision=precision)

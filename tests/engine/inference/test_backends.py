@@ -221,14 +221,30 @@ def test_fast_modes_feature_pass_on_the_compiled_backend_gives_pytorchs_features
     renamed = dataclasses.replace(model, class_names=("a", "b", "c"))
     assert compiled_features(renamed, cpu, torch.float32, 10, backend="openvino") is not None
     assert compiled_features(model, torch.device("cpu"), torch.float32, 10, backend="torch") is None
+    # A runtime that cannot compute in the training's precision leaves the pass to PyTorch rather than failing it.
+    assert compiled_features(model, cpu, torch.bfloat16, CONVERT_FROM_IMAGES, backend="onnxruntime") is None
+
+
+def test_a_runtime_named_with_precision_auto_runs_in_its_own_precision():
+    from cardinal.engine.inference.backends.select import describe_backend, precision_for
+
+    assert precision_for("onnxruntime", "auto") == "fp32"
+    assert precision_for("openvino", "auto") == "auto"  # it computes in bf16 or fp32: auto chooses as for PyTorch
+    assert precision_for("auto", "auto") == "auto" and precision_for("onnxruntime", "fp32") == "fp32"
+    assert "ONNX Runtime" in describe_backend("onnxruntime", "cpu") and "(fp32)" in describe_backend("onnxruntime")
+    with pytest.raises(CardinalError, match="use --precision fp32"):  # asked for explicitly: still refused
+        choose_runtime("onnxruntime", "cpu", "bf16")
 
 
 @pytest.mark.skipif(any(importlib.util.find_spec(name) is None for name in ("onnxruntime", "onnxscript")),
                     reason="ONNX Runtime and onnxscript are not installed here (pip install 'cardinal-vision[export]')")
 def test_onnx_runtime_backend_converts_checks_and_classifies_like_pytorch(cache):
     model = sharp_model()
-    classifier, conversion = open_classifier(request=None, device="cpu", precision="fp32", backend="onnxruntime",
+    # Precision left at auto on a bf16 CPU: ONNX Runtime computes in fp32, so the model does (asked for by name, a
+    # runtime decides the precision rather than refusing the one `auto` would have picked for PyTorch).
+    classifier, conversion = open_classifier(request=None, device="cpu", precision="auto", backend="onnxruntime",
                                              load_model=lambda: model)
+    assert classifier.dtype == torch.float32
     compiled = conversion.wait()
     assert isinstance(compiled, CompiledClassifier) and compiled.description.startswith("CPU · ONNX Runtime")
     images = [random_picture(seed) for seed in range(2)]
