@@ -4,6 +4,7 @@ and loading the model a command line names."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TextIO
 
 from cardinal.engine.cli.terminal import download_progress
@@ -41,6 +42,18 @@ def check_device(device: str, precision: str):
     except CardinalError as error:
         raise UsageError(str(error)) from None
     return selected
+
+
+def check_new_file(path: Path, flag: str, instead: str) -> None:
+    """Before any work: refuse an output file that would replace one, is a folder, or sits under a file
+    (UsageError, naming `flag` and what to give `instead`)."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give {instead}")
+    if path.exists() or path.is_symlink():
+        raise UsageError(f"{path} already exists; nothing was changed. Give {flag} {instead}, or delete it first")
+    parent = next((folder for folder in path.parents if folder.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UsageError(f"{parent} is a file, not a folder, so {flag} {path} cannot be written; give {instead}")
 
 
 def load_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken | None = None):

@@ -59,13 +59,15 @@ def add_data_loop_parsers(commands, models, default_model: str, precisions) -> N
 
 def label_issues_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal label-issues FOLDER`: print the flagged images, most likely wrong first."""
-    from cardinal.engine.cli.common import check_device
+    from cardinal.engine.cli.common import check_device, check_new_file
     from cardinal.engine.cli.evaluate import model_file
     from cardinal.engine.cli.training import scan_folder
     from cardinal.engine.models.registry import load_model_file
     from cardinal.engine.training.label_issues import check_labels, write_issues_csv
 
     check_device(args.device, args.precision)
+    if args.out is not None:
+        check_new_file(args.out, "--out", "the name of a new .csv file")
     token = CancelToken()
     with cancel_on_interrupt(token, err, "now"):
         if args.model is not None:
@@ -97,7 +99,7 @@ def label_issues_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
 
 def suggest_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal suggest MODEL FOLDER`: print the images most worth labelling next, best first."""
-    from cardinal.engine.cli.common import check_device
+    from cardinal.engine.cli.common import check_device, check_new_file
     from cardinal.engine.cli.evaluate import model_file
     from cardinal.engine.data.images import iter_image_files
     from cardinal.engine.inference.classifier import Classifier
@@ -105,6 +107,8 @@ def suggest_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from cardinal.engine.models.registry import load_model_file
 
     device = check_device(args.device, args.precision)
+    if args.out is not None:
+        check_new_file(args.out, "--out", "the name of a new .csv file")
     if not args.folder.is_dir():
         raise UsageError(f"{args.folder} is not a folder; give the folder of images to choose from")
     paths = list(iter_image_files([args.folder]))

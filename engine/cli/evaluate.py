@@ -17,7 +17,7 @@ from cardinal.engine.progress import CancelToken, run_to_end
 def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal evaluate MODEL FOLDER [--report DIR]`: a saved model's (or a run's best model's) metrics on a
     labelled folder, and optionally the report page."""
-    from cardinal.engine.cli.common import UsageError, check_device
+    from cardinal.engine.cli.common import UsageError, check_device, check_new_file
     from cardinal.engine.inference.backends.startup import check_choices
     from cardinal.engine.models.registry import load_model_file
 
@@ -26,6 +26,12 @@ def evaluate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except CardinalError as error:
         raise UsageError(str(error)) from None
     check_device(args.device, args.precision)
+    if args.report is not None:
+        from cardinal.engine.runs.layout import REPORT_NAME
+
+        if args.report.exists() and not args.report.is_dir():
+            raise UsageError(f"--report {args.report} is a file; give the folder to write {REPORT_NAME} in")
+        check_new_file(args.report / REPORT_NAME, "--report", f"a folder without a {REPORT_NAME}")
     path, run_folder = model_file(args.model)
     token = CancelToken()
     with cancel_on_interrupt(token, err, "after this batch"):

@@ -93,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tolerate_any_file_name(sys.stdout, sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = list(sys.argv[1:] if argv is None else argv)  # what to repeat, e.g. to resume a run
     commands = {"models": list_models_command, "train": train_command, "evaluate": evaluate_command,
                 "classify": classify_command, "export": export_command, "label-issues": label_issues_command,
                 "suggest": suggest_command, "quantize": quantize_command}

@@ -141,6 +141,10 @@ def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     recipe = _recipe(args)
     check_device(args.device, args.precision)
+    if base_kind(args.base) == StartingPoint.FILE:  # a mistyped --base is said before the scan
+        from cardinal.engine.models.weights import check_weights_path
+
+        check_weights_path(args.base)
     try:
         team = start_team(args.device)
     except CardinalError as error:
@@ -160,7 +164,7 @@ def train_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 # A machine's own choices: its data-loading processes and mirror; --out and the device are rank 0's and each
 # process's (torchrun gives each its own GPU).
-_MAY_DIFFER = frozenset({"command", "workers", "mirror", "out", "device"})
+_MAY_DIFFER = frozenset({"command", "workers", "mirror", "out", "device", "command_line"})
 
 
 def _settings_that_must_agree(args: argparse.Namespace) -> dict[str, object]:
@@ -213,7 +217,7 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
     out.write(f"saved {printable(result.paths.best)} (best) and {printable(result.paths.last)} "
               f"(last); history in {printable(result.paths.history)}\n")
     if result.stopped is StopReason.CANCELLED:
-        out.write(f"Continue it with: cardinal train {printable(args.folder)} --out {printable(args.out)} --resume\n")
+        out.write(f"Continue it with: {printable(resume_command(args))}\n")
         return EXIT_INTERRUPTED
     if result.evaluation is None:  # stopped while evaluating for the report (a note said so)
         return EXIT_INTERRUPTED
@@ -222,6 +226,15 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
     listed_in = printable(result.paths.report) if result.paths.report.is_file() else None
     out.write(f"\n{evaluation_text(result.evaluation, all_mistakes_in=listed_in)}\n")
     return EXIT_SOME_FAILED if result.evaluation.unreadable else EXIT_OK
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that continues this run: the one that started it (every option the checkpoint must match) with
+    --resume."""
+    import shlex
+
+    given = getattr(args, "command_line", None) or ["train", str(args.folder), "--out", str(args.out)]
+    return shlex.join(["cardinal", *[word for word in given if word != "--resume"], "--resume"])
 
 
 class _Discard(io.TextIOBase):

@@ -54,19 +54,25 @@ ANY_MODEL_NUMBERS = max(entry.params for entry in CATALOG.values())
 ANY_MODEL_LIMIT = size_limit(ANY_MODEL_NUMBERS)
 
 
-def read_state_dict(path: str | Path, *, limit: int = ANY_MODEL_LIMIT) -> StateDict:
-    """Read tensors from a `.safetensors` or `.pth`/`.pt` file (one unpacking to at most `limit` bytes),
-    refusing anything that needs unpickling; floating-point tensors come back as F32."""
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def check_weights_path(path: str | Path) -> Path:
+    """`path`, if it is a file of a weights format Cardinal reads (by its name); else WeightsError. Cheap: commands
+    call it before their long work so that a mistyped file is said at once."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(path, "file not found")
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        raw = _read_safetensors(path)
-    elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        raw = read_torch_file(path, limit=limit)
-    else:
+    if path.suffix.lower() not in (".safetensors", *_TORCH_SUFFIXES):
         raise WeightsError(path, "unknown weights format; Cardinal opens .safetensors, .pth and .pt files")
+    return path
+
+
+def read_state_dict(path: str | Path, *, limit: int = ANY_MODEL_LIMIT) -> StateDict:
+    """Read tensors from a `.safetensors` or `.pth`/`.pt` file (one unpacking to at most `limit` bytes),
+    refusing anything that needs unpickling; floating-point tensors come back as F32."""
+    path = check_weights_path(path)
+    raw = _read_safetensors(path) if path.suffix.lower() == ".safetensors" else read_torch_file(path, limit=limit)
     state_dict = {key: _as_f32(tensor) for key, tensor in _unwrap(raw, path).items()}
     check_finite(state_dict, path)
     return state_dict

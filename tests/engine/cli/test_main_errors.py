@@ -1,6 +1,7 @@
 """Every mistake a newcomer can make at the command line: one `error:` line, a non-zero exit, no traceback."""
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -201,13 +202,21 @@ def test_ctrl_c_during_training_finishes_the_batch_keeps_best_and_last_and_exits
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    assert "Training was cancelled" in out and "--resume" in out
+    assert "Training was cancelled" in out
     state = torch.load(out_dir / "checkpoint.pt", weights_only=True)
     from cardinal.engine.models.registry import load_model_file
 
     assert load_model_file(out_dir / "last.safetensors").description["metrics"]["epoch"] == state["epoch"] >= 2
     assert (out_dir / "best.safetensors").is_file()
     assert not list(out_dir.glob(".*.tmp")) and not (out_dir / ".cardinal-run.lock").exists()
+    # The command it prints continues the run as it is (every option the checkpoint must match: here --base).
+    hint = next(line for line in out.splitlines() if line.startswith("Continue it with: "))
+    words = shlex.split(hint.removeprefix("Continue it with: "))
+    assert words[0] == "cardinal" and "--resume" in words and str(model_file) in words
+    resumed = subprocess.run([*CLI, *words[1:], "--epochs", str(state["epoch"] + 1)], capture_output=True, text=True,
+                             cwd=ROOT, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"epoch {state['epoch'] + 1}/{state['epoch'] + 1}" in resumed.stdout
 
 
 def test_ctrl_c_during_classify_stops_cleanly(model_file, tmp_path):
@@ -285,3 +294,36 @@ def test_the_validation_set_warning_counts_with_the_chosen_val_fraction(capsys, 
                          "--val-fraction", "0.5", "--device", "cpu")
     assert code == 0, err
     assert "the validation set has only 18 images" in out  # half of each class's 12, not a fifth
+
+
+@pytest.mark.parametrize("command", ["evaluate", "label-issues", "suggest"])
+@pytest.mark.parametrize("kind", ["folder", "existing file", "under a file"])
+def test_an_output_that_would_replace_a_file_or_cannot_be_written_is_refused_before_the_work(
+        capsys, shapes, model_file, tmp_path, command, kind):
+    taken = tmp_path / "taken"
+    if kind == "folder":
+        taken.mkdir()
+        (taken / "report.html").write_text("an earlier report")
+    else:
+        taken.write_text("an earlier file")
+    target = taken / "x.csv" if kind == "under a file" else taken
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    if command == "evaluate":  # --report takes a folder: a folder holding a report.html, or a file, is refused
+        argv = ["evaluate", model_file, shapes, "--report", taken if kind != "under a file" else target]
+    else:
+        argv = [command, *((shapes, "--base", model_file) if command == "label-issues" else (model_file, shapes)),
+                "--out", target]
+    code, out, err = run(capsys, *argv, "--device", "cpu")
+    assert code == 2 and out == "", err
+    assert_one_error_line(err, str(taken))
+    assert "Checking images" not in err and "Classifying" not in err  # said before any work
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+
+
+@pytest.mark.parametrize("base", ["missing.safetensors", "notes.txt"])
+def test_a_wrong_base_file_is_said_before_the_scan(capsys, shapes, tmp_path, base):
+    (tmp_path / "notes.txt").write_text("not weights")
+    code, out, err = run(capsys, "train", shapes, "--out", tmp_path / "run", "--base", tmp_path / base)
+    assert code == 1 and out == ""  # nothing was scanned or printed
+    assert_one_error_line(err, base, "not found" if base.startswith("missing") else "unknown weights format")
+    assert not (tmp_path / "run").exists()
