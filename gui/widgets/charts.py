@@ -3,7 +3,10 @@ sitting on the curves)."""
 
 from __future__ import annotations
 
+import math
+
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
 TRAIN_COLOUR = (70, 130, 220)
@@ -13,9 +16,10 @@ BATCH_COLOUR = (120, 120, 120)
 
 def new_plot(title: str, y_label: str, x_label: str | None = None,
              series: tuple[tuple[str, tuple[int, int, int]], ...] = ()) -> pg.PlotWidget:
-    """A plot with a title naming its series in their colours, and axes in plain numbers."""
-    names = "  ".join(f"<span style='color: rgb{colour}'>● {name}</span>" for name, colour in series)
-    plot = pg.PlotWidget(title=f"{title}&nbsp;&nbsp;{names}" if names else title)
+    """A plot with a title naming its series in their colours (on a line of their own: a title wider than the
+    plot would be cut off, pyqtgraph lays its scene out past the widget's edge), and axes in plain numbers."""
+    names = "&nbsp;&nbsp;".join(f"<span style='color: rgb{colour}'>●&nbsp;{name}</span>" for name, colour in series)
+    plot = pg.PlotWidget(title=f"{title}<br>{names}" if names else title)
     plot.setBackground(None)  # the window's own colour, light or dark theme alike
     text = QApplication.palette().text().color()  # full-contrast text, not pyqtgraph's grey
     plot.setTitle(plot.plotItem.titleLabel.text, color=text)
@@ -29,6 +33,8 @@ def new_plot(title: str, y_label: str, x_label: str | None = None,
         axis.setPen(text)
     plot.showGrid(x=True, y=True, alpha=0.2)
     plot.setMinimumHeight(150)
+    # Never narrower than its title, labels and axes need (Qt's layouts do not read the scene's own minimum).
+    plot.setMinimumWidth(math.ceil(plot.plotItem.effectiveSizeHint(Qt.SizeHint.MinimumSize).width()))
     return plot
 
 

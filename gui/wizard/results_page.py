@@ -30,6 +30,7 @@ from cardinal.gui.background import Job
 from cardinal.gui.browser import open_in_browser
 from cardinal.gui.review import opening as review
 from cardinal.gui.text import escaped, plain_label, tooltip
+from cardinal.gui.widgets.scrolling import no_taller_than_rows
 from cardinal.gui.wizard import jobs
 from cardinal.gui.wizard.calibration_view import CalibrationView
 from cardinal.gui.wizard.state import WizardState
@@ -58,6 +59,7 @@ class ResultsPage(QWizardPage):
         self.per_class.setColumnCount(5)
         self.per_class.setHorizontalHeaderLabels(["class", "precision", "recall", "F1", "images"])
         self.per_class.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.per_class.verticalHeader().hide()  # the class column names each row
         buttons = QHBoxLayout()
         self.report_button = QPushButton("Open Report", self)
         self.report_button.clicked.connect(self.open_report)
@@ -92,6 +94,7 @@ class ResultsPage(QWizardPage):
         layout.addWidget(self.confusion, 2)
         layout.addWidget(self.per_class, 1)
         layout.addWidget(self.save_status)
+        layout.addStretch(0)  # what short tables leave over
         layout.addLayout(buttons)
         self.evaluation = None
         self.classifier = None
@@ -153,6 +156,8 @@ class ResultsPage(QWizardPage):
                       str(metrics.support)]
             for column, value in enumerate(values):
                 self.per_class.setItem(row, column, QTableWidgetItem(value))
+        for table in (self.confusion, self.per_class):
+            no_taller_than_rows(table)
         self.save_button.setEnabled(True)
         self.use_button.setEnabled(True)
         self.review_button.setEnabled(True)

@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QRadioButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
     QWizardPage,
 )
@@ -28,6 +27,7 @@ from cardinal.engine.training.recipe import AUTO, MAX_IMAGE_SIZE, MAX_LEARNING_R
 from cardinal.gui.settings import Settings
 from cardinal.gui.text import plain_label
 from cardinal.gui.widgets.collapsible import collapsible
+from cardinal.gui.widgets.scrolling import scrolling_layout
 from cardinal.gui.wizard import remembered
 from cardinal.gui.wizard.state import BaseChoice, StartingPoints, TrainingPlan, WizardState
 
@@ -45,7 +45,7 @@ class SettingsPage(QWizardPage):
         self.setTitle("Training settings")
         self.setSubTitle("The defaults work well: Cardinal proposes the mode for where training starts and finds the "
                          "learning rate on your images. Fast takes seconds to minutes; Full can take hours on a CPU.")
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         form = QFormLayout()
         self.fast = QRadioButton("Fast: train a new head on the frozen network's features", self)
         self.full = QRadioButton("Full: train the whole network with augmentation (slower; needed from random "

@@ -67,8 +67,10 @@ class TrainingPage(QWizardPage):
         self.progress = QProgressBar(self)
         self.status = QLabel("", self)
         self.status.setWordWrap(True)
-        self.notices = QListWidget(self)
-        self.notices.setMaximumHeight(60)
+        self.notices = QListWidget(self)  # notes wrap at the page's width: read whole, never scrolled sideways
+        self.notices.setWordWrap(True)
+        self.notices.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.notices.setMaximumHeight(80)
         self.cancel_button = QPushButton("Cancel Training", self)
         self.cancel_button.clicked.connect(self.cancel)
         row = QHBoxLayout()

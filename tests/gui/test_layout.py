@@ -2,6 +2,7 @@
 
 import itertools
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
 from cardinal.engine.models.registry import save_model
@@ -45,3 +46,45 @@ def test_a_small_window_keeps_its_controls_apart(qtbot, make_window, model_files
     for (a, rect_a), (b, rect_b) in itertools.combinations(zip(widgets, rects, strict=True), 2):
         assert not rect_a.intersects(rect_b), f"{a} overlaps {b}"
     assert side.predictions_area.height() >= 60 and side.width() >= 240
+
+
+def test_the_wizards_pages_show_every_control_chart_and_row_whole(qtbot, make_window, model_files, tmp_path):
+    from PySide6.QtWidgets import QAbstractScrollArea, QAbstractSpinBox, QComboBox
+
+    from tests.conftest import make_shapes_folder
+    from tests.gui.test_wizard import next_page, settings_for, wizard_on_report
+
+    data = make_shapes_folder(tmp_path / "shapes", per_class=15)
+    wizard = wizard_on_report(qtbot, make_window(model_files["pets"]), data)
+    wizard.show()
+    size = wizard.size()
+    next_page(qtbot, wizard, wizard.settings_page)
+    page = wizard.settings_page
+    page.advanced.expand(animate=False)
+    fields = [field for field in page.findChildren(QAbstractSpinBox) + page.findChildren(QComboBox)]
+
+    def unsquashed():  # Advanced open: every field keeps its height (the page scrolls) and the wizard its size
+        QApplication.processEvents()
+        assert all(field.height() >= field.minimumSizeHint().height() for field in fields)
+
+    qtbot.waitUntil(unsquashed, timeout=10_000)
+    assert wizard.size() == size
+    settings_for(wizard, tmp_path / "run", mode="fast", epochs=2, lr=0)  # 0: the range test, so its chart fills
+    training = wizard.training_page
+    next_page(qtbot, wizard, training)
+    qtbot.waitUntil(training.isComplete, timeout=120_000)
+    QApplication.processEvents()
+    for plot in (training.loss_plot, training.lr_plot, training.epoch_loss_plot, training.accuracy_plot):
+        # pyqtgraph lays a plot out in its own scene: one wider than the widget is cut off on the right
+        assert plot.plotItem.geometry().width() <= plot.viewport().width() + 1, plot.plotItem.titleLabel.text
+    assert training.notices.count() > 0 and not training.notices.horizontalScrollBar().isVisible()
+    next_page(qtbot, wizard, wizard.results_page)
+    results = wizard.results_page
+    qtbot.waitUntil(lambda: results.use_button.isEnabled() and results.per_class.rowCount() == 3, timeout=60_000)
+    QApplication.processEvents()
+    heights = {table: (table.viewport().height(), sum(table.rowHeight(row) for row in range(table.rowCount())))
+               for table in (results.confusion, results.per_class)}
+    qtbot.mouseClick(results.use_button, Qt.MouseButton.LeftButton)  # closes the wizard, as a person would
+    for table, (shown, rows) in heights.items():
+        assert isinstance(table, QAbstractScrollArea)
+        assert shown >= rows, table  # every row in sight, none behind a scroll bar
