@@ -24,7 +24,7 @@ def add_export_parser(commands, model_names: Iterable[str]) -> None:
     )
     export.add_argument("model", metavar="MODEL",
                         help=f"a model name ({', '.join(model_names)}: its pretrained weights) or a Cardinal "
-                        "model / weights file (.safetensors, .pth, .pt)")
+                        "model / weights file (.safetensors, .pth, .pt) or a training run's folder")
     export.add_argument("--format", choices=list(FORMATS), default=None,
                         help="onnx, pt2 or openvino (default: from --out's suffix, else onnx)")
     export.add_argument("--out", type=Path, metavar="FILE", help="where to write (default: MODEL.onnx / MODEL.pt2 / "
@@ -47,6 +47,10 @@ def export_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from cardinal.engine.progress import run_to_end
 
     export_format = _choose_format(args.format, args.out)
+    if args.model not in MODELS and Path(args.model).is_dir():  # a training run's folder: its best model
+        from cardinal.engine.cli.evaluate import model_file
+
+        args.model = str(model_file(Path(args.model))[0])
     if args.model in MODELS:
         source = argparse.Namespace(model=args.model, weights=None, mirror=args.mirror)
         stem = args.model

@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify = commands.add_parser("classify", help="print the top-k classes of images or folders")
     classify.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     classify.add_argument("--model", choices=list(MODELS), default=None, help=f"architecture (default {DEFAULT_MODEL})")
-    classify.add_argument("--weights", type=Path, metavar="FILE", help="a .safetensors/.pth/.pt model or weights file")
+    classify.add_argument("--weights", type=Path, metavar="FILE",
+                          help="a .safetensors/.pth/.pt model or weights file, or a training run's folder")
     classify.add_argument("--top-k", type=positive, default=5, metavar="N", help="classes to show per image (5)")
     classify.add_argument("--cam", type=Path, metavar="DIR", help="save a Grad-CAM overlay PNG per image here")
     classify.add_argument("--cam-method", choices=list(CAM_METHODS), default=next(iter(CAM_METHODS)))
@@ -182,6 +183,10 @@ def classify_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     if args.device not in ("auto", "cpu"):
         check_device(args.device, args.precision)  # the cache serves only the CPU: anything else is checked now
+    if args.weights is not None:  # a training run's folder: its best model, as `evaluate` reads it
+        from cardinal.engine.cli.evaluate import model_file
+
+        args.weights = model_file(args.weights)[0]
     if args.cam is not None:
         _make_cam_folder(args.cam)
     files, failures = _inputs(args.paths, err)

@@ -327,3 +327,23 @@ def test_a_wrong_base_file_is_said_before_the_scan(capsys, shapes, tmp_path, bas
     assert code == 1 and out == ""  # nothing was scanned or printed
     assert_one_error_line(err, base, "not found" if base.startswith("missing") else "unknown weights format")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_folder_names_its_best_model_for_classify_and_export_as_for_evaluate(capsys, model_file, shapes,
+                                                                                   tmp_path):
+    import shutil
+
+    run_folder = tmp_path / "run"
+    run_folder.mkdir()
+    shutil.copy(model_file, run_folder / "best.safetensors")
+    image = next(shapes.rglob("*.png"))
+    code, out, err = run(capsys, "classify", image, "--weights", run_folder, "--device", "cpu", "--backend", "torch")
+    assert code == 0, err
+    assert "(3 classes)" in err and "red_circles" in out
+    code, out, err = run(capsys, "export", run_folder, "--out", tmp_path / "run.onnx")
+    assert code == 0, err
+    assert (tmp_path / "run.onnx").is_file()
+    (run_folder / "best.safetensors").unlink()  # a folder with no model: said, naming what is missing
+    code, _, err = run(capsys, "classify", image, "--weights", run_folder)
+    assert code == 1
+    assert_one_error_line(err, "best.safetensors is missing")
