@@ -26,7 +26,8 @@ def _dispatch(args: list[str]) -> int:
 
         return run_self_test()
     if not args or args[0] == "gui":
-        problem = missing_display()
+        asks_for_help = any(word in ("-h", "--help") for word in args[1:])  # printed without opening a window
+        problem = None if asks_for_help else missing_display()
         if problem:
             sys.stderr.write(f"error: {problem}\n")
             return 1

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cardinal {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Listed for --help; the `cardinal` command (cardinal.gui.launch) opens the app before this parser runs.
+    commands.add_parser("gui", help="open the desktop app (also without a command); cardinal gui --help lists "
+                        "its options", add_help=False)
 
     classify = commands.add_parser("classify", help="print the top-k classes of images or folders")
     classify.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
@@ -97,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = list(sys.argv[1:] if argv is None else argv)  # what to repeat, e.g. to resume a run
     commands = {"models": list_models_command, "train": train_command, "evaluate": evaluate_command,
                 "classify": classify_command, "export": export_command, "label-issues": label_issues_command,
-                "suggest": suggest_command, "quantize": quantize_command}
+                "suggest": suggest_command, "quantize": quantize_command, "gui": _no_window_here}
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -123,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         discard_output()
         return EXIT_BROKEN_PIPE
+
+
+def _no_window_here(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    raise UsageError("the desktop app opens from the `cardinal` command; this headless entry point has no window")
 
 
 def message(error: CardinalError) -> str:

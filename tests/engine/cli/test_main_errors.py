@@ -178,6 +178,11 @@ def test_without_a_display_the_app_says_so_instead_of_aborting():
     assert result.returncode == 1
     assert "no display" in result.stderr and "cardinal classify" in result.stderr
     assert "Traceback" not in result.stderr
+    # Its help needs no window; and the command list names it.
+    shown = subprocess.run([*CLI, "gui", "--help"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert shown.returncode == 0 and "usage: cardinal gui" in shown.stdout and "--weights" in shown.stdout
+    listed = subprocess.run([*CLI, "--help"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert listed.returncode == 0 and "    gui " in listed.stdout
 
 
 def wait_for_line(process: subprocess.Popen, fragment: str, timeout: float = 120) -> list[str]:
