@@ -133,10 +133,11 @@ class MainWindow(QMainWindow):
         fill_menu(self.menuBar().addMenu("&Data"), [
             ("&Sort Images into Classes…", "Ctrl+L", lambda: open_sorting(self)),
         ])
-        # Delete acts where the images are (the strip, or the large view of the selected one), never in a text field.
+        # Delete acts where the images are (the strip, the large view of the selected one, its classes), never in a
+        # text field.
         remove.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-        self.thumbnails.addAction(remove)
-        self.image_view.addAction(remove)
+        for widget in (self.thumbnails, self.image_view, self.side.predictions_area):
+            widget.addAction(remove)
         self._update_edit_actions()
 
     def _connect(self) -> None:

@@ -2,6 +2,7 @@
 and removing images (with undo)."""
 
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 
 from tests.conftest import encode, random_picture
 from tests.gui.conftest import drop, wait_classified
@@ -114,6 +115,15 @@ def test_added_images_replace_the_selection_and_delete_works_from_the_image_view
     window.image_view.setFocus()
     qtbot.keyClick(window.image_view, Qt.Key.Key_Delete)  # Delete where the user is looking at the image
     assert sorted(item.name for item in window.workspace.items.values()) == ["photo00.jpg", "photo01.jpg"]
+    # ... and after clicking one of its classes (the bar has the focus then)
+    qtbot.waitUntil(lambda: len(window.side.predictions.bars) > 1 and window.side.predictions.bars[1].isVisible(),
+                    timeout=10_000)
+    bar = window.side.predictions.bars[1]
+    qtbot.mouseClick(bar, Qt.MouseButton.LeftButton)
+    bar.setFocus()  # where a click leaves the focus on a real display (offscreen, clicks move no focus)
+    assert QApplication.focusWidget() is bar
+    qtbot.keyClick(bar, Qt.Key.Key_Delete)
+    assert len(window.workspace.items) == 1
 
 
 def test_clear_all_and_undo_say_what_happened(qtbot, make_window, pictures, model_files):
