@@ -57,8 +57,8 @@ def add_training_parsers(commands, models, default_model: str, precisions) -> No
                        metavar="auto|F", help="full mode: the first stage's learning rate as a share of the head's "
                                               "(rates in between fall geometrically); auto: 0.01 from a trained "
                                               "model, 1 from random weights")
-    train.add_argument("--patience", type=_patience, default=defaults.patience, metavar="auto|N",
-                       help="stop after N epochs without a better validation loss; 0 turns it off; auto "
+    train.add_argument("--patience", type=_patience, default=defaults.patience, metavar="auto|N|off",
+                       help="stop after N epochs without a better validation loss; 0 or off turns it off; auto "
                             "(default): a third of the epochs, at least 5")
     train.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
     train.add_argument("--image-size", type=int, default=None, metavar="PX",
@@ -123,8 +123,11 @@ def _auto_or_whole(text: str) -> int | None:
 
 
 def _patience(text: str) -> int | str | None:
-    """argparse type for --patience: 'auto', 0 (never stop early) or a number of epochs."""
+    """argparse type for --patience: 'auto', 0 or 'off' (never stop early) or a number of epochs."""
     from cardinal.engine.training.recipe import AUTO
+
+    if text.strip().lower() == "off":
+        return None
 
     value = _auto_or_whole(text)
     return AUTO if value is None else (None if value == 0 else value)
@@ -212,7 +215,7 @@ def _train(args: argparse.Namespace, recipe, out: TextIO, err: TextIO, team, cha
             show.close()
     if team is not None and not team.is_main:  # rank 0 reports and evaluates for the team
         return EXIT_INTERRUPTED if result.stopped is StopReason.CANCELLED else EXIT_OK
-    out.write(f"Training {result.stopped.sentence} after {result.epochs_run} epochs; best epoch {result.best_epoch} "
+    out.write(f"Training {result.stopped.sentence} after {result.epochs_run_text}; best epoch {result.best_epoch} "
               f"(lowest validation loss) with validation accuracy {result.best_val_interval.describe()}\n")
     out.write(f"saved {printable(result.paths.best)} (best) and {printable(result.paths.last)} "
               f"(last); history in {printable(result.paths.history)}\n")

@@ -137,6 +137,11 @@ class TrainingResult:
         return accuracy_interval(self.best_val_accuracy, len(self.val_samples))
 
     @property
+    def epochs_run_text(self) -> str:
+        """'1 epoch', '3 epochs': for sentences such as "Training finished after 1 epoch"."""
+        return f"{self.epochs_run} epoch{'' if self.epochs_run == 1 else 's'}"
+
+    @property
     def paths(self) -> RunPaths:
         """The run folder's files: `paths.best` is always on disk when a result exists; `paths.report` is
         written at the end of a run that was not cancelled."""

@@ -134,7 +134,7 @@ def check_labels(scan: DatasetScan, base: LoadedModel, *, method: str = "fast", 
     dtype = resolve_precision(recipe.precision, device_)
     samples = labelled_samples(scan)
     labels = np.array([label for _, label in samples], np.int64)
-    count = usable_folds(labels, len(scan.class_names), folds)
+    count = usable_folds(labels, scan.class_names, folds)
     assignment = stratified_folds(labels, count, recipe.seed)
     model = new_model(base, scan.class_names, recipe.seed, recipe.image_size)
     fast = dataclasses.replace(recipe, mode="fast")

@@ -61,14 +61,18 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarra
     return assignment
 
 
-def usable_folds(labels: np.ndarray, num_classes: int, wanted: int = LABEL_CHECK_FOLDS) -> int:
-    """`wanted` folds, fewer when the smallest class has fewer images; `TrainingError` below two per class."""
-    counts = np.bincount(labels, minlength=num_classes)
+def usable_folds(labels: np.ndarray, class_names: Sequence[str], wanted: int = LABEL_CHECK_FOLDS) -> int:
+    """`wanted` folds (at least 2), fewer when the smallest class has fewer images; `TrainingError` below two
+    images per class, naming the class."""
+    if wanted < 2:
+        raise TrainingError(f"a label check needs at least 2 folds (each image is judged by a model trained on the "
+                            f"others), not {wanted}")
+    counts = np.bincount(labels, minlength=len(class_names))
     smallest = int(counts.min()) if len(counts) else 0
     if smallest < 2:
         raise TrainingError("every class needs at least 2 images for its labels to be checked; "
-                            f"class {int(counts.argmin())} has {smallest}")
-    return max(2, min(wanted, smallest))
+                            f"class '{class_names[int(counts.argmin())]}' has {smallest}")
+    return min(wanted, smallest)
 
 
 def with_head_rate(mode: FastMode, recipe: Recipe, cancel: CancelToken | None = None

@@ -163,13 +163,13 @@ def _problems(recipe: Recipe) -> list[str]:
         None if recipe.weight_decay is None else _range_problem("weight decay", recipe.weight_decay, 0.0, 1.0),
         _range_problem("momentum", recipe.momentum, 0.0, 1.0, high_open=True),
         None if recipe.warmup_epochs >= 0 else f"warm-up epochs must be 0 or more, not {recipe.warmup_epochs}",
-        _range_problem("label_smoothing", recipe.label_smoothing, 0.0, 1.0, high_open=True),
+        _range_problem("label smoothing", recipe.label_smoothing, 0.0, 1.0, high_open=True),
         None if recipe.freeze_epochs is None or 0 <= recipe.freeze_epochs < recipe.epochs else
         f"freeze epochs must be 0 or more and fewer than the {recipe.epochs} epochs, not {recipe.freeze_epochs}",
         None if recipe.early_lr_factor is None else
-        _range_problem("early_lr_factor", recipe.early_lr_factor, 0.0, 1.0, low_open=True),
+        _range_problem("early learning-rate factor", recipe.early_lr_factor, 0.0, 1.0, low_open=True),
         _patience_problem(recipe.patience),
-        _range_problem("val_fraction", recipe.val_fraction, 0.0, 1.0, low_open=True, high_open=True),
+        _range_problem("validation fraction", recipe.val_fraction, 0.0, 1.0, low_open=True, high_open=True),
         None if recipe.num_workers is None or 0 <= recipe.num_workers <= MAX_WORKERS else
         f"data-loading workers must be between 0 and {MAX_WORKERS}, not {recipe.num_workers}",
         None if recipe.image_size is None or MIN_IMAGE_SIZE <= recipe.image_size <= MAX_IMAGE_SIZE else
@@ -183,7 +183,7 @@ def _patience_problem(patience: object) -> str | None:
     if patience is None or patience == AUTO or (isinstance(patience, int) and not isinstance(patience, bool)
                                                  and patience >= 1):
         return None
-    return f"patience must be at least 1 epoch, auto or off, not {patience}"
+    return f"patience must be at least 1 epoch, auto, or 0/off (never stop early), not {patience}"
 
 
 def _learning_rate_problem(lr: float | None) -> str | None:

@@ -125,7 +125,7 @@ class ResultsPage(QWizardPage):
         self.summary.setText(
             f"Validation accuracy <b>{evaluation.accuracy:.1%}</b> on {images} images (95% confidence interval "
             f"{interval.range_text()}; {_count(len(evaluation.mistakes), 'mistake')}). Training "
-            f"{result.stopped.sentence} after {result.epochs_run} epochs; best epoch {result.best_epoch} (lowest "
+            f"{result.stopped.sentence} after {result.epochs_run_text}; best epoch {result.best_epoch} (lowest "
             "validation loss). "
             f"Model saved as {escaped(result.paths.best)}."
         )

@@ -289,13 +289,13 @@ class TrainingPage(QWizardPage):
 
     def _finished(self, result) -> None:
         self._state.result = result
-        log.info("training %s after %d epochs in %s: best validation accuracy %.4f at epoch %d",
+        log.info("training %s after %s in %s: best validation accuracy %.4f at epoch %d",
                  "finished" if result.stopped == "completed" else f"ended ({result.stopped.value})",
-                 result.epochs_run, result.out_dir, result.best_val_accuracy, result.best_epoch)
+                 result.epochs_run_text, result.out_dir, result.best_val_accuracy, result.best_epoch)
         if result.stopped != "cancelled":
             self.progress.setValue(self.progress.maximum())
         self._set_status(
-            f"Training {result.stopped.sentence} after {result.epochs_run} epochs in "
+            f"Training {result.stopped.sentence} after {result.epochs_run_text} in "
             f"{_duration(time.monotonic() - self._started)}: best validation accuracy "
             f"{escaped(result.best_val_interval.describe())} (epoch {result.best_epoch}, the lowest validation loss). "
             f"Saved in {escaped(result.out_dir)}."

@@ -22,7 +22,7 @@ def test_a_training_run_is_logged_from_start_to_end(qtbot, make_window, model_fi
     qtbot.waitUntil(wizard.training_page.isComplete, timeout=120_000)
     text = logged(caplog)
     assert f"training started in {tmp_path / 'run'}" in text and "fast" in text and "shapes" in text
-    assert f"training finished after 1 epochs in {tmp_path / 'run'}" in text
+    assert f"training finished after 1 epoch in {tmp_path / 'run'}" in text
 
 
 def test_failed_exports_and_downloads_are_logged_with_their_reason(qtbot, make_window, model_files, tmp_path,

@@ -12,12 +12,13 @@ BACKEND_VARIABLE = "CARDINAL_BACKEND"  # the default for --backend and for the a
 
 
 def default_backend() -> str:
-    """$CARDINAL_BACKEND if it names a backend, else 'auto'."""
-    value = os.environ.get(BACKEND_VARIABLE, "auto").strip().lower()
-    return value if value in BACKENDS else "auto"
+    """$CARDINAL_BACKEND, else 'auto'. A value that names no backend is kept, so that `check_backend` refuses it
+    (naming the variable) rather than it being ignored without a word."""
+    return os.environ.get(BACKEND_VARIABLE, "").strip().lower() or "auto"
 
 
 def check_backend(requested: str) -> str:
     if requested not in BACKENDS:
-        raise CardinalError(f"unknown backend '{requested}'; choose one of {', '.join(BACKENDS)}")
+        source = f" (from ${BACKEND_VARIABLE})" if requested == default_backend() != "auto" else ""
+        raise CardinalError(f"unknown backend '{requested}'{source}; choose one of {', '.join(BACKENDS)}")
     return requested

@@ -54,6 +54,8 @@ def assert_one_error_line(err: str, *fragments: str) -> None:
         ("--lr", "1e38", "at most 10"),
         ("--weight-decay", "-1", "weight decay must be in"),
         ("--patience", "-1", "patience must be at least 1"),
+        ("--val-fraction", "1.5", "validation fraction must be in (0, 1)"),
+        ("--label-smoothing", "2", "label smoothing must be in [0, 1)"),
         ("--device", "bogus", "unknown device 'bogus'"),
         ("--device", "meta", "unknown device 'meta'"),
     ],
@@ -352,3 +354,17 @@ def test_a_run_folder_names_its_best_model_for_classify_and_export_as_for_evalua
     code, _, err = run(capsys, "classify", image, "--weights", run_folder)
     assert code == 1
     assert_one_error_line(err, "best.safetensors is missing")
+
+
+def test_patience_off_and_0_both_mean_never_stop_early():
+    from cardinal.engine.cli.main import build_parser
+
+    for value in ("off", "0", "OFF"):
+        assert build_parser().parse_args(["train", "data", "--out", "run", "--patience", value]).patience is None
+
+
+def test_a_backend_variable_that_names_no_backend_is_refused_naming_it(capsys, model_file, shapes, monkeypatch):
+    monkeypatch.setenv("CARDINAL_BACKEND", "bogus")
+    code, out, err = run(capsys, "classify", next(shapes.rglob("*.png")), "--weights", model_file)
+    assert code == 2 and out == ""
+    assert_one_error_line(err, "unknown backend 'bogus' (from $CARDINAL_BACKEND)", "openvino")

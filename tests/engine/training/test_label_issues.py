@@ -100,8 +100,10 @@ def test_ranking_follows_cleanlab_and_suggests_the_likeliest_other_class():
 def test_a_class_too_small_to_split_and_a_cancelled_check_are_said(tmp_path):
     root = make_shapes_folder(tmp_path / "few", counts={"red_circles": 6, "green_squares": 6, "blue_bars": 1})
     scan = run_to_end(scan_dataset(root))
-    with pytest.raises(TrainingError, match="at least 2 images for its labels to be checked"):
+    with pytest.raises(TrainingError, match="at least 2 images for its labels to be checked; class 'blue_bars' has 1"):
         run_to_end(check_labels(scan, make_tiny_model(), device="cpu"))
+    with pytest.raises(TrainingError, match="at least 2 folds"):  # one fold would judge nothing
+        run_to_end(check_labels(scan, make_tiny_model(), folds=1, device="cpu"))
     enough = run_to_end(scan_dataset(make_shapes_folder(tmp_path / "enough", per_class=6)))
     token = CancelToken()
     work = check_labels(enough, make_tiny_model(), recipe=Recipe(eval_batch_size=4), device="cpu", cancel=token)
