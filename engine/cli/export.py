@@ -41,12 +41,17 @@ def export_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`cardinal export`: check what is asked, load the model, export it, print the parity figures."""
     from cardinal.engine.cli.common import EXIT_OK, UsageError, load_model
     from cardinal.engine.cli.terminal import cancel_on_interrupt, printable
-    from cardinal.engine.export.exporter import check_target, export_model
+    from cardinal.engine.errors import CardinalError
+    from cardinal.engine.export.exporter import check_target, check_tolerance, export_model
     from cardinal.engine.export.formats import require_packages
     from cardinal.engine.models.registry import MODELS
     from cardinal.engine.progress import run_to_end
 
     export_format = _choose_format(args.format, args.out)
+    try:
+        check_tolerance(args.tolerance)
+    except CardinalError as error:
+        raise UsageError(f"--tolerance: {error}") from None
     if args.model not in MODELS and Path(args.model).is_dir():  # a training run's folder: its best model
         from cardinal.engine.cli.evaluate import model_file
 

@@ -180,6 +180,12 @@ def _refuse_folders(paths: tuple[Path, ...]) -> None:
         raise ExportError(f"{folder} is a folder, not a file; nothing was changed. Choose a file name (--out).")
 
 
+def check_tolerance(tolerance: float) -> None:
+    """Refuse a parity tolerance that is not a probability difference (ExportError)."""
+    if not tolerance >= 0:
+        raise ExportError(f"the parity tolerance must be a probability difference of 0 or more, not {tolerance}")
+
+
 def export_model(
     model: LoadedModel,
     path: str | Path,
@@ -197,8 +203,7 @@ def export_model(
     export_format = get_format(format)
     path = Path(path)
     check_target(export_format, path, force=force)
-    if not tolerance >= 0:
-        raise ExportError(f"the parity tolerance must be a probability difference of 0 or more, not {tolerance}")
+    check_tolerance(tolerance)
     require_packages(export_format)
     total = 4
     yield ExportProgress(1, total, "Copying the model to the CPU in fp32")

@@ -368,3 +368,10 @@ def test_a_backend_variable_that_names_no_backend_is_refused_naming_it(capsys, m
     code, out, err = run(capsys, "classify", next(shapes.rglob("*.png")), "--weights", model_file)
     assert code == 2 and out == ""
     assert_one_error_line(err, "unknown backend 'bogus' (from $CARDINAL_BACKEND)", "openvino")
+
+
+def test_a_negative_export_tolerance_is_a_usage_error_before_the_model_loads(capsys, model_file, tmp_path):
+    code, out, err = run(capsys, "export", model_file, "--out", tmp_path / "m.onnx", "--tolerance", "-1")
+    assert code == 2 and out == ""
+    assert_one_error_line(err, "--tolerance", "0 or more")
+    assert "Exporting" not in err and not (tmp_path / "m.onnx").exists()
