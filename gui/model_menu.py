@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QFileDialog, QInputDialog, QMainWindow, QMenu
 
 from cardinal.engine.errors import Cancelled, WeightsUnavailable
 from cardinal.engine.models.catalog import CATALOG, CatalogEntry, licence_notice
+from cardinal.engine.models.download import find_local
 from cardinal.gui import workers
 from cardinal.gui.dialogs import DownloadDialog
 from cardinal.gui.model_loader import ModelLoader
@@ -47,6 +48,7 @@ class ModelMenu:
         self._add_backends()
         self.menu.addSeparator()
         self._add("&Fine-Tune on a Folder…", "Ctrl+T", open_wizard)
+        self.menu.aboutToShow.connect(self._mark_downloaded)  # a file a download or a person put there since
         loader.download_progressed.connect(self._download_progressed)
         loader.ready.connect(self._ready)
         loader.failed.connect(self._failed)
@@ -132,6 +134,12 @@ class ModelMenu:
             dialog.accept()
             dialog.deleteLater()
 
+    def _mark_downloaded(self) -> None:
+        """Say on each model whether its weights are on this computer (a file check each: no torch needed)."""
+        for action in self.architectures.actions():
+            entry = CATALOG[action.data()]
+            action.setText(model_label(entry, on_disk=find_local(entry.weights_url, entry.weights_file) is not None))
+
     def _ready(self, info: workers.ModelInfo) -> None:
         self._close_download_dialog()
         if info.request.weights_file:
@@ -139,9 +147,7 @@ class ModelMenu:
         else:
             self.settings.weights_file = ""
             self.settings.model = info.name
-        for action in self.architectures.actions():
-            name = action.data()
-            action.setText(model_label(CATALOG[name], on_disk=name in info.pretrained_on_disk))
+        self._mark_downloaded()
         self._check_model_in_use()
         self.banner.clear("model")  # whatever went wrong with an earlier model no longer holds
         notice = None if info.request.weights_file else licence_notice(info.name)

@@ -97,3 +97,15 @@ def test_a_model_that_fails_to_load_is_not_left_checked(qtbot, make_window, mode
     with qtbot.waitSignal(window.loader.failed, timeout=30_000):
         actions["resnext101_32x8d"].trigger()
     assert not actions["resnext101_32x8d"].isChecked()
+
+
+def test_opening_the_menu_says_which_weights_arrived_since(make_window, model_files, torch_home):
+    window = make_window(model_files["pets"])
+    entry = CATALOG["resnext50_32x4d"]
+    path = cache_path(entry.weights_url, entry.weights_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"weights put there by hand")  # the menu checks files; loading would check the contents
+    window.model_menu.menu.aboutToShow.emit()
+    actions = model_actions(window)
+    assert actions["resnext50_32x4d"].text().endswith("on this computer")
+    assert actions["resnext101_32x8d"].text().endswith("downloads on first use")
