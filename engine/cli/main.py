@@ -317,6 +317,8 @@ def _save_cam(result, folder: Path, method: str, used: set[str], err: TextIO) ->
     except CardinalError as error:
         err.write(f"error: {printable(error)}\n")
         return 1
+    if name != f"{result.path.stem}.cam.png":  # another image took that name, or it was too long: say whose it is
+        err.write(f"note: the heat-map of {printable(result.path)} is {printable(folder / name)}\n")
     return 0
 
 

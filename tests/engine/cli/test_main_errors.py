@@ -375,3 +375,15 @@ def test_a_negative_export_tolerance_is_a_usage_error_before_the_model_loads(cap
     assert code == 2 and out == ""
     assert_one_error_line(err, "--tolerance", "0 or more")
     assert "Exporting" not in err and not (tmp_path / "m.onnx").exists()
+
+
+def test_overlays_that_had_to_be_renamed_say_whose_they_are(capsys, model_file, tmp_path):
+    for index, relative in enumerate(["a/x.png", "b/x.png"]):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(encode(random_picture(index)))
+    cams = tmp_path / "cams"
+    code, _, err = run(capsys, "classify", tmp_path / "a", tmp_path / "b", "--weights", model_file, "--cam", cams)
+    assert code == 0, err
+    assert sorted(path.name for path in cams.iterdir()) == ["x-2.cam.png", "x.cam.png"]
+    notes = [line for line in err.splitlines() if line.startswith("note: the heat-map of")]
+    assert notes == [f"note: the heat-map of {tmp_path / 'b' / 'x.png'} is {cams / 'x-2.cam.png'}"]
