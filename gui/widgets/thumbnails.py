@@ -3,6 +3,8 @@ one elided line; one horizontal scrollbar; Delete and a context menu remove imag
 
 from __future__ import annotations
 
+import math
+
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFontMetrics, QIcon, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (
@@ -60,11 +62,17 @@ def caption_lines(metrics: QFontMetrics, name: str, result: str, width: int = CE
             metrics.elidedText(result, Qt.TextElideMode.ElideRight, room))
 
 
+def caption_line_height(metrics: QFontMetrics) -> int:
+    """One caption line's height: the font's, with room for scripts drawn from a taller fallback font (CJK names
+    need about 15% more than Latin ones)."""
+    return math.ceil(metrics.height() * 1.25)
+
+
 class _CaptionDelegate(QStyledItemDelegate):
     """Icon on top, then two single lines of text, each elided to the cell."""
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:  # noqa: N802 - Qt's naming
-        return QSize(CELL_WIDTH, ICON_SIZE + 2 * option.fontMetrics.height() + 3 * PADDING)
+        return QSize(CELL_WIDTH, ICON_SIZE + 2 * caption_line_height(option.fontMetrics) + 3 * PADDING)
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
         style = option.widget.style() if option.widget else None
@@ -83,14 +91,15 @@ class _CaptionDelegate(QStyledItemDelegate):
         selected = bool(option.state & QStyle.StateFlag.State_Selected)
         palette = option.palette
         text = palette.highlightedText().color() if selected else palette.text().color()
-        line = option.fontMetrics.height()
+        line = caption_line_height(option.fontMetrics)
         top = rect.y() + ICON_SIZE + 2 * PADDING
+        centred = Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter
         painter.save()
         painter.setPen(text)
-        painter.drawText(QRect(rect.x(), top, rect.width(), line), Qt.AlignmentFlag.AlignHCenter, name)
+        painter.drawText(QRect(rect.x(), top, rect.width(), line), centred, name)
         painter.setPen(QColor(200, 60, 60) if index.data(FAILED_ROLE) and not selected else
                        UNKNOWN_COLOUR if index.data(UNKNOWN_ROLE) and not selected else text)
-        painter.drawText(QRect(rect.x(), top + line, rect.width(), line), Qt.AlignmentFlag.AlignHCenter, result)
+        painter.drawText(QRect(rect.x(), top + line, rect.width(), line), centred, result)
         painter.restore()
 
 
@@ -115,7 +124,7 @@ class ThumbnailStrip(QListWidget):
         self.setHorizontalScrollMode(QListView.ScrollMode.ScrollPerPixel)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)  # its room is kept in the height
-        cell = ICON_SIZE + 2 * self.fontMetrics().height() + 3 * PADDING
+        cell = ICON_SIZE + 2 * caption_line_height(self.fontMetrics()) + 3 * PADDING
         scrollbar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
         self.setFixedHeight(cell + 2 * self.spacing() + scrollbar + 2 * self.frameWidth() + 2)
         self.setAccessibleName("Images")

@@ -136,3 +136,45 @@ def test_clear_all_and_undo_say_what_happened(qtbot, make_window, pictures, mode
     window.undo_action.trigger()
     message = window.statusBar().currentMessage()
     assert "Removed" not in message and "Brought back 3 images" in message
+
+
+def ink_rows(image, area) -> tuple[int, int] | None:
+    """The first and last rows of `area` in `image` holding dark text pixels."""
+    rows = [y for y in range(area.top(), area.bottom() + 1)
+            if any(image.pixelColor(x, y).lightness() < 128 for x in range(area.left(), area.right() + 1))]
+    return (rows[0], rows[-1]) if rows else None
+
+
+def test_a_name_in_a_fallback_script_is_drawn_whole(qtbot):
+    """A name with CJK characters (drawn from a taller fallback font) keeps its descenders and its line."""
+    from PySide6.QtCore import QRect
+    from PySide6.QtGui import QColor, QImage, QPainter
+
+    from cardinal.gui.widgets.thumbnails import ICON_SIZE, PADDING, RESULT_ROLE, ThumbnailStrip
+
+    strip = ThumbnailStrip()
+    qtbot.addWidget(strip)
+    strip.resize(600, 260)
+    names = ["gyp 猫.png", "gyp cat.png"]
+    for item_id, name in enumerate(names):
+        strip.add(item_id, name)
+        strip.entry(item_id).setData(RESULT_ROLE, "")  # the name's line alone under the icon
+    strip.show()
+    qtbot.waitExposed(strip)
+    shot = strip.viewport().grab().toImage()
+    for item_id, name in enumerate(names):
+        cell = strip.visualItemRect(strip.entry(item_id))
+        caption = QRect(cell.left(), cell.top() + ICON_SIZE + PADDING, cell.width(), cell.bottom() - cell.top() -
+                        ICON_SIZE - PADDING)
+        drawn = ink_rows(shot, caption)
+        # the same words drawn with room to spare, in the strip's font: their ink is as tall
+        free = QImage(cell.width(), 80, QImage.Format.Format_RGB32)
+        free.fill(QColor("white"))
+        painter = QPainter(free)
+        painter.setFont(strip.font())
+        painter.setPen(QColor("black"))
+        painter.drawText(QRect(0, 20, cell.width(), 60), Qt.AlignmentFlag.AlignHCenter, strip.caption(item_id)[0])
+        painter.end()
+        reference = ink_rows(free, free.rect())
+        assert drawn is not None and reference is not None
+        assert drawn[1] - drawn[0] >= reference[1] - reference[0], name  # nothing cut off at the bottom
