@@ -247,7 +247,7 @@ def _bomb_reason(size: tuple[int, int] | None, max_pixels: int) -> str:
     dims = f"{size[0]}x{size[1]} pixels" if size else "far too many pixels"
     return (
         f"image is {dims}, above the {max_pixels:,}-pixel safety limit "
-        "(a possible decompression bomb); shrink it before classifying"
+        "(a possible decompression bomb); shrink it before using it"
     )
 
 
