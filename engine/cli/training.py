@@ -339,10 +339,10 @@ def _print_report(report, out: TextIO) -> None:
         out.write(f"  {printable(name)}: {count} images{extra}\n")
     for path, reason in report.unreadable:
         out.write(f"  skipped {printable(path)}: {printable(reason)}\n")
+    for error in report.problems:  # what blocks training first; warnings after it
+        out.write(f"error: {printable(error)}\n")
     for warning in report.warnings:
         out.write(f"warning: {printable(warning)}\n")
-    for error in report.problems:
-        out.write(f"error: {printable(error)}\n")
 
 
 def _base_model(args: argparse.Namespace, err: TextIO, cancel: CancelToken):
