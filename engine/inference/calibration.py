@@ -35,8 +35,9 @@ def fit_temperature(logits: np.ndarray, labels: Sequence[int] | np.ndarray) -> f
     """The temperature T that minimises the negative log-likelihood of softmax(logits / T) on these labels.
 
     The likelihood is convex in 1/T, so its derivative is increasing and one bisection finds the minimum
-    exactly. T stays within TEMPERATURE_RANGE: a validation set the model gets entirely right would otherwise
-    drive T towards 0 (certainty) without end.
+    exactly. T stays within TEMPERATURE_RANGE, and the mean top probability never exceeds what these images
+    show of the accuracy, (right + 1) / (images + 2) (Laplace's rule of succession): a validation set the model
+    gets entirely right would otherwise drive T towards 0, and the model would say 100% of every image.
     """
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -52,14 +53,37 @@ def fit_temperature(logits: np.ndarray, labels: Sequence[int] | np.ndarray) -> f
     if slope(np.exp(low)) >= 0:
         return TEMPERATURE_RANGE[1]
     if slope(np.exp(high)) <= 0:
-        return TEMPERATURE_RANGE[0]
+        fitted = TEMPERATURE_RANGE[0]
+    else:
+        for _ in range(_BISECTION_STEPS):
+            middle = (low + high) / 2
+            if slope(np.exp(middle)) < 0:
+                low = middle
+            else:
+                high = middle
+        fitted = float(1 / np.exp((low + high) / 2))
+    right = int((logits.argmax(axis=1) == labels).sum())
+    return _no_surer_than(logits, fitted, (right + 1) / (len(labels) + 2))
+
+
+def _no_surer_than(logits: np.ndarray, temperature: float, bound: float) -> float:
+    """The lowest temperature from `temperature` up whose mean top probability is at most `bound` (it falls as T
+    rises); TEMPERATURE_RANGE's top when none in range is."""
+    def confidence(t: float) -> float:
+        return float(softmax(logits, t).max(axis=1).mean())
+
+    if confidence(temperature) <= bound:
+        return temperature
+    if confidence(TEMPERATURE_RANGE[1]) > bound:
+        return TEMPERATURE_RANGE[1]
+    low, high = np.log(temperature), np.log(TEMPERATURE_RANGE[1])
     for _ in range(_BISECTION_STEPS):
         middle = (low + high) / 2
-        if slope(np.exp(middle)) < 0:
+        if confidence(float(np.exp(middle))) > bound:
             low = middle
         else:
             high = middle
-    return float(1 / np.exp((low + high) / 2))
+    return float(np.exp(high))
 
 
 @dataclass(frozen=True)

@@ -44,10 +44,13 @@ def test_scaling_halves_the_calibration_error_of_an_over_confident_model():
     assert (softmax(logits, fitted.temperature).argmax(1) == softmax(logits).argmax(1)).all()  # classes never change
 
 
-def test_a_perfect_validation_set_keeps_the_temperature_in_range():
+def test_a_perfect_validation_set_makes_the_model_no_surer_than_it_shows():
     logits = np.array([[9.0, 0.0], [0.0, 9.0]] * 20)
     labels = np.array([0, 1] * 20)
-    assert fit_temperature(logits, labels) == TEMPERATURE_RANGE[0]
+    temperature = fit_temperature(logits, labels)
+    # 40 of 40 right: sure of 41/42 of images (Laplace's rule of succession), not of all of them
+    assert softmax(logits, temperature).max(axis=1).mean() == pytest.approx(41 / 42, abs=1e-6)
+    assert TEMPERATURE_RANGE[0] < temperature < TEMPERATURE_RANGE[1]
     assert fit_temperature(logits, 1 - labels) == TEMPERATURE_RANGE[1]  # all wrong: as unsure as allowed
 
 
