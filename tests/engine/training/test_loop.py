@@ -253,7 +253,7 @@ def test_read_only_run_folder_is_refused_before_training(shapes, tmp_path):
 def test_recipe_rejects_nonsense():
     with pytest.raises(TrainingError, match="mode must be"):
         Recipe(mode="turbo")
-    with pytest.raises(TrainingError, match="val_fraction"):
+    with pytest.raises(TrainingError, match="validation fraction"):
         Recipe(val_fraction=1.5)
 
 
