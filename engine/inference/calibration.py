@@ -11,7 +11,7 @@ weighted by the bin's share of images.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,12 +55,7 @@ def fit_temperature(logits: np.ndarray, labels: Sequence[int] | np.ndarray) -> f
     if slope(np.exp(high)) <= 0:
         fitted = TEMPERATURE_RANGE[0]
     else:
-        for _ in range(_BISECTION_STEPS):
-            middle = (low + high) / 2
-            if slope(np.exp(middle)) < 0:
-                low = middle
-            else:
-                high = middle
+        low, high = _bisect(low, high, lambda middle: slope(np.exp(middle)) < 0)
         fitted = float(1 / np.exp((low + high) / 2))
     right = int((logits.argmax(axis=1) == labels).sum())
     return _no_surer_than(logits, fitted, (right + 1) / (len(labels) + 2))
@@ -76,14 +71,20 @@ def _no_surer_than(logits: np.ndarray, temperature: float, bound: float) -> floa
         return temperature
     if confidence(TEMPERATURE_RANGE[1]) > bound:
         return TEMPERATURE_RANGE[1]
-    low, high = np.log(temperature), np.log(TEMPERATURE_RANGE[1])
+    _, high = _bisect(np.log(temperature), np.log(TEMPERATURE_RANGE[1]),
+                      lambda middle: confidence(float(np.exp(middle))) > bound)
+    return float(np.exp(high))
+
+
+def _bisect(low: float, high: float, below: Callable[[float], bool]) -> tuple[float, float]:
+    """Narrow [low, high] around where `below(x)` turns from true to false (true below that point)."""
     for _ in range(_BISECTION_STEPS):
         middle = (low + high) / 2
-        if confidence(float(np.exp(middle))) > bound:
+        if below(middle):
             low = middle
         else:
             high = middle
-    return float(np.exp(high))
+    return low, high
 
 
 @dataclass(frozen=True)
