@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import statistics
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks._common import interleaved_measures, interleaved_seconds, photo_like_jpeg
@@ -80,6 +82,23 @@ def _busy(stop) -> None:
         sum(i * i for i in range(10_000))
 
 
+@contextlib.contextmanager
+def every_core_busy() -> Iterator[int]:
+    """One busy process per core, started afresh and all running before the block; yields their number."""
+    cores = os.cpu_count() or 1
+    stop = multiprocessing.Event()
+    busy = [multiprocessing.Process(target=_busy, args=(stop,)) for _ in range(cores)]
+    for process in busy:
+        process.start()
+    try:
+        time.sleep(0.5)  # every busy process running before the first sample
+        yield cores
+    finally:
+        stop.set()
+        for process in busy:
+            process.join()
+
+
 def latency_under_load(classifiers: dict, jpeg: bytes, samples: int, rounds: int = 4) -> None:
     """p95 of one image's latency with every core busy against quiet, for each side. Quiet and busy blocks
     alternate (`rounds` of each, the busy processes started afresh for each block), so drift hits both alike.
@@ -105,18 +124,9 @@ def latency_under_load(classifiers: dict, jpeg: bytes, samples: int, rounds: int
     for _ in range(rounds):
         for name, classifier in classifiers.items():
             quiet[name] += measure(classifier, per_block)
-        stop = multiprocessing.Event()
-        busy = [multiprocessing.Process(target=_busy, args=(stop,)) for _ in range(cores)]
-        for process in busy:
-            process.start()
-        try:
-            time.sleep(0.5)  # every busy process running before the first sample
+        with every_core_busy():
             for name, classifier in classifiers.items():
                 loaded[name] += measure(classifier, per_block)
-        finally:
-            stop.set()
-            for process in busy:
-                process.join()
     for name in classifiers:
         print(f"6. p95 latency of one image on {name}: quiet {p95(quiet[name]) * 1e3:.0f} ms, with {cores} busy "
               f"processes {p95(loaded[name]) * 1e3:.0f} ms (medians {statistics.median(quiet[name]) * 1e3:.0f} / "

@@ -15,7 +15,6 @@ whichever was descheduled. Run: python benchmarks/bench_busy.py [--samples 80] [
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import statistics
 import sys
@@ -27,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._backend_sides import _busy  # noqa: E402
+from benchmarks._backend_sides import every_core_busy  # noqa: E402
 from benchmarks._common import machine  # noqa: E402
 
 
@@ -97,18 +96,9 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, run in sides.items():
             quiet[name] += measure(run, per_block)
-        stop = multiprocessing.Event()
-        processes = [multiprocessing.Process(target=_busy, args=(stop,)) for _ in range(cores)]
-        for process in processes:
-            process.start()
-        try:
-            time.sleep(0.5)
+        with every_core_busy():
             for name, run in sides.items():
                 busy[name] += measure(run, per_block)
-        finally:
-            stop.set()
-            for process in processes:
-                process.join()
 
     def p95(values: list[float]) -> float:
         return statistics.quantiles(values, n=20)[-1]
