@@ -236,8 +236,7 @@ def resume_command(args: argparse.Namespace) -> str:
     --resume."""
     import shlex
 
-    given = getattr(args, "command_line", None) or ["train", str(args.folder), "--out", str(args.out)]
-    return shlex.join(["cardinal", *[word for word in given if word != "--resume"], "--resume"])
+    return shlex.join(["cardinal", *[word for word in args.command_line if word != "--resume"], "--resume"])
 
 
 class _Discard(io.TextIOBase):
